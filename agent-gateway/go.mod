@@ -1,0 +1,7 @@
+module github.com/viworks/backend-agent/agent-gateway
+
+go 1.26.0
+
+require github.com/viworks/backend-agent/pkg v0.0.0
+
+replace github.com/viworks/backend-agent/pkg => ../pkg

@@ -1,0 +1,76 @@
+package auth
+
+import (
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/require"
+)
+
+func newTestJWT(t *testing.T) *JWT {
+	t.Helper()
+	j, err := NewJWT(Config{Secret: []byte("0123456789abcdef0123456789abcdef"), Issuer: "viworks", Audience: "viworks-api"})
+	require.NoError(t, err)
+	return j
+}
+
+func TestIssueVerifyRoundTrip(t *testing.T) {
+	j := newTestJWT(t)
+	tok, err := j.Issue("alice", RoleOperator, time.Minute)
+	require.NoError(t, err)
+	p, err := j.Verify(tok)
+	require.NoError(t, err)
+	require.Equal(t, Principal{Subject: "alice", Role: RoleOperator}, p)
+}
+
+func TestVerifyRejects(t *testing.T) {
+	j := newTestJWT(t)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	now := time.Now()
+	sign := func(m jwt.SigningMethod, key any, c jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(m, c).SignedString(key)
+		require.NoError(t, err)
+		return s
+	}
+	good := func() jwt.MapClaims {
+		return jwt.MapClaims{"sub": "a", "role": "admin", "iss": "viworks", "aud": "viworks-api", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
+	}
+	with := func(k string, v any) jwt.MapClaims { c := good(); c[k] = v; return c }
+	without := func(k string) jwt.MapClaims { c := good(); delete(c, k); return c }
+	none := sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good())
+
+	cases := []struct {
+		name  string
+		token string
+	}{
+		{"garbage", "not-a-token"},
+		{"alg none", none},
+		{"HS512", sign(jwt.SigningMethodHS512, secret, good())},
+		{"wrong secret", sign(jwt.SigningMethodHS256, []byte("another-secret-another-secret-xx"), good())},
+		{"expired", sign(jwt.SigningMethodHS256, secret, with("exp", now.Add(-time.Hour).Unix()))},
+		{"no exp", sign(jwt.SigningMethodHS256, secret, without("exp"))},
+		{"wrong issuer", sign(jwt.SigningMethodHS256, secret, with("iss", "other"))},
+		{"no issuer", sign(jwt.SigningMethodHS256, secret, without("iss"))},
+		{"wrong audience", sign(jwt.SigningMethodHS256, secret, with("aud", "other"))},
+		{"no audience", sign(jwt.SigningMethodHS256, secret, without("aud"))},
+		{"unknown role", sign(jwt.SigningMethodHS256, secret, with("role", "root"))},
+		{"no subject", sign(jwt.SigningMethodHS256, secret, without("sub"))},
+		{"issued in the future", sign(jwt.SigningMethodHS256, secret, with("iat", now.Add(time.Hour).Unix()))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := j.Verify(tc.token)
+			require.ErrorIs(t, err, ErrInvalidToken)
+		})
+	}
+}
+
+func TestRoleAllows(t *testing.T) {
+	require.True(t, RoleAdmin.Allows(RoleOperator))
+	require.True(t, RoleOperator.Allows(RoleViewer))
+	require.False(t, RoleViewer.Allows(RoleOperator))
+	require.False(t, Role("root").Allows(RoleViewer))
+	_, err := ParseRole("superuser")
+	require.Error(t, err)
+}

@@ -1,0 +1,36 @@
+package bus
+
+import "encoding/json"
+
+// Wake reasons.
+const (
+	WakeCommand     = "command"     // a command was created
+	WakeAgent       = "agent"       // an agent came online
+	WakeResult      = "result"      // an execution finished (frees capacity)
+	WakeUndelivered = "undelivered" // a gateway could not deliver an execution
+)
+
+// Wake is published on TopicScheduler.
+type Wake struct {
+	Reason      string `json:"reason"`
+	CommandID   string `json:"command_id,omitempty"`
+	AgentID     string `json:"agent_id,omitempty"`
+	ExecutionID string `json:"execution_id,omitempty"`
+}
+
+// Delivery is published on a gateway's topic: one frame for one agent session.
+type Delivery struct {
+	AgentID     string          `json:"agent_id"`
+	SessionID   string          `json:"session_id,omitempty"`
+	ExecutionID string          `json:"execution_id,omitempty"`
+	Frame       json.RawMessage `json:"frame"`
+}
+
+// Encode marshals a bus message; these types always marshal.
+func Encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("bus: encoding message: " + err.Error())
+	}
+	return b
+}

@@ -1,0 +1,155 @@
+// Package protocol defines the agent wire protocol of DESIGN §3: the JSON envelope,
+// the frame types and their payloads, and strict decoding with validation.
+package protocol
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Frame types (DESIGN §3).
+const (
+	TypeHello         = "HELLO"
+	TypeWelcome       = "WELCOME"
+	TypeHeartbeat     = "HEARTBEAT"
+	TypeTelemetry     = "TELEMETRY"
+	TypeCommand       = "COMMAND"
+	TypeAck           = "ACK"
+	TypeCommandResult = "COMMAND_RESULT"
+	TypeResultAck     = "RESULT_ACK"
+	TypeCancel        = "CANCEL"
+	TypeError         = "ERROR"
+)
+
+// Limits on what an agent may send.
+const (
+	MaxIDLen           = 128
+	MaxShortFieldLen   = 256
+	MaxCapabilities    = 128
+	MaxLabels          = 64
+	MaxMetrics         = 128
+	MaxOutputBytes     = 64 << 10
+	MaxErrorBytes      = 4 << 10
+	DefaultReadLimit   = 1 << 20
+	MaxRunningCommands = 1 << 20
+)
+
+// Envelope is the outer JSON object of every frame.
+type Envelope struct {
+	Type    string          `json:"type"`
+	ID      string          `json:"id,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// Hello is the first frame an agent sends after the upgrade.
+type Hello struct {
+	AgentID      string            `json:"agent_id"`
+	Site         string            `json:"site"`
+	Version      string            `json:"version"`
+	Capabilities []string          `json:"capabilities"`
+	Labels       map[string]string `json:"labels"`
+	Hostname     string            `json:"hostname"`
+	OS           string            `json:"os"`
+	Arch         string            `json:"arch"`
+}
+
+// Welcome answers HELLO.
+type Welcome struct {
+	SessionID          string    `json:"session_id"`
+	HeartbeatIntervalS int       `json:"heartbeat_interval_s"`
+	TelemetryIntervalS int       `json:"telemetry_interval_s"`
+	SigningKeyID       string    `json:"signing_key_id"`
+	SigningPublicKey   string    `json:"signing_public_key"`
+	ServerTime         time.Time `json:"server_time"`
+}
+
+// Health states an agent reports in HEARTBEAT.
+const (
+	HealthHealthy   = "healthy"
+	HealthDegraded  = "degraded"
+	HealthUnhealthy = "unhealthy"
+)
+
+// Heartbeat is sent periodically by the agent.
+type Heartbeat struct {
+	Status          string `json:"status"`
+	UptimeS         int64  `json:"uptime_s"`
+	RunningCommands int    `json:"running_commands"`
+}
+
+// Telemetry carries one sample of numeric metrics.
+type Telemetry struct {
+	TS      time.Time          `json:"ts"`
+	Metrics map[string]float64 `json:"metrics"`
+}
+
+// Command asks an agent to run a verb.
+type Command struct {
+	CommandID   string          `json:"command_id"`
+	ExecutionID string          `json:"execution_id"`
+	AgentID     string          `json:"agent_id"`
+	Verb        string          `json:"verb"`
+	Args        json.RawMessage `json:"args"`
+	RequestedBy string          `json:"requested_by"`
+	IssuedAt    time.Time       `json:"issued_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+	Nonce       string          `json:"nonce"`
+	KeyID       string          `json:"key_id"`
+	Signature   string          `json:"signature"`
+}
+
+// Ack states of an execution reported by the agent.
+const (
+	AckReceived = "received"
+	AckStarted  = "started"
+)
+
+// Ack acknowledges a COMMAND.
+type Ack struct {
+	ExecutionID string `json:"execution_id"`
+	State       string `json:"state"`
+}
+
+// Result statuses an agent may report.
+const (
+	ResultSucceeded = "succeeded"
+	ResultFailed    = "failed"
+)
+
+// CommandResult is the outcome of one execution.
+type CommandResult struct {
+	ExecutionID string    `json:"execution_id"`
+	CommandID   string    `json:"command_id"`
+	Status      string    `json:"status"`
+	ExitCode    int       `json:"exit_code"`
+	Output      string    `json:"output"`
+	Error       string    `json:"error"`
+	StartedAt   time.Time `json:"started_at"`
+	FinishedAt  time.Time `json:"finished_at"`
+}
+
+// ResultAck tells the agent its result is durable.
+type ResultAck struct {
+	ExecutionID string `json:"execution_id"`
+}
+
+// Cancel asks the agent to stop an execution.
+type Cancel struct {
+	ExecutionID string `json:"execution_id"`
+	Reason      string `json:"reason"`
+}
+
+// Error codes sent in ERROR frames.
+const (
+	ErrCodeUnknownType     = "unknown_type"
+	ErrCodeInvalidPayload  = "invalid_payload"
+	ErrCodeIdentity        = "identity_mismatch"
+	ErrCodeNotWelcomed     = "hello_required"
+	ErrCodeUnknownExecuton = "unknown_execution"
+)
+
+// ErrorPayload is sent to the agent when a frame cannot be processed.
+type ErrorPayload struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,159 @@
+package store
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migrationLockKey is the pg_advisory_lock key that serialises migrators.
+const migrationLockKey = 0x76697772 // "viwr"
+
+// ErrSchemaBehind is returned by CheckSchema when migrations are pending.
+var ErrSchemaBehind = errors.New("database schema is behind")
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func loadMigrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("reading migrations: %w", err)
+	}
+	var out []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		if !ok {
+			return nil, fmt.Errorf("migration %s: name must be NNNN_description.sql", e.Name())
+		}
+		v, err := strconv.Atoi(num)
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: bad version: %w", e.Name(), err)
+		}
+		body, err := fs.ReadFile(migrationFiles, "migrations/"+e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("reading migration %s: %w", e.Name(), err)
+		}
+		out = append(out, migration{version: v, name: e.Name(), sql: string(body)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	for i, m := range out {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: versions must be contiguous from 1", m.name)
+		}
+	}
+	return out, nil
+}
+
+// LatestVersion is the schema version this build expects.
+func LatestVersion() int {
+	ms, err := loadMigrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
+}
+
+const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`
+
+// Migrate applies pending migrations under a session-level advisory lock, so
+// several migrators (one per pod) may run at once: one applies, the others wait
+// and then find nothing to do. It returns the versions it applied.
+func (s *Store) Migrate(ctx context.Context) ([]int, error) {
+	ms, err := loadMigrations()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquiring migration connection: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
+		return nil, fmt.Errorf("taking migration lock: %w", err)
+	}
+	defer func() {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockKey)
+	}()
+	if _, err := conn.ExecContext(ctx, createVersionTable); err != nil {
+		return nil, fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	var current int
+	if err := conn.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return nil, fmt.Errorf("reading schema version: %w", err)
+	}
+	var applied []int
+	for _, m := range ms {
+		if m.version <= current {
+			continue
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return applied, fmt.Errorf("applying migration %s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			_ = tx.Rollback()
+			return applied, fmt.Errorf("applying migration %s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+			_ = tx.Rollback()
+			return applied, fmt.Errorf("recording migration %s: %w", m.name, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return applied, fmt.Errorf("committing migration %s: %w", m.name, err)
+		}
+		applied = append(applied, m.version)
+	}
+	return applied, nil
+}
+
+// SchemaVersion returns the highest applied migration (0 on an empty database).
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var exists bool
+	if err := s.db.WithContext(ctx).Raw(`SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists).Error; err != nil {
+		return 0, fmt.Errorf("reading schema version: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int
+	if err := s.db.WithContext(ctx).Raw(`SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&v).Error; err != nil {
+		return 0, fmt.Errorf("reading schema version: %w", err)
+	}
+	return v, nil
+}
+
+// CheckSchema refuses a database whose schema is older (or newer) than this build.
+func (s *Store) CheckSchema(ctx context.Context) error {
+	v, err := s.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	want := LatestVersion()
+	switch {
+	case v < want:
+		return fmt.Errorf("%w: at version %d, this build needs %d; run `scheduler migrate`", ErrSchemaBehind, v, want)
+	case v > want:
+		return fmt.Errorf("database schema version %d is newer than this build (%d); upgrade the binary", v, want)
+	}
+	return nil
+}

@@ -1,0 +1,340 @@
+package store_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/testenv"
+)
+
+func newStore(t *testing.T) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t), MaxConns: 8})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	_, err = s.Migrate(ctx)
+	require.NoError(t, err)
+	return s
+}
+
+func TestMigrateIdempotentAndConcurrent(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.Postgres(t)
+	s, err := store.Open(ctx, store.Config{URL: url})
+	require.NoError(t, err)
+	defer s.Close()
+	require.ErrorIs(t, s.CheckSchema(ctx), store.ErrSchemaBehind)
+
+	var wg sync.WaitGroup
+	applied := make([][]int, 4)
+	errs := make([]error, 4)
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s2, err := store.Open(ctx, store.Config{URL: url})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer s2.Close()
+			applied[i], errs[i] = s2.Migrate(ctx)
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range 4 {
+		require.NoError(t, errs[i])
+		total += len(applied[i])
+	}
+	require.Equal(t, store.LatestVersion(), total, "each migration applied exactly once")
+	require.NoError(t, s.CheckSchema(ctx))
+	again, err := s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Empty(t, again)
+}
+
+func online(t *testing.T, s *store.Store, id, gw, session string) {
+	t.Helper()
+	require.NoError(t, s.MarkAgentOnline(context.Background(), store.AgentSession{
+		ID: id, Site: "lab", Capabilities: []string{"echo"}, Labels: map[string]string{"role": "web"},
+		GatewayID: gw, SessionID: session, At: time.Now(),
+	}))
+}
+
+func routeAll(gw string) store.Router {
+	return func(_ context.Context, ids []string) (map[string]string, error) {
+		m := map[string]string{}
+		for _, id := range ids {
+			m[id] = gw
+		}
+		return m, nil
+	}
+}
+
+func TestCommandLifecycle(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	online(t, s, "a1", "gw1", "s1")
+	online(t, s, "a2", "gw1", "s2")
+
+	_, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: []string{"a1", "nope", "zz"}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "command.create"}})
+	var unknown *store.UnknownAgentsError
+	require.ErrorAs(t, err, &unknown)
+	require.Equal(t, []string{"nope", "zz"}, unknown.IDs)
+
+	cmd, execs, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(`{"message":"hi"}`), Priority: store.PriorityNormal, AgentIDs: []string{"a1", "a2"}, TTLSeconds: 60, TimeoutSeconds: 60, MaxRetries: 1, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "command.create"}})
+	require.NoError(t, err)
+	require.Len(t, execs, 2)
+
+	due, claimed, err := s.ClaimDue(ctx, 10, time.Minute, routeAll("gw1"))
+	require.NoError(t, err)
+	require.Equal(t, 2, claimed)
+	require.Len(t, due, 2)
+	require.Equal(t, "echo", due[0].Verb)
+	require.Equal(t, 1, due[0].Attempts)
+	require.JSONEq(t, `{"message":"hi"}`, string(due[0].Args))
+
+	again, _, err := s.ClaimDue(ctx, 10, time.Minute, routeAll("gw1"))
+	require.NoError(t, err)
+	require.Empty(t, again, "dispatched executions are not claimed again")
+
+	got, _, err := s.GetCommand(ctx, cmd.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandRunning, got.Status)
+
+	byAgent := map[string]store.DueExecution{}
+	for _, d := range due {
+		byAgent[d.AgentID] = d
+	}
+	ok, err := s.AckExecution(ctx, byAgent["a1"].ExecutionID, "a2", time.Now())
+	require.NoError(t, err)
+	require.False(t, ok, "an agent cannot ack another agent's execution")
+	ok, err = s.AckExecution(ctx, byAgent["a1"].ExecutionID, "a1", time.Now())
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	_, rec, err := s.RecordResult(ctx, store.Result{ExecutionID: byAgent["a1"].ExecutionID, AgentID: "a2", Status: "succeeded"})
+	require.NoError(t, err)
+	require.False(t, rec, "an agent cannot report another agent's execution")
+	_, rec, err = s.RecordResult(ctx, store.Result{ExecutionID: byAgent["a1"].ExecutionID, AgentID: "a1", Status: "succeeded", Output: "hi", FinishedAt: time.Now()})
+	require.NoError(t, err)
+	require.True(t, rec)
+	_, rec, err = s.RecordResult(ctx, store.Result{ExecutionID: byAgent["a1"].ExecutionID, AgentID: "a1", Status: "failed", Output: "dup"})
+	require.NoError(t, err)
+	require.False(t, rec, "first terminal result wins")
+	_, rec, err = s.RecordResult(ctx, store.Result{ExecutionID: byAgent["a2"].ExecutionID, AgentID: "a2", Status: "failed", ExitCode: 1, Error: "boom"})
+	require.NoError(t, err)
+	require.True(t, rec)
+
+	got, gotExecs, err := s.GetCommand(ctx, cmd.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandPartiallySucceeded, got.Status)
+	require.NotNil(t, got.FinishedAt)
+	require.Equal(t, "hi", gotExecs[0].Output)
+	require.Equal(t, store.ExecSucceeded, gotExecs[0].Status)
+	require.Equal(t, store.ExecFailed, gotExecs[1].Status)
+
+	_, _, err = s.GetCommand(ctx, "00000000-0000-0000-0000-000000000000")
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestClaimSkipsOfflineAndOrdersByPriority(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	online(t, s, "a1", "gw1", "s1")
+	online(t, s, "off", "gw1", "s9")
+	_, err := s.MarkAgentOffline(ctx, "off", "s9", time.Now())
+	require.NoError(t, err)
+	mk := func(p store.Priority, agent string) string {
+		c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Priority: p, AgentIDs: []string{agent}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+		require.NoError(t, err)
+		return c.ID
+	}
+	low := mk(store.PriorityLow, "a1")
+	_ = mk(store.PriorityCritical, "off")
+	crit := mk(store.PriorityCritical, "a1")
+	normal := mk(store.PriorityNormal, "a1")
+	due, _, err := s.ClaimDue(ctx, 10, time.Minute, routeAll("gw"))
+	require.NoError(t, err)
+	var order []string
+	for _, d := range due {
+		order = append(order, d.CommandID)
+	}
+	require.Equal(t, []string{crit, normal, low}, order)
+}
+
+func TestConcurrentClaimsNeverOverlap(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	var agents []string
+	for i := range 20 {
+		id := "c" + string(rune('a'+i))
+		online(t, s, id, "gw", "s-"+id)
+		agents = append(agents, id)
+	}
+	for range 10 {
+		_, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: agents, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+		require.NoError(t, err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				due, claimed, err := s.ClaimDue(ctx, 7, time.Minute, routeAll("gw"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for _, d := range due {
+					seen[d.ExecutionID]++
+				}
+				mu.Unlock()
+				if claimed == 0 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Len(t, seen, 200)
+	for id, n := range seen {
+		require.Equal(t, 1, n, "execution %s claimed %d times", id, n)
+	}
+}
+
+func TestSweepRetriesTimesOutAndExpires(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	online(t, s, "a1", "gw", "s1")
+	c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: []string{"a1"}, TTLSeconds: 3600, TimeoutSeconds: 30, MaxRetries: 1, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+	require.NoError(t, err)
+	_, _, err = s.ClaimDue(ctx, 10, time.Millisecond, routeAll("gw"))
+	require.NoError(t, err)
+
+	// No ACK by the deadline: retrying with backoff.
+	time.Sleep(10 * time.Millisecond)
+	_, err = s.Sweep(ctx, time.Now(), 20*time.Millisecond, time.Second)
+	require.NoError(t, err)
+	_, ex, err := s.GetCommand(ctx, c.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.ExecRetrying, ex[0].Status)
+	require.NotNil(t, ex[0].NextAttemptAt)
+	due, _, err := s.ClaimDue(ctx, 10, time.Millisecond, routeAll("gw"))
+	require.NoError(t, err)
+	require.Empty(t, due, "not before the backoff has passed")
+
+	// Second attempt, still no ACK: retries used up → failed.
+	time.Sleep(40 * time.Millisecond)
+	due, _, err = s.ClaimDue(ctx, 10, time.Millisecond, routeAll("gw"))
+	require.NoError(t, err)
+	require.Len(t, due, 1)
+	require.Equal(t, 2, due[0].Attempts)
+	time.Sleep(10 * time.Millisecond)
+	_, err = s.Sweep(ctx, time.Now(), 20*time.Millisecond, time.Second)
+	require.NoError(t, err)
+	got, ex, err := s.GetCommand(ctx, c.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.ExecFailed, ex[0].Status)
+	require.Equal(t, store.CommandFailed, got.Status)
+
+	// Running past the command timeout: timed_out, returned for a CANCEL.
+	c2, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "sleep", AgentIDs: []string{"a1"}, TTLSeconds: 3600, TimeoutSeconds: 30, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+	require.NoError(t, err)
+	due, _, err = s.ClaimDue(ctx, 10, time.Hour, routeAll("gw"))
+	require.NoError(t, err)
+	ok, err := s.AckExecution(ctx, due[0].ExecutionID, "a1", time.Now())
+	require.NoError(t, err)
+	require.True(t, ok)
+	ended, err := s.Sweep(ctx, time.Now().Add(time.Minute), time.Second, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, ended, 1)
+	require.Equal(t, due[0].ExecutionID, ended[0].ExecutionID)
+	got, _, err = s.GetCommand(ctx, c2.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandTimedOut, got.Status)
+
+	// Queued past the TTL: expired.
+	c3, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: []string{"a1"}, TTLSeconds: 1, TimeoutSeconds: 30, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+	require.NoError(t, err)
+	_, err = s.Sweep(ctx, time.Now().Add(5*time.Second), time.Second, time.Minute)
+	require.NoError(t, err)
+	got, _, err = s.GetCommand(ctx, c3.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandExpired, got.Status)
+}
+
+func TestAgentsOnlineOfflineTouchList(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	online(t, s, "b1", "gw1", "s1")
+	online(t, s, "b2", "gw1", "s2")
+	online(t, s, "b1", "gw2", "s3") // reconnect elsewhere
+	ok, err := s.MarkAgentOffline(ctx, "b1", "s1", time.Now())
+	require.NoError(t, err)
+	require.False(t, ok, "a stale session cannot mark the agent offline")
+	a, err := s.GetAgent(ctx, "b1")
+	require.NoError(t, err)
+	require.Equal(t, store.AgentOnline, a.Status)
+	require.Equal(t, "gw2", a.GatewayID)
+	require.Equal(t, []string{"echo"}, []string(a.Capabilities))
+
+	require.NoError(t, s.TouchAgents(ctx, []store.HealthUpdate{{AgentID: "b1", Status: "degraded", UptimeS: 42, At: time.Now()}, {AgentID: "b2", Status: "healthy", UptimeS: 7, At: time.Now()}}))
+	a, err = s.GetAgent(ctx, "b1")
+	require.NoError(t, err)
+	require.Equal(t, "degraded", a.HealthStatus)
+	require.Equal(t, int64(42), a.UptimeS)
+
+	ok, err = s.MarkAgentOffline(ctx, "b2", "s2", time.Now())
+	require.NoError(t, err)
+	require.True(t, ok)
+	list, err := s.ListAgents(ctx, store.AgentFilter{Status: store.AgentOnline, Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, "b1", list[0].ID)
+	list, err = s.ListAgents(ctx, store.AgentFilter{Limit: 1, After: "b1"})
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, "b2", list[0].ID)
+	_, err = s.GetAgent(ctx, "none")
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	require.NoError(t, s.InsertTelemetry(ctx, []store.TelemetrySample{{AgentID: "b1", TS: time.Now(), Metrics: store.JSON(`{"cpu_percent":1}`), ReceivedAt: time.Now()}}))
+	n, err := s.MarkGatewayAgentsOffline(ctx, "gw2", time.Now())
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+}
+
+func TestAggregate(t *testing.T) {
+	cases := []struct {
+		counts map[string]int
+		want   string
+		final  bool
+	}{
+		{map[string]int{"queued": 2}, "queued", false},
+		{map[string]int{"queued": 1, "running": 1}, "running", false},
+		{map[string]int{"queued": 1, "succeeded": 1}, "running", false},
+		{map[string]int{"succeeded": 2}, "succeeded", true},
+		{map[string]int{"succeeded": 1, "failed": 1}, "partially_succeeded", true},
+		{map[string]int{"failed": 1, "timed_out": 1}, "failed", true},
+		{map[string]int{"timed_out": 2}, "timed_out", true},
+		{map[string]int{"cancelled": 2}, "cancelled", true},
+		{map[string]int{"expired": 1}, "expired", true},
+	}
+	for _, tc := range cases {
+		got, final := store.Aggregate(tc.counts)
+		require.Equal(t, tc.want, got, "%v", tc.counts)
+		require.Equal(t, tc.final, final, "%v", tc.counts)
+	}
+}
