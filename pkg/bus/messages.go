@@ -18,12 +18,14 @@ type Wake struct {
 	ExecutionID string `json:"execution_id,omitempty"`
 }
 
-// Delivery is published on a gateway's topic: one frame for one agent session.
+// Delivery is published on a gateway's topic: one frame for one agent session,
+// or (Kick) the order to close that session because a newer one replaced it.
 type Delivery struct {
 	AgentID     string          `json:"agent_id"`
 	SessionID   string          `json:"session_id,omitempty"`
 	ExecutionID string          `json:"execution_id,omitempty"`
-	Frame       json.RawMessage `json:"frame"`
+	Frame       json.RawMessage `json:"frame,omitempty"`
+	Kick        bool            `json:"kick,omitempty"`
 }
 
 // Encode marshals a bus message; these types always marshal.

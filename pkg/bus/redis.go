@@ -121,7 +121,7 @@ func (s *redisSub) run() {
 }
 
 func (s *redisSub) Messages() <-chan Message { return s.out }
-func (s *redisSub) Close() error              { return s.ps.Close() }
+func (s *redisSub) Close() error             { return s.ps.Close() }
 
 // Ping implements Bus.
 func (r *Redis) Ping(ctx context.Context) error { return r.client.Ping(ctx).Err() }

@@ -141,11 +141,11 @@ type Cancel struct {
 
 // Error codes sent in ERROR frames.
 const (
-	ErrCodeUnknownType     = "unknown_type"
-	ErrCodeInvalidPayload  = "invalid_payload"
-	ErrCodeIdentity        = "identity_mismatch"
-	ErrCodeNotWelcomed     = "hello_required"
-	ErrCodeUnknownExecuton = "unknown_execution"
+	ErrCodeUnknownType      = "unknown_type"
+	ErrCodeInvalidPayload   = "invalid_payload"
+	ErrCodeIdentity         = "identity_mismatch"
+	ErrCodeNotWelcomed      = "hello_required"
+	ErrCodeUnknownExecution = "unknown_execution"
 )
 
 // ErrorPayload is sent to the agent when a frame cannot be processed.

@@ -1,0 +1,367 @@
+// Package gateway is the agent-gateway role: it holds OS agents' WebSockets,
+// authenticates them on the upgrade request, keeps their presence in the bus,
+// delivers COMMAND frames published on its own topic and persists what agents
+// report (results, acks, heartbeats, telemetry).
+package gateway
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// Store is the durable state the gateway writes.
+type Store interface {
+	MarkAgentOnline(ctx context.Context, a store.AgentSession) error
+	MarkAgentOffline(ctx context.Context, agentID, sessionID string, at time.Time) (bool, error)
+	TouchAgents(ctx context.Context, ups []store.HealthUpdate) error
+	AckExecution(ctx context.Context, executionID, agentID string, at time.Time) (bool, error)
+	RecordResult(ctx context.Context, r store.Result) (string, bool, error)
+	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
+}
+
+// Config configures a gateway.
+type Config struct {
+	GatewayID         string
+	EnrollmentSecret  string        // bootstrap secret accepted as a bearer credential
+	HeartbeatInterval time.Duration // told to agents; presence lives 3 intervals
+	TelemetryInterval time.Duration
+	MaxConnections    int
+	ReadLimit         int64
+	HandshakeTimeout  time.Duration // upgrade to HELLO
+	WriteTimeout      time.Duration
+	SendQueue         int           // frames buffered per session before it is dropped as slow
+	FlushInterval     time.Duration // heartbeat (last_seen) and telemetry flush period
+	TelemetryBatch    int           // flush telemetry early at this many samples
+}
+
+func (c *Config) setDefaults() {
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 30 * time.Second
+	}
+	if c.TelemetryInterval <= 0 {
+		c.TelemetryInterval = 30 * time.Second
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 100
+	}
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = protocol.DefaultReadLimit
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 256
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 5 * time.Second
+	}
+	if c.TelemetryBatch <= 0 {
+		c.TelemetryBatch = 100
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.GatewayID == "" {
+		errs = append(errs, errors.New("gateway: id is required"))
+	}
+	if c.EnrollmentSecret == "" {
+		errs = append(errs, errors.New("gateway: an enrollment secret is required (AGENT_ENROLLMENT_SECRET)"))
+	}
+	return errors.Join(errs...)
+}
+
+// Gateway serves agents.
+type Gateway struct {
+	cfg      Config
+	store    Store
+	bus      bus.Bus
+	presence bus.Presence
+	log      logrus.FieldLogger
+	upgrader websocket.Upgrader
+	metrics  *metrics
+
+	mu       sync.Mutex
+	sessions map[string]*session // agent id → current session
+	draining bool
+
+	healthMu sync.Mutex
+	health   map[string]store.HealthUpdate
+	telMu    sync.Mutex
+	tel      []store.TelemetrySample
+	telKick  chan struct{}
+
+	wg sync.WaitGroup // live sessions
+}
+
+// New builds a gateway.
+func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log logrus.FieldLogger, cfg Config) (*Gateway, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
+		metrics:  newMetrics(reg),
+		sessions: map[string]*session{},
+		health:   map[string]store.HealthUpdate{},
+		telKick:  make(chan struct{}, 1),
+	}
+	g.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		// Agents are not browsers; a browser's Origin must match the host.
+		CheckOrigin: func(r *http.Request) bool {
+			origin := r.Header.Get("Origin")
+			if origin == "" {
+				return true
+			}
+			return strings.EqualFold(strings.TrimPrefix(strings.TrimPrefix(origin, "https://"), "http://"), r.Host)
+		},
+	}
+	return g, nil
+}
+
+// Register mounts the agent endpoint on mux.
+func (g *Gateway) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /ws/agent", g.serveWS)
+}
+
+// Run subscribes to the gateway's topic and flushes batches until ctx is done.
+func (g *Gateway) Run(ctx context.Context) error {
+	sub, err := g.bus.Subscribe(ctx, bus.GatewayTopic(g.cfg.GatewayID))
+	if err != nil {
+		return fmt.Errorf("subscribing to gateway topic: %w", err)
+	}
+	defer sub.Close()
+	flushDone := make(chan struct{})
+	go func() {
+		defer close(flushDone)
+		g.flushLoop(ctx)
+	}()
+	defer func() { <-flushDone }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-sub.Messages():
+			if !ok {
+				return errors.New("gateway topic subscription closed")
+			}
+			g.handleDelivery(ctx, m.Payload)
+		}
+	}
+}
+
+// Shutdown closes every session with 1012 (service restart) so agents reconnect
+// elsewhere, waits for their cleanup, and flushes pending batches.
+func (g *Gateway) Shutdown(ctx context.Context) {
+	g.mu.Lock()
+	g.draining = true
+	all := make([]*session, 0, len(g.sessions))
+	for _, s := range g.sessions {
+		all = append(all, s)
+	}
+	g.mu.Unlock()
+	for _, s := range all {
+		s.close(protocol.CloseServiceRestart, "gateway shutting down")
+	}
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	g.flush(context.WithoutCancel(ctx))
+}
+
+// Sessions returns the number of live sessions.
+func (g *Gateway) Sessions() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.sessions)
+}
+
+func (g *Gateway) authenticate(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(g.cfg.EnrollmentSecret)) == 1
+}
+
+func problem(w http.ResponseWriter, code int, title, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(code)
+	_, _ = fmt.Fprintf(w, `{"type":"about:blank","title":%q,"status":%d,"detail":%q}`, title, code, detail)
+}
+
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !g.authenticate(r) {
+		g.metrics.rejected.WithLabelValues("unauthorized").Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="agents"`)
+		problem(w, http.StatusUnauthorized, "Unauthorized", "a valid agent credential is required in the Authorization header")
+		return
+	}
+	g.mu.Lock()
+	full := len(g.sessions) >= g.cfg.MaxConnections
+	draining := g.draining
+	g.mu.Unlock()
+	if full || draining {
+		g.metrics.rejected.WithLabelValues("capacity").Inc()
+		w.Header().Set("Retry-After", "5")
+		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "this gateway accepts no more agents; retry later")
+		return
+	}
+	conn, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		s := newSession(g, conn, r.RemoteAddr)
+		s.run(context.WithoutCancel(r.Context()))
+	}()
+}
+
+// attach makes s the agent's current session, returning the one it replaces.
+func (g *Gateway) attach(s *session) *session {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.sessions[s.agentID]
+	g.sessions[s.agentID] = s
+	g.metrics.sessions.Set(float64(len(g.sessions)))
+	return old
+}
+
+// detach removes s if it is still the agent's current session.
+func (g *Gateway) detach(s *session) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sessions[s.agentID] != s {
+		return false
+	}
+	delete(g.sessions, s.agentID)
+	g.metrics.sessions.Set(float64(len(g.sessions)))
+	return true
+}
+
+func (g *Gateway) lookup(agentID string) *session {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sessions[agentID]
+}
+
+func (g *Gateway) handleDelivery(ctx context.Context, payload []byte) {
+	var d bus.Delivery
+	if err := jsonUnmarshal(payload, &d); err != nil {
+		g.log.WithError(err).Warn("dropping malformed bus delivery")
+		return
+	}
+	s := g.lookup(d.AgentID)
+	if d.Kick {
+		if s != nil && s.id == d.SessionID {
+			s.close(protocol.ClosePolicyViolation, "replaced by a newer session")
+		}
+		return
+	}
+	if s != nil && (d.SessionID == "" || d.SessionID == s.id) && s.send(d.Frame) {
+		g.metrics.delivered.Inc()
+		return
+	}
+	g.metrics.undelivered.Inc()
+	if d.ExecutionID == "" {
+		return
+	}
+	// Tell the schedulers at once so they re-route instead of waiting for the ack deadline.
+	wake := bus.Encode(bus.Wake{Reason: bus.WakeUndelivered, AgentID: d.AgentID, ExecutionID: d.ExecutionID})
+	if _, err := g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
+		g.log.WithError(err).WithField("execution_id", d.ExecutionID).Warn("reporting undelivered execution failed")
+	}
+}
+
+func (g *Gateway) noteHealth(u store.HealthUpdate) {
+	g.healthMu.Lock()
+	g.health[u.AgentID] = u
+	g.healthMu.Unlock()
+}
+
+func (g *Gateway) addTelemetry(s store.TelemetrySample) {
+	g.telMu.Lock()
+	g.tel = append(g.tel, s)
+	n := len(g.tel)
+	g.telMu.Unlock()
+	if n >= g.cfg.TelemetryBatch {
+		select {
+		case g.telKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (g *Gateway) flushLoop(ctx context.Context) {
+	t := time.NewTicker(g.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.flush(ctx)
+		case <-g.telKick:
+			g.flushTelemetry(ctx)
+		}
+	}
+}
+
+func (g *Gateway) flush(ctx context.Context) {
+	g.healthMu.Lock()
+	ups := make([]store.HealthUpdate, 0, len(g.health))
+	for _, u := range g.health {
+		ups = append(ups, u)
+	}
+	clear(g.health)
+	g.healthMu.Unlock()
+	if err := g.store.TouchAgents(ctx, ups); err != nil {
+		g.log.WithError(err).WithField("agents", len(ups)).Error("flushing heartbeats failed")
+	}
+	g.flushTelemetry(ctx)
+}
+
+func (g *Gateway) flushTelemetry(ctx context.Context) {
+	g.telMu.Lock()
+	batch := g.tel
+	g.tel = nil
+	g.telMu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	if err := g.store.InsertTelemetry(ctx, batch); err != nil {
+		g.metrics.telemetryDropped.Add(float64(len(batch)))
+		g.log.WithError(err).WithField("samples", len(batch)).Error("flushing telemetry failed")
+		return
+	}
+	g.metrics.telemetryStored.Add(float64(len(batch)))
+}

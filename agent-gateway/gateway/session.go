@@ -1,0 +1,306 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/sirupsen/logrus"
+
+	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+var jsonUnmarshal = json.Unmarshal
+
+// session is one agent's WebSocket.
+type session struct {
+	g      *Gateway
+	conn   *websocket.Conn
+	remote string
+	log    logrus.FieldLogger
+
+	id      string
+	agentID string
+	entry   bus.Entry
+
+	out       chan []byte
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func newSession(g *Gateway, conn *websocket.Conn, remote string) *session {
+	return &session{
+		g: g, conn: conn, remote: remote, id: uuid.NewString(),
+		out: make(chan []byte, g.cfg.SendQueue), done: make(chan struct{}),
+		log: g.log.WithField("remote_addr", remote),
+	}
+}
+
+// send queues a frame; a full queue means a slow agent, which is disconnected
+// rather than allowed to block the gateway.
+func (s *session) send(frame []byte) bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	select {
+	case s.out <- frame:
+		return true
+	default:
+		s.g.metrics.closed.WithLabelValues("slow").Inc()
+		s.close(protocol.ClosePolicyViolation, "send queue full")
+		return false
+	}
+}
+
+func (s *session) sendFrame(typ string, payload any) bool {
+	b, err := protocol.Encode(typ, "", payload)
+	if err != nil {
+		s.log.WithError(err).Error("encoding frame failed")
+		return false
+	}
+	return s.send(b)
+}
+
+// close sends a close frame with code and tears the connection down; safe to
+// call from any goroutine, more than once.
+func (s *session) close(code int, reason string) {
+	s.closeOnce.Do(func() {
+		msg := websocket.FormatCloseMessage(code, reason)
+		_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		close(s.done)
+		_ = s.conn.Close()
+	})
+}
+
+func (s *session) run(ctx context.Context) {
+	defer s.close(protocol.CloseNormal, "")
+	s.conn.SetReadLimit(s.g.cfg.ReadLimit)
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.HandshakeTimeout))
+
+	hello, ok := s.readHello()
+	if !ok {
+		return
+	}
+	s.agentID = hello.AgentID
+	s.entry = bus.Entry{GatewayID: s.g.cfg.GatewayID, SessionID: s.id}
+	s.log = s.log.WithFields(logrus.Fields{"agent_id": s.agentID, "session_id": s.id})
+
+	if err := s.register(ctx, hello); err != nil {
+		s.log.WithError(err).Error("registering agent session failed")
+		s.close(protocol.CloseServiceRestart, "registration failed; retry")
+		return
+	}
+	defer s.unregister()
+
+	go s.writeLoop()
+	s.sendFrame(protocol.TypeWelcome, protocol.Welcome{
+		SessionID:          s.id,
+		HeartbeatIntervalS: int(s.g.cfg.HeartbeatInterval / time.Second),
+		TelemetryIntervalS: int(s.g.cfg.TelemetryInterval / time.Second),
+		ServerTime:         time.Now().UTC(),
+	})
+	s.log.Info("agent connected")
+	if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})); err != nil {
+		s.log.WithError(err).Warn("waking schedulers failed")
+	}
+	s.readLoop(ctx)
+}
+
+func (s *session) readHello() (*protocol.Hello, bool) {
+	_, data, err := s.conn.ReadMessage()
+	if err != nil {
+		s.readFailed(err)
+		return nil, false
+	}
+	f, err := protocol.Decode(data)
+	if err != nil {
+		s.rejectFrame(f, err)
+		return nil, false
+	}
+	hello, ok := f.Payload.(*protocol.Hello)
+	if !ok {
+		s.g.metrics.protocolErrors.WithLabelValues("hello_required").Inc()
+		s.close(protocol.ClosePolicyViolation, "first frame must be HELLO")
+		return nil, false
+	}
+	return hello, true
+}
+
+func (s *session) register(ctx context.Context, h *protocol.Hello) error {
+	if old := s.g.attach(s); old != nil {
+		old.close(protocol.ClosePolicyViolation, "replaced by a newer session")
+	}
+	ttl := 3 * s.g.cfg.HeartbeatInterval
+	prev, err := s.g.presence.SetPresence(ctx, s.agentID, s.entry, ttl)
+	if err != nil {
+		s.g.detach(s)
+		return err
+	}
+	if prev != nil && prev.GatewayID != s.g.cfg.GatewayID {
+		kick := bus.Encode(bus.Delivery{AgentID: s.agentID, SessionID: prev.SessionID, Kick: true})
+		if _, err := s.g.bus.Publish(ctx, bus.GatewayTopic(prev.GatewayID), kick); err != nil {
+			s.log.WithError(err).Warn("telling the previous gateway to drop the old session failed")
+		}
+	}
+	err = s.g.store.MarkAgentOnline(ctx, store.AgentSession{
+		ID: s.agentID, Site: h.Site, Version: h.Version, Hostname: h.Hostname, OS: h.OS, Arch: h.Arch,
+		Capabilities: h.Capabilities, Labels: h.Labels, GatewayID: s.g.cfg.GatewayID, SessionID: s.id,
+		At: time.Now(),
+	})
+	if err != nil {
+		s.g.detach(s)
+		_, _ = s.g.presence.DeletePresence(ctx, s.agentID, s.entry)
+		return err
+	}
+	return nil
+}
+
+func (s *session) unregister() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.g.detach(s)
+	if _, err := s.g.presence.DeletePresence(ctx, s.agentID, s.entry); err != nil {
+		s.log.WithError(err).Warn("removing presence failed")
+	}
+	if _, err := s.g.store.MarkAgentOffline(ctx, s.agentID, s.id, time.Now()); err != nil {
+		s.log.WithError(err).Warn("marking agent offline failed")
+	}
+	s.log.Info("agent disconnected")
+}
+
+func (s *session) deadline() time.Time {
+	return time.Now().Add(3 * s.g.cfg.HeartbeatInterval)
+}
+
+func (s *session) readLoop(ctx context.Context) {
+	_ = s.conn.SetReadDeadline(s.deadline())
+	s.conn.SetPongHandler(func(string) error { return s.conn.SetReadDeadline(s.deadline()) })
+	for {
+		_, data, err := s.conn.ReadMessage()
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		_ = s.conn.SetReadDeadline(s.deadline())
+		f, err := protocol.Decode(data)
+		if err != nil {
+			if errors.Is(err, protocol.ErrUnknownType) {
+				s.g.metrics.protocolErrors.WithLabelValues("unknown_type").Inc()
+				s.sendFrame(protocol.TypeError, protocol.ErrorPayload{Code: protocol.ErrCodeUnknownType, Message: err.Error()})
+				continue
+			}
+			s.rejectFrame(f, err)
+			return
+		}
+		s.g.metrics.frames.WithLabelValues(f.Type).Inc()
+		if !s.handle(ctx, f) {
+			return
+		}
+	}
+}
+
+func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
+	switch p := f.Payload.(type) {
+	case *protocol.Hello:
+		s.g.metrics.protocolErrors.WithLabelValues("duplicate_hello").Inc()
+		s.close(protocol.ClosePolicyViolation, "HELLO already received")
+		return false
+	case *protocol.Heartbeat:
+		if _, err := s.g.presence.RefreshPresence(ctx, s.agentID, s.entry, 3*s.g.cfg.HeartbeatInterval); err != nil {
+			s.log.WithError(err).Warn("refreshing presence failed")
+		}
+		s.g.noteHealth(store.HealthUpdate{AgentID: s.agentID, Status: p.Status, UptimeS: p.UptimeS, At: time.Now()})
+	case *protocol.Telemetry:
+		raw, _ := json.Marshal(p.Metrics)
+		s.g.addTelemetry(store.TelemetrySample{AgentID: s.agentID, TS: p.TS.UTC(), Metrics: raw, ReceivedAt: time.Now().UTC()})
+	case *protocol.Ack:
+		if _, err := s.g.store.AckExecution(ctx, p.ExecutionID, s.agentID, time.Now()); err != nil {
+			s.log.WithError(err).WithField("execution_id", p.ExecutionID).Error("recording ack failed")
+		}
+	case *protocol.CommandResult:
+		return s.handleResult(ctx, p)
+	}
+	return true
+}
+
+// handleResult persists the result and only then sends RESULT_ACK; if the write
+// fails the agent keeps the result in its outbox and re-sends it.
+func (s *session) handleResult(ctx context.Context, r *protocol.CommandResult) bool {
+	cmdID, recorded, err := s.g.store.RecordResult(ctx, store.Result{
+		ExecutionID: r.ExecutionID, AgentID: s.agentID, Status: r.Status, ExitCode: r.ExitCode,
+		Output: r.Output, Error: r.Error, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+	})
+	log := s.log.WithField("execution_id", r.ExecutionID)
+	if err != nil {
+		log.WithError(err).Error("recording result failed")
+		return true
+	}
+	s.sendFrame(protocol.TypeResultAck, protocol.ResultAck{ExecutionID: r.ExecutionID})
+	if !recorded {
+		s.g.metrics.duplicateResults.Inc()
+		return true
+	}
+	s.g.metrics.results.WithLabelValues(r.Status).Inc()
+	wake := bus.Encode(bus.Wake{Reason: bus.WakeResult, CommandID: cmdID, ExecutionID: r.ExecutionID})
+	if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
+		log.WithError(err).Warn("waking schedulers failed")
+	}
+	return true
+}
+
+func (s *session) rejectFrame(f protocol.Frame, err error) {
+	var de *protocol.DecodeError
+	code, label := protocol.ClosePolicyViolation, "invalid"
+	if errors.As(err, &de) {
+		code = de.CloseCode
+		if code == protocol.CloseInvalidPayload {
+			label = "malformed"
+		}
+	}
+	s.g.metrics.protocolErrors.WithLabelValues(label).Inc()
+	s.log.WithField("frame_type", f.Type).WithError(err).Warn("closing session on bad frame")
+	reason := err.Error()
+	if len(reason) > 120 { // a close reason must fit in a control frame
+		reason = reason[:120]
+	}
+	s.close(code, reason)
+}
+
+func (s *session) readFailed(err error) {
+	if errors.Is(err, websocket.ErrReadLimit) {
+		s.g.metrics.protocolErrors.WithLabelValues("too_big").Inc()
+		s.close(protocol.CloseMessageTooBig, "frame exceeds the read limit")
+		return
+	}
+	s.close(protocol.CloseNormal, "")
+}
+
+func (s *session) writeLoop() {
+	ping := time.NewTicker(s.g.cfg.HeartbeatInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case frame := <-s.out:
+			_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+			if err := s.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+				s.close(protocol.CloseGoingAway, "write failed")
+				return
+			}
+		case <-ping.C:
+			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.g.cfg.WriteTimeout)); err != nil {
+				s.close(protocol.CloseGoingAway, "ping failed")
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,24 @@
+// Command agentsim runs a fleet of simulated OS agents against a gateway
+// (DESIGN §7):
+//
+//	agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX \
+//	    --enrollment-secret S [--site SITE] [--labels k=v,...]
+//
+// It runs until SIGINT or SIGTERM. The logic lives in package sim.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/viworks/backend-agent/agentsim/sim"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := sim.Main(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,211 @@
+package sim
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/viworks/backend-agent/pkg/protocol"
+)
+
+// EnvEnrollmentSecret is read when --enrollment-secret is not given, so the
+// secret need not appear in the process list.
+const EnvEnrollmentSecret = "AGENT_ENROLLMENT_SECRET"
+
+// Options is the agentsim command line (DESIGN §7).
+type Options struct {
+	Gateway           string            // ws://HOST:PORT/ws/agent
+	Agents            int               // number of simulated agents
+	Prefix            string            // agent id prefix; ids are Prefix+index
+	StartIndex        int               // first index
+	EnrollmentSecret  string            // sent as each agent's bearer credential
+	Site              string            // site announced in HELLO
+	Labels            map[string]string // labels announced in HELLO
+	ConnectRate       float64           // agents started per second
+	TelemetryInterval time.Duration     // 0: the gateway's interval
+	LogLevel          string            // logrus level
+	LogFormat         string            // text, json or auto (text on a terminal)
+}
+
+// DefaultOptions returns the defaults of the optional flags.
+func DefaultOptions() Options {
+	return Options{
+		Prefix:      "sim-",
+		ConnectRate: 500,
+		LogLevel:    "info",
+		LogFormat:   "auto",
+	}
+}
+
+func newFlagSet(o *Options, labels *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("agentsim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.Gateway, "gateway", o.Gateway, "gateway agent endpoint, ws://HOST:PORT/ws/agent or wss://... (required)")
+	fs.IntVar(&o.Agents, "agents", o.Agents, "number of simulated agents (required, >= 1)")
+	fs.StringVar(&o.Prefix, "prefix", o.Prefix, "agent id prefix; agent ids are the prefix followed by the index")
+	fs.IntVar(&o.StartIndex, "start-index", o.StartIndex, "index of the first agent")
+	fs.StringVar(&o.EnrollmentSecret, "enrollment-secret", o.EnrollmentSecret, "enrollment secret (default $"+EnvEnrollmentSecret+")")
+	fs.StringVar(&o.Site, "site", o.Site, "site every agent announces")
+	fs.StringVar(labels, "labels", "", "labels every agent announces, k=v,k2=v2")
+	fs.Float64Var(&o.ConnectRate, "connect-rate", o.ConnectRate, "agents started per second")
+	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", o.TelemetryInterval, "telemetry interval, e.g. 10s (0: the gateway's)")
+	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: text, json or auto (text on a terminal, json otherwise)")
+	return fs
+}
+
+// Usage writes the command line help to w.
+func Usage(w io.Writer) {
+	o := DefaultOptions()
+	var labels string
+	fs := newFlagSet(&o, &labels)
+	fs.SetOutput(w)
+	fmt.Fprintln(w, "Usage: agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX --enrollment-secret S [--site SITE] [--labels k=v,...]")
+	fmt.Fprintln(w, "Runs N simulated agents until SIGINT/SIGTERM.")
+	fs.PrintDefaults()
+}
+
+// ParseFlags parses and validates the command line. It returns flag.ErrHelp
+// for -h/--help.
+func ParseFlags(args []string) (Options, error) {
+	o := DefaultOptions()
+	var labels string
+	fs := newFlagSet(&o, &labels)
+	if err := fs.Parse(args); err != nil {
+		return Options{}, err
+	}
+	if fs.NArg() > 0 {
+		return Options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.EnrollmentSecret == "" {
+		o.EnrollmentSecret = os.Getenv(EnvEnrollmentSecret)
+	}
+	var err error
+	if o.Labels, err = ParseLabels(labels); err != nil {
+		return Options{}, err
+	}
+	if err := o.Validate(); err != nil {
+		return Options{}, err
+	}
+	return o, nil
+}
+
+// ParseLabels parses "k=v,k2=v2". Empty input gives no labels; empty entries,
+// entries without '=', empty or duplicate keys are errors.
+func ParseLabels(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	labels := map[string]string{}
+	for _, entry := range strings.Split(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			return nil, errors.New("--labels: empty entry (want k=v,k2=v2)")
+		}
+		k, v, ok := strings.Cut(entry, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("--labels: %q is not key=value", entry)
+		case k == "":
+			return nil, fmt.Errorf("--labels: %q has an empty key", entry)
+		case len(k) > protocol.MaxShortFieldLen || len(v) > protocol.MaxShortFieldLen:
+			return nil, fmt.Errorf("--labels: %q: keys and values are at most %d bytes", k, protocol.MaxShortFieldLen)
+		}
+		if _, dup := labels[k]; dup {
+			return nil, fmt.Errorf("--labels: key %q given twice", k)
+		}
+		labels[k] = v
+	}
+	if len(labels) > protocol.MaxLabels {
+		return nil, fmt.Errorf("--labels: more than %d labels", protocol.MaxLabels)
+	}
+	return labels, nil
+}
+
+// Validate reports every problem of the options, one per line.
+func (o Options) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if o.Gateway == "" {
+		bad("--gateway is required (ws://HOST:PORT/ws/agent)")
+	} else if u, err := url.Parse(o.Gateway); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		bad("--gateway %q must be a ws:// or wss:// URL with a host", o.Gateway)
+	}
+	if o.Agents < 1 {
+		bad("--agents must be at least 1")
+	}
+	if o.StartIndex < 0 {
+		bad("--start-index must not be negative")
+	}
+	if strings.ContainsFunc(o.Prefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		bad("--prefix must not contain whitespace or control characters")
+	}
+	if o.Agents >= 1 && o.StartIndex >= 0 {
+		last := o.Prefix + strconv.Itoa(o.StartIndex+o.Agents-1)
+		if len(last) > protocol.MaxIDLen {
+			bad("--prefix is too long: agent ids must be at most %d bytes", protocol.MaxIDLen)
+		}
+	}
+	if o.EnrollmentSecret == "" {
+		bad("--enrollment-secret (or $%s) is required", EnvEnrollmentSecret)
+	} else if strings.ContainsFunc(o.EnrollmentSecret, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		bad("--enrollment-secret must not contain whitespace or control characters")
+	}
+	if len(o.Site) > protocol.MaxShortFieldLen {
+		bad("--site must be at most %d bytes", protocol.MaxShortFieldLen)
+	}
+	if !(o.ConnectRate > 0) {
+		bad("--connect-rate must be greater than 0")
+	}
+	if o.TelemetryInterval < 0 {
+		bad("--telemetry-interval must not be negative")
+	}
+	if _, err := logrus.ParseLevel(o.LogLevel); err != nil {
+		bad("--log-level %q is not one of debug, info, warn, error", o.LogLevel)
+	}
+	switch o.LogFormat {
+	case "text", "json", "auto":
+	default:
+		bad("--log-format %q is not text, json or auto", o.LogFormat)
+	}
+	return errors.Join(errs...)
+}
+
+// NewLogger builds the logger for level and format ("auto": text when w is a
+// terminal, JSON otherwise).
+func NewLogger(level, format string, w io.Writer) (*logrus.Logger, error) {
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	l := logrus.New()
+	l.SetOutput(w)
+	l.SetLevel(lvl)
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	switch format {
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{})
+	case "text":
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	default:
+		return nil, fmt.Errorf("unknown log format %q", format)
+	}
+	return l, nil
+}

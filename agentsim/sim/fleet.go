@@ -1,0 +1,209 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sirupsen/logrus"
+
+	"github.com/viworks/backend-agent/pkg/agentsdk"
+)
+
+// Version is the version the simulated agents announce.
+const Version = "0.1.0-sim"
+
+// Progress reporting: a line every progressEvery while agents are missing,
+// checked every progressPoll.
+const (
+	progressEvery = 2 * time.Second
+	progressPoll  = 250 * time.Millisecond
+)
+
+// Fleet is a set of simulated agents run in one process.
+type Fleet struct {
+	opts    Options
+	log     logrus.FieldLogger
+	agents  []*agentsdk.Agent
+	started atomic.Int64
+}
+
+// NewFleet builds (but does not connect) the agents described by o.
+func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	// Small buffers and a shared write-buffer pool keep many idle agents cheap.
+	dialer := &websocket.Dialer{
+		Proxy:            http.ProxyFromEnvironment,
+		HandshakeTimeout: agentsdk.DefaultHandshakeTimeout,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  1024,
+		WriteBufferPool:  &sync.Pool{},
+	}
+	handlers := Handlers()
+	f := &Fleet{opts: o, log: log, agents: make([]*agentsdk.Agent, 0, o.Agents)}
+	for i := range o.Agents {
+		idx := o.StartIndex + i
+		id := o.Prefix + strconv.Itoa(idx)
+		tel := NewTelemetry(uint64(idx))
+		a, err := agentsdk.New(agentsdk.Config{
+			URL:     o.Gateway,
+			AgentID: id,
+			// At this stage the gateway accepts the bootstrap enrollment
+			// secret itself as an agent's bearer credential; once per-agent
+			// enrollment exists, each agent will exchange it for its own
+			// credential before connecting.
+			Credential:        o.EnrollmentSecret,
+			Site:              o.Site,
+			Version:           Version,
+			Hostname:          id,
+			Labels:            o.Labels,
+			Handlers:          handlers,
+			Telemetry:         tel.Sample,
+			TelemetryInterval: o.TelemetryInterval,
+			Dialer:            dialer,
+			Logger:            log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("agent %s: %w", id, err)
+		}
+		f.agents = append(f.agents, a)
+	}
+	return f, nil
+}
+
+// Total is the number of agents in the fleet.
+func (f *Fleet) Total() int { return len(f.agents) }
+
+// Connected is the number of agents that currently hold a welcomed session.
+func (f *Fleet) Connected() int {
+	n := 0
+	for _, a := range f.agents {
+		if a.Connected() {
+			n++
+		}
+	}
+	return n
+}
+
+// Agents returns the fleet's agents, in index order.
+func (f *Fleet) Agents() []*agentsdk.Agent { return f.agents }
+
+// Run starts the agents at the configured connect rate and runs them until
+// ctx is done, then waits for them to close their sessions.
+func (f *Fleet) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.reportProgress(ctx)
+	}()
+	begin := time.Now()
+	perAgent := float64(time.Second) / f.opts.ConnectRate
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+start:
+	for i, a := range f.agents {
+		// Start agent i at begin + i/rate; sleep only when ahead of schedule,
+		// so coarse timers still give the right average rate.
+		if wait := time.Until(begin.Add(time.Duration(float64(i) * perAgent))); wait > time.Millisecond {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				break start
+			case <-timer.C:
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		f.started.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Run(ctx); err != nil {
+				f.log.WithError(err).WithField("agent_id", a.ID()).Error("agent stopped")
+			}
+		}()
+	}
+	<-ctx.Done()
+	wg.Wait()
+	return nil
+}
+
+func (f *Fleet) reportProgress(ctx context.Context) {
+	total := f.Total()
+	t := time.NewTicker(progressPoll)
+	defer t.Stop()
+	last := time.Now()
+	announced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			connected := f.Connected()
+			if connected == total {
+				if !announced {
+					f.log.WithFields(logrus.Fields{"connected": connected, "total": total}).Info("all agents connected")
+					announced = true
+				}
+				continue
+			}
+			announced = false
+			if now.Sub(last) >= progressEvery {
+				last = now
+				f.log.WithFields(logrus.Fields{
+					"connected": connected, "total": total, "started": f.started.Load(),
+				}).Info("agents connecting")
+			}
+		}
+	}
+}
+
+// Main is the agentsim command: it parses args, runs the fleet until ctx is
+// done and returns the process exit code (2 for command line errors, one line
+// per problem on stderr).
+func Main(ctx context.Context, args []string, stderr io.Writer) int {
+	o, err := ParseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		Usage(stderr)
+		return 0
+	}
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "agentsim: %s\n", line)
+		}
+		return 2
+	}
+	log, err := NewLogger(o.LogLevel, o.LogFormat, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "agentsim: %v\n", err)
+		return 2
+	}
+	fleet, err := NewFleet(o, log)
+	if err != nil {
+		log.WithError(err).Error("building the fleet failed")
+		return 1
+	}
+	log.WithFields(logrus.Fields{
+		"gateway": o.Gateway, "agents": o.Agents, "prefix": o.Prefix, "start_index": o.StartIndex,
+		"site": o.Site, "connect_rate": o.ConnectRate,
+	}).Info("agentsim starting")
+	if err := fleet.Run(ctx); err != nil {
+		log.WithError(err).Error("agentsim failed")
+		return 1
+	}
+	log.Info("agentsim stopped")
+	return 0
+}

@@ -1,0 +1,360 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/agentsdk"
+	"github.com/viworks/backend-agent/pkg/protocol"
+)
+
+func cmd(verb, args string) protocol.Command {
+	return protocol.Command{CommandID: "c1", ExecutionID: "e1", Verb: verb, Args: json.RawMessage(args)}
+}
+
+func TestVerbs(t *testing.T) {
+	bad := func(msg string) agentsdk.Result {
+		return agentsdk.Result{ExitCode: ExitCodeBadArgs, Error: "invalid args: " + msg}
+	}
+	cases := []struct {
+		name, verb, args string
+		want             agentsdk.Result
+	}{
+		{"echo", VerbEcho, `{"message":"hi there"}`, agentsdk.Result{Output: "hi there"}},
+		{"echo no args", VerbEcho, ``, agentsdk.Result{}},
+		{"echo null args", VerbEcho, `null`, agentsdk.Result{}},
+		{"echo extra fields", VerbEcho, `{"message":"x","other":1}`, agentsdk.Result{Output: "x"}},
+		{"echo non-string", VerbEcho, `{"message":42}`, bad("message must be a string")},
+		{"echo array args", VerbEcho, `["x"]`, bad("must be a JSON object")},
+		{"echo broken json", VerbEcho, `{"message":`, bad("must be a JSON object")},
+		{"sleep zero", VerbSleep, `{"seconds":0}`, agentsdk.Result{Output: "slept 0s"}},
+		{"sleep fraction", VerbSleep, `{"seconds":0.01}`, agentsdk.Result{Output: "slept 10ms"}},
+		{"sleep missing", VerbSleep, `{}`, bad("seconds is required")},
+		{"sleep string", VerbSleep, `{"seconds":"5"}`, bad("seconds must be a number")},
+		{"sleep negative", VerbSleep, `{"seconds":-1}`, bad("seconds must be between 0 and 3600")},
+		{"sleep too long", VerbSleep, `{"seconds":3600.5}`, bad("seconds must be between 0 and 3600")},
+		{"fail", VerbFail, `{"message":"disk on fire"}`, agentsdk.Result{ExitCode: 1, Error: "disk on fire"}},
+		{"fail default", VerbFail, `{}`, agentsdk.Result{ExitCode: 1, Error: "simulated failure"}},
+		{"fail bad", VerbFail, `{"message":true}`, bad("message must be a string")},
+		{"create user", VerbCreatePanelUser, `{"username":"testuser","password":"securepass123"}`,
+			agentsdk.Result{Output: "created panel user testuser"}},
+		{"create user no password", VerbCreatePanelUser, `{"username":"ops.bot-1"}`,
+			agentsdk.Result{Output: "created panel user ops.bot-1"}},
+		{"create user missing", VerbCreatePanelUser, `{"password":"securepass123"}`, bad("username is required")},
+		{"create user empty", VerbCreatePanelUser, `{"username":""}`, bad("username is required")},
+		{"create user number", VerbCreatePanelUser, `{"username":7}`, bad("username must be a string")},
+		{"create user bad chars", VerbCreatePanelUser, `{"username":"a b;rm -rf"}`,
+			bad("username must be 1..64 letters, digits, '.', '_' or '-', not starting with '.' or '-'")},
+		{"create user bad password", VerbCreatePanelUser, `{"username":"u","password":5}`, bad("password must be a string")},
+	}
+	h := Handlers()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := h[tc.verb](context.Background(), cmd(tc.verb, tc.args))
+			require.Equal(t, tc.want, got)
+			require.NotContains(t, got.Output+got.Error, "securepass123")
+		})
+	}
+}
+
+func TestSleepHonoursCancel(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan agentsdk.Result, 1)
+	go func() { done <- Sleep(ctx, cmd(VerbSleep, `{"seconds":3600}`)) }()
+	cancel(errors.New("operator request"))
+	select {
+	case r := <-done:
+		require.Equal(t, protocol.ResultFailed, r.Status())
+		require.Equal(t, agentsdk.ExitCodeCancelled, r.ExitCode)
+		require.Contains(t, r.Error, "operator request")
+	case <-time.After(5 * time.Second):
+		t.Fatal("sleep ignored cancellation")
+	}
+}
+
+func TestTelemetry(t *testing.T) {
+	tel := NewTelemetry(7)
+	prev := tel.Sample()
+	for _, k := range []string{"cpu_percent", "mem_percent", "mem_used_bytes", "disk_percent", "load1", "load5", "load15", "net_rx_bytes", "net_tx_bytes"} {
+		require.Contains(t, prev, k)
+	}
+	for range 500 {
+		m := tel.Sample()
+		for _, k := range []string{"cpu_percent", "mem_percent", "disk_percent"} {
+			require.True(t, m[k] >= 0 && m[k] <= 100, "%s=%v", k, m[k])
+		}
+		require.GreaterOrEqual(t, m["net_rx_bytes"], prev["net_rx_bytes"])
+		require.GreaterOrEqual(t, m["net_tx_bytes"], prev["net_tx_bytes"])
+		require.Greater(t, m["mem_used_bytes"], 0.0)
+		require.GreaterOrEqual(t, m["load1"], 0.0)
+		prev = m
+	}
+	require.Equal(t, NewTelemetry(3).Sample(), NewTelemetry(3).Sample(), "same seed, same machine")
+}
+
+func TestParseLabels(t *testing.T) {
+	got, err := ParseLabels("role=gateway, env = prod ,empty=")
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"role": "gateway", "env": "prod", "empty": ""}, got)
+
+	got, err = ParseLabels("")
+	require.NoError(t, err)
+	require.Nil(t, got)
+
+	for in, want := range map[string]string{
+		"role":                          `"role" is not key=value`,
+		"=x":                            "empty key",
+		"a=1,,b=2":                      "empty entry",
+		"a=1,":                          "empty entry",
+		"a=1,a=2":                       `key "a" given twice`,
+		"k=" + strings.Repeat("v", 257): "at most 256 bytes",
+	} {
+		_, err := ParseLabels(in)
+		require.ErrorContains(t, err, want, in)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Setenv(EnvEnrollmentSecret, "")
+	base := []string{"--gateway", "ws://127.0.0.1:8081/ws/agent", "--agents", "3", "--enrollment-secret", "s3cret"}
+
+	o, err := ParseFlags(append(base, "--prefix", "lab-", "--site", "eu", "--labels", "role=web",
+		"--start-index", "10", "--connect-rate", "50", "--telemetry-interval", "5s", "--log-format", "json"))
+	require.NoError(t, err)
+	require.Equal(t, Options{
+		Gateway: "ws://127.0.0.1:8081/ws/agent", Agents: 3, Prefix: "lab-", StartIndex: 10,
+		EnrollmentSecret: "s3cret", Site: "eu", Labels: map[string]string{"role": "web"},
+		ConnectRate: 50, TelemetryInterval: 5 * time.Second, LogLevel: "info", LogFormat: "json",
+	}, o)
+
+	o, err = ParseFlags(base)
+	require.NoError(t, err)
+	require.Equal(t, "sim-", o.Prefix)
+	require.Equal(t, 0, o.StartIndex)
+	require.Equal(t, 500.0, o.ConnectRate)
+	require.Equal(t, time.Duration(0), o.TelemetryInterval)
+
+	_, err = ParseFlags([]string{"-h"})
+	require.ErrorIs(t, err, flag.ErrHelp)
+
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"unknown flag":  {append(base, "--nope"), "flag provided but not defined: -nope"},
+		"bad int":       {append(base, "--agents", "many"), `invalid value "many" for flag -agents`},
+		"positional":    {append(base, "extra"), `unexpected argument "extra"`},
+		"no gateway":    {[]string{"--agents", "1", "--enrollment-secret", "s"}, "--gateway is required"},
+		"http gateway":  {append(base, "--gateway", "http://x/ws/agent"), "must be a ws:// or wss:// URL"},
+		"zero agents":   {append(base, "--agents", "0"), "--agents must be at least 1"},
+		"neg start":     {append(base, "--start-index", "-1"), "--start-index must not be negative"},
+		"no secret":     {[]string{"--gateway", "ws://h/ws/agent", "--agents", "1"}, "--enrollment-secret (or $AGENT_ENROLLMENT_SECRET) is required"},
+		"spaced prefix": {append(base, "--prefix", "a b"), "--prefix must not contain whitespace"},
+		"long prefix":   {append(base, "--prefix", strings.Repeat("p", 128)), "--prefix is too long"},
+		"bad rate":      {append(base, "--connect-rate", "0"), "--connect-rate must be greater than 0"},
+		"neg telemetry": {append(base, "--telemetry-interval", "-1s"), "--telemetry-interval must not be negative"},
+		"bad duration":  {append(base, "--telemetry-interval", "5"), `invalid value "5" for flag -telemetry-interval`},
+		"bad level":     {append(base, "--log-level", "loud"), `--log-level "loud"`},
+		"bad format":    {append(base, "--log-format", "xml"), `--log-format "xml"`},
+		"bad labels":    {append(base, "--labels", "x"), `"x" is not key=value`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseFlags(tc.args)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+
+	t.Setenv(EnvEnrollmentSecret, "from-env")
+	o, err = ParseFlags([]string{"--gateway", "ws://h/ws/agent", "--agents", "1"})
+	require.NoError(t, err)
+	require.Equal(t, "from-env", o.EnrollmentSecret)
+}
+
+func TestMainFlagErrorExits2(t *testing.T) {
+	t.Setenv(EnvEnrollmentSecret, "")
+	var stderr bytes.Buffer
+	code := Main(context.Background(), []string{"--agents", "x"}, &stderr)
+	require.Equal(t, 2, code)
+	require.Equal(t, 1, strings.Count(stderr.String(), "\n"), stderr.String())
+	require.True(t, strings.HasPrefix(stderr.String(), "agentsim: "))
+
+	stderr.Reset()
+	require.Equal(t, 0, Main(context.Background(), []string{"--help"}, &stderr))
+	require.Contains(t, stderr.String(), "--gateway")
+}
+
+// fakeGateway accepts agents with the right bearer secret, welcomes them and
+// runs one echo command on each.
+type fakeGateway struct {
+	mu      sync.Mutex
+	hellos  map[string]protocol.Hello
+	results map[string]protocol.CommandResult
+	refused int
+}
+
+func (g *fakeGateway) handler(t *testing.T, secret string) http.Handler {
+	up := websocket.Upgrader{}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+secret {
+			g.mu.Lock()
+			g.refused++
+			g.mu.Unlock()
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		go func() {
+			defer ws.Close()
+			read := func() (protocol.Frame, bool) {
+				_, data, err := ws.ReadMessage()
+				if err != nil {
+					return protocol.Frame{}, false
+				}
+				f, err := protocol.Decode(data)
+				if err != nil {
+					t.Errorf("invalid frame from agent: %v: %s", err, data)
+					return protocol.Frame{}, false
+				}
+				return f, true
+			}
+			send := func(typ string, p any) {
+				b, _ := protocol.Encode(typ, "", p)
+				_ = ws.WriteMessage(websocket.TextMessage, b)
+			}
+			f, ok := read()
+			if !ok {
+				return
+			}
+			hello := f.Payload.(*protocol.Hello)
+			g.mu.Lock()
+			g.hellos[hello.AgentID] = *hello
+			g.mu.Unlock()
+			send(protocol.TypeWelcome, protocol.Welcome{SessionID: "s-" + hello.AgentID, HeartbeatIntervalS: 30, TelemetryIntervalS: 30})
+			send(protocol.TypeCommand, protocol.Command{
+				CommandID: "c", ExecutionID: "e-" + hello.AgentID, AgentID: hello.AgentID,
+				Verb: VerbEcho, Args: json.RawMessage(`{"message":"hello ` + hello.AgentID + `"}`),
+			})
+			for {
+				f, ok := read()
+				if !ok {
+					return
+				}
+				if res, isRes := f.Payload.(*protocol.CommandResult); isRes {
+					g.mu.Lock()
+					g.results[hello.AgentID] = *res
+					g.mu.Unlock()
+					send(protocol.TypeResultAck, protocol.ResultAck{ExecutionID: res.ExecutionID})
+				}
+			}
+		}()
+	})
+}
+
+func TestMainRunsFleet(t *testing.T) {
+	g := &fakeGateway{hellos: map[string]protocol.Hello{}, results: map[string]protocol.CommandResult{}}
+	srv := httptest.NewServer(g.handler(t, "boot-secret"))
+	defer srv.Close()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/agent"
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"--gateway", url, "--agents", "3", "--prefix", "sim-", "--start-index", "4",
+			"--enrollment-secret", "boot-secret", "--site", "lab", "--labels", "role=web,env=test",
+			"--connect-rate", "1000", "--log-format", "json"}, &stderr)
+	}()
+
+	require.Eventually(t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.results) == 3
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "all agents connected") },
+		5*time.Second, 10*time.Millisecond)
+	cancel()
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("agentsim did not stop")
+	}
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, id := range []string{"sim-4", "sim-5", "sim-6"} {
+		h, ok := g.hellos[id]
+		require.True(t, ok, id)
+		require.Equal(t, "lab", h.Site)
+		require.Equal(t, Version, h.Version)
+		require.Equal(t, map[string]string{"role": "web", "env": "test"}, h.Labels)
+		require.Equal(t, []string{VerbCreatePanelUser, VerbEcho, VerbFail, VerbSleep}, h.Capabilities)
+		r := g.results[id]
+		require.Equal(t, protocol.ResultSucceeded, r.Status)
+		require.Equal(t, "hello "+id, r.Output)
+	}
+	require.Zero(t, g.refused)
+	require.Contains(t, stderr.String(), `"total":3`)
+	require.NotContains(t, stderr.String(), "boot-secret")
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// FuzzVerbs checks that no argument object makes a verb panic or report a
+// success with an error, and that create_panel_user never echoes the password.
+func FuzzVerbs(f *testing.F) {
+	for _, s := range []string{``, `null`, `{}`, `{"message":"x"}`, `{"seconds":1e308}`, `{"seconds":-0}`,
+		`{"username":"u","password":"pw-secret"}`, `[1,2]`, `"str"`, `{"message":{"a":1}}`} {
+		f.Add(s)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // sleep returns at once
+	f.Fuzz(func(t *testing.T, args string) {
+		for verb, h := range Handlers() {
+			r := h(ctx, cmd(verb, args))
+			if r.ExitCode == 0 && r.Error != "" {
+				t.Fatalf("%s: exit code 0 with error %q", verb, r.Error)
+			}
+			var a struct {
+				Username, Password any
+			}
+			if verb == VerbCreatePanelUser && json.Unmarshal([]byte(args), &a) == nil {
+				pw, _ := a.Password.(string)
+				user, _ := a.Username.(string)
+				if len(pw) > 3 && !strings.Contains(user, pw) && strings.Contains(r.Output+r.Error, pw) {
+					t.Fatalf("password leaked: %+v", r)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,319 @@
+// Package config loads, validates and redacts the configuration shared by the three
+// service binaries (api-server, agent-gateway, scheduler), as laid down in DESIGN §5:
+// the seed's defaults, overlaid by a TOML file (--config), then the seed's environment
+// variables, then command-line flags.
+package config
+
+import (
+	"net"
+	"strconv"
+	"time"
+)
+
+// Config is the whole configuration of a service binary. The TOML sections and keys
+// are those of the seed configuration file.
+type Config struct {
+	Server          Server          `toml:"server"`
+	Database        Database        `toml:"database"`
+	Redis           Redis           `toml:"redis"`
+	Security        Security        `toml:"security"`
+	AgentManagement AgentManagement `toml:"agent_management"`
+	Command         Command         `toml:"command"`
+	Telemetry       Telemetry       `toml:"telemetry"`
+	Logging         Logging         `toml:"logging"`
+}
+
+// Server is the [server] section: the HTTP listener and process lifecycle.
+type Server struct {
+	// BindAddress is the address to listen on (env BACKEND_AGENT_BIND_ADDRESS).
+	BindAddress string `toml:"bind_address"`
+	// Port is the TCP port to listen on, 1..65535 (env BACKEND_AGENT_PORT).
+	Port int `toml:"port"`
+	// Workers is the number of worker goroutines for background work (env BACKEND_AGENT_WORKERS).
+	Workers int `toml:"workers"`
+	// MaxConnections is the maximum number of concurrent client connections.
+	MaxConnections int `toml:"max_connections"`
+	// RequestTimeout is the per-request timeout, in seconds.
+	RequestTimeout int `toml:"request_timeout"`
+	// CorsOrigins lists the origins allowed by CORS ("*" for any).
+	CorsOrigins []string `toml:"cors_origins"`
+	// DevMode relaxes the secret checks for local development (env VIWORKS_DEV_MODE).
+	DevMode bool `toml:"dev_mode"`
+	// InstanceID identifies this replica (for example the gateway id); empty means the
+	// binary picks one. When set: 1..64 characters of [A-Za-z0-9._-] (env VIWORKS_INSTANCE_ID).
+	InstanceID string `toml:"instance_id"`
+	// ShutdownTimeout is how long a graceful shutdown may take, in seconds.
+	ShutdownTimeout int `toml:"shutdown_timeout"`
+}
+
+// Database is the [database] section: the PostgreSQL connection pool.
+type Database struct {
+	// URL is a postgres:// or postgresql:// URL or a key=value DSN (env DATABASE_URL).
+	URL string `toml:"url"`
+	// MaxConnections is the maximum size of the pool (env DATABASE_MAX_CONNECTIONS).
+	MaxConnections int `toml:"max_connections"`
+	// MinConnections is the number of idle connections kept open.
+	MinConnections int `toml:"min_connections"`
+	// ConnectTimeout is the timeout for opening a connection, in seconds.
+	ConnectTimeout int `toml:"connect_timeout"`
+	// IdleTimeout is how long an idle connection is kept, in seconds.
+	IdleTimeout int `toml:"idle_timeout"`
+	// MaxLifetime is the maximum age of a connection, in seconds.
+	MaxLifetime int `toml:"max_lifetime"`
+}
+
+// Redis is the [redis] section: the Redis client used for the bus and presence.
+type Redis struct {
+	// URL is a redis:// or rediss:// URL (env REDIS_URL).
+	URL string `toml:"url"`
+	// PoolSize is the maximum number of connections (env REDIS_POOL_SIZE).
+	PoolSize int `toml:"pool_size"`
+	// ConnectionTimeout is the dial timeout, in seconds.
+	ConnectionTimeout int `toml:"connection_timeout"`
+	// ReadTimeout is the socket read timeout, in seconds.
+	ReadTimeout int `toml:"read_timeout"`
+	// WriteTimeout is the socket write timeout, in seconds.
+	WriteTimeout int `toml:"write_timeout"`
+	// KeyPrefix prefixes every Redis key and channel, so that several installations or
+	// test runs can share one Redis (env REDIS_KEY_PREFIX).
+	KeyPrefix string `toml:"key_prefix"`
+}
+
+// Security is the [security] section: JWTs, keys, CORS, rate limits and enrollment.
+type Security struct {
+	// JWTSecret is the HMAC key for API tokens (env JWT_SECRET). Secret.
+	JWTSecret string `toml:"jwt_secret"`
+	// JWTExpiration is the lifetime of an issued token, in seconds (env JWT_EXPIRATION).
+	JWTExpiration int `toml:"jwt_expiration"`
+	// BackendPrivateKeyPath is the path of the key used to sign commands (env BACKEND_PRIVATE_KEY_PATH).
+	BackendPrivateKeyPath string `toml:"backend_private_key_path"`
+	// BackendCertificatePath is the path of the backend certificate (env BACKEND_CERTIFICATE_PATH).
+	BackendCertificatePath string `toml:"backend_certificate_path"`
+	// AllowedOrigins lists the origins allowed to call the API ("*" for any).
+	AllowedOrigins []string `toml:"allowed_origins"`
+	// RateLimitRequests is the number of requests allowed per client per window.
+	RateLimitRequests int `toml:"rate_limit_requests"`
+	// RateLimitWindow is the rate-limit window, in seconds.
+	RateLimitWindow int `toml:"rate_limit_window"`
+	// JWTIssuer is the required "iss" claim of API tokens.
+	JWTIssuer string `toml:"jwt_issuer"`
+	// JWTAudience is the required "aud" claim of API tokens.
+	JWTAudience string `toml:"jwt_audience"`
+	// AgentEnrollmentSecret is a bootstrap enrollment secret accepted by the gateway;
+	// empty disables it (env AGENT_ENROLLMENT_SECRET). Secret.
+	AgentEnrollmentSecret string `toml:"agent_enrollment_secret"`
+}
+
+// AgentManagement is the [agent_management] section: agent connections.
+type AgentManagement struct {
+	// MaxAgentConnections is the maximum number of agents connected to one gateway (env MAX_AGENT_CONNECTIONS).
+	MaxAgentConnections int `toml:"max_agent_connections"`
+	// HeartbeatInterval is the interval between agent heartbeats, in seconds (env AGENT_HEARTBEAT_INTERVAL).
+	HeartbeatInterval int `toml:"heartbeat_interval"`
+	// ConnectionTimeout is the agent connection timeout, in seconds.
+	ConnectionTimeout int `toml:"connection_timeout"`
+	// MaxReconnectAttempts is the number of reconnect attempts an agent makes (0 = none).
+	MaxReconnectAttempts int `toml:"max_reconnect_attempts"`
+	// ReconnectBackoffMs is the base reconnect backoff, in milliseconds.
+	ReconnectBackoffMs int `toml:"reconnect_backoff_ms"`
+}
+
+// Command is the [command] section: command dispatch and retries.
+type Command struct {
+	// MaxConcurrentCommands is the maximum number of commands in flight (env MAX_CONCURRENT_COMMANDS).
+	MaxConcurrentCommands int `toml:"max_concurrent_commands"`
+	// CommandTimeout is the default command timeout, in seconds (env COMMAND_TIMEOUT).
+	CommandTimeout int `toml:"command_timeout"`
+	// MaxCommandQueueSize is the maximum number of queued commands.
+	MaxCommandQueueSize int `toml:"max_command_queue_size"`
+	// RetryAttempts is the default number of retries of a failed command (0 = none).
+	RetryAttempts int `toml:"retry_attempts"`
+	// RetryDelayMs is the base retry delay, in milliseconds.
+	RetryDelayMs int `toml:"retry_delay_ms"`
+}
+
+// Telemetry is the [telemetry] section: agent telemetry ingest and retention.
+type Telemetry struct {
+	// CollectionInterval is the interval at which agents report telemetry, in seconds.
+	CollectionInterval int `toml:"collection_interval"`
+	// RetentionDays is how long telemetry is kept, in days.
+	RetentionDays int `toml:"retention_days"`
+	// BatchSize is the number of telemetry rows written per batch.
+	BatchSize int `toml:"batch_size"`
+	// FlushInterval is the maximum time a partial batch waits, in seconds.
+	FlushInterval int `toml:"flush_interval"`
+}
+
+// Logging is the [logging] section.
+type Logging struct {
+	// Level is one of trace, debug, info, warn, warning, error (env LOG_LEVEL, alias RUST_LOG).
+	Level string `toml:"level"`
+	// Format is json or text (env LOG_FORMAT).
+	Format string `toml:"format"`
+	// Output is stdout, stderr or a file path (appended to).
+	Output string `toml:"output"`
+	// MaxFileSize is the size at which a log file is rotated, in bytes (0 = never).
+	MaxFileSize int64 `toml:"max_file_size"`
+	// MaxFiles is the number of rotated log files kept (0 = unlimited).
+	MaxFiles int `toml:"max_files"`
+}
+
+// Default returns the seed's defaults. A binary typically changes Server.Port before
+// passing the result to Flags.Load.
+//
+// The default JWT secret is the seed's placeholder, which Validate refuses outside dev
+// mode: production deployments must set JWT_SECRET.
+func Default() Config {
+	return Config{
+		Server: Server{
+			BindAddress:     "0.0.0.0",
+			Port:            8080,
+			Workers:         4,
+			MaxConnections:  1000,
+			RequestTimeout:  30,
+			CorsOrigins:     []string{"*"},
+			ShutdownTimeout: 15,
+		},
+		Database: Database{
+			URL:            "postgresql://viworks:viworks@localhost/viworks",
+			MaxConnections: 10,
+			MinConnections: 2,
+			ConnectTimeout: 10,
+			IdleTimeout:    300,
+			MaxLifetime:    3600,
+		},
+		Redis: Redis{
+			URL:               "redis://localhost:6379",
+			PoolSize:          10,
+			ConnectionTimeout: 5,
+			ReadTimeout:       3,
+			WriteTimeout:      3,
+			KeyPrefix:         "viworks:",
+		},
+		Security: Security{
+			JWTSecret:              "change-me-in-production",
+			JWTExpiration:          3600,
+			BackendPrivateKeyPath:  "/etc/viworks/backend.key",
+			BackendCertificatePath: "/etc/viworks/backend.crt",
+			AllowedOrigins:         []string{"*"},
+			RateLimitRequests:      100,
+			RateLimitWindow:        60,
+			JWTIssuer:              "viworks",
+			JWTAudience:            "viworks-api",
+		},
+		AgentManagement: AgentManagement{
+			MaxAgentConnections:  100,
+			HeartbeatInterval:    30,
+			ConnectionTimeout:    60,
+			MaxReconnectAttempts: 5,
+			ReconnectBackoffMs:   1000,
+		},
+		Command: Command{
+			MaxConcurrentCommands: 50,
+			CommandTimeout:        60,
+			MaxCommandQueueSize:   1000,
+			RetryAttempts:         3,
+			RetryDelayMs:          1000,
+		},
+		Telemetry: Telemetry{
+			CollectionInterval: 30,
+			RetentionDays:      30,
+			BatchSize:          100,
+			FlushInterval:      5,
+		},
+		Logging: Logging{
+			Level:       "info",
+			Format:      "json",
+			Output:      "stdout",
+			MaxFileSize: 104857600,
+			MaxFiles:    10,
+		},
+	}
+}
+
+// clone returns a deep copy (the slices are not shared with c).
+func (c Config) clone() Config {
+	c.Server.CorsOrigins = cloneStrings(c.Server.CorsOrigins)
+	c.Security.AllowedOrigins = cloneStrings(c.Security.AllowedOrigins)
+	return c
+}
+
+func cloneStrings(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	return append(make([]string, 0, len(s)), s...)
+}
+
+// ListenAddr is the server's listen address, net.JoinHostPort(bind_address, port).
+func (c Config) ListenAddr() string {
+	return net.JoinHostPort(c.Server.BindAddress, strconv.Itoa(c.Server.Port))
+}
+
+func seconds(n int) time.Duration      { return time.Duration(n) * time.Second }
+func milliseconds(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// RequestTimeout is server.request_timeout.
+func (c Config) RequestTimeout() time.Duration { return seconds(c.Server.RequestTimeout) }
+
+// ShutdownTimeout is server.shutdown_timeout.
+func (c Config) ShutdownTimeout() time.Duration { return seconds(c.Server.ShutdownTimeout) }
+
+// DatabaseConnectTimeout is database.connect_timeout.
+func (c Config) DatabaseConnectTimeout() time.Duration { return seconds(c.Database.ConnectTimeout) }
+
+// DatabaseIdleTimeout is database.idle_timeout.
+func (c Config) DatabaseIdleTimeout() time.Duration { return seconds(c.Database.IdleTimeout) }
+
+// DatabaseMaxLifetime is database.max_lifetime.
+func (c Config) DatabaseMaxLifetime() time.Duration { return seconds(c.Database.MaxLifetime) }
+
+// RedisConnectionTimeout is redis.connection_timeout.
+func (c Config) RedisConnectionTimeout() time.Duration { return seconds(c.Redis.ConnectionTimeout) }
+
+// RedisReadTimeout is redis.read_timeout.
+func (c Config) RedisReadTimeout() time.Duration { return seconds(c.Redis.ReadTimeout) }
+
+// RedisWriteTimeout is redis.write_timeout.
+func (c Config) RedisWriteTimeout() time.Duration { return seconds(c.Redis.WriteTimeout) }
+
+// JWTExpiration is security.jwt_expiration.
+func (c Config) JWTExpiration() time.Duration { return seconds(c.Security.JWTExpiration) }
+
+// RateLimitWindow is security.rate_limit_window.
+func (c Config) RateLimitWindow() time.Duration { return seconds(c.Security.RateLimitWindow) }
+
+// HeartbeatInterval is agent_management.heartbeat_interval.
+func (c Config) HeartbeatInterval() time.Duration {
+	return seconds(c.AgentManagement.HeartbeatInterval)
+}
+
+// ConnectionTimeout is agent_management.connection_timeout (for Redis's, see
+// RedisConnectionTimeout).
+func (c Config) ConnectionTimeout() time.Duration {
+	return seconds(c.AgentManagement.ConnectionTimeout)
+}
+
+// ReconnectBackoff is agent_management.reconnect_backoff_ms.
+func (c Config) ReconnectBackoff() time.Duration {
+	return milliseconds(c.AgentManagement.ReconnectBackoffMs)
+}
+
+// CommandTimeout is command.command_timeout.
+func (c Config) CommandTimeout() time.Duration { return seconds(c.Command.CommandTimeout) }
+
+// RetryDelay is command.retry_delay_ms.
+func (c Config) RetryDelay() time.Duration { return milliseconds(c.Command.RetryDelayMs) }
+
+// CollectionInterval is telemetry.collection_interval.
+func (c Config) CollectionInterval() time.Duration {
+	return seconds(c.Telemetry.CollectionInterval)
+}
+
+// FlushInterval is telemetry.flush_interval.
+func (c Config) FlushInterval() time.Duration { return seconds(c.Telemetry.FlushInterval) }
+
+// Retention is telemetry.retention_days.
+func (c Config) Retention() time.Duration {
+	return time.Duration(c.Telemetry.RetentionDays) * 24 * time.Hour
+}

@@ -1,0 +1,190 @@
+// Package service wires a service binary's process around its role: config
+// from file, environment and flags; the logger; Postgres and Redis with
+// readiness checks; and an HTTP server that shuts down in order (fail
+// readiness, drain the role, stop serving, close connections).
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/config"
+	"github.com/viworks/backend-agent/pkg/lifecycle"
+	"github.com/viworks/backend-agent/pkg/logging"
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// LoadConfig parses args (the common flags plus any the caller adds to fs)
+// over the defaults with the binary's own port, then the file and environment.
+func LoadConfig(fs *flag.FlagSet, args []string, port int) (config.Config, error) {
+	flags := config.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	base := config.Default()
+	base.Server.Port = port
+	return flags.Load(base, os.Getenv)
+}
+
+// PrintErrors writes err to w one line per problem, prefixed with the binary name.
+func PrintErrors(w io.Writer, name string, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if line != "" {
+			fmt.Fprintf(w, "%s: %s\n", name, line)
+		}
+	}
+}
+
+// InstanceID returns the configured replica id or hostname plus a random suffix.
+func InstanceID(cfg config.Config) string {
+	if cfg.Server.InstanceID != "" {
+		return cfg.Server.InstanceID
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "viworks"
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
+
+// Process holds what every service binary opens.
+type Process struct {
+	Name     string
+	Cfg      config.Config
+	Log      *logrus.Logger
+	Store    *store.Store
+	Bus      *bus.Redis
+	Registry *prometheus.Registry
+	Health   *lifecycle.Health
+}
+
+// Start builds the logger, opens Postgres (refusing an old schema) and Redis,
+// and registers their readiness checks.
+func Start(ctx context.Context, name string, cfg config.Config) (*Process, error) {
+	log, err := logging.New(logging.Options{Level: cfg.Logging.Level, Format: cfg.Logging.Format, Output: cfg.Logging.Output})
+	if err != nil {
+		return nil, fmt.Errorf("configuring logging: %w", err)
+	}
+	if cfg.Server.DevMode {
+		log.Warn("dev mode: placeholder secrets are accepted; never run like this in production")
+	}
+	p := &Process{Name: name, Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.Store = st
+	if err := st.CheckSchema(ctx); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	b, err := OpenBus(ctx, cfg)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	p.Bus = b
+	p.Health.AddCheck(lifecycle.Check{Name: "database", Fn: st.Ping})
+	p.Health.AddCheck(lifecycle.Check{Name: "redis", Fn: b.Ping})
+	return p, nil
+}
+
+// OpenStore connects to the configured Postgres.
+func OpenStore(ctx context.Context, cfg config.Config) (*store.Store, error) {
+	return store.Open(ctx, store.Config{
+		URL: cfg.Database.URL, MaxConns: cfg.Database.MaxConnections, MinConns: cfg.Database.MinConnections,
+		ConnectTimeout: cfg.DatabaseConnectTimeout(), ConnMaxIdleTime: cfg.DatabaseIdleTimeout(), ConnMaxLifetime: cfg.DatabaseMaxLifetime(),
+	})
+}
+
+// OpenBus connects to the configured Redis.
+func OpenBus(ctx context.Context, cfg config.Config) (*bus.Redis, error) {
+	return bus.NewRedis(ctx, bus.RedisConfig{
+		URL: cfg.Redis.URL, KeyPrefix: cfg.Redis.KeyPrefix, PoolSize: cfg.Redis.PoolSize,
+		DialTimeout: cfg.RedisConnectionTimeout(), ReadTimeout: cfg.RedisReadTimeout(), WriteTimeout: cfg.RedisWriteTimeout(),
+	})
+}
+
+// Close releases the connections.
+func (p *Process) Close() {
+	if p.Bus != nil {
+		_ = p.Bus.Close()
+	}
+	if p.Store != nil {
+		_ = p.Store.Close()
+	}
+}
+
+// Serve runs the role and the HTTP server (with /livez, /readyz, /metrics
+// mounted on mux) until ctx is done or either fails, then shuts down in order:
+// readiness fails, drain runs (may be nil), the server stops, the role stops.
+func (p *Process) Serve(ctx context.Context, mux *http.ServeMux, run func(context.Context) error, drain func(context.Context)) error {
+	lifecycle.Mount(mux, p.Health, p.Registry)
+	ln, err := lifecycle.Listen(p.Cfg.ListenAddr())
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	roleCtx, stopRole := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRole()
+	roleErr := make(chan error, 1)
+	go func() { roleErr <- run(roleCtx) }()
+
+	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSrv()
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- lifecycle.Serve(srvCtx, srv, ln, p.Cfg.ShutdownTimeout(), p.Log) }()
+
+	p.Health.SetReady(true)
+	p.Log.WithFields(logrus.Fields{"service": p.Name, "addr": ln.Addr().String()}).Info("service started")
+
+	var failure error
+	select {
+	case <-ctx.Done():
+	case err := <-roleErr:
+		failure = fmt.Errorf("%s role stopped: %w", p.Name, errOrStopped(err))
+		roleErr <- nil
+	case err := <-srvErr:
+		failure = errOrStopped(err)
+		srvErr <- nil
+	}
+	p.Log.WithField("service", p.Name).Info("shutting down")
+	p.Health.SetReady(false)
+	if drain != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), p.Cfg.ShutdownTimeout())
+		drain(dctx)
+		cancel()
+	}
+	stopSrv()
+	if err := <-srvErr; err != nil && failure == nil {
+		failure = err
+	}
+	stopRole()
+	if err := <-roleErr; err != nil && failure == nil {
+		failure = err
+	}
+	return failure
+}
+
+func errOrStopped(err error) error {
+	if err == nil {
+		return errors.New("stopped unexpectedly")
+	}
+	return err
+}

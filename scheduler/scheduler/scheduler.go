@@ -1,0 +1,266 @@
+// Package scheduler is the scheduler role: it claims due executions from
+// Postgres (FOR UPDATE SKIP LOCKED, so replicas never claim one twice), routes
+// each to the gateway holding its agent's session, publishes the COMMAND there,
+// and applies deadlines (ack timeouts with backoff, command timeouts, TTLs).
+// It is woken by bus messages; a slow periodic sweep is only the safety net.
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// Store is the durable state the scheduler works on.
+type Store interface {
+	ClaimDue(ctx context.Context, limit int, ackTimeout time.Duration, route store.Router) ([]store.DueExecution, int, error)
+	ReleaseUndelivered(ctx context.Context, executionID string) (bool, error)
+	Sweep(ctx context.Context, now time.Time, retryDelay, maxRetryDelay time.Duration) ([]store.Timeout, error)
+}
+
+// Config configures a scheduler.
+type Config struct {
+	BatchSize     int           // executions claimed per transaction
+	AckTimeout    time.Duration // COMMAND to ACK before a retry
+	SweepInterval time.Duration // safety-net period for dispatch and deadlines
+	RetryDelay    time.Duration // base of the exponential backoff
+	MaxRetryDelay time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 100
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 10 * time.Second
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = 2 * time.Second
+	}
+	if c.RetryDelay <= 0 {
+		c.RetryDelay = time.Second
+	}
+	if c.MaxRetryDelay <= 0 {
+		c.MaxRetryDelay = 5 * time.Minute
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if c.MaxRetryDelay < c.RetryDelay {
+		return errors.New("scheduler: max retry delay is below the retry delay")
+	}
+	return nil
+}
+
+// Scheduler dispatches executions.
+type Scheduler struct {
+	cfg      Config
+	store    Store
+	bus      bus.Bus
+	presence bus.Presence
+	log      logrus.FieldLogger
+	metrics  *metrics
+
+	wake chan struct{}
+}
+
+// New builds a scheduler.
+func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log logrus.FieldLogger, cfg Config) (*Scheduler, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Scheduler{cfg: cfg, store: st, bus: b, presence: p, log: log, metrics: newMetrics(reg), wake: make(chan struct{}, 1)}, nil
+}
+
+// Run dispatches until ctx is done.
+func (s *Scheduler) Run(ctx context.Context) error {
+	sub, err := s.bus.Subscribe(ctx, bus.TopicScheduler)
+	if err != nil {
+		return fmt.Errorf("subscribing to scheduler topic: %w", err)
+	}
+	defer sub.Close()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.dispatchLoop(ctx)
+	}()
+	defer wg.Wait()
+
+	s.poke()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-sub.Messages():
+			if !ok {
+				return errors.New("scheduler topic subscription closed")
+			}
+			s.handleWake(ctx, m.Payload)
+		}
+	}
+}
+
+func (s *Scheduler) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // a dispatch round is already pending; it will see this work too
+	}
+}
+
+func (s *Scheduler) handleWake(ctx context.Context, payload []byte) {
+	var w bus.Wake
+	if err := json.Unmarshal(payload, &w); err != nil {
+		s.log.WithError(err).Warn("dropping malformed wake message")
+		return
+	}
+	s.metrics.wakes.WithLabelValues(w.Reason).Inc()
+	if w.Reason == bus.WakeUndelivered && w.ExecutionID != "" {
+		released, err := s.store.ReleaseUndelivered(ctx, w.ExecutionID)
+		if err != nil {
+			s.log.WithError(err).WithField("execution_id", w.ExecutionID).Error("releasing undelivered execution failed")
+		} else if released {
+			s.log.WithFields(logrus.Fields{"execution_id": w.ExecutionID, "agent_id": w.AgentID}).Info("execution undelivered, requeued")
+		}
+	}
+	s.poke()
+}
+
+func (s *Scheduler) dispatchLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+			s.dispatchAll(ctx)
+		case <-t.C:
+			s.sweep(ctx)
+			s.dispatchAll(ctx)
+		}
+	}
+}
+
+// dispatchAll claims and publishes batches until a batch comes back short.
+func (s *Scheduler) dispatchAll(ctx context.Context) {
+	for ctx.Err() == nil {
+		claimed, err := s.dispatchBatch(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.WithError(err).Error("dispatch round failed")
+			}
+			return
+		}
+		if claimed < s.cfg.BatchSize {
+			return
+		}
+	}
+}
+
+func (s *Scheduler) dispatchBatch(ctx context.Context) (int, error) {
+	start := time.Now()
+	var sessions map[string]bus.Entry
+	route := func(ctx context.Context, agentIDs []string) (map[string]string, error) {
+		entries, err := s.presence.LookupPresence(ctx, agentIDs)
+		if err != nil {
+			return nil, err
+		}
+		sessions = entries
+		out := make(map[string]string, len(entries))
+		for id, e := range entries {
+			out[id] = e.GatewayID
+		}
+		return out, nil
+	}
+	due, claimed, err := s.store.ClaimDue(ctx, s.cfg.BatchSize, s.cfg.AckTimeout, route)
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range due {
+		s.publish(ctx, d, sessions[d.AgentID])
+	}
+	if claimed > 0 {
+		s.metrics.claimSeconds.Observe(time.Since(start).Seconds())
+	}
+	return claimed, nil
+}
+
+func (s *Scheduler) publish(ctx context.Context, d store.DueExecution, e bus.Entry) {
+	log := s.log.WithFields(logrus.Fields{"execution_id": d.ExecutionID, "command_id": d.CommandID, "agent_id": d.AgentID})
+	now := time.Now().UTC()
+	expires := now.Add(time.Duration(d.TimeoutSeconds) * time.Second)
+	if d.ExpiresAt.Before(expires) {
+		expires = d.ExpiresAt
+	}
+	frame, err := protocol.Encode(protocol.TypeCommand, d.ExecutionID, protocol.Command{
+		CommandID: d.CommandID, ExecutionID: d.ExecutionID, AgentID: d.AgentID, Verb: d.Verb,
+		Args: json.RawMessage(d.Args), RequestedBy: d.CreatedBy, IssuedAt: now, ExpiresAt: expires, Nonce: nonce(),
+	})
+	if err != nil {
+		log.WithError(err).Error("encoding command frame failed")
+		return
+	}
+	msg := bus.Encode(bus.Delivery{AgentID: d.AgentID, SessionID: e.SessionID, ExecutionID: d.ExecutionID, Frame: frame})
+	n, err := s.bus.Publish(ctx, bus.GatewayTopic(d.GatewayID), msg)
+	if err == nil && n > 0 {
+		s.metrics.dispatched.Inc()
+		return
+	}
+	// Nobody holds that gateway's topic (it died) or the bus failed: put the
+	// execution back at once rather than waiting for its ack deadline.
+	s.metrics.undeliverable.Inc()
+	if err != nil {
+		log.WithError(err).Warn("publishing command failed")
+	} else {
+		log.WithField("gateway_id", d.GatewayID).Warn("no gateway listening for agent's session")
+	}
+	if _, err := s.store.ReleaseUndelivered(context.WithoutCancel(ctx), d.ExecutionID); err != nil {
+		log.WithError(err).Error("releasing undelivered execution failed")
+	}
+}
+
+func (s *Scheduler) sweep(ctx context.Context) {
+	ended, err := s.store.Sweep(ctx, time.Now(), s.cfg.RetryDelay, s.cfg.MaxRetryDelay)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WithError(err).Error("deadline sweep failed")
+		}
+		return
+	}
+	for _, t := range ended {
+		s.metrics.timedOut.Inc()
+		if t.GatewayID == "" {
+			continue
+		}
+		frame, err := protocol.Encode(protocol.TypeCancel, "", protocol.Cancel{ExecutionID: t.ExecutionID, Reason: "timed out"})
+		if err != nil {
+			continue
+		}
+		msg := bus.Encode(bus.Delivery{AgentID: t.AgentID, Frame: frame})
+		if _, err := s.bus.Publish(ctx, bus.GatewayTopic(t.GatewayID), msg); err != nil {
+			s.log.WithError(err).WithField("execution_id", t.ExecutionID).Warn("sending cancel failed")
+		}
+	}
+}
+
+func nonce() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
