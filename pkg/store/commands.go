@@ -171,7 +171,7 @@ func (s *Store) RecordResult(ctx context.Context, r Result) (commandID string, r
 			"finished_at": finished, "updated_at": time.Now().UTC(),
 		}
 		if !r.StartedAt.IsZero() {
-			upd["started_at"] = gorm.Expr("coalesce(started_at, ?)", r.StartedAt.UTC())
+			upd["started_at"] = r.StartedAt.UTC() // the agent's clock, consistent with finished_at
 		}
 		res := tx.Model(&Execution{}).
 			Where("id = ? AND status IN ?", r.ExecutionID, []string{ExecDispatched, ExecRunning}).

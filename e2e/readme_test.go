@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/testenv"
+)
+
+// quickstart returns the README's quick-start commands, verbatim.
+func quickstart(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(raw), "<!-- quickstart:begin -->")
+	require.True(t, ok, "README lacks the quickstart markers")
+	block, _, ok := strings.Cut(rest, "<!-- quickstart:end -->")
+	require.True(t, ok)
+	block = strings.TrimSpace(block)
+	block = strings.TrimPrefix(block, "```bash")
+	block = strings.TrimSuffix(block, "```")
+	return strings.TrimSpace(block)
+}
+
+// TestReadmeQuickStart runs `make run` as the README says and then the README's
+// quick-start commands verbatim, on the default ports.
+func TestReadmeQuickStart(t *testing.T) {
+	_ = testenv.Postgres(t) // skips (or fails under VIWORKS_REQUIRE_SERVICES=1) without Postgres
+	_, prefix := testenv.Redis(t)
+	for _, port := range []int{8080, 8081, 8082} {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		require.NoError(t, err, "the quick start uses port %d; it must be free", port)
+		_ = ln.Close()
+	}
+	dbName := "viworks_readme_" + testenv.RandomSuffix(4)
+	t.Cleanup(func() {
+		_ = exec.Command("psql", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "-qc", "DROP DATABASE IF EXISTS "+dbName+" WITH (FORCE)").Run()
+	})
+
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	run := exec.CommandContext(ctx, "make", "run")
+	run.Dir = root
+	run.Env = append(os.Environ(), "DATABASE_NAME="+dbName, "REDIS_KEY_PREFIX="+prefix, "RUN_DIR="+t.TempDir())
+	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := run.StdoutPipe()
+	require.NoError(t, err)
+	run.Stderr = run.Stdout
+	require.NoError(t, run.Start())
+	stopped := make(chan struct{})
+	t.Cleanup(func() {
+		_ = syscall.Kill(-run.Process.Pid, syscall.SIGINT)
+		select {
+		case <-stopped:
+		case <-time.After(30 * time.Second):
+			_ = syscall.Kill(-run.Process.Pid, syscall.SIGKILL)
+		}
+	})
+
+	ready := make(chan struct{})
+	var output strings.Builder
+	go func() {
+		defer close(stopped)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			output.WriteString(sc.Text() + "\n")
+			if sc.Text() == "ready" {
+				close(ready)
+			}
+		}
+		_ = run.Wait()
+	}()
+	select {
+	case <-ready:
+	case <-stopped:
+		t.Fatalf("make run exited before it was ready:\n%s", output.String())
+	case <-time.After(4 * time.Minute):
+		t.Fatalf("make run not ready after 4 minutes:\n%s", output.String())
+	}
+
+	// The user reads the banner first; by then the demo agents are online. Wait
+	// for sim-0 explicitly so the test does not race the simulator.
+	tok, err := exec.Command(filepath.Join(root, "bin", "api-server"), "token", "--dev", "--subject", "readme-test", "--role", "viewer").Output()
+	require.NoError(t, err)
+	cli := api{base: "http://127.0.0.1:8080", token: strings.TrimSpace(string(tok))}
+	require.Eventually(t, func() bool {
+		var list agentList
+		if cli.do(t, http.MethodGet, "/api/v1/agents?status=online", nil, &list) != http.StatusOK {
+			return false
+		}
+		for _, a := range list.Items {
+			if a.ID == "sim-0" {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 100*time.Millisecond, "sim-0 never came online")
+
+	script := quickstart(t)
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "quick start failed:\n%s", out)
+	// The commands print JSON documents back to back; decode them in order.
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var agents agentList
+	require.NoError(t, dec.Decode(&agents), "agents list: %s", out)
+	require.NotEmpty(t, agents.Items)
+	var cmdView struct {
+		commandView
+		Args map[string]any `json:"args"`
+	}
+	require.NoError(t, dec.Decode(&cmdView), "command: %s", out)
+	last := string(out)
+	require.Equal(t, "succeeded", cmdView.Status, last)
+	require.Equal(t, "created panel user testuser", cmdView.Executions[0].Output)
+	require.Equal(t, "REDACTED", cmdView.Args["password"])
+	require.NotContains(t, string(out), "securepass123", "the password never comes back")
+}
