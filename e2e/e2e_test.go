@@ -246,7 +246,11 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 			require.NoError(t, err)
 			defer conn.Close()
 			for _, f := range frames {
-				require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(f)))
+				// The gateway may close while a large frame is still being written;
+				// what matters is the close code it sent.
+				if err := conn.WriteMessage(websocket.TextMessage, []byte(f)); err != nil {
+					break
+				}
 			}
 			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			for {

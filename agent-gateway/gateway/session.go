@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -71,11 +72,26 @@ func (s *session) sendFrame(typ string, payload any) bool {
 
 // close sends a close frame with code and tears the connection down; safe to
 // call from any goroutine, more than once.
-func (s *session) close(code int, reason string) {
+func (s *session) close(code int, reason string) { s.shutdown(code, reason, false) }
+
+// closeFromReader is close for the reading goroutine: before closing the socket
+// it drains what the agent is still sending (bounded by lingerTimeout), so the
+// close frame is not lost to a TCP reset when unread data remains, e.g. the
+// rest of an oversize frame.
+func (s *session) closeFromReader(code int, reason string) { s.shutdown(code, reason, true) }
+
+const lingerTimeout = 2 * time.Second
+
+func (s *session) shutdown(code int, reason string, linger bool) {
 	s.closeOnce.Do(func() {
 		msg := websocket.FormatCloseMessage(code, reason)
 		_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		close(s.done)
+		if linger {
+			raw := s.conn.NetConn()
+			_ = raw.SetReadDeadline(time.Now().Add(lingerTimeout))
+			_, _ = io.Copy(io.Discard, raw)
+		}
 		_ = s.conn.Close()
 	})
 }
@@ -128,7 +144,7 @@ func (s *session) readHello() (*protocol.Hello, bool) {
 	hello, ok := f.Payload.(*protocol.Hello)
 	if !ok {
 		s.g.metrics.protocolErrors.WithLabelValues("hello_required").Inc()
-		s.close(protocol.ClosePolicyViolation, "first frame must be HELLO")
+		s.closeFromReader(protocol.ClosePolicyViolation, "first frame must be HELLO")
 		return nil, false
 	}
 	return hello, true
@@ -211,7 +227,7 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 	switch p := f.Payload.(type) {
 	case *protocol.Hello:
 		s.g.metrics.protocolErrors.WithLabelValues("duplicate_hello").Inc()
-		s.close(protocol.ClosePolicyViolation, "HELLO already received")
+		s.closeFromReader(protocol.ClosePolicyViolation, "HELLO already received")
 		return false
 	case *protocol.Heartbeat:
 		if _, err := s.g.presence.RefreshPresence(ctx, s.agentID, s.entry, 3*s.g.cfg.HeartbeatInterval); err != nil {
@@ -271,13 +287,13 @@ func (s *session) rejectFrame(f protocol.Frame, err error) {
 	if len(reason) > 120 { // a close reason must fit in a control frame
 		reason = reason[:120]
 	}
-	s.close(code, reason)
+	s.closeFromReader(code, reason)
 }
 
 func (s *session) readFailed(err error) {
 	if errors.Is(err, websocket.ErrReadLimit) {
 		s.g.metrics.protocolErrors.WithLabelValues("too_big").Inc()
-		s.close(protocol.CloseMessageTooBig, "frame exceeds the read limit")
+		s.closeFromReader(protocol.CloseMessageTooBig, "frame exceeds the read limit")
 		return
 	}
 	s.close(protocol.CloseNormal, "")
