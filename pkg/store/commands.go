@@ -191,6 +191,8 @@ func (s *Store) RecordResult(ctx context.Context, r Result) (commandID string, r
 	return exec.CommandID, recorded, nil
 }
 
+// lockCommand takes the command's row lock (Postgres); SQLite's single writer
+// already serialises the transaction, and its dialect drops the locking clause.
 func lockCommand(tx *gorm.DB, id string) error {
 	var got []string
 	if err := tx.Model(&Command{}).Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Pluck("id", &got).Error; err != nil {
@@ -215,9 +217,10 @@ func refreshCommand(tx *gorm.DB, id string) error {
 		counts[r.Status] = r.N
 	}
 	status, final := Aggregate(counts)
-	upd := map[string]any{"status": status, "updated_at": time.Now().UTC()}
+	now := time.Now().UTC()
+	upd := map[string]any{"status": status, "updated_at": now}
 	if final {
-		upd["finished_at"] = gorm.Expr("coalesce(finished_at, now())")
+		upd["finished_at"] = gorm.Expr("coalesce(finished_at, ?)", now)
 	}
 	if err := tx.Model(&Command{}).Where("id = ?", id).Updates(upd).Error; err != nil {
 		return fmt.Errorf("updating command status: %w", err)

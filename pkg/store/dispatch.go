@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"gorm.io/gorm"
@@ -36,6 +37,10 @@ type Router func(ctx context.Context, agentIDs []string) (map[string]string, err
 func (s *Store) ClaimDue(ctx context.Context, limit int, ackTimeout time.Duration, route Router) ([]DueExecution, int, error) {
 	var out []DueExecution
 	claimed := 0
+	lock := "FOR UPDATE OF e SKIP LOCKED"
+	if s.dialect == SQLite {
+		lock = "" // the single writer connection serialises claims
+	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var due []DueExecution
 		err := tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id, e.priority, e.attempts + 1 AS attempts,
@@ -43,10 +48,9 @@ func (s *Store) ClaimDue(ctx context.Context, limit int, ackTimeout time.Duratio
 FROM executions e
 JOIN commands c ON c.id = e.command_id
 JOIN agents a ON a.id = e.agent_id
-WHERE e.status IN ('queued', 'retrying') AND e.next_attempt_at <= now() AND a.status = 'online'
+WHERE e.status IN ('queued', 'retrying') AND e.next_attempt_at <= ? AND a.status = 'online'
 ORDER BY e.priority DESC, e.created_at, e.id
-LIMIT ?
-FOR UPDATE OF e SKIP LOCKED`, limit).Scan(&due).Error
+LIMIT ? `+lock, time.Now().UTC(), limit).Scan(&due).Error
 		if err != nil {
 			return fmt.Errorf("claiming executions: %w", err)
 		}
@@ -62,7 +66,11 @@ FOR UPDATE OF e SKIP LOCKED`, limit).Scan(&due).Error
 		if err != nil {
 			return fmt.Errorf("routing executions: %w", err)
 		}
-		byGateway := map[string][]string{}
+		type group struct {
+			gateway string
+			timeout int
+		}
+		groups := map[group][]string{}
 		for _, d := range due {
 			gw, ok := where[d.AgentID]
 			if !ok || gw == "" {
@@ -70,13 +78,15 @@ FOR UPDATE OF e SKIP LOCKED`, limit).Scan(&due).Error
 			}
 			d.GatewayID = gw
 			out = append(out, d)
-			byGateway[gw] = append(byGateway[gw], d.ExecutionID)
+			k := group{gw, d.TimeoutSeconds}
+			groups[k] = append(groups[k], d.ExecutionID)
 		}
 		now := time.Now().UTC()
-		for gw, ids := range byGateway {
+		for k, ids := range groups {
 			err := tx.Model(&Execution{}).Where("id IN ?", ids).Updates(map[string]any{
-				"status": ExecDispatched, "attempts": gorm.Expr("attempts + 1"), "gateway_id": gw,
-				"dispatched_at": now, "ack_deadline": now.Add(ackTimeout), "updated_at": now,
+				"status": ExecDispatched, "attempts": gorm.Expr("attempts + 1"), "gateway_id": k.gateway,
+				"dispatched_at": now, "ack_deadline": now.Add(ackTimeout),
+				"deadline_at": now.Add(time.Duration(k.timeout) * time.Second), "updated_at": now,
 			}).Error
 			if err != nil {
 				return fmt.Errorf("marking executions dispatched: %w", err)
@@ -107,11 +117,12 @@ FOR UPDATE OF e SKIP LOCKED`, limit).Scan(&due).Error
 // the gateway reports its agent gone before the COMMAND reached it; the attempt
 // does not count. It reports whether the execution was released.
 func (s *Store) ReleaseUndelivered(ctx context.Context, executionID string) (bool, error) {
+	now := time.Now().UTC()
 	res := s.db.WithContext(ctx).Model(&Execution{}).
 		Where("id = ? AND status = ?", executionID, ExecDispatched).
 		Updates(map[string]any{
-			"status": ExecQueued, "attempts": gorm.Expr("greatest(attempts - 1, 0)"),
-			"next_attempt_at": time.Now().UTC(), "ack_deadline": nil, "dispatched_at": nil, "updated_at": time.Now().UTC(),
+			"status": ExecQueued, "attempts": gorm.Expr("CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"),
+			"next_attempt_at": now, "ack_deadline": nil, "deadline_at": nil, "dispatched_at": nil, "updated_at": now,
 		})
 	if res.Error != nil {
 		return false, fmt.Errorf("releasing undelivered execution: %w", res.Error)
@@ -128,59 +139,124 @@ type Timeout struct {
 	Status      string
 }
 
+// RetryPolicy spaces attempts: full jitter over Base × 2^(attempt−1), capped at Max.
+type RetryPolicy struct {
+	Base time.Duration
+	Max  time.Duration
+	// Jitter returns a value in [0, d); nil means math/rand/v2.
+	Jitter func(d time.Duration) time.Duration
+}
+
+// Delay returns the wait before the attempt after attempt number n (n ≥ 1).
+func (p RetryPolicy) Delay(n int) time.Duration {
+	ceil := p.Max
+	if n < 1 {
+		n = 1
+	}
+	if n-1 < 62 {
+		if d := p.Base << (n - 1); d > 0 && d < ceil {
+			ceil = d
+		}
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	if p.Jitter != nil {
+		return p.Jitter(ceil)
+	}
+	return rand.N(ceil)
+}
+
+// sweepBatch bounds the rows one sweep pass touches per deadline kind.
+const sweepBatch = 1000
+
+type sweepRow struct {
+	ExecutionID string
+	CommandID   string
+	AgentID     string
+	GatewayID   string
+	Attempts       int
+	MaxRetries     int
+	TimeoutSeconds int
+}
+
 // Sweep applies deadlines at now: dispatched executions without ACK past their
-// ack deadline go to retrying (after retryDelay × 2^(attempt−1)) or fail once
-// retries are used up; executions running past the command timeout end
-// timed_out; queued executions past the command TTL end expired. Affected
-// commands get their aggregate status recomputed. It returns the executions that
-// ended while an agent may still be running them.
-func (s *Store) Sweep(ctx context.Context, now time.Time, retryDelay, maxRetryDelay time.Duration) ([]Timeout, error) {
+// ack deadline go to retrying (delay from policy) or fail once retries are used
+// up; executions running past their deadline end timed_out; queued executions
+// past the command TTL end expired. Every update is guarded by the status it
+// read, so a result that lands meanwhile wins. Affected commands get their
+// aggregate status recomputed. It returns the executions that ended while an
+// agent may still be running them (to send CANCEL).
+func (s *Store) Sweep(ctx context.Context, now time.Time, policy RetryPolicy) ([]Timeout, error) {
 	now = now.UTC()
 	var ended []Timeout
 	var touched []string
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var rows []Timeout
-		err := tx.Raw(`UPDATE executions e SET
-    status = CASE WHEN e.attempts > c.max_retries THEN 'failed' ELSE 'retrying' END,
-    error = CASE WHEN e.attempts > c.max_retries THEN 'no acknowledgement from agent after ' || e.attempts || ' attempts' ELSE e.error END,
-    finished_at = CASE WHEN e.attempts > c.max_retries THEN ?::timestamptz ELSE NULL END,
-    next_attempt_at = ?::timestamptz + least(?::bigint * power(2, greatest(e.attempts - 1, 0))::bigint, ?::bigint) * interval '1 millisecond',
-    ack_deadline = NULL, updated_at = ?::timestamptz
-FROM commands c
-WHERE c.id = e.command_id AND e.status = 'dispatched' AND e.ack_deadline < ?::timestamptz
-RETURNING e.id AS execution_id, e.command_id, e.agent_id, e.gateway_id, e.status`,
-			now, now, retryDelay.Milliseconds(), maxRetryDelay.Milliseconds(), now, now).Scan(&rows).Error
+		var rows []sweepRow
+		err := tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id, e.gateway_id, e.attempts, c.max_retries
+FROM executions e JOIN commands c ON c.id = e.command_id
+WHERE e.status = 'dispatched' AND e.ack_deadline < ? LIMIT ?`, now, sweepBatch).Scan(&rows).Error
 		if err != nil {
-			return fmt.Errorf("requeueing unacknowledged executions: %w", err)
+			return fmt.Errorf("finding unacknowledged executions: %w", err)
 		}
 		for _, r := range rows {
-			touched = append(touched, r.CommandID)
+			upd := map[string]any{"ack_deadline": nil, "deadline_at": nil, "updated_at": now}
+			if r.Attempts > r.MaxRetries {
+				upd["status"], upd["finished_at"] = ExecFailed, now
+				upd["error"] = fmt.Sprintf("no acknowledgement from agent after %d attempts", r.Attempts)
+			} else {
+				upd["status"], upd["next_attempt_at"] = ExecRetrying, now.Add(policy.Delay(r.Attempts))
+			}
+			res := tx.Model(&Execution{}).Where("id = ? AND status = ?", r.ExecutionID, ExecDispatched).Updates(upd)
+			if res.Error != nil {
+				return fmt.Errorf("retrying unacknowledged execution: %w", res.Error)
+			}
+			if res.RowsAffected > 0 {
+				touched = append(touched, r.CommandID)
+			}
 		}
+
 		rows = nil
-		err = tx.Raw(`UPDATE executions e SET status = 'timed_out', error = 'timed out after ' || c.timeout_seconds || 's',
-    finished_at = ?::timestamptz, updated_at = ?::timestamptz
-FROM commands c
-WHERE c.id = e.command_id AND e.status IN ('dispatched', 'running')
-  AND e.dispatched_at + c.timeout_seconds * interval '1 second' < ?::timestamptz
-RETURNING e.id AS execution_id, e.command_id, e.agent_id, e.gateway_id, e.status`, now, now, now).Scan(&rows).Error
+		err = tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id, e.gateway_id, e.attempts, c.timeout_seconds
+FROM executions e JOIN commands c ON c.id = e.command_id
+WHERE e.status IN ('dispatched', 'running') AND e.deadline_at < ? LIMIT ?`, now, sweepBatch).Scan(&rows).Error
 		if err != nil {
-			return fmt.Errorf("timing out executions: %w", err)
+			return fmt.Errorf("finding executions past their deadline: %w", err)
 		}
-		ended = rows
 		for _, r := range rows {
-			touched = append(touched, r.CommandID)
+			res := tx.Model(&Execution{}).Where("id = ? AND status IN ?", r.ExecutionID, []string{ExecDispatched, ExecRunning}).
+				Updates(map[string]any{
+					"status": ExecTimedOut, "error": fmt.Sprintf("timed out after %ds", r.TimeoutSeconds),
+					"finished_at": now, "updated_at": now,
+				})
+			if res.Error != nil {
+				return fmt.Errorf("timing out execution: %w", res.Error)
+			}
+			if res.RowsAffected > 0 {
+				touched = append(touched, r.CommandID)
+				ended = append(ended, Timeout{ExecutionID: r.ExecutionID, CommandID: r.CommandID, AgentID: r.AgentID, GatewayID: r.GatewayID, Status: ExecTimedOut})
+			}
 		}
+
 		rows = nil
-		err = tx.Raw(`UPDATE executions e SET status = 'expired', error = 'command expired before the agent could run it',
-    finished_at = ?::timestamptz, updated_at = ?::timestamptz
-FROM commands c
-WHERE c.id = e.command_id AND e.status IN ('queued', 'retrying') AND c.expires_at < ?::timestamptz
-RETURNING e.id AS execution_id, e.command_id, e.agent_id, e.gateway_id, e.status`, now, now, now).Scan(&rows).Error
+		err = tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id
+FROM executions e JOIN commands c ON c.id = e.command_id
+WHERE e.status IN ('queued', 'retrying') AND c.expires_at < ? LIMIT ?`, now, sweepBatch).Scan(&rows).Error
 		if err != nil {
-			return fmt.Errorf("expiring executions: %w", err)
+			return fmt.Errorf("finding expired executions: %w", err)
 		}
 		for _, r := range rows {
-			touched = append(touched, r.CommandID)
+			res := tx.Model(&Execution{}).Where("id = ? AND status IN ?", r.ExecutionID, []string{ExecQueued, ExecRetrying}).
+				Updates(map[string]any{
+					"status": ExecExpired, "error": "command expired before the agent could run it",
+					"finished_at": now, "updated_at": now,
+				})
+			if res.Error != nil {
+				return fmt.Errorf("expiring execution: %w", res.Error)
+			}
+			if res.RowsAffected > 0 {
+				touched = append(touched, r.CommandID)
+			}
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -11,7 +12,7 @@ import (
 	"strings"
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/postgres/*.sql migrations/sqlite/*.sql
 var migrationFiles embed.FS
 
 // migrationLockKey is the pg_advisory_lock key that serialises migrators.
@@ -26,8 +27,11 @@ type migration struct {
 	sql     string
 }
 
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
+// loadMigrations reads one dialect's migrations; both dialects have the same
+// versions (a test checks), each written for its database.
+func loadMigrations(dialect string) ([]migration, error) {
+	dir := "migrations/" + dialect
+	entries, err := fs.ReadDir(migrationFiles, dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading migrations: %w", err)
 	}
@@ -41,7 +45,7 @@ func loadMigrations() ([]migration, error) {
 		if err != nil {
 			return nil, fmt.Errorf("migration %s: bad version: %w", e.Name(), err)
 		}
-		body, err := fs.ReadFile(migrationFiles, "migrations/"+e.Name())
+		body, err := fs.ReadFile(migrationFiles, dir+"/"+e.Name())
 		if err != nil {
 			return nil, fmt.Errorf("reading migration %s: %w", e.Name(), err)
 		}
@@ -56,26 +60,48 @@ func loadMigrations() ([]migration, error) {
 	return out, nil
 }
 
+// MigrationVersions lists the migration versions shipped for a dialect.
+func MigrationVersions(dialect string) []int {
+	ms, err := loadMigrations(dialect)
+	if err != nil {
+		return nil
+	}
+	out := make([]int, len(ms))
+	for i, m := range ms {
+		out[i] = m.version
+	}
+	return out
+}
+
 // LatestVersion is the schema version this build expects.
 func LatestVersion() int {
-	ms, err := loadMigrations()
+	ms, err := loadMigrations(Postgres)
 	if err != nil || len(ms) == 0 {
 		return 0
 	}
 	return ms[len(ms)-1].version
 }
 
-const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+var createVersionTable = map[string]string{
+	Postgres: `CREATE TABLE IF NOT EXISTS schema_migrations (
     version    integer PRIMARY KEY,
     name       text        NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
-)`
+)`,
+	SQLite: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT     NOT NULL,
+    applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
+)`,
+}
 
-// Migrate applies pending migrations under a session-level advisory lock, so
-// several migrators (one per pod) may run at once: one applies, the others wait
-// and then find nothing to do. It returns the versions it applied.
+// Migrate applies pending migrations, each in its own transaction. On Postgres
+// it holds a session-level advisory lock, so several migrators (one per pod) may
+// run at once: one applies, the others wait and then find nothing to do. SQLite
+// is used by one process, whose single connection serialises it. It returns the
+// versions it applied.
 func (s *Store) Migrate(ctx context.Context) ([]int, error) {
-	ms, err := loadMigrations()
+	ms, err := loadMigrations(s.dialect)
 	if err != nil {
 		return nil, err
 	}
@@ -88,51 +114,61 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 		return nil, fmt.Errorf("acquiring migration connection: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
-		return nil, fmt.Errorf("taking migration lock: %w", err)
+	if s.dialect == Postgres {
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
+			return nil, fmt.Errorf("taking migration lock: %w", err)
+		}
+		defer func() {
+			_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockKey)
+		}()
 	}
-	defer func() {
-		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockKey)
-	}()
-	if _, err := conn.ExecContext(ctx, createVersionTable); err != nil {
+	if _, err := conn.ExecContext(ctx, createVersionTable[s.dialect]); err != nil {
 		return nil, fmt.Errorf("creating schema_migrations: %w", err)
-	}
-	var current int
-	if err := conn.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
-		return nil, fmt.Errorf("reading schema version: %w", err)
 	}
 	var applied []int
 	for _, m := range ms {
-		if m.version <= current {
-			continue
-		}
-		tx, err := conn.BeginTx(ctx, nil)
+		done, err := applyMigration(ctx, conn, m)
 		if err != nil {
-			return applied, fmt.Errorf("applying migration %s: %w", m.name, err)
+			return applied, err
 		}
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			_ = tx.Rollback()
-			return applied, fmt.Errorf("applying migration %s: %w", m.name, err)
+		if done {
+			applied = append(applied, m.version)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
-			_ = tx.Rollback()
-			return applied, fmt.Errorf("recording migration %s: %w", m.name, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return applied, fmt.Errorf("committing migration %s: %w", m.name, err)
-		}
-		applied = append(applied, m.version)
 	}
 	return applied, nil
 }
 
+// applyMigration applies m unless the version table, read inside the same
+// transaction, already has it.
+func applyMigration(ctx context.Context, conn *sql.Conn, m migration) (bool, error) {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("applying migration %s: %w", m.name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return false, fmt.Errorf("reading schema version: %w", err)
+	}
+	if m.version <= current {
+		return false, nil
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return false, fmt.Errorf("applying migration %s: %w", m.name, err)
+	}
+	// $n placeholders work in SQLite too.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+		return false, fmt.Errorf("recording migration %s: %w", m.name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("committing migration %s: %w", m.name, err)
+	}
+	return true, nil
+}
+
 // SchemaVersion returns the highest applied migration (0 on an empty database).
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
-	var exists bool
-	if err := s.db.WithContext(ctx).Raw(`SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists).Error; err != nil {
-		return 0, fmt.Errorf("reading schema version: %w", err)
-	}
-	if !exists {
+	if !s.db.WithContext(ctx).Migrator().HasTable("schema_migrations") {
 		return 0, nil
 	}
 	var v int

@@ -1,14 +1,23 @@
 // Package store is the durable state of the control plane: agents, commands,
-// executions, telemetry and the audit trail, kept in Postgres through GORM.
-// Postgres is the source of truth; everything on the bus can be rebuilt from it.
+// executions, telemetry and the audit trail, kept through GORM in Postgres (the
+// production database) or SQLite (the embedded one-process mode). It is the
+// source of truth; everything on the bus can be rebuilt from it.
+//
+// Where the two databases differ the store says so: Postgres claims work with
+// FOR UPDATE SKIP LOCKED so replicas share the queue; SQLite has one writer (a
+// single connection), which serialises claims in the one process that uses it.
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/glebarez/sqlite"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -17,9 +26,18 @@ import (
 // ErrNotFound is returned when a looked-up row does not exist.
 var ErrNotFound = errors.New("not found")
 
+// Dialects.
+const (
+	Postgres = "postgres"
+	SQLite   = "sqlite"
+)
+
+// SQLitePrefix starts a URL naming an SQLite file: sqlite://path/to/file.db.
+const SQLitePrefix = "sqlite://"
+
 // Config configures the connection pool.
 type Config struct {
-	URL             string
+	URL             string // postgres://... (or a key=value DSN), or sqlite://PATH
 	MaxConns        int
 	MinConns        int
 	ConnectTimeout  time.Duration
@@ -56,18 +74,34 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Store is the Postgres-backed state.
+// Store is the durable state.
 type Store struct {
-	db *gorm.DB
+	db      *gorm.DB
+	dialect string
 }
 
-// Open connects to Postgres and verifies the connection.
+// Dialect returns Postgres or SQLite.
+func (s *Store) Dialect() string { return s.dialect }
+
+// Open connects to the database named by cfg.URL and verifies the connection.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := gorm.Open(postgres.New(postgres.Config{DSN: cfg.URL}), &gorm.Config{
+	dialect := Postgres
+	dialector := postgres.New(postgres.Config{DSN: cfg.URL})
+	if path, ok := strings.CutPrefix(cfg.URL, SQLitePrefix); ok {
+		dsn, err := sqliteDSN(path)
+		if err != nil {
+			return nil, err
+		}
+		dialect, dialector = SQLite, sqlite.Open(dsn)
+		// One connection: SQLite has a single writer, and one connection makes
+		// every transaction wait its turn instead of failing with SQLITE_BUSY.
+		cfg.MaxConns = 1
+	}
+	db, err := gorm.Open(dialector, &gorm.Config{
 		Logger:                 logger.Discard,
 		SkipDefaultTransaction: true,
 		PrepareStmt:            false,
@@ -90,7 +124,33 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("connecting to database: %w", err)
 	}
-	return &Store{db: db}, nil
+	if dialect == SQLite {
+		// A file that is not a database only shows on the first real query.
+		var n int
+		if err := db.WithContext(pingCtx).Raw("SELECT count(*) FROM sqlite_master").Scan(&n).Error; err != nil {
+			_ = sqlDB.Close()
+			return nil, fmt.Errorf("opening database: %w", err)
+		}
+	}
+	return &Store{db: db, dialect: dialect}, nil
+}
+
+func sqliteDSN(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("store: sqlite URL needs a file path: sqlite://PATH")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if _, err := os.Stat(dir); err != nil {
+			return "", fmt.Errorf("store: sqlite directory: %w", err)
+		}
+	}
+	pragmas := []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(NORMAL)"}
+	var q strings.Builder
+	q.WriteString(path + "?_time_format=sqlite&_txlock=immediate")
+	for _, p := range pragmas {
+		q.WriteString("&_pragma=" + p)
+	}
+	return q.String(), nil
 }
 
 // Close releases the pool.

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -12,29 +14,56 @@ import (
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
-func newStore(t *testing.T) *store.Store {
-	t.Helper()
-	ctx := context.Background()
-	s, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t), MaxConns: 8})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close() })
-	_, err = s.Migrate(ctx)
-	require.NoError(t, err)
-	return s
+// databases names a fresh empty database of each dialect; every test of the
+// suite runs against both, so SQLite and Postgres behave alike.
+var databases = map[string]func(t *testing.T) string{
+	store.Postgres: func(t *testing.T) string { return testenv.Postgres(t) },
+	store.SQLite: func(t *testing.T) string {
+		return store.SQLitePrefix + filepath.Join(t.TempDir(), "viworks.db")
+	},
+}
+
+// each runs fn once per dialect with a migrated store.
+func each(t *testing.T, fn func(t *testing.T, s *store.Store)) {
+	for name, newDB := range databases {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s, err := store.Open(ctx, store.Config{URL: newDB(t), MaxConns: 8})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = s.Close() })
+			require.Equal(t, name, s.Dialect())
+			_, err = s.Migrate(ctx)
+			require.NoError(t, err)
+			fn(t, s)
+		})
+	}
 }
 
 func TestMigrateIdempotentAndConcurrent(t *testing.T) {
+	for name, newDB := range databases {
+		t.Run(name, func(t *testing.T) {
+			// Several pods migrate one Postgres at once; SQLite belongs to one
+			// process, so its migrators take turns.
+			migrators := 4
+			if name == store.SQLite {
+				migrators = 1
+			}
+			testMigrate(t, newDB(t), migrators)
+		})
+	}
+}
+
+func testMigrate(t *testing.T, url string, migrators int) {
 	ctx := context.Background()
-	url := testenv.Postgres(t)
 	s, err := store.Open(ctx, store.Config{URL: url})
 	require.NoError(t, err)
 	defer s.Close()
 	require.ErrorIs(t, s.CheckSchema(ctx), store.ErrSchemaBehind)
 
 	var wg sync.WaitGroup
-	applied := make([][]int, 4)
-	errs := make([]error, 4)
-	for i := range 4 {
+	applied := make([][]int, migrators)
+	errs := make([]error, migrators)
+	for i := range migrators {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -49,7 +78,7 @@ func TestMigrateIdempotentAndConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	total := 0
-	for i := range 4 {
+	for i := range migrators {
 		require.NoError(t, errs[i])
 		total += len(applied[i])
 	}
@@ -78,9 +107,10 @@ func routeAll(gw string) store.Router {
 	}
 }
 
-func TestCommandLifecycle(t *testing.T) {
+func TestCommandLifecycle(t *testing.T) { each(t, testCommandLifecycle) }
+
+func testCommandLifecycle(t *testing.T, s *store.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	online(t, s, "a1", "gw1", "s1")
 	online(t, s, "a2", "gw1", "s2")
 
@@ -146,8 +176,11 @@ func TestCommandLifecycle(t *testing.T) {
 }
 
 func TestClaimSkipsOfflineAndOrdersByPriority(t *testing.T) {
+	each(t, testClaimSkipsOfflineAndOrdersByPriority)
+}
+
+func testClaimSkipsOfflineAndOrdersByPriority(t *testing.T, s *store.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	online(t, s, "a1", "gw1", "s1")
 	online(t, s, "off", "gw1", "s9")
 	_, err := s.MarkAgentOffline(ctx, "off", "s9", time.Now())
@@ -170,9 +203,10 @@ func TestClaimSkipsOfflineAndOrdersByPriority(t *testing.T) {
 	require.Equal(t, []string{crit, normal, low}, order)
 }
 
-func TestConcurrentClaimsNeverOverlap(t *testing.T) {
+func TestConcurrentClaimsNeverOverlap(t *testing.T) { each(t, testConcurrentClaimsNeverOverlap) }
+
+func testConcurrentClaimsNeverOverlap(t *testing.T, s *store.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	var agents []string
 	for i := range 20 {
 		id := "c" + string(rune('a'+i))
@@ -214,9 +248,10 @@ func TestConcurrentClaimsNeverOverlap(t *testing.T) {
 	}
 }
 
-func TestSweepRetriesTimesOutAndExpires(t *testing.T) {
+func TestSweepRetriesTimesOutAndExpires(t *testing.T) { each(t, testSweepRetriesTimesOutAndExpires) }
+
+func testSweepRetriesTimesOutAndExpires(t *testing.T, s *store.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	online(t, s, "a1", "gw", "s1")
 	c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: []string{"a1"}, TTLSeconds: 3600, TimeoutSeconds: 30, MaxRetries: 1, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 	require.NoError(t, err)
@@ -225,7 +260,7 @@ func TestSweepRetriesTimesOutAndExpires(t *testing.T) {
 
 	// No ACK by the deadline: retrying with backoff.
 	time.Sleep(10 * time.Millisecond)
-	_, err = s.Sweep(ctx, time.Now(), 20*time.Millisecond, time.Second)
+	_, err = s.Sweep(ctx, time.Now(), store.RetryPolicy{Base: 20 * time.Millisecond, Max: time.Second, Jitter: noJitter})
 	require.NoError(t, err)
 	_, ex, err := s.GetCommand(ctx, c.ID)
 	require.NoError(t, err)
@@ -242,7 +277,7 @@ func TestSweepRetriesTimesOutAndExpires(t *testing.T) {
 	require.Len(t, due, 1)
 	require.Equal(t, 2, due[0].Attempts)
 	time.Sleep(10 * time.Millisecond)
-	_, err = s.Sweep(ctx, time.Now(), 20*time.Millisecond, time.Second)
+	_, err = s.Sweep(ctx, time.Now(), store.RetryPolicy{Base: 20 * time.Millisecond, Max: time.Second, Jitter: noJitter})
 	require.NoError(t, err)
 	got, ex, err := s.GetCommand(ctx, c.ID)
 	require.NoError(t, err)
@@ -257,7 +292,7 @@ func TestSweepRetriesTimesOutAndExpires(t *testing.T) {
 	ok, err := s.AckExecution(ctx, due[0].ExecutionID, "a1", time.Now())
 	require.NoError(t, err)
 	require.True(t, ok)
-	ended, err := s.Sweep(ctx, time.Now().Add(time.Minute), time.Second, time.Minute)
+	ended, err := s.Sweep(ctx, time.Now().Add(time.Minute), store.RetryPolicy{Base: time.Second, Max: time.Minute, Jitter: noJitter})
 	require.NoError(t, err)
 	require.Len(t, ended, 1)
 	require.Equal(t, due[0].ExecutionID, ended[0].ExecutionID)
@@ -268,16 +303,17 @@ func TestSweepRetriesTimesOutAndExpires(t *testing.T) {
 	// Queued past the TTL: expired.
 	c3, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: []string{"a1"}, TTLSeconds: 1, TimeoutSeconds: 30, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 	require.NoError(t, err)
-	_, err = s.Sweep(ctx, time.Now().Add(5*time.Second), time.Second, time.Minute)
+	_, err = s.Sweep(ctx, time.Now().Add(5*time.Second), store.RetryPolicy{Base: time.Second, Max: time.Minute, Jitter: noJitter})
 	require.NoError(t, err)
 	got, _, err = s.GetCommand(ctx, c3.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.CommandExpired, got.Status)
 }
 
-func TestAgentsOnlineOfflineTouchList(t *testing.T) {
+func TestAgentsOnlineOfflineTouchList(t *testing.T) { each(t, testAgentsOnlineOfflineTouchList) }
+
+func testAgentsOnlineOfflineTouchList(t *testing.T, s *store.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	online(t, s, "b1", "gw1", "s1")
 	online(t, s, "b2", "gw1", "s2")
 	online(t, s, "b1", "gw2", "s3") // reconnect elsewhere
@@ -314,6 +350,34 @@ func TestAgentsOnlineOfflineTouchList(t *testing.T) {
 	n, err := s.MarkGatewayAgentsOffline(ctx, "gw2", time.Now())
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n)
+}
+
+func noJitter(d time.Duration) time.Duration { return d }
+
+func TestRetryPolicyDelay(t *testing.T) {
+	p := store.RetryPolicy{Base: time.Second, Max: 10 * time.Second, Jitter: noJitter}
+	for n, want := range map[int]time.Duration{0: time.Second, 1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 200: 10 * time.Second} {
+		require.Equal(t, want, p.Delay(n), "attempt %d", n)
+	}
+	p.Jitter = nil
+	for range 100 {
+		d := p.Delay(3)
+		require.GreaterOrEqual(t, d, time.Duration(0))
+		require.Less(t, d, 4*time.Second)
+	}
+}
+
+func TestMigrationsMatchAcrossDialects(t *testing.T) {
+	pg, lite := store.MigrationVersions(store.Postgres), store.MigrationVersions(store.SQLite)
+	require.NotEmpty(t, pg)
+	require.Equal(t, pg, lite, "every migration exists for both dialects")
+}
+
+func TestOpenRejectsCorruptSQLite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "broken.db")
+	require.NoError(t, os.WriteFile(path, []byte("this is not a database, just text that is long enough to look like a header...................................."), 0o600))
+	_, err := store.Open(context.Background(), store.Config{URL: store.SQLitePrefix + path})
+	require.Error(t, err)
 }
 
 func TestAggregate(t *testing.T) {

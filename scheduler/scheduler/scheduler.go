@@ -27,7 +27,7 @@ import (
 type Store interface {
 	ClaimDue(ctx context.Context, limit int, ackTimeout time.Duration, route store.Router) ([]store.DueExecution, int, error)
 	ReleaseUndelivered(ctx context.Context, executionID string) (bool, error)
-	Sweep(ctx context.Context, now time.Time, retryDelay, maxRetryDelay time.Duration) ([]store.Timeout, error)
+	Sweep(ctx context.Context, now time.Time, policy store.RetryPolicy) ([]store.Timeout, error)
 }
 
 // Config configures a scheduler.
@@ -236,7 +236,7 @@ func (s *Scheduler) publish(ctx context.Context, d store.DueExecution, e bus.Ent
 }
 
 func (s *Scheduler) sweep(ctx context.Context) {
-	ended, err := s.store.Sweep(ctx, time.Now(), s.cfg.RetryDelay, s.cfg.MaxRetryDelay)
+	ended, err := s.store.Sweep(ctx, time.Now(), store.RetryPolicy{Base: s.cfg.RetryDelay, Max: s.cfg.MaxRetryDelay})
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.WithError(err).Error("deadline sweep failed")

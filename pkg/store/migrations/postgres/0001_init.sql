@@ -46,6 +46,7 @@ CREATE TABLE executions (
     attempts        integer     NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     ack_deadline    timestamptz,
+    deadline_at     timestamptz,
     gateway_id      text        NOT NULL DEFAULT '',
     exit_code       integer,
     output          text        NOT NULL DEFAULT '',
@@ -59,7 +60,8 @@ CREATE TABLE executions (
 );
 -- The claim query walks this partial index: highest priority first, FIFO within one.
 CREATE INDEX executions_due_idx ON executions (priority DESC, created_at, id) WHERE status IN ('queued', 'retrying');
-CREATE INDEX executions_inflight_idx ON executions (dispatched_at) WHERE status IN ('dispatched', 'running');
+CREATE INDEX executions_inflight_idx ON executions (deadline_at) WHERE status IN ('dispatched', 'running');
+CREATE INDEX executions_ack_idx ON executions (ack_deadline) WHERE status = 'dispatched';
 CREATE INDEX executions_agent_idx ON executions (agent_id, status);
 
 CREATE TABLE telemetry (
