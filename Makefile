@@ -1,8 +1,9 @@
 # ViWorkS Backend Agent — the two set-up commands are `make run` and `make test`.
 GO       ?= go
 BIN      ?= bin
-PKGS     := ./pkg/... ./api-server/... ./agent-gateway/... ./scheduler/... ./agentsim/... ./e2e/...
-VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+PKGS     := ./pkg/... ./api-server/... ./agent-gateway/... ./scheduler/... ./agentsim/... ./standalone/... ./e2e/...
+DATA_DIR    ?= data
+DEMO_AGENTS ?= 5
 LDFLAGS  := -s -w
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
@@ -14,18 +15,19 @@ build: ## binaries into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/agent-gateway ./agent-gateway
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/scheduler ./scheduler
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/agentsim ./agentsim
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/viworks ./standalone
 
 test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: ## gofmt, go vet, staticcheck
-	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim e2e)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim e2e; echo 'gofmt: files above need formatting'; exit 1; }
+	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet $(PKGS)
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) $(PKGS)
 
-run: build ## the three services + simulated agents on the local Postgres/Redis
-	./scripts/run-local.sh
+run: build ## the whole product in one process on embedded storage, with demo agents
+	$(BIN)/viworks --data-dir $(DATA_DIR) --demo-agents $(DEMO_AGENTS) --log-format text
 
 tidy:
 	cd pkg && $(GO) mod tidy
@@ -33,6 +35,7 @@ tidy:
 	cd agent-gateway && $(GO) mod tidy
 	cd scheduler && $(GO) mod tidy
 	cd agentsim && $(GO) mod tidy
+	cd standalone && $(GO) mod tidy
 	cd e2e && $(GO) mod tidy
 
 clean:

@@ -36,8 +36,8 @@ func binaries(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		for _, name := range []string{"api-server", "agent-gateway", "scheduler", "agentsim"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), "./"+name)
+		for name, pkg := range map[string]string{"api-server": "./api-server", "agent-gateway": "./agent-gateway", "scheduler": "./scheduler", "agentsim": "./agentsim", "viworks": "./standalone"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
 			cmd.Dir = ".."
 			out, err := cmd.CombinedOutput()
 			if err != nil {

@@ -15,18 +15,20 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
 const (
-	maxTimeout    = 24 * time.Hour
-	maxTTL        = 30 * 24 * time.Hour
-	maxRetriesCap = 20
+	maxTimeout        = 24 * time.Hour
+	maxTimeoutSeconds = int(maxTimeout / time.Second)
+	maxTTLSeconds     = 30 * 24 * 3600
+	maxRetriesCap     = 20
 )
 
 var (
 	verbPattern    = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
-	agentIDPattern = regexp.MustCompile(`^[^\s\x00-\x1f\x7f]{1,128}$`)
+	agentIDPattern = regexp.MustCompile(`^[^\s\x00-\x1f\x7f]+$`)
 )
 
 // CommandRequest is the body of POST /api/v1/commands.
@@ -49,7 +51,7 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 	if err := dec.Decode(&req); err != nil {
 		return req, []FieldError{{Field: "body", Message: jsonProblem(err)}}
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return req, []FieldError{{Field: "body", Message: "trailing data after the JSON object"}}
 	}
 	var errs []FieldError
@@ -69,8 +71,8 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 		errs = append(errs, FieldError{Field: "agent_targets", Message: fmt.Sprintf("at most %d agents per command", maxTargets)})
 	default:
 		for i, id := range req.AgentTargets {
-			if !agentIDPattern.MatchString(id) {
-				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be 1-128 characters without whitespace or control characters"})
+			if len(id) > protocol.MaxIDLen || !agentIDPattern.MatchString(id) {
+				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be 1-128 bytes without whitespace or control characters"})
 				break
 			}
 		}
@@ -78,13 +80,13 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 	if _, ok := store.ParsePriority(req.Priority); !ok {
 		errs = append(errs, FieldError{Field: "priority", Message: "must be low, normal, high or critical"})
 	}
-	if req.TimeoutSeconds != nil && (*req.TimeoutSeconds < 1 || time.Duration(*req.TimeoutSeconds)*time.Second > maxTimeout) {
+	if req.TimeoutSeconds != nil && (*req.TimeoutSeconds < 1 || *req.TimeoutSeconds > maxTimeoutSeconds) {
 		errs = append(errs, FieldError{Field: "timeout_seconds", Message: "must be from 1 to 86400"})
 	}
 	if req.MaxRetries != nil && (*req.MaxRetries < 0 || *req.MaxRetries > maxRetriesCap) {
 		errs = append(errs, FieldError{Field: "max_retries", Message: fmt.Sprintf("must be from 0 to %d", maxRetriesCap)})
 	}
-	if req.TTLSeconds != nil && (*req.TTLSeconds < 1 || time.Duration(*req.TTLSeconds)*time.Second > maxTTL) {
+	if req.TTLSeconds != nil && (*req.TTLSeconds < 1 || *req.TTLSeconds > maxTTLSeconds) {
 		errs = append(errs, FieldError{Field: "ttl_seconds", Message: "must be from 1 to 2592000 (30 days)"})
 	}
 	return req, errs

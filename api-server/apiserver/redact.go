@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"strings"
@@ -24,7 +25,9 @@ func isSecretKey(k string) bool {
 // args can be shown and audited without their secrets.
 func redactArgs(args store.JSON) json.RawMessage {
 	var v any
-	if err := json.Unmarshal(args, &v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(args))
+	dec.UseNumber() // keep large integers exact
+	if err := dec.Decode(&v); err != nil {
 		return json.RawMessage(`{}`)
 	}
 	b, err := json.Marshal(redactValue(v))

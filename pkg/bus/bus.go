@@ -51,6 +51,12 @@ type Presence interface {
 	LookupPresence(ctx context.Context, agentIDs []string) (map[string]Entry, error)
 }
 
+// Backend is a bus with presence, as both implementations (Redis, Memory) provide.
+type Backend interface {
+	Bus
+	Presence
+}
+
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("bus closed")
 

@@ -82,8 +82,17 @@ func (r *Redis) presenceKey(agentID string) string {
 	return r.prefix + "presence:" + agentID
 }
 
+func (r *Redis) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
 // Publish implements Bus.
 func (r *Redis) Publish(ctx context.Context, topic string, payload []byte) (int, error) {
+	if r.isClosed() {
+		return 0, ErrClosed
+	}
 	n, err := r.client.Publish(ctx, r.channel(topic), payload).Result()
 	if err != nil {
 		return 0, fmt.Errorf("publishing to %s: %w", topic, err)
@@ -93,6 +102,9 @@ func (r *Redis) Publish(ctx context.Context, topic string, payload []byte) (int,
 
 // Subscribe implements Bus. go-redis re-subscribes by itself after a reconnect.
 func (r *Redis) Subscribe(ctx context.Context, topics ...string) (Subscription, error) {
+	if r.isClosed() {
+		return nil, ErrClosed
+	}
 	chans := make([]string, len(topics))
 	for i, t := range topics {
 		chans[i] = r.channel(t)

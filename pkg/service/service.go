@@ -30,13 +30,25 @@ import (
 // LoadConfig parses args (the common flags plus any the caller adds to fs)
 // over the defaults with the binary's own port, then the file and environment.
 func LoadConfig(fs *flag.FlagSet, args []string, port int) (config.Config, error) {
+	return LoadConfigWith(fs, args, func() (config.Config, error) {
+		base := config.Default()
+		base.Server.Port = port
+		return base, nil
+	})
+}
+
+// LoadConfigWith is LoadConfig with a base built after the flags are parsed
+// (so it may depend on them, like the all-in-one's data directory).
+func LoadConfigWith(fs *flag.FlagSet, args []string, base func() (config.Config, error)) (config.Config, error) {
 	flags := config.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return config.Config{}, err
 	}
-	base := config.Default()
-	base.Server.Port = port
-	return flags.Load(base, os.Getenv)
+	b, err := base()
+	if err != nil {
+		return config.Config{}, err
+	}
+	return flags.Load(b, os.Getenv)
 }
 
 // PrintErrors writes err to w one line per problem, prefixed with the binary name.
@@ -68,7 +80,7 @@ type Process struct {
 	Cfg      config.Config
 	Log      *logrus.Logger
 	Store    *store.Store
-	Bus      *bus.Redis
+	Bus      bus.Backend
 	Registry *prometheus.Registry
 	Health   *lifecycle.Health
 }

@@ -198,3 +198,12 @@ func (s *Store) RecordAudit(ctx context.Context, e AuditEvent) error {
 	}
 	return nil
 }
+
+// CountAudit counts audit events of one action.
+func (s *Store) CountAudit(ctx context.Context, action string) (int64, error) {
+	var n int64
+	if err := s.db.WithContext(ctx).Model(&AuditEvent{}).Where("action = ?", action).Count(&n).Error; err != nil {
+		return 0, fmt.Errorf("counting audit events: %w", err)
+	}
+	return n, nil
+}

@@ -171,10 +171,10 @@ func (p RetryPolicy) Delay(n int) time.Duration {
 const sweepBatch = 1000
 
 type sweepRow struct {
-	ExecutionID string
-	CommandID   string
-	AgentID     string
-	GatewayID   string
+	ExecutionID    string
+	CommandID      string
+	AgentID        string
+	GatewayID      string
 	Attempts       int
 	MaxRetries     int
 	TimeoutSeconds int

@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// allInOne starts bin/viworks on dataDir and a free port and waits for /readyz.
+func allInOne(t *testing.T, c *cluster, label, dataDir string, extra ...string) (*proc, api) {
+	t.Helper()
+	port := freePort(t)
+	args := append([]string{"--data-dir", dataDir, "--port", strconv.Itoa(port)}, extra...)
+	// Embedded mode: no DATABASE_URL/REDIS_URL from the cluster's environment.
+	p := c.start(label, "viworks", []string{"DATABASE_URL=", "REDIS_URL="}, args...)
+	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), p)
+	tok, err := c.run("viworks", "token", "--data-dir", dataDir, "--subject", "e2e", "--role", "operator")
+	require.NoError(t, err)
+	return p, api{base: fmt.Sprintf("http://127.0.0.1:%d", port), token: strings.TrimSpace(tok)}
+}
+
+func stop(t *testing.T, p *proc) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not stop within 20s", p.name)
+	}
+}
+
+func agentsOf(t *testing.T, a api, status string) map[string]bool {
+	var list agentList
+	require.Equal(t, http.StatusOK, a.do(t, http.MethodGet, "/api/v1/agents?status="+status, nil, &list))
+	out := map[string]bool{}
+	for _, ag := range list.Items {
+		out[ag.ID] = true
+	}
+	return out
+}
+
+// embeddedCluster is a cluster without Postgres/Redis: only binaries and temp dirs.
+func embeddedCluster(t *testing.T) *cluster {
+	c := &cluster{t: t, bin: binaries(t), dir: t.TempDir(), env: append(os.Environ(), "LOG_FORMAT=text")}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func TestAllInOneSurvivesRestart(t *testing.T) {
+	c := embeddedCluster(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+
+	p, cli := allInOne(t, c, "viworks-1", dataDir, "--demo-agents", "3")
+	require.Eventually(t, func() bool { return len(agentsOf(t, cli, "online")) == 3 }, 30*time.Second, 50*time.Millisecond)
+	sys := system{api: cli}
+
+	var done commandView
+	require.Equal(t, http.StatusAccepted, cli.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
+		"verb": "echo", "args": map[string]any{"message": "before restart"}, "agent_targets": []string{"sim-0", "sim-1", "sim-2"},
+	}, &done))
+	first := sys.waitCommand(t, done.ID, 20*time.Second, 10*time.Millisecond)
+	require.Equal(t, "succeeded", first.Status)
+
+	// Latency in the all-in-one mode, as in the service e2e test.
+	var samples []time.Duration
+	for i := range 20 {
+		start := time.Now()
+		var created commandView
+		require.Equal(t, http.StatusAccepted, cli.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
+			"verb": "echo", "args": map[string]any{"message": "ping"}, "agent_targets": []string{fmt.Sprintf("sim-%d", i%3)},
+		}, &created))
+		require.Equal(t, "succeeded", sys.waitCommand(t, created.ID, 10*time.Second, time.Millisecond).Status)
+		samples = append(samples, time.Since(start))
+	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	t.Logf("all-in-one POST→succeeded over 20 sequential single-target commands (polling GET every 1ms): median %s, p90 %s, max %s",
+		samples[10], samples[18], samples[19])
+	stop(t, p)
+
+	// Second start without demo agents: the agents are known but offline.
+	p, cli = allInOne(t, c, "viworks-2", dataDir)
+	sys = system{api: cli}
+	require.Len(t, agentsOf(t, cli, "offline"), 3, "agents survive the restart and are offline without sessions")
+	again := sys.waitCommand(t, done.ID, time.Second, 10*time.Millisecond)
+	require.Equal(t, "succeeded", again.Status)
+	require.Equal(t, "before restart", again.Executions[0].Output, "results survive the restart")
+
+	// A command for an offline agent stays queued until the agent returns.
+	var queued commandView
+	require.Equal(t, http.StatusAccepted, cli.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
+		"verb": "echo", "args": map[string]any{"message": "after you return"}, "agent_targets": []string{"sim-1"},
+	}, &queued))
+	time.Sleep(500 * time.Millisecond)
+	var view commandView
+	require.Equal(t, http.StatusOK, cli.do(t, http.MethodGet, "/api/v1/commands/"+queued.ID, nil, &view))
+	require.Equal(t, "queued", view.Status)
+	stop(t, p)
+
+	// Third start with the agents back: the queued command is delivered.
+	_, cli = allInOne(t, c, "viworks-3", dataDir, "--demo-agents", "3")
+	sys = system{api: cli}
+	delivered := sys.waitCommand(t, queued.ID, 30*time.Second, 20*time.Millisecond)
+	require.Equal(t, "succeeded", delivered.Status)
+	require.Equal(t, "after you return", delivered.Executions[0].Output)
+
+	// The audit trail was kept too (read straight from the database file).
+	st, err := store.Open(context.Background(), store.Config{URL: store.SQLitePrefix + filepath.Join(dataDir, "viworks.db")})
+	require.NoError(t, err)
+	defer st.Close()
+	n, err := st.CountAudit(context.Background(), "command.create")
+	require.NoError(t, err)
+	require.Equal(t, int64(22), n, "one audit event per created command across restarts")
+}
+
+func TestAllInOneBadInput(t *testing.T) {
+	c := embeddedCluster(t)
+	runFail := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(c.bin, "viworks"), args...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL=", "REDIS_URL=")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		done := make(chan error, 1)
+		require.NoError(t, cmd.Start())
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			require.Error(t, err, "viworks %v must fail", args)
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("viworks %v kept running", args)
+		}
+		msg := strings.TrimSpace(stderr.String())
+		require.NotContains(t, msg, "panic")
+		require.NotContains(t, msg, "goroutine")
+		require.Equal(t, 1, len(strings.Split(msg, "\n")), "one clear line, got:\n%s", msg)
+		return msg
+	}
+
+	notADir := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(notADir, []byte("x"), 0o600))
+	msg := runFail("--data-dir", filepath.Join(notADir, "data"))
+	require.Contains(t, msg, "data directory")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	msg = runFail("--data-dir", t.TempDir(), "--bind-address", "127.0.0.1", "--port", strconv.Itoa(port))
+	require.Contains(t, msg, "address already in use")
+
+	corrupt := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(corrupt, "viworks.db"), bytes.Repeat([]byte("not a database "), 100), 0o600))
+	msg = runFail("--data-dir", corrupt, "--port", strconv.Itoa(freePort(t)))
+	require.Contains(t, msg, "database")
+
+	msg = runFail("--data-dir", t.TempDir(), "--demo-agents", "-1")
+	require.Contains(t, msg, "--demo-agents")
+
+	msg = runFail("token", "--data-dir", t.TempDir(), "--subject", "x", "--role", "admin")
+	require.Contains(t, msg, "start `viworks` once")
+}
