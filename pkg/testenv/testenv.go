@@ -90,6 +90,7 @@ func Redis(t testing.TB) (redisURL, prefix string) {
 	if err != nil {
 		t.Fatalf("parsing %s: %v", EnvRedis, err)
 	}
+	opts.MaxRetries = -1 // an absent server is reported at once, not after retries
 	c := redis.NewClient(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
