@@ -12,6 +12,7 @@ import (
 
 	"github.com/viworks/backend-agent/agent-gateway/gateway"
 	"github.com/viworks/backend-agent/pkg/service"
+	"github.com/viworks/backend-agent/pkg/store"
 )
 
 const name = "agent-gateway"
@@ -42,6 +43,7 @@ func run(args []string) int {
 		HandshakeTimeout:  cfg.ConnectionTimeout(),
 		FlushInterval:     cfg.FlushInterval(),
 		TelemetryBatch:    cfg.Telemetry.BatchSize,
+		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 	})
 	if err != nil {
 		service.PrintErrors(os.Stderr, name, err)

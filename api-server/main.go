@@ -55,6 +55,7 @@ func run(args []string) int {
 	api, err := apiserver.New(p.Store, p.Bus, jwt, p.Registry, p.Log, apiserver.Config{
 		DefaultTimeout:    cfg.CommandTimeout(),
 		DefaultMaxRetries: cfg.Command.RetryAttempts,
+		MaxQueued:         cfg.Command.MaxCommandQueueSize,
 	})
 	if err != nil {
 		service.PrintErrors(os.Stderr, name, err)

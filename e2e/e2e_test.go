@@ -198,6 +198,42 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 			len(samples), samples[len(samples)/2], samples[len(samples)*9/10], samples[len(samples)-1])
 	})
 
+	t.Run("selector with mode any runs on one agent", func(t *testing.T) {
+		var created commandView
+		require.Equal(t, http.StatusAccepted, sys.api.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
+			"verb": "echo", "args": map[string]any{"message": "one of you"}, "mode": "any",
+			"selector": map[string]any{"site": "e2e", "labels": map[string]string{"role": "sim"}},
+		}, &created))
+		require.Len(t, created.Executions, 1)
+		done := sys.waitCommand(t, created.ID, 10*time.Second, 10*time.Millisecond)
+		require.Equal(t, "succeeded", done.Status)
+		require.Equal(t, "one of you", done.Executions[0].Output)
+	})
+
+	t.Run("cancel a running command", func(t *testing.T) {
+		var created commandView
+		require.Equal(t, http.StatusAccepted, sys.api.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
+			"verb": "sleep", "args": map[string]any{"seconds": 30}, "agent_targets": []string{ids[1], ids[2]},
+		}, &created))
+		require.Eventually(t, func() bool {
+			var v commandView
+			sys.api.do(t, http.MethodGet, "/api/v1/commands/"+created.ID, nil, &v)
+			return v.Counts["running"] == 2
+		}, 10*time.Second, 10*time.Millisecond)
+		var cancelled commandView
+		require.Equal(t, http.StatusOK, sys.api.do(t, http.MethodDelete, "/api/v1/commands/"+created.ID, nil, &cancelled))
+		require.Equal(t, "cancelled", cancelled.Status)
+		require.Equal(t, map[string]int{"cancelled": 2}, cancelled.Counts)
+		var p problem
+		require.Equal(t, http.StatusConflict, sys.api.do(t, http.MethodDelete, "/api/v1/commands/"+created.ID, nil, &p))
+		// The agents got CANCEL and stopped sleeping: they take new work at once.
+		var next commandView
+		require.Equal(t, http.StatusAccepted, sys.api.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
+			"verb": "echo", "args": map[string]any{"message": "free again"}, "agent_targets": []string{ids[1]},
+		}, &next))
+		require.Equal(t, "succeeded", sys.waitCommand(t, next.ID, 10*time.Second, 10*time.Millisecond).Status)
+	})
+
 	t.Run("bad API input gets specific problems", func(t *testing.T) {
 		var p problem
 		code := sys.api.do(t, http.MethodPost, "/api/v1/commands", map[string]any{"verb": "echo", "agent_targets": []string{"no-such-agent"}}, &p)
@@ -218,6 +254,16 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 			fields = append(fields, e.Field)
 		}
 		require.ElementsMatch(t, []string{"verb", "priority"}, fields)
+
+		p = problem{}
+		code = sys.api.do(t, http.MethodPost, "/api/v1/commands", map[string]any{"verb": "format_disk", "agent_targets": []string{ids[0]}}, &p)
+		require.Equal(t, http.StatusUnprocessableEntity, code, "a verb the agent does not announce fails fast")
+		require.Equal(t, "verb", p.Errors[0].Field)
+
+		p = problem{}
+		code = sys.api.do(t, http.MethodPost, "/api/v1/commands", map[string]any{"verb": "echo", "selector": map[string]any{"site": "nowhere"}}, &p)
+		require.Equal(t, http.StatusUnprocessableEntity, code)
+		require.Equal(t, "selector", p.Errors[0].Field)
 
 		noToken := api{base: sys.api.base}
 		require.Equal(t, http.StatusUnauthorized, noToken.do(t, http.MethodGet, "/api/v1/agents", nil, &p))

@@ -30,6 +30,7 @@ type Store interface {
 	TouchAgents(ctx context.Context, ups []store.HealthUpdate) error
 	AckExecution(ctx context.Context, executionID, agentID string, at time.Time) (bool, error)
 	RecordResult(ctx context.Context, r store.Result) (string, bool, error)
+	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
 }
 
@@ -43,9 +44,10 @@ type Config struct {
 	ReadLimit         int64
 	HandshakeTimeout  time.Duration // upgrade to HELLO
 	WriteTimeout      time.Duration
-	SendQueue         int           // frames buffered per session before it is dropped as slow
-	FlushInterval     time.Duration // heartbeat (last_seen) and telemetry flush period
-	TelemetryBatch    int           // flush telemetry early at this many samples
+	SendQueue         int               // frames buffered per session before it is dropped as slow
+	FlushInterval     time.Duration     // heartbeat (last_seen) and telemetry flush period
+	TelemetryBatch    int               // flush telemetry early at this many samples
+	Retry             store.RetryPolicy // for executions cut off by a disconnect
 }
 
 func (c *Config) setDefaults() {
@@ -75,6 +77,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.TelemetryBatch <= 0 {
 		c.TelemetryBatch = 100
+	}
+	if c.Retry.Base <= 0 {
+		c.Retry.Base = time.Second
+	}
+	if c.Retry.Max <= 0 {
+		c.Retry.Max = 5 * time.Minute
 	}
 }
 

@@ -189,6 +189,16 @@ func (s *session) unregister() {
 	if _, err := s.g.store.MarkAgentOffline(ctx, s.agentID, s.id, time.Now()); err != nil {
 		s.log.WithError(err).Warn("marking agent offline failed")
 	}
+	// Work the agent held through this gateway did not finish here: retry it.
+	touched, err := s.g.store.ReleaseAgentExecutions(ctx, s.agentID, s.g.cfg.GatewayID, s.g.cfg.Retry)
+	if err != nil {
+		s.log.WithError(err).Error("releasing the agent's executions failed")
+	} else if len(touched) > 0 {
+		wake := bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})
+		if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
+			s.log.WithError(err).Warn("waking schedulers failed")
+		}
+	}
 	s.log.Info("agent disconnected")
 }
 

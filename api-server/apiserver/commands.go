@@ -31,16 +31,33 @@ var (
 	agentIDPattern = regexp.MustCompile(`^[^\s\x00-\x1f\x7f]+$`)
 )
 
-// CommandRequest is the body of POST /api/v1/commands.
-type CommandRequest struct {
-	Verb           string          `json:"verb"`
-	Args           json.RawMessage `json:"args"`
-	AgentTargets   []string        `json:"agent_targets"`
-	Priority       string          `json:"priority"`
-	TimeoutSeconds *int            `json:"timeout_seconds"`
-	MaxRetries     *int            `json:"max_retries"`
-	TTLSeconds     *int            `json:"ttl_seconds"`
+// SelectorRequest chooses agents by attributes.
+type SelectorRequest struct {
+	Site       string            `json:"site"`
+	Labels     map[string]string `json:"labels"`
+	Capability string            `json:"capability"`
 }
+
+// CommandRequest is the body of POST /api/v1/commands (DESIGN §4).
+type CommandRequest struct {
+	Verb           string           `json:"verb"`
+	Args           json.RawMessage  `json:"args"`
+	AgentTargets   []string         `json:"agent_targets"`
+	Selector       *SelectorRequest `json:"selector"`
+	Mode           string           `json:"mode"`
+	Priority       string           `json:"priority"`
+	TimeoutSeconds *int             `json:"timeout_seconds"`
+	MaxRetries     *int             `json:"max_retries"`
+	TTLSeconds     *int             `json:"ttl_seconds"`
+	MaxConcurrency *int             `json:"max_concurrency"`
+	MaxErrors      *int             `json:"max_errors"`
+}
+
+const (
+	maxSelectorLabels   = 32
+	maxSelectorValueLen = 256
+	maxConcurrencyCap   = 1_000_000
+)
 
 // DecodeCommandRequest parses and validates a command request body. It never
 // panics on any input; problems are returned per field.
@@ -64,9 +81,10 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 			errs = append(errs, FieldError{Field: "args", Message: "must be a JSON object"})
 		}
 	}
+	hasSelector := req.Selector != nil && (req.Selector.Site != "" || len(req.Selector.Labels) > 0 || req.Selector.Capability != "")
 	switch {
-	case len(req.AgentTargets) == 0:
-		errs = append(errs, FieldError{Field: "agent_targets", Message: "is required: a non-empty list of agent ids"})
+	case len(req.AgentTargets) == 0 && !hasSelector:
+		errs = append(errs, FieldError{Field: "agent_targets", Message: "agent_targets or selector is required"})
 	case len(req.AgentTargets) > maxTargets:
 		errs = append(errs, FieldError{Field: "agent_targets", Message: fmt.Sprintf("at most %d agents per command", maxTargets)})
 	default:
@@ -76,6 +94,18 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 				break
 			}
 		}
+	}
+	if req.Selector != nil {
+		errs = append(errs, validateSelector(*req.Selector)...)
+	}
+	if req.Mode != "" && req.Mode != store.ModeAll && req.Mode != store.ModeAny {
+		errs = append(errs, FieldError{Field: "mode", Message: "must be all or any"})
+	}
+	if req.MaxConcurrency != nil && (*req.MaxConcurrency < 1 || *req.MaxConcurrency > maxConcurrencyCap) {
+		errs = append(errs, FieldError{Field: "max_concurrency", Message: fmt.Sprintf("must be from 1 to %d", maxConcurrencyCap)})
+	}
+	if req.MaxErrors != nil && (*req.MaxErrors < 0 || *req.MaxErrors > maxConcurrencyCap) {
+		errs = append(errs, FieldError{Field: "max_errors", Message: fmt.Sprintf("must be from 0 to %d", maxConcurrencyCap)})
 	}
 	if _, ok := store.ParsePriority(req.Priority); !ok {
 		errs = append(errs, FieldError{Field: "priority", Message: "must be low, normal, high or critical"})
@@ -90,6 +120,26 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 		errs = append(errs, FieldError{Field: "ttl_seconds", Message: "must be from 1 to 2592000 (30 days)"})
 	}
 	return req, errs
+}
+
+func validateSelector(sel SelectorRequest) []FieldError {
+	var errs []FieldError
+	if len(sel.Site) > maxSelectorValueLen {
+		errs = append(errs, FieldError{Field: "selector.site", Message: "longer than 256 bytes"})
+	}
+	if len(sel.Capability) > maxSelectorValueLen {
+		errs = append(errs, FieldError{Field: "selector.capability", Message: "longer than 256 bytes"})
+	}
+	if len(sel.Labels) > maxSelectorLabels {
+		errs = append(errs, FieldError{Field: "selector.labels", Message: fmt.Sprintf("at most %d labels", maxSelectorLabels)})
+	}
+	for k, v := range sel.Labels {
+		if k == "" || len(k) > maxSelectorValueLen || len(v) > maxSelectorValueLen {
+			errs = append(errs, FieldError{Field: "selector.labels", Message: "keys must be 1-256 bytes, values at most 256"})
+			break
+		}
+	}
+	return errs
 }
 
 func jsonProblem(err error) string {
@@ -109,18 +159,6 @@ func jsonProblem(err error) string {
 		return strings.TrimPrefix(err.Error(), "json: ")
 	}
 	return "malformed JSON"
-}
-
-func dedupe(ids []string) []string {
-	seen := make(map[string]bool, len(ids))
-	out := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 func (s *Server) createCommand(c *gin.Context) {
@@ -157,21 +195,22 @@ func (s *Server) createCommand(c *gin.Context) {
 		args = store.JSON("{}")
 	}
 	p := principal(c)
-	targets := dedupe(req.AgentTargets)
-	details, _ := json.Marshal(map[string]any{"verb": req.Verb, "args": json.RawMessage(redactArgs(args)), "targets": len(targets), "priority": prio.String()})
-	cmd, execs, err := s.store.CreateCommand(c.Request.Context(), store.NewCommand{
+	targeting := store.Targeting{AgentIDs: req.AgentTargets}
+	if req.Selector != nil {
+		targeting.Selector = &store.Selector{Site: req.Selector.Site, Labels: req.Selector.Labels, Capability: req.Selector.Capability}
+	}
+	details, _ := json.Marshal(map[string]any{"verb": req.Verb, "args": json.RawMessage(redactArgs(args)), "targeting": targeting, "mode": req.Mode, "priority": prio.String()})
+	nc := store.NewCommand{
 		Verb: req.Verb, Args: args, Priority: prio, CreatedBy: p.Subject,
-		TimeoutSeconds: timeout, MaxRetries: retries, TTLSeconds: ttl, AgentIDs: targets,
+		TimeoutSeconds: timeout, MaxRetries: retries, TTLSeconds: ttl, Mode: req.Mode, Targeting: targeting,
+		MaxErrors: req.MaxErrors, MaxQueued: s.cfg.MaxQueued,
 		Audit: store.AuditEvent{Actor: p.Subject, Action: "command.create", RequestID: c.GetString(ctxRequestID), Details: details},
-	})
-	var unknown *store.UnknownAgentsError
-	if errors.As(err, &unknown) {
-		shown := unknown.IDs
-		if len(shown) > 20 {
-			shown = shown[:20]
-		}
-		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("%d target agents are not registered", len(unknown.IDs)),
-			[]FieldError{{Field: "agent_targets", Message: "unknown agents: " + strings.Join(shown, ", ")}})
+	}
+	if req.MaxConcurrency != nil {
+		nc.MaxConcurrency = *req.MaxConcurrency
+	}
+	cmd, execs, err := s.store.CreateCommand(c.Request.Context(), nc)
+	if s.targetProblem(c, req.Verb, err) {
 		return
 	}
 	if err != nil {
@@ -185,6 +224,73 @@ func (s *Server) createCommand(c *gin.Context) {
 	}
 	c.Header("Location", "/api/v1/commands/"+cmd.ID)
 	c.JSON(http.StatusAccepted, commandView(cmd, execs))
+}
+
+// targetProblem answers the client's targeting mistakes and a full queue; it
+// reports whether it wrote a response.
+func (s *Server) targetProblem(c *gin.Context, verb string, err error) bool {
+	var unknown *store.UnknownAgentsError
+	var incapable *store.IncapableAgentsError
+	switch {
+	case errors.As(err, &unknown):
+		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("%d target agents are not registered", len(unknown.IDs)),
+			[]FieldError{{Field: "agent_targets", Message: "unknown agents: " + listIDs(unknown.IDs)}})
+	case errors.As(err, &incapable):
+		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("%d chosen agents do not announce the verb %q", len(incapable.IDs), verb),
+			[]FieldError{{Field: "verb", Message: "not among the capabilities of: " + listIDs(incapable.IDs)}})
+	case errors.Is(err, store.ErrNoMatchingAgents):
+		writeProblem(c, http.StatusUnprocessableEntity, "no registered agent matches the selector", []FieldError{{Field: "selector", Message: "matches no registered agent"}})
+	case errors.Is(err, store.ErrNoOnlineAgent):
+		writeProblem(c, http.StatusUnprocessableEntity, "mode any needs a matching agent that is online; none is", []FieldError{{Field: "mode", Message: "no matching agent is online"}})
+	case errors.Is(err, store.ErrQueueFull):
+		c.Header("Retry-After", "5")
+		writeProblem(c, http.StatusTooManyRequests, "the command queue is full; retry later", nil)
+	default:
+		return false
+	}
+	return true
+}
+
+func listIDs(ids []string) string {
+	if len(ids) > 20 {
+		return strings.Join(ids[:20], ", ") + fmt.Sprintf(" and %d more", len(ids)-20)
+	}
+	return strings.Join(ids, ", ")
+}
+
+func (s *Server) cancelCommand(c *gin.Context) {
+	id := c.Param("id")
+	if _, err := uuid.Parse(id); err != nil {
+		writeProblem(c, http.StatusNotFound, "no command with this id", nil)
+		return
+	}
+	p := principal(c)
+	running, err := s.store.CancelCommand(c.Request.Context(), id, p.Subject, c.GetString(ctxRequestID))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeProblem(c, http.StatusNotFound, "no command with this id", nil)
+		return
+	case errors.Is(err, store.ErrCommandFinal):
+		writeProblem(c, http.StatusConflict, "the command has already finished", nil)
+		return
+	case err != nil:
+		s.internalError(c, "cancelling command failed", err)
+		return
+	}
+	for _, r := range running {
+		if r.GatewayID == "" {
+			continue
+		}
+		frame, err := protocol.Encode(protocol.TypeCancel, "", protocol.Cancel{ExecutionID: r.ExecutionID, Reason: "cancelled by " + p.Subject})
+		if err != nil {
+			continue
+		}
+		msg := bus.Encode(bus.Delivery{AgentID: r.AgentID, Frame: frame})
+		if _, err := s.bus.Publish(c.Request.Context(), bus.GatewayTopic(r.GatewayID), msg); err != nil {
+			s.log.WithError(err).WithField("execution_id", r.ExecutionID).Warn("sending cancel failed")
+		}
+	}
+	s.getCommand(c)
 }
 
 func (s *Server) getCommand(c *gin.Context) {

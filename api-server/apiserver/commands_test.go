@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"testing"
 
@@ -411,44 +410,5 @@ func TestIsSecretKey(t *testing.T) {
 		t.Run(tc.key, func(t *testing.T) {
 			require.Equal(t, tc.secret, isSecretKey(tc.key))
 		})
-	}
-}
-
-func TestDedupe(t *testing.T) {
-	cases := []struct {
-		name string
-		in   []string
-		want []string
-	}{
-		{"nil", nil, []string{}},
-		{"empty", []string{}, []string{}},
-		{"single", []string{"a"}, []string{"a"}},
-		{"no duplicates keeps order", []string{"c", "a", "b"}, []string{"c", "a", "b"}},
-		{"adjacent duplicates", []string{"a", "a", "b"}, []string{"a", "b"}},
-		{"first occurrence wins", []string{"b", "a", "b", "c", "a"}, []string{"b", "a", "c"}},
-		{"all the same", []string{"x", "x", "x", "x"}, []string{"x"}},
-		{"case sensitive", []string{"gw", "GW", "gw"}, []string{"gw", "GW"}},
-		{"empty strings", []string{"", "a", ""}, []string{"", "a"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			in := slices.Clone(tc.in)
-			got := dedupe(in)
-			require.NotNil(t, got)
-			require.Equal(t, tc.want, got)
-			require.Equal(t, tc.in, in, "the input is not modified")
-		})
-	}
-}
-
-func TestDedupeLarge(t *testing.T) {
-	in := make([]string, 0, 20000)
-	for i := range 20000 {
-		in = append(in, fmt.Sprintf("agent-%d", i%1000))
-	}
-	got := dedupe(in)
-	require.Len(t, got, 1000)
-	for i, id := range got {
-		require.Equal(t, fmt.Sprintf("agent-%d", i), id)
 	}
 }

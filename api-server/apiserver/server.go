@@ -22,6 +22,7 @@ import (
 type Store interface {
 	CreateCommand(ctx context.Context, nc store.NewCommand) (store.Command, []store.Execution, error)
 	GetCommand(ctx context.Context, id string) (store.Command, []store.Execution, error)
+	CancelCommand(ctx context.Context, id, actor, requestID string) ([]store.Timeout, error)
 	ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error)
 	Ping(ctx context.Context) error
 }
@@ -38,6 +39,7 @@ type Config struct {
 	DefaultTTL        time.Duration
 	MaxTargets        int
 	MaxBodyBytes      int64
+	MaxQueued         int // bound on queued executions (max_command_queue_size); 0: unbounded
 }
 
 func (c *Config) setDefaults() {
@@ -106,6 +108,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.GET("/agents", s.require(auth.RoleViewer), s.listAgents)
 	v1.POST("/commands", s.require(auth.RoleOperator), s.createCommand)
 	v1.GET("/commands/:id", s.require(auth.RoleViewer), s.getCommand)
+	v1.DELETE("/commands/:id", s.require(auth.RoleOperator), s.cancelCommand)
 	s.engine = e
 	return s, nil
 }

@@ -124,8 +124,11 @@ type Command struct {
 	MaxConcurrentCommands int `toml:"max_concurrent_commands"`
 	// CommandTimeout is the default command timeout, in seconds (env COMMAND_TIMEOUT).
 	CommandTimeout int `toml:"command_timeout"`
-	// MaxCommandQueueSize is the maximum number of queued commands.
+	// MaxCommandQueueSize bounds the executions waiting to be dispatched, across
+	// all commands; beyond it POST /commands answers 429.
 	MaxCommandQueueSize int `toml:"max_command_queue_size"`
+	// MaxPerAgent is the number of executions one agent may have in flight.
+	MaxPerAgent int `toml:"max_per_agent"`
 	// RetryAttempts is the default number of retries of a failed command (0 = none).
 	RetryAttempts int `toml:"retry_attempts"`
 	// RetryDelayMs is the base retry delay, in milliseconds.
@@ -212,6 +215,7 @@ func Default() Config {
 			MaxConcurrentCommands: 50,
 			CommandTimeout:        60,
 			MaxCommandQueueSize:   1000,
+			MaxPerAgent:           16,
 			RetryAttempts:         3,
 			RetryDelayMs:          1000,
 		},

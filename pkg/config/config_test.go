@@ -119,6 +119,7 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 	fromSeed.Redis.KeyPrefix = "viworks:"
 	fromSeed.Security.JWTIssuer = "viworks"
 	fromSeed.Security.JWTAudience = "viworks-api"
+	fromSeed.Command.MaxPerAgent = 16
 	require.Equal(t, fromSeed, config.Default())
 
 	d := config.Default()

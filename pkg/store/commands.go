@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -20,6 +22,24 @@ func (e *UnknownAgentsError) Error() string {
 	return "unknown agents: " + strings.Join(e.IDs, ", ")
 }
 
+// IncapableAgentsError lists chosen agents that do not announce the verb.
+type IncapableAgentsError struct {
+	Verb string
+	IDs  []string
+}
+
+func (e *IncapableAgentsError) Error() string {
+	return fmt.Sprintf("agents without capability %q: %s", e.Verb, strings.Join(e.IDs, ", "))
+}
+
+// Errors of CreateCommand.
+var (
+	ErrNoMatchingAgents = errors.New("no registered agent matches the targets")
+	ErrNoOnlineAgent    = errors.New("no matching agent is online; mode any needs one")
+	ErrQueueFull        = errors.New("the command queue is full")
+	ErrCommandFinal     = errors.New("the command has already finished")
+)
+
 // NewCommand is what CreateCommand needs to enqueue a command.
 type NewCommand struct {
 	Verb           string
@@ -29,38 +49,65 @@ type NewCommand struct {
 	TimeoutSeconds int
 	MaxRetries     int
 	TTLSeconds     int
-	AgentIDs       []string
+	Mode           string // ModeAll (default) or ModeAny
+	Targeting      Targeting
+	MaxConcurrency int        // executions of this command in flight at once; 0: unlimited
+	MaxErrors      *int       // failures tolerated before the rest is cancelled; nil: unlimited
+	MaxQueued      int        // bound on queued executions system-wide; 0: unbounded
 	Audit          AuditEvent // written in the same transaction; Target is set to the command id
 }
 
-// CreateCommand writes a command, one queued execution per target agent and the
-// audit record in one transaction. Targets that are not registered agents fail the
-// whole request with *UnknownAgentsError.
+// CreateCommand resolves the targets (explicit ids and/or a selector, every
+// chosen agent registered and announcing the verb; for mode any the online one
+// with the least work), then writes the command, one queued execution per
+// chosen agent and the audit record in one transaction.
 func (s *Store) CreateCommand(ctx context.Context, nc NewCommand) (Command, []Execution, error) {
 	now := time.Now().UTC()
+	if nc.Mode == "" {
+		nc.Mode = ModeAll
+	}
+	targeting, err := json.Marshal(nc.Targeting)
+	if err != nil {
+		return Command{}, nil, fmt.Errorf("encoding targeting: %w", err)
+	}
 	cmd := Command{
 		ID: uuid.NewString(), Verb: nc.Verb, Args: nc.Args, Priority: nc.Priority, Status: CommandQueued,
 		CreatedBy: nc.CreatedBy, TimeoutSeconds: nc.TimeoutSeconds, MaxRetries: nc.MaxRetries,
-		TTLSeconds: nc.TTLSeconds, ExpiresAt: now.Add(time.Duration(nc.TTLSeconds) * time.Second),
+		TTLSeconds: nc.TTLSeconds, Mode: nc.Mode, Targeting: targeting, MaxConcurrency: nc.MaxConcurrency,
+		MaxErrors: nc.MaxErrors, ExpiresAt: now.Add(time.Duration(nc.TTLSeconds) * time.Second),
 		CreatedAt: now, UpdatedAt: now,
 	}
 	if len(cmd.Args) == 0 {
 		cmd.Args = JSON("{}")
 	}
-	execs := make([]Execution, len(nc.AgentIDs))
-	for i, id := range nc.AgentIDs {
-		execs[i] = Execution{
-			ID: uuid.NewString(), CommandID: cmd.ID, AgentID: id, Status: ExecQueued, Priority: nc.Priority,
-			NextAttemptAt: now, CreatedAt: now, UpdatedAt: now,
+	var execs []Execution
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		agents, err := resolveTargets(tx, nc.Verb, nc.Targeting)
+		if err != nil {
+			return err
 		}
-	}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var known []string
-		if err := tx.Model(&Agent{}).Where("id IN ?", nc.AgentIDs).Pluck("id", &known).Error; err != nil {
-			return fmt.Errorf("checking targets: %w", err)
+		if nc.Mode == ModeAny {
+			pick, err := leastLoaded(tx, agents, "")
+			if err != nil {
+				return err
+			}
+			agents = []string{pick}
 		}
-		if len(known) != len(nc.AgentIDs) {
-			return &UnknownAgentsError{IDs: missing(nc.AgentIDs, known)}
+		if nc.MaxQueued > 0 {
+			var queued int64
+			if err := tx.Model(&Execution{}).Where("status IN ?", []string{ExecQueued, ExecRetrying}).Count(&queued).Error; err != nil {
+				return fmt.Errorf("counting queued executions: %w", err)
+			}
+			if int(queued)+len(agents) > nc.MaxQueued {
+				return ErrQueueFull
+			}
+		}
+		execs = make([]Execution, len(agents))
+		for i, id := range agents {
+			execs[i] = Execution{
+				ID: uuid.NewString(), CommandID: cmd.ID, AgentID: id, Status: ExecQueued, Priority: nc.Priority,
+				NextAttemptAt: now, CreatedAt: now, UpdatedAt: now,
+			}
 		}
 		if err := tx.Create(&cmd).Error; err != nil {
 			return fmt.Errorf("inserting command: %w", err)
@@ -85,6 +132,135 @@ func (s *Store) CreateCommand(ctx context.Context, nc NewCommand) (Command, []Ex
 		return Command{}, nil, err
 	}
 	return cmd, execs, nil
+}
+
+// resolveTargets returns the ids (sorted) of the agents chosen by t: the
+// explicit ids (each must be registered) plus the selector's matches. Every
+// chosen agent must announce verb among its capabilities.
+func resolveTargets(tx *gorm.DB, verb string, t Targeting) ([]string, error) {
+	chosen := map[string]Agent{}
+	if len(t.AgentIDs) > 0 {
+		var rows []Agent
+		if err := tx.Select("id", "status", "capabilities").Where("id IN ?", t.AgentIDs).Find(&rows).Error; err != nil {
+			return nil, fmt.Errorf("checking targets: %w", err)
+		}
+		for _, a := range rows {
+			chosen[a.ID] = a
+		}
+		if len(chosen) != len(dedupe(t.AgentIDs)) {
+			have := make([]string, 0, len(chosen))
+			for id := range chosen {
+				have = append(have, id)
+			}
+			return nil, &UnknownAgentsError{IDs: missing(t.AgentIDs, have)}
+		}
+	}
+	if !t.Selector.Empty() {
+		matches, err := selectAgents(tx, *t.Selector)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range matches {
+			chosen[a.ID] = a
+		}
+	}
+	if len(chosen) == 0 {
+		return nil, ErrNoMatchingAgents
+	}
+	ids := make([]string, 0, len(chosen))
+	var incapable []string
+	for id, a := range chosen {
+		ids = append(ids, id)
+		if !slices.Contains([]string(a.Capabilities), verb) {
+			incapable = append(incapable, id)
+		}
+	}
+	if len(incapable) > 0 {
+		sort.Strings(incapable)
+		return nil, &IncapableAgentsError{Verb: verb, IDs: incapable}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// selectAgents returns the registered agents matching sel: site in SQL, labels
+// and capability in Go (portable across Postgres and SQLite).
+func selectAgents(tx *gorm.DB, sel Selector) ([]Agent, error) {
+	q := tx.Select("id", "status", "capabilities", "labels")
+	if sel.Site != "" {
+		q = q.Where("site = ?", sel.Site)
+	}
+	var rows []Agent
+	if err := q.Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("selecting agents: %w", err)
+	}
+	out := rows[:0]
+	for _, a := range rows {
+		if sel.Capability != "" && !slices.Contains([]string(a.Capabilities), sel.Capability) {
+			continue
+		}
+		ok := true
+		for k, v := range sel.Labels {
+			if a.Labels[k] != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// leastLoaded picks, among ids, the online agent with the fewest executions in
+// flight (ties by id), other than exclude.
+func leastLoaded(tx *gorm.DB, ids []string, exclude string) (string, error) {
+	var online []string
+	q := tx.Model(&Agent{}).Where("id IN ? AND status = ?", ids, AgentOnline)
+	if exclude != "" {
+		q = q.Where("id <> ?", exclude)
+	}
+	if err := q.Order("id").Pluck("id", &online).Error; err != nil {
+		return "", fmt.Errorf("finding online agents: %w", err)
+	}
+	if len(online) == 0 {
+		return "", ErrNoOnlineAgent
+	}
+	type load struct {
+		AgentID string
+		N       int
+	}
+	var loads []load
+	err := tx.Model(&Execution{}).Select("agent_id, count(*) AS n").
+		Where("agent_id IN ? AND status IN ?", online, []string{ExecDispatched, ExecRunning}).
+		Group("agent_id").Scan(&loads).Error
+	if err != nil {
+		return "", fmt.Errorf("counting agent load: %w", err)
+	}
+	busy := map[string]int{}
+	for _, l := range loads {
+		busy[l.AgentID] = l.N
+	}
+	best := online[0]
+	for _, id := range online[1:] {
+		if busy[id] < busy[best] {
+			best = id
+		}
+	}
+	return best, nil
+}
+
+func dedupe(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func missing(want, have []string) []string {
@@ -144,7 +320,8 @@ type Result struct {
 }
 
 // RecordResult stores a result if the execution belongs to the agent and is not
-// final yet: the first terminal result wins, later duplicates are ignored. It
+// final yet: the first terminal result wins, later duplicates are ignored. A
+// failed result is final too (the agent ran the command; it is not retried). It
 // returns the command id and whether this result was recorded.
 func (s *Store) RecordResult(ctx context.Context, r Result) (commandID string, recorded bool, err error) {
 	if r.Status != ExecSucceeded && r.Status != ExecFailed {
@@ -173,8 +350,10 @@ func (s *Store) RecordResult(ctx context.Context, r Result) (commandID string, r
 		if !r.StartedAt.IsZero() {
 			upd["started_at"] = r.StartedAt.UTC() // the agent's clock, consistent with finished_at
 		}
+		// A result for an execution put back to retrying (the agent was thought
+		// gone) still counts: the agent did run it.
 		res := tx.Model(&Execution{}).
-			Where("id = ? AND status IN ?", r.ExecutionID, []string{ExecDispatched, ExecRunning}).
+			Where("id = ? AND agent_id = ? AND status IN ?", r.ExecutionID, r.AgentID, []string{ExecDispatched, ExecRunning, ExecRetrying}).
 			Updates(upd)
 		if res.Error != nil {
 			return fmt.Errorf("updating execution: %w", res.Error)
@@ -201,23 +380,33 @@ func lockCommand(tx *gorm.DB, id string) error {
 	return nil
 }
 
-// refreshCommand recomputes a command's aggregate status from its executions.
-// The caller holds the command's row lock.
+// refreshCommand recomputes a command's aggregate status from its executions,
+// first cancelling what is still queued once failures exceed max_errors. The
+// caller holds the command's row lock.
 func refreshCommand(tx *gorm.DB, id string) error {
-	type row struct {
-		Status string
-		N      int
+	counts, err := countByStatus(tx, id)
+	if err != nil {
+		return err
 	}
-	var rows []row
-	if err := tx.Model(&Execution{}).Select("status, count(*) AS n").Where("command_id = ?", id).Group("status").Scan(&rows).Error; err != nil {
-		return fmt.Errorf("counting executions: %w", err)
+	var cmd Command
+	if err := tx.Select("id", "max_errors").Where("id = ?", id).Take(&cmd).Error; err != nil {
+		return fmt.Errorf("reading command: %w", err)
 	}
-	counts := make(map[string]int, len(rows))
-	for _, r := range rows {
-		counts[r.Status] = r.N
+	now := time.Now().UTC()
+	if cmd.MaxErrors != nil && counts[ExecFailed]+counts[ExecTimedOut] > *cmd.MaxErrors && counts[ExecQueued]+counts[ExecRetrying] > 0 {
+		err := tx.Model(&Execution{}).Where("command_id = ? AND status IN ?", id, []string{ExecQueued, ExecRetrying}).
+			Updates(map[string]any{
+				"status": ExecCancelled, "finished_at": now, "updated_at": now,
+				"error": fmt.Sprintf("cancelled: more than %d executions failed (max_errors)", *cmd.MaxErrors),
+			}).Error
+		if err != nil {
+			return fmt.Errorf("cancelling after max_errors: %w", err)
+		}
+		if counts, err = countByStatus(tx, id); err != nil {
+			return err
+		}
 	}
 	status, final := Aggregate(counts)
-	now := time.Now().UTC()
 	upd := map[string]any{"status": status, "updated_at": now}
 	if final {
 		upd["finished_at"] = gorm.Expr("coalesce(finished_at, ?)", now)
@@ -226,6 +415,67 @@ func refreshCommand(tx *gorm.DB, id string) error {
 		return fmt.Errorf("updating command status: %w", err)
 	}
 	return nil
+}
+
+func countByStatus(tx *gorm.DB, commandID string) (map[string]int, error) {
+	type row struct {
+		Status string
+		N      int
+	}
+	var rows []row
+	if err := tx.Model(&Execution{}).Select("status, count(*) AS n").Where("command_id = ?", commandID).Group("status").Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("counting executions: %w", err)
+	}
+	counts := make(map[string]int, len(rows))
+	for _, r := range rows {
+		counts[r.Status] = r.N
+	}
+	return counts, nil
+}
+
+// CancelCommand cancels what has not finished: queued and retrying executions
+// end cancelled; dispatched and running ones end cancelled too and are returned
+// so their agents get a CANCEL. A finished command gives ErrCommandFinal.
+func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) ([]Timeout, error) {
+	var running []Timeout
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := lockCommand(tx, id); err != nil {
+			return err
+		}
+		var cmd Command
+		res := tx.Select("id", "status", "finished_at").Where("id = ?", id).Limit(1).Find(&cmd)
+		if res.Error != nil {
+			return fmt.Errorf("reading command: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return ErrNotFound
+		}
+		if cmd.FinishedAt != nil {
+			return ErrCommandFinal
+		}
+		if err := tx.Model(&Execution{}).Select("id AS execution_id", "command_id", "agent_id", "gateway_id", "status").
+			Where("command_id = ? AND status IN ?", id, []string{ExecDispatched, ExecRunning}).Scan(&running).Error; err != nil {
+			return fmt.Errorf("finding running executions: %w", err)
+		}
+		now := time.Now().UTC()
+		err := tx.Model(&Execution{}).Where("command_id = ? AND status IN ?", id, []string{ExecQueued, ExecRetrying, ExecDispatched, ExecRunning}).
+			Updates(map[string]any{"status": ExecCancelled, "error": "cancelled by " + actor, "finished_at": now, "updated_at": now}).Error
+		if err != nil {
+			return fmt.Errorf("cancelling executions: %w", err)
+		}
+		if err := tx.Model(&Command{}).Where("id = ?", id).Update("cancelled_by", actor).Error; err != nil {
+			return fmt.Errorf("recording who cancelled: %w", err)
+		}
+		details, _ := json.Marshal(map[string]any{"running": len(running)})
+		if err := tx.Create(&AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details}).Error; err != nil {
+			return fmt.Errorf("inserting audit event: %w", err)
+		}
+		return refreshCommand(tx, id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return running, nil
 }
 
 // Aggregate derives a command's status from its executions' status counts and

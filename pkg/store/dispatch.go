@@ -2,12 +2,94 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"gorm.io/gorm"
 )
+
+// ClaimOptions bound a claim.
+type ClaimOptions struct {
+	Limit       int           // executions claimed per transaction (default 100)
+	AckTimeout  time.Duration // dispatch to ACK (default 10s)
+	MaxInFlight int           // dispatched+running across all schedulers; 0: unlimited
+	PerAgent    int           // in flight per agent (default 16)
+}
+
+func (o *ClaimOptions) setDefaults() {
+	if o.Limit <= 0 {
+		o.Limit = 100
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 10 * time.Second
+	}
+	if o.PerAgent <= 0 {
+		o.PerAgent = 16
+	}
+}
+
+// claimLockKey is the pg_advisory_xact_lock key that serialises capped claims.
+const claimLockKey = 0x76697763 // "viwc"
+
+var inFlight = []string{ExecDispatched, ExecRunning}
+
+// withinCaps drops executions that would, within this batch, push an agent past
+// perAgent or a command past its max_concurrency (the query checks the counts
+// before the batch; this accounts for the batch itself).
+func withinCaps(tx *gorm.DB, due []DueExecution, perAgent int) ([]DueExecution, error) {
+	agentIDs, commandIDs := map[string]bool{}, map[string]bool{}
+	for _, d := range due {
+		agentIDs[d.AgentID], commandIDs[d.CommandID] = true, true
+	}
+	agentLoad, err := loadBy(tx, "agent_id", keys(agentIDs))
+	if err != nil {
+		return nil, err
+	}
+	commandLoad, err := loadBy(tx, "command_id", keys(commandIDs))
+	if err != nil {
+		return nil, err
+	}
+	out := due[:0]
+	for _, d := range due {
+		if agentLoad[d.AgentID] >= perAgent || (d.MaxConcurrency > 0 && commandLoad[d.CommandID] >= d.MaxConcurrency) {
+			continue
+		}
+		agentLoad[d.AgentID]++
+		commandLoad[d.CommandID]++
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// loadBy counts in-flight executions grouped by column (agent_id or command_id).
+func loadBy(tx *gorm.DB, column string, ids []string) (map[string]int, error) {
+	type row struct {
+		ID string
+		N  int
+	}
+	var rows []row
+	err := tx.Model(&Execution{}).Select(column+" AS id, count(*) AS n").
+		Where(column+" IN ? AND status IN ?", ids, inFlight).Group(column).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("counting load by %s: %w", column, err)
+	}
+	out := make(map[string]int, len(rows))
+	for _, r := range rows {
+		out[r.ID] = r.N
+	}
+	return out, nil
+}
 
 // DueExecution is a claimed execution with what is needed to build its COMMAND.
 type DueExecution struct {
@@ -21,6 +103,7 @@ type DueExecution struct {
 	CreatedBy      string
 	ExpiresAt      time.Time
 	TimeoutSeconds int
+	MaxConcurrency int
 	GatewayID      string // filled from the Router's answer
 }
 
@@ -34,7 +117,8 @@ type Router func(ctx context.Context, agentIDs []string) (map[string]string, err
 // all in one transaction, so concurrent schedulers never claim one execution
 // twice. It returns the dispatched executions (to publish after commit) and how
 // many rows it claimed in all.
-func (s *Store) ClaimDue(ctx context.Context, limit int, ackTimeout time.Duration, route Router) ([]DueExecution, int, error) {
+func (s *Store) ClaimDue(ctx context.Context, o ClaimOptions, route Router) ([]DueExecution, int, error) {
+	o.setDefaults()
 	var out []DueExecution
 	claimed := 0
 	lock := "FOR UPDATE OF e SKIP LOCKED"
@@ -42,21 +126,46 @@ func (s *Store) ClaimDue(ctx context.Context, limit int, ackTimeout time.Duratio
 		lock = "" // the single writer connection serialises claims
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		limit := o.Limit
+		if o.MaxInFlight > 0 {
+			if s.dialect == Postgres {
+				// Replicas count in-flight work one at a time, so together
+				// they never exceed the global cap.
+				if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, claimLockKey).Error; err != nil {
+					return fmt.Errorf("taking claim lock: %w", err)
+				}
+			}
+			var inflight int64
+			if err := tx.Model(&Execution{}).Where("status IN ?", inFlight).Count(&inflight).Error; err != nil {
+				return fmt.Errorf("counting executions in flight: %w", err)
+			}
+			limit = min(limit, o.MaxInFlight-int(inflight))
+			if limit <= 0 {
+				return nil
+			}
+		}
 		var due []DueExecution
 		err := tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id, e.priority, e.attempts + 1 AS attempts,
-       c.verb, c.args, c.created_by, c.expires_at, c.timeout_seconds
+       c.verb, c.args, c.created_by, c.expires_at, c.timeout_seconds, c.max_concurrency
 FROM executions e
 JOIN commands c ON c.id = e.command_id
 JOIN agents a ON a.id = e.agent_id
 WHERE e.status IN ('queued', 'retrying') AND e.next_attempt_at <= ? AND a.status = 'online'
+  AND (SELECT count(*) FROM executions x WHERE x.agent_id = e.agent_id AND x.status IN ('dispatched', 'running')) < ?
+  AND (c.max_concurrency = 0 OR
+       (SELECT count(*) FROM executions y WHERE y.command_id = e.command_id AND y.status IN ('dispatched', 'running')) < c.max_concurrency)
 ORDER BY e.priority DESC, e.created_at, e.id
-LIMIT ? `+lock, time.Now().UTC(), limit).Scan(&due).Error
+LIMIT ? `+lock, time.Now().UTC(), o.PerAgent, limit).Scan(&due).Error
 		if err != nil {
 			return fmt.Errorf("claiming executions: %w", err)
 		}
 		claimed = len(due)
 		if len(due) == 0 {
 			return nil
+		}
+		due, err = withinCaps(tx, due, o.PerAgent)
+		if err != nil {
+			return err
 		}
 		agents := make([]string, 0, len(due))
 		for _, d := range due {
@@ -85,7 +194,7 @@ LIMIT ? `+lock, time.Now().UTC(), limit).Scan(&due).Error
 		for k, ids := range groups {
 			err := tx.Model(&Execution{}).Where("id IN ?", ids).Updates(map[string]any{
 				"status": ExecDispatched, "attempts": gorm.Expr("attempts + 1"), "gateway_id": k.gateway,
-				"dispatched_at": now, "ack_deadline": now.Add(ackTimeout),
+				"dispatched_at": now, "ack_deadline": now.Add(o.AckTimeout),
 				"deadline_at": now.Add(time.Duration(k.timeout) * time.Second), "updated_at": now,
 			}).Error
 			if err != nil {
@@ -115,19 +224,142 @@ LIMIT ? `+lock, time.Now().UTC(), limit).Scan(&due).Error
 
 // ReleaseUndelivered puts a dispatched execution back in the queue at once when
 // the gateway reports its agent gone before the COMMAND reached it; the attempt
-// does not count. It reports whether the execution was released.
+// does not count. A mode-any execution moves to the next matching agent. It
+// reports whether the execution was released.
 func (s *Store) ReleaseUndelivered(ctx context.Context, executionID string) (bool, error) {
-	now := time.Now().UTC()
-	res := s.db.WithContext(ctx).Model(&Execution{}).
-		Where("id = ? AND status = ?", executionID, ExecDispatched).
-		Updates(map[string]any{
+	released := false
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		rows, err := pending(tx, "e.id = ? AND e.status = 'dispatched'", executionID)
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		r := rows[0]
+		now := time.Now().UTC()
+		upd := map[string]any{
 			"status": ExecQueued, "attempts": gorm.Expr("CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"),
 			"next_attempt_at": now, "ack_deadline": nil, "deadline_at": nil, "dispatched_at": nil, "updated_at": now,
-		})
+		}
+		if r.Mode == ModeAny {
+			if next, ok, err := failover(tx, r); err != nil {
+				return err
+			} else if ok {
+				upd["agent_id"] = next
+			}
+		}
+		res := tx.Model(&Execution{}).Where("id = ? AND status = ?", executionID, ExecDispatched).Updates(upd)
+		if res.Error != nil {
+			return fmt.Errorf("releasing undelivered execution: %w", res.Error)
+		}
+		released = res.RowsAffected > 0
+		return nil
+	})
+	return released, err
+}
+
+// pendingRow is an execution with what deciding its next step needs.
+type pendingRow struct {
+	ExecutionID    string
+	CommandID      string
+	AgentID        string
+	GatewayID      string
+	Attempts       int
+	MaxRetries     int
+	TimeoutSeconds int
+	Verb           string
+	Mode           string
+	Targeting      JSON
+}
+
+func pending(tx *gorm.DB, where string, args ...any) ([]pendingRow, error) {
+	var rows []pendingRow
+	err := tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id, e.gateway_id, e.attempts,
+       c.max_retries, c.timeout_seconds, c.verb, c.mode, c.targeting
+FROM executions e JOIN commands c ON c.id = e.command_id
+WHERE `+where+` LIMIT `+fmt.Sprint(sweepBatch), args...).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("finding executions: %w", err)
+	}
+	return rows, nil
+}
+
+// failover picks another online matching agent for a mode-any execution.
+func failover(tx *gorm.DB, r pendingRow) (string, bool, error) {
+	var t Targeting
+	if err := json.Unmarshal(r.Targeting, &t); err != nil {
+		return "", false, fmt.Errorf("decoding targeting of command %s: %w", r.CommandID, err)
+	}
+	candidates, err := resolveTargets(tx, r.Verb, t)
+	if err != nil {
+		return "", false, nil //nolint:nilerr // targets changed since creation: stay on the current agent
+	}
+	next, err := leastLoaded(tx, candidates, r.AgentID)
+	if errors.Is(err, ErrNoOnlineAgent) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return next, true, nil
+}
+
+// retryOrFail ends an attempt that did not complete (no ACK, agent gone): the
+// execution fails once its retries are used up; a mode-any one moves at once to
+// another online matching agent; otherwise it waits in retrying for the policy's
+// delay. Guarded by the statuses it may leave, so a result that landed wins.
+func retryOrFail(tx *gorm.DB, r pendingRow, from []string, policy RetryPolicy, now time.Time, reason string) (bool, error) {
+	upd := map[string]any{"ack_deadline": nil, "deadline_at": nil, "updated_at": now}
+	var next string
+	var moved bool
+	if r.Mode == ModeAny && r.Attempts <= r.MaxRetries {
+		var err error
+		if next, moved, err = failover(tx, r); err != nil {
+			return false, err
+		}
+	}
+	switch {
+	case r.Attempts > r.MaxRetries:
+		upd["status"], upd["finished_at"] = ExecFailed, now
+		upd["error"] = fmt.Sprintf("%s; gave up after %d attempts", reason, r.Attempts)
+	case moved:
+		upd["status"], upd["next_attempt_at"], upd["agent_id"] = ExecQueued, now, next
+		upd["error"] = reason + "; moved to " + next
+	default:
+		upd["status"], upd["next_attempt_at"] = ExecRetrying, now.Add(policy.Delay(r.Attempts))
+		upd["error"] = reason
+	}
+	res := tx.Model(&Execution{}).Where("id = ? AND agent_id = ? AND status IN ?", r.ExecutionID, r.AgentID, from).Updates(upd)
 	if res.Error != nil {
-		return false, fmt.Errorf("releasing undelivered execution: %w", res.Error)
+		return false, fmt.Errorf("retrying execution: %w", res.Error)
 	}
 	return res.RowsAffected > 0, nil
+}
+
+// ReleaseAgentExecutions ends the attempts of an agent whose session on
+// gatewayID closed while its executions were dispatched or running there (see
+// retryOrFail). It returns the affected command ids.
+func (s *Store) ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy RetryPolicy) ([]string, error) {
+	var touched []string
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		rows, err := pending(tx, "e.agent_id = ? AND e.gateway_id = ? AND e.status IN ('dispatched', 'running')", agentID, gatewayID)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		for _, r := range rows {
+			ok, err := retryOrFail(tx, r, inFlight, policy, now, "agent disconnected before reporting a result")
+			if err != nil {
+				return err
+			}
+			if ok {
+				touched = append(touched, r.CommandID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return touched, s.RefreshCommands(ctx, touched)
 }
 
 // Timeout is an execution ended by a deadline; the agent should get a CANCEL.
@@ -170,16 +402,6 @@ func (p RetryPolicy) Delay(n int) time.Duration {
 // sweepBatch bounds the rows one sweep pass touches per deadline kind.
 const sweepBatch = 1000
 
-type sweepRow struct {
-	ExecutionID    string
-	CommandID      string
-	AgentID        string
-	GatewayID      string
-	Attempts       int
-	MaxRetries     int
-	TimeoutSeconds int
-}
-
 // Sweep applies deadlines at now: dispatched executions without ACK past their
 // ack deadline go to retrying (delay from policy) or fail once retries are used
 // up; executions running past their deadline end timed_out; queued executions
@@ -192,36 +414,23 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, policy RetryPolicy) ([
 	var ended []Timeout
 	var touched []string
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var rows []sweepRow
-		err := tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id, e.gateway_id, e.attempts, c.max_retries
-FROM executions e JOIN commands c ON c.id = e.command_id
-WHERE e.status = 'dispatched' AND e.ack_deadline < ? LIMIT ?`, now, sweepBatch).Scan(&rows).Error
+		rows, err := pending(tx, "e.status = 'dispatched' AND e.ack_deadline < ?", now)
 		if err != nil {
-			return fmt.Errorf("finding unacknowledged executions: %w", err)
+			return err
 		}
 		for _, r := range rows {
-			upd := map[string]any{"ack_deadline": nil, "deadline_at": nil, "updated_at": now}
-			if r.Attempts > r.MaxRetries {
-				upd["status"], upd["finished_at"] = ExecFailed, now
-				upd["error"] = fmt.Sprintf("no acknowledgement from agent after %d attempts", r.Attempts)
-			} else {
-				upd["status"], upd["next_attempt_at"] = ExecRetrying, now.Add(policy.Delay(r.Attempts))
+			ok, err := retryOrFail(tx, r, []string{ExecDispatched}, policy, now, "no acknowledgement from agent")
+			if err != nil {
+				return err
 			}
-			res := tx.Model(&Execution{}).Where("id = ? AND status = ?", r.ExecutionID, ExecDispatched).Updates(upd)
-			if res.Error != nil {
-				return fmt.Errorf("retrying unacknowledged execution: %w", res.Error)
-			}
-			if res.RowsAffected > 0 {
+			if ok {
 				touched = append(touched, r.CommandID)
 			}
 		}
 
-		rows = nil
-		err = tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id, e.gateway_id, e.attempts, c.timeout_seconds
-FROM executions e JOIN commands c ON c.id = e.command_id
-WHERE e.status IN ('dispatched', 'running') AND e.deadline_at < ? LIMIT ?`, now, sweepBatch).Scan(&rows).Error
+		rows, err = pending(tx, "e.status IN ('dispatched', 'running') AND e.deadline_at < ?", now)
 		if err != nil {
-			return fmt.Errorf("finding executions past their deadline: %w", err)
+			return err
 		}
 		for _, r := range rows {
 			res := tx.Model(&Execution{}).Where("id = ? AND status IN ?", r.ExecutionID, []string{ExecDispatched, ExecRunning}).
@@ -238,12 +447,9 @@ WHERE e.status IN ('dispatched', 'running') AND e.deadline_at < ? LIMIT ?`, now,
 			}
 		}
 
-		rows = nil
-		err = tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id
-FROM executions e JOIN commands c ON c.id = e.command_id
-WHERE e.status IN ('queued', 'retrying') AND c.expires_at < ? LIMIT ?`, now, sweepBatch).Scan(&rows).Error
+		rows, err = pending(tx, "e.status IN ('queued', 'retrying') AND c.expires_at < ?", now)
 		if err != nil {
-			return fmt.Errorf("finding expired executions: %w", err)
+			return err
 		}
 		for _, r := range rows {
 			res := tx.Model(&Execution{}).Where("id = ? AND status IN ?", r.ExecutionID, []string{ExecQueued, ExecRetrying}).

@@ -177,6 +177,30 @@ type Agent struct {
 	UpdatedAt    time.Time
 }
 
+// Targeting modes.
+const (
+	ModeAll = "all" // every chosen agent runs the command
+	ModeAny = "any" // one healthy matching agent with the least work runs it
+)
+
+// Selector chooses agents by their attributes.
+type Selector struct {
+	Site       string            `json:"site,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Capability string            `json:"capability,omitempty"`
+}
+
+// Empty reports whether the selector selects nothing by itself.
+func (s *Selector) Empty() bool {
+	return s == nil || (s.Site == "" && len(s.Labels) == 0 && s.Capability == "")
+}
+
+// Targeting is how a command chose its agents (kept for any-mode failover).
+type Targeting struct {
+	AgentIDs []string  `json:"agent_targets,omitempty"`
+	Selector *Selector `json:"selector,omitempty"`
+}
+
 // Command is one request of an operator, fanned out to executions.
 type Command struct {
 	ID             string   `gorm:"primaryKey"`
@@ -188,6 +212,11 @@ type Command struct {
 	TimeoutSeconds int      `gorm:"not null"`
 	MaxRetries     int      `gorm:"not null"`
 	TTLSeconds     int      `gorm:"column:ttl_seconds;not null"`
+	Mode           string   `gorm:"not null"`
+	Targeting      JSON     `gorm:"not null"` // Targeting, as requested
+	MaxConcurrency int      `gorm:"not null"` // 0: unlimited
+	MaxErrors      *int     // nil: unlimited
+	CancelledBy    string   `gorm:"not null"`
 	ExpiresAt      time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time

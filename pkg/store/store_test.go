@@ -92,7 +92,7 @@ func testMigrate(t *testing.T, url string, migrators int) {
 func online(t *testing.T, s *store.Store, id, gw, session string) {
 	t.Helper()
 	require.NoError(t, s.MarkAgentOnline(context.Background(), store.AgentSession{
-		ID: id, Site: "lab", Capabilities: []string{"echo"}, Labels: map[string]string{"role": "web"},
+		ID: id, Site: "lab", Capabilities: []string{"echo", "sleep"}, Labels: map[string]string{"role": "web"},
 		GatewayID: gw, SessionID: session, At: time.Now(),
 	}))
 }
@@ -114,16 +114,16 @@ func testCommandLifecycle(t *testing.T, s *store.Store) {
 	online(t, s, "a1", "gw1", "s1")
 	online(t, s, "a2", "gw1", "s2")
 
-	_, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: []string{"a1", "nope", "zz"}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "command.create"}})
+	_, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Targeting: store.Targeting{AgentIDs: []string{"a1", "nope", "zz"}}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "command.create"}})
 	var unknown *store.UnknownAgentsError
 	require.ErrorAs(t, err, &unknown)
 	require.Equal(t, []string{"nope", "zz"}, unknown.IDs)
 
-	cmd, execs, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(`{"message":"hi"}`), Priority: store.PriorityNormal, AgentIDs: []string{"a1", "a2"}, TTLSeconds: 60, TimeoutSeconds: 60, MaxRetries: 1, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "command.create"}})
+	cmd, execs, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(`{"message":"hi"}`), Priority: store.PriorityNormal, Targeting: store.Targeting{AgentIDs: []string{"a1", "a2"}}, TTLSeconds: 60, TimeoutSeconds: 60, MaxRetries: 1, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "command.create"}})
 	require.NoError(t, err)
 	require.Len(t, execs, 2)
 
-	due, claimed, err := s.ClaimDue(ctx, 10, time.Minute, routeAll("gw1"))
+	due, claimed, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Minute}, routeAll("gw1"))
 	require.NoError(t, err)
 	require.Equal(t, 2, claimed)
 	require.Len(t, due, 2)
@@ -131,7 +131,7 @@ func testCommandLifecycle(t *testing.T, s *store.Store) {
 	require.Equal(t, 1, due[0].Attempts)
 	require.JSONEq(t, `{"message":"hi"}`, string(due[0].Args))
 
-	again, _, err := s.ClaimDue(ctx, 10, time.Minute, routeAll("gw1"))
+	again, _, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Minute}, routeAll("gw1"))
 	require.NoError(t, err)
 	require.Empty(t, again, "dispatched executions are not claimed again")
 
@@ -186,7 +186,7 @@ func testClaimSkipsOfflineAndOrdersByPriority(t *testing.T, s *store.Store) {
 	_, err := s.MarkAgentOffline(ctx, "off", "s9", time.Now())
 	require.NoError(t, err)
 	mk := func(p store.Priority, agent string) string {
-		c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Priority: p, AgentIDs: []string{agent}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+		c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Priority: p, Targeting: store.Targeting{AgentIDs: []string{agent}}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 		require.NoError(t, err)
 		return c.ID
 	}
@@ -194,7 +194,7 @@ func testClaimSkipsOfflineAndOrdersByPriority(t *testing.T, s *store.Store) {
 	_ = mk(store.PriorityCritical, "off")
 	crit := mk(store.PriorityCritical, "a1")
 	normal := mk(store.PriorityNormal, "a1")
-	due, _, err := s.ClaimDue(ctx, 10, time.Minute, routeAll("gw"))
+	due, _, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Minute}, routeAll("gw"))
 	require.NoError(t, err)
 	var order []string
 	for _, d := range due {
@@ -214,7 +214,7 @@ func testConcurrentClaimsNeverOverlap(t *testing.T, s *store.Store) {
 		agents = append(agents, id)
 	}
 	for range 10 {
-		_, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: agents, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+		_, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Targeting: store.Targeting{AgentIDs: agents}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 		require.NoError(t, err)
 	}
 	var mu sync.Mutex
@@ -225,7 +225,7 @@ func testConcurrentClaimsNeverOverlap(t *testing.T, s *store.Store) {
 		go func() {
 			defer wg.Done()
 			for {
-				due, claimed, err := s.ClaimDue(ctx, 7, time.Minute, routeAll("gw"))
+				due, claimed, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: 7, AckTimeout: time.Minute}, routeAll("gw"))
 				if err != nil {
 					t.Error(err)
 					return
@@ -253,9 +253,9 @@ func TestSweepRetriesTimesOutAndExpires(t *testing.T) { each(t, testSweepRetries
 func testSweepRetriesTimesOutAndExpires(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	online(t, s, "a1", "gw", "s1")
-	c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: []string{"a1"}, TTLSeconds: 3600, TimeoutSeconds: 30, MaxRetries: 1, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+	c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Targeting: store.Targeting{AgentIDs: []string{"a1"}}, TTLSeconds: 3600, TimeoutSeconds: 30, MaxRetries: 1, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 	require.NoError(t, err)
-	_, _, err = s.ClaimDue(ctx, 10, time.Millisecond, routeAll("gw"))
+	_, _, err = s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Millisecond}, routeAll("gw"))
 	require.NoError(t, err)
 
 	// No ACK by the deadline: retrying with backoff.
@@ -266,13 +266,13 @@ func testSweepRetriesTimesOutAndExpires(t *testing.T, s *store.Store) {
 	require.NoError(t, err)
 	require.Equal(t, store.ExecRetrying, ex[0].Status)
 	require.NotNil(t, ex[0].NextAttemptAt)
-	due, _, err := s.ClaimDue(ctx, 10, time.Millisecond, routeAll("gw"))
+	due, _, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Millisecond}, routeAll("gw"))
 	require.NoError(t, err)
 	require.Empty(t, due, "not before the backoff has passed")
 
 	// Second attempt, still no ACK: retries used up → failed.
 	time.Sleep(40 * time.Millisecond)
-	due, _, err = s.ClaimDue(ctx, 10, time.Millisecond, routeAll("gw"))
+	due, _, err = s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Millisecond}, routeAll("gw"))
 	require.NoError(t, err)
 	require.Len(t, due, 1)
 	require.Equal(t, 2, due[0].Attempts)
@@ -285,9 +285,9 @@ func testSweepRetriesTimesOutAndExpires(t *testing.T, s *store.Store) {
 	require.Equal(t, store.CommandFailed, got.Status)
 
 	// Running past the command timeout: timed_out, returned for a CANCEL.
-	c2, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "sleep", AgentIDs: []string{"a1"}, TTLSeconds: 3600, TimeoutSeconds: 30, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+	c2, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "sleep", Targeting: store.Targeting{AgentIDs: []string{"a1"}}, TTLSeconds: 3600, TimeoutSeconds: 30, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 	require.NoError(t, err)
-	due, _, err = s.ClaimDue(ctx, 10, time.Hour, routeAll("gw"))
+	due, _, err = s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Hour}, routeAll("gw"))
 	require.NoError(t, err)
 	ok, err := s.AckExecution(ctx, due[0].ExecutionID, "a1", time.Now())
 	require.NoError(t, err)
@@ -301,7 +301,7 @@ func testSweepRetriesTimesOutAndExpires(t *testing.T, s *store.Store) {
 	require.Equal(t, store.CommandTimedOut, got.Status)
 
 	// Queued past the TTL: expired.
-	c3, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", AgentIDs: []string{"a1"}, TTLSeconds: 1, TimeoutSeconds: 30, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
+	c3, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Targeting: store.Targeting{AgentIDs: []string{"a1"}}, TTLSeconds: 1, TimeoutSeconds: 30, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 	require.NoError(t, err)
 	_, err = s.Sweep(ctx, time.Now().Add(5*time.Second), store.RetryPolicy{Base: time.Second, Max: time.Minute, Jitter: noJitter})
 	require.NoError(t, err)
@@ -324,7 +324,7 @@ func testAgentsOnlineOfflineTouchList(t *testing.T, s *store.Store) {
 	require.NoError(t, err)
 	require.Equal(t, store.AgentOnline, a.Status)
 	require.Equal(t, "gw2", a.GatewayID)
-	require.Equal(t, []string{"echo"}, []string(a.Capabilities))
+	require.Equal(t, []string{"echo", "sleep"}, []string(a.Capabilities))
 
 	require.NoError(t, s.TouchAgents(ctx, []store.HealthUpdate{{AgentID: "b1", Status: "degraded", UptimeS: 42, At: time.Now()}, {AgentID: "b2", Status: "healthy", UptimeS: 7, At: time.Now()}}))
 	a, err = s.GetAgent(ctx, "b1")

@@ -25,7 +25,7 @@ import (
 
 // Store is the durable state the scheduler works on.
 type Store interface {
-	ClaimDue(ctx context.Context, limit int, ackTimeout time.Duration, route store.Router) ([]store.DueExecution, int, error)
+	ClaimDue(ctx context.Context, o store.ClaimOptions, route store.Router) ([]store.DueExecution, int, error)
 	ReleaseUndelivered(ctx context.Context, executionID string) (bool, error)
 	Sweep(ctx context.Context, now time.Time, policy store.RetryPolicy) ([]store.Timeout, error)
 }
@@ -37,6 +37,8 @@ type Config struct {
 	SweepInterval time.Duration // safety-net period for dispatch and deadlines
 	RetryDelay    time.Duration // base of the exponential backoff
 	MaxRetryDelay time.Duration
+	MaxInFlight   int // executions dispatched or running across all replicas; 0: unlimited
+	PerAgent      int // executions in flight per agent
 }
 
 func (c *Config) setDefaults() {
@@ -188,7 +190,9 @@ func (s *Scheduler) dispatchBatch(ctx context.Context) (int, error) {
 		}
 		return out, nil
 	}
-	due, claimed, err := s.store.ClaimDue(ctx, s.cfg.BatchSize, s.cfg.AckTimeout, route)
+	due, claimed, err := s.store.ClaimDue(ctx, store.ClaimOptions{
+		Limit: s.cfg.BatchSize, AckTimeout: s.cfg.AckTimeout, MaxInFlight: s.cfg.MaxInFlight, PerAgent: s.cfg.PerAgent,
+	}, route)
 	if err != nil {
 		return 0, err
 	}

@@ -129,16 +129,20 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		HandshakeTimeout:  cfg.ConnectionTimeout(),
 		FlushInterval:     cfg.FlushInterval(),
 		TelemetryBatch:    cfg.Telemetry.BatchSize,
+		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 	})
 	if err != nil {
 		return err
 	}
-	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{RetryDelay: cfg.RetryDelay()})
+	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{
+		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
+	})
 	if err != nil {
 		return err
 	}
 	api, err := apiserver.New(st, p.Bus, jwt, p.Registry, log, apiserver.Config{
 		DefaultTimeout: cfg.CommandTimeout(), DefaultMaxRetries: cfg.Command.RetryAttempts,
+		MaxQueued: cfg.Command.MaxCommandQueueSize,
 	})
 	if err != nil {
 		return err

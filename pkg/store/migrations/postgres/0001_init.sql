@@ -30,6 +30,11 @@ CREATE TABLE commands (
     timeout_seconds integer     NOT NULL,
     max_retries     integer     NOT NULL,
     ttl_seconds     integer     NOT NULL,
+    mode            text        NOT NULL DEFAULT 'all',
+    targeting       jsonb       NOT NULL DEFAULT '{}',
+    max_concurrency integer     NOT NULL DEFAULT 0,
+    max_errors      integer,
+    cancelled_by    text        NOT NULL DEFAULT '',
     expires_at      timestamptz NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
@@ -82,3 +87,10 @@ CREATE TABLE audit_events (
     details    jsonb       NOT NULL DEFAULT '{}'
 );
 CREATE INDEX audit_events_at_idx ON audit_events (at DESC);
+
+-- Public halves of the command signing keys, announced by gateways in WELCOME.
+CREATE TABLE signing_keys (
+    key_id     text PRIMARY KEY,
+    public_key text        NOT NULL,
+    created_at timestamptz NOT NULL
+);

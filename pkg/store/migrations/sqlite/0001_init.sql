@@ -32,6 +32,11 @@ CREATE TABLE commands (
     timeout_seconds INTEGER  NOT NULL,
     max_retries     INTEGER  NOT NULL,
     ttl_seconds     INTEGER  NOT NULL,
+    mode            TEXT     NOT NULL DEFAULT 'all',
+    targeting       TEXT     NOT NULL DEFAULT '{}',
+    max_concurrency INTEGER  NOT NULL DEFAULT 0,
+    max_errors      INTEGER,
+    cancelled_by    TEXT     NOT NULL DEFAULT '',
     expires_at      DATETIME NOT NULL,
     created_at      DATETIME NOT NULL,
     updated_at      DATETIME NOT NULL,
@@ -83,3 +88,10 @@ CREATE TABLE audit_events (
     details    TEXT     NOT NULL DEFAULT '{}'
 );
 CREATE INDEX audit_events_at_idx ON audit_events (at DESC);
+
+-- Public halves of the command signing keys, announced by gateways in WELCOME.
+CREATE TABLE signing_keys (
+    key_id     TEXT PRIMARY KEY,
+    public_key TEXT     NOT NULL,
+    created_at DATETIME NOT NULL
+);
