@@ -40,6 +40,7 @@ func run(args []string) int {
 	defer p.Close()
 	s, err := scheduler.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, scheduler.Config{
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
+		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
 	})
 	if err != nil {
 		service.PrintErrors(os.Stderr, name, err)

@@ -129,6 +129,8 @@ type Command struct {
 	MaxCommandQueueSize int `toml:"max_command_queue_size"`
 	// MaxPerAgent is the number of executions one agent may have in flight.
 	MaxPerAgent int `toml:"max_per_agent"`
+	// HistoryRetentionDays is how long finished commands are kept, in days.
+	HistoryRetentionDays int `toml:"history_retention_days"`
 	// RetryAttempts is the default number of retries of a failed command (0 = none).
 	RetryAttempts int `toml:"retry_attempts"`
 	// RetryDelayMs is the base retry delay, in milliseconds.
@@ -216,6 +218,7 @@ func Default() Config {
 			CommandTimeout:        60,
 			MaxCommandQueueSize:   1000,
 			MaxPerAgent:           16,
+			HistoryRetentionDays:  90,
 			RetryAttempts:         3,
 			RetryDelayMs:          1000,
 		},
@@ -302,6 +305,15 @@ func (c Config) ConnectionTimeout() time.Duration {
 func (c Config) ReconnectBackoff() time.Duration {
 	return milliseconds(c.AgentManagement.ReconnectBackoffMs)
 }
+
+// CommandRetention is how long finished commands are kept.
+func (c Config) CommandRetention() time.Duration {
+	return time.Duration(c.Command.HistoryRetentionDays) * 24 * time.Hour
+}
+
+// StaleAfter is how long an online agent may go unseen before it is marked
+// offline: three heartbeats plus the gateways' flush interval.
+func (c Config) StaleAfter() time.Duration { return 3*c.HeartbeatInterval() + c.FlushInterval() }
 
 // CommandTimeout is command.command_timeout.
 func (c Config) CommandTimeout() time.Duration { return seconds(c.Command.CommandTimeout) }

@@ -120,6 +120,7 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 	fromSeed.Security.JWTIssuer = "viworks"
 	fromSeed.Security.JWTAudience = "viworks-api"
 	fromSeed.Command.MaxPerAgent = 16
+	fromSeed.Command.HistoryRetentionDays = 90
 	require.Equal(t, fromSeed, config.Default())
 
 	d := config.Default()

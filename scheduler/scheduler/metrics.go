@@ -8,6 +8,9 @@ type metrics struct {
 	undeliverable prometheus.Counter
 	timedOut      prometheus.Counter
 	claimSeconds  prometheus.Histogram
+	leader        prometheus.Gauge
+	staleAgents   prometheus.Counter
+	deleted       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -16,10 +19,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		dispatched:    prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_scheduler_dispatched_total", Help: "Executions published to a gateway."}),
 		undeliverable: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_scheduler_undeliverable_total", Help: "Executions whose gateway could not be reached; requeued."}),
 		timedOut:      prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_scheduler_timed_out_total", Help: "Executions ended by the command timeout."}),
+		leader:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "viworks_scheduler_leader", Help: "1 while this replica holds the maintenance lease."}),
+		staleAgents:   prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_scheduler_stale_agents_total", Help: "Agents marked offline for missed heartbeats."}),
+		deleted:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_scheduler_retention_deleted_total", Help: "Rows removed by retention, by table."}, []string{"table"}),
 		claimSeconds:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "viworks_scheduler_dispatch_round_seconds", Help: "Duration of one claim-route-publish round.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.wakes, m.dispatched, m.undeliverable, m.timedOut, m.claimSeconds)
+		reg.MustRegister(m.wakes, m.dispatched, m.undeliverable, m.timedOut, m.claimSeconds, m.leader, m.staleAgents, m.deleted)
 	}
 	return m
 }

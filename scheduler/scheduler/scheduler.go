@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +29,15 @@ type Store interface {
 	ClaimDue(ctx context.Context, o store.ClaimOptions, route store.Router) ([]store.DueExecution, int, error)
 	ReleaseUndelivered(ctx context.Context, executionID string) (bool, error)
 	Sweep(ctx context.Context, now time.Time, policy store.RetryPolicy) ([]store.Timeout, error)
+	TryLead(ctx context.Context, name string) (*store.Leader, error)
+	MarkStaleAgentsOffline(ctx context.Context, cutoff time.Time) ([]store.StaleAgent, error)
+	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
+	DeleteTelemetryBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
+	DeleteCommandsFinishedBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
 }
+
+// Task is extra leader-only maintenance (alert evaluation, say), run every sweep.
+type Task func(ctx context.Context, now time.Time) error
 
 // Config configures a scheduler.
 type Config struct {
@@ -39,6 +48,14 @@ type Config struct {
 	MaxRetryDelay time.Duration
 	MaxInFlight   int // executions dispatched or running across all replicas; 0: unlimited
 	PerAgent      int // executions in flight per agent
+
+	// Leader-only maintenance.
+	StaleAfter         time.Duration // an online agent unseen this long is marked offline
+	TelemetryRetention time.Duration // 0: keep forever
+	CommandRetention   time.Duration // finished commands; 0: keep forever
+	RetentionInterval  time.Duration
+	Tasks              []Task
+	Now                func() time.Time // the clock; tests control it
 }
 
 func (c *Config) setDefaults() {
@@ -56,6 +73,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxRetryDelay <= 0 {
 		c.MaxRetryDelay = 5 * time.Minute
+	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = 2 * time.Minute
+	}
+	if c.RetentionInterval <= 0 {
+		c.RetentionInterval = time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 }
 
@@ -76,8 +102,12 @@ type Scheduler struct {
 	log      logrus.FieldLogger
 	metrics  *metrics
 
-	wake chan struct{}
+	wake    chan struct{}
+	leading atomic.Bool
 }
+
+// Leading reports whether this replica holds the maintenance lease.
+func (s *Scheduler) Leading() bool { return s.leading.Load() }
 
 // New builds a scheduler.
 func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log logrus.FieldLogger, cfg Config) (*Scheduler, error) {
@@ -97,10 +127,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer sub.Close()
 
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.dispatchLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.maintenanceLoop(ctx)
 	}()
 	defer wg.Wait()
 
@@ -153,9 +187,112 @@ func (s *Scheduler) dispatchLoop(ctx context.Context) {
 		case <-s.wake:
 			s.dispatchAll(ctx)
 		case <-t.C:
-			s.sweep(ctx)
 			s.dispatchAll(ctx)
 		}
+	}
+}
+
+// maintenanceLoop runs the leader-only work: one replica at a time holds the
+// lease; when it dies its connection drops the lock and another takes over
+// within a sweep interval.
+func (s *Scheduler) maintenanceLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	var lead *store.Leader
+	defer func() {
+		if lead != nil {
+			lead.Release(context.WithoutCancel(ctx))
+			s.leading.Store(false)
+		}
+	}()
+	var lastRetention time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if lead != nil {
+			if err := lead.Check(ctx); err != nil {
+				s.log.WithError(err).Warn("maintenance leadership lost")
+				lead.Release(ctx)
+				lead = nil
+				s.metrics.leader.Set(0)
+				s.leading.Store(false)
+			}
+		}
+		if lead == nil {
+			l, err := s.store.TryLead(ctx, "maintenance")
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.WithError(err).Error("trying maintenance leadership failed")
+				}
+				continue
+			}
+			if l == nil {
+				continue // another replica leads
+			}
+			lead = l
+			s.metrics.leader.Set(1)
+			s.leading.Store(true)
+			s.log.Info("maintenance leadership acquired")
+		}
+		now := s.cfg.Now()
+		s.sweep(ctx, now)
+		s.releaseStale(ctx, now)
+		if now.Sub(lastRetention) >= s.cfg.RetentionInterval {
+			lastRetention = now
+			s.retention(ctx, now)
+		}
+		for _, task := range s.cfg.Tasks {
+			if err := task(ctx, now); err != nil && ctx.Err() == nil {
+				s.log.WithError(err).Error("maintenance task failed")
+			}
+		}
+	}
+}
+
+func (s *Scheduler) policy() store.RetryPolicy {
+	return store.RetryPolicy{Base: s.cfg.RetryDelay, Max: s.cfg.MaxRetryDelay}
+}
+
+// releaseStale marks offline the agents whose gateway stopped reporting them
+// and retries the work they held.
+func (s *Scheduler) releaseStale(ctx context.Context, now time.Time) {
+	stale, err := s.store.MarkStaleAgentsOffline(ctx, now.Add(-s.cfg.StaleAfter))
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WithError(err).Error("offline detection failed")
+		}
+		return
+	}
+	for _, a := range stale {
+		s.metrics.staleAgents.Inc()
+		s.log.WithFields(logrus.Fields{"agent_id": a.ID, "gateway_id": a.GatewayID}).Warn("agent missed its heartbeats; marked offline")
+		if _, err := s.store.ReleaseAgentExecutions(ctx, a.ID, a.GatewayID, s.policy()); err != nil {
+			s.log.WithError(err).WithField("agent_id", a.ID).Error("releasing executions of a stale agent failed")
+		}
+	}
+	if len(stale) > 0 {
+		s.poke()
+	}
+}
+
+func (s *Scheduler) retention(ctx context.Context, now time.Time) {
+	const maxBatches = 20
+	if s.cfg.TelemetryRetention > 0 {
+		n, err := s.store.DeleteTelemetryBefore(ctx, now.Add(-s.cfg.TelemetryRetention), maxBatches)
+		if err != nil && ctx.Err() == nil {
+			s.log.WithError(err).Error("telemetry retention failed")
+		}
+		s.metrics.deleted.WithLabelValues("telemetry").Add(float64(n))
+	}
+	if s.cfg.CommandRetention > 0 {
+		n, err := s.store.DeleteCommandsFinishedBefore(ctx, now.Add(-s.cfg.CommandRetention), maxBatches)
+		if err != nil && ctx.Err() == nil {
+			s.log.WithError(err).Error("command retention failed")
+		}
+		s.metrics.deleted.WithLabelValues("commands").Add(float64(n))
 	}
 }
 
@@ -239,13 +376,16 @@ func (s *Scheduler) publish(ctx context.Context, d store.DueExecution, e bus.Ent
 	}
 }
 
-func (s *Scheduler) sweep(ctx context.Context) {
-	ended, err := s.store.Sweep(ctx, time.Now(), store.RetryPolicy{Base: s.cfg.RetryDelay, Max: s.cfg.MaxRetryDelay})
+func (s *Scheduler) sweep(ctx context.Context, now time.Time) {
+	ended, err := s.store.Sweep(ctx, now, s.policy())
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.WithError(err).Error("deadline sweep failed")
 		}
 		return
+	}
+	if len(ended) > 0 {
+		s.poke() // finished work frees capacity
 	}
 	for _, t := range ended {
 		s.metrics.timedOut.Inc()

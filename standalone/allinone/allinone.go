@@ -136,6 +136,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	}
 	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
+		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
 	})
 	if err != nil {
 		return err

@@ -41,6 +41,7 @@ CREATE TABLE commands (
     finished_at     timestamptz
 );
 CREATE INDEX commands_created_idx ON commands (created_at DESC, id DESC);
+CREATE INDEX commands_finished_idx ON commands (finished_at) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE executions (
     id              text PRIMARY KEY,
@@ -76,6 +77,7 @@ CREATE TABLE telemetry (
     received_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX telemetry_agent_ts_idx ON telemetry (agent_id, ts DESC);
+CREATE INDEX telemetry_ts_idx ON telemetry (ts);
 
 CREATE TABLE audit_events (
     id         bigserial PRIMARY KEY,

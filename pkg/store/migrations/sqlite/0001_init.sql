@@ -43,6 +43,7 @@ CREATE TABLE commands (
     finished_at     DATETIME
 );
 CREATE INDEX commands_created_idx ON commands (created_at DESC, id DESC);
+CREATE INDEX commands_finished_idx ON commands (finished_at) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE executions (
     id              TEXT PRIMARY KEY,
@@ -77,6 +78,7 @@ CREATE TABLE telemetry (
     received_at DATETIME NOT NULL
 );
 CREATE INDEX telemetry_agent_ts_idx ON telemetry (agent_id, ts DESC);
+CREATE INDEX telemetry_ts_idx ON telemetry (ts);
 
 CREATE TABLE audit_events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,0 +1,139 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Leader is a leadership lease: on Postgres a session-level advisory lock held
+// on a dedicated connection, released when the holder releases it or its
+// connection dies (so a crashed holder hands over to another replica). On
+// SQLite the one process is always the leader.
+type Leader struct {
+	conn *sql.Conn
+	key  int64
+}
+
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("viworks-leader:" + name))
+	return int64(h.Sum64() >> 1)
+}
+
+// TryLead tries to become the leader for name; it returns nil (and no error)
+// while another holds it.
+func (s *Store) TryLead(ctx context.Context, name string) (*Leader, error) {
+	if s.dialect == SQLite {
+		return &Leader{}, nil
+	}
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquiring leader connection: %w", err)
+	}
+	key := lockKey(name)
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("trying leader lock: %w", err)
+	}
+	if !ok {
+		_ = conn.Close()
+		return nil, nil
+	}
+	return &Leader{conn: conn, key: key}, nil
+}
+
+// Check verifies the lease is still held: a session-level lock lives exactly
+// as long as its connection, so a live connection means a held lock.
+func (l *Leader) Check(ctx context.Context) error {
+	if l.conn == nil {
+		return nil
+	}
+	if err := l.conn.PingContext(ctx); err != nil {
+		return fmt.Errorf("leader connection lost: %w", err)
+	}
+	return nil
+}
+
+// Release gives the lease up.
+func (l *Leader) Release(ctx context.Context) {
+	if l.conn == nil {
+		return
+	}
+	_, _ = l.conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, l.key)
+	_ = l.conn.Close()
+	l.conn = nil
+}
+
+// StaleAgent is an agent marked offline for missing its heartbeats.
+type StaleAgent struct {
+	ID        string
+	GatewayID string
+}
+
+// MarkStaleAgentsOffline marks offline the online agents not seen since before
+// cutoff (their gateway died without saying so) and returns them.
+func (s *Store) MarkStaleAgentsOffline(ctx context.Context, cutoff time.Time) ([]StaleAgent, error) {
+	var stale []StaleAgent
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Model(&Agent{}).Select("id", "gateway_id").
+			Where("status = ? AND last_seen_at < ?", AgentOnline, cutoff.UTC()).Limit(sweepBatch).Scan(&stale).Error; err != nil {
+			return fmt.Errorf("finding stale agents: %w", err)
+		}
+		now := time.Now().UTC()
+		for _, a := range stale {
+			err := tx.Model(&Agent{}).Where("id = ? AND status = ? AND last_seen_at < ?", a.ID, AgentOnline, cutoff.UTC()).
+				Updates(map[string]any{"status": AgentOffline, "updated_at": now}).Error
+			if err != nil {
+				return fmt.Errorf("marking stale agent offline: %w", err)
+			}
+		}
+		return nil
+	})
+	return stale, err
+}
+
+// retentionBatch bounds each delete so no statement holds locks for long.
+const retentionBatch = 5000
+
+// DeleteTelemetryBefore deletes telemetry older than cutoff in batches, at most
+// maxBatches of them per call; it returns how many rows went.
+func (s *Store) DeleteTelemetryBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error) {
+	row := "ctid"
+	if s.dialect == SQLite {
+		row = "rowid"
+	}
+	q := `DELETE FROM telemetry WHERE ` + row + ` IN (SELECT ` + row + ` FROM telemetry WHERE ts < ? LIMIT ?)`
+	return s.deleteBatches(ctx, maxBatches, "telemetry", func(db *gorm.DB) *gorm.DB { return db.Exec(q, cutoff.UTC(), retentionBatch) })
+}
+
+// DeleteCommandsFinishedBefore deletes commands (and, by cascade, their
+// executions) that finished before cutoff, in batches.
+func (s *Store) DeleteCommandsFinishedBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error) {
+	q := `DELETE FROM commands WHERE id IN (SELECT id FROM commands WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)`
+	return s.deleteBatches(ctx, maxBatches, "commands", func(db *gorm.DB) *gorm.DB { return db.Exec(q, cutoff.UTC(), retentionBatch/5) })
+}
+
+func (s *Store) deleteBatches(ctx context.Context, maxBatches int, what string, del func(*gorm.DB) *gorm.DB) (int64, error) {
+	var total int64
+	for range maxBatches {
+		res := del(s.db.WithContext(ctx))
+		if res.Error != nil {
+			return total, fmt.Errorf("deleting old %s: %w", what, res.Error)
+		}
+		total += res.RowsAffected
+		if res.RowsAffected == 0 {
+			break
+		}
+	}
+	return total, nil
+}

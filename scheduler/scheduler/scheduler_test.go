@@ -1,0 +1,187 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/testenv"
+	"github.com/viworks/backend-agent/scheduler/scheduler"
+)
+
+type env struct {
+	url   string
+	store *store.Store
+	bus   *bus.Redis
+}
+
+func newEnv(t *testing.T) env {
+	t.Helper()
+	ctx := context.Background()
+	url := testenv.Postgres(t)
+	st, err := store.Open(ctx, store.Config{URL: url})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	_, err = st.Migrate(ctx)
+	require.NoError(t, err)
+	redisURL, prefix := testenv.Redis(t)
+	b, err := bus.NewRedis(ctx, bus.RedisConfig{URL: redisURL, KeyPrefix: prefix})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return env{url: url, store: st, bus: b}
+}
+
+// clock is a controllable clock: real time plus an offset the test advances.
+type clock struct{ offset atomic.Int64 }
+
+func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+func quiet() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetLevel(logrus.WarnLevel)
+	return l
+}
+
+func start(t *testing.T, e env, cfg scheduler.Config) (*scheduler.Scheduler, context.CancelFunc) {
+	t.Helper()
+	s, err := scheduler.New(e.store, e.bus, e.bus, nil, quiet(), cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	var once sync.Once
+	return s, func() { once.Do(stop) }
+}
+
+// gateway pretends to be gateway gw holding agentID's session.
+func gateway(t *testing.T, e env, gw, agentID string) <-chan bus.Delivery {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, e.store.MarkAgentOnline(ctx, store.AgentSession{ID: agentID, Capabilities: []string{"echo"}, GatewayID: gw, SessionID: "s1", At: time.Now()}))
+	_, err := e.bus.SetPresence(ctx, agentID, bus.Entry{GatewayID: gw, SessionID: "s1"}, time.Minute)
+	require.NoError(t, err)
+	sub, err := e.bus.Subscribe(ctx, bus.GatewayTopic(gw))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Close() })
+	out := make(chan bus.Delivery, 16)
+	go func() {
+		for m := range sub.Messages() {
+			var d bus.Delivery
+			if json.Unmarshal(m.Payload, &d) == nil {
+				out <- d
+			}
+		}
+	}()
+	return out
+}
+
+func next(t *testing.T, ch <-chan bus.Delivery) (protocol.Frame, bus.Delivery) {
+	t.Helper()
+	select {
+	case d := <-ch:
+		var env protocol.Envelope
+		require.NoError(t, json.Unmarshal(d.Frame, &env))
+		f, err := protocol.DecodeServerFrame(d.Frame)
+		require.NoError(t, err)
+		return f, d
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery within 10s")
+	}
+	return protocol.Frame{}, bus.Delivery{}
+}
+
+func TestDispatchRetryAndTimeout(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	deliveries := gateway(t, e, "gw-t", "agent-1")
+	clk := &clock{}
+	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond, AckTimeout: time.Second, RetryDelay: time.Second, MaxRetryDelay: time.Second, Now: clk.Now})
+
+	cmd, _, err := e.store.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(`{"message":"x"}`), Targeting: store.Targeting{AgentIDs: []string{"agent-1"}},
+		TimeoutSeconds: 5, MaxRetries: 1, TTLSeconds: 3600, CreatedBy: "alice", Audit: store.AuditEvent{Actor: "alice", Action: "command.create"}})
+	require.NoError(t, err)
+	_, err = e.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID}))
+	require.NoError(t, err)
+
+	f, d := next(t, deliveries)
+	require.Equal(t, protocol.TypeCommand, f.Type)
+	c := f.Payload.(*protocol.Command)
+	require.Equal(t, "agent-1", c.AgentID)
+	require.Equal(t, "alice", c.RequestedBy)
+	require.Equal(t, "s1", d.SessionID)
+	first := c.ExecutionID
+
+	// No ACK: after the ack deadline (clock +2s) the execution retries once the
+	// backoff (up to 1s with jitter, clock +2s more) has passed, on the same execution id.
+	clk.Advance(2 * time.Second)
+	require.Eventually(t, func() bool {
+		_, ex, err := e.store.GetCommand(ctx, cmd.ID)
+		return err == nil && ex[0].Status == store.ExecRetrying
+	}, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(1100 * time.Millisecond) // the backoff is real time for the claim query
+	_, err = e.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeAgent}))
+	require.NoError(t, err)
+	f, _ = next(t, deliveries)
+	require.Equal(t, first, f.Payload.(*protocol.Command).ExecutionID)
+	ok, err := e.store.AckExecution(ctx, first, "agent-1", time.Now())
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	// Running past timeout_seconds: timed_out and a CANCEL to the agent's gateway.
+	clk.Advance(10 * time.Second)
+	f, _ = next(t, deliveries)
+	require.Equal(t, protocol.TypeCancel, f.Type)
+	require.Equal(t, first, f.Payload.(*protocol.Cancel).ExecutionID)
+	got, ex, err := e.store.GetCommand(ctx, cmd.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandTimedOut, got.Status)
+	require.Equal(t, 2, ex[0].Attempts)
+}
+
+func TestLeaderHandOverBetweenSchedulers(t *testing.T) {
+	e := newEnv(t)
+	cfg := scheduler.Config{SweepInterval: 20 * time.Millisecond}
+	a, stopA := start(t, e, cfg)
+	b, stopB := start(t, e, cfg)
+	require.Eventually(t, func() bool { return a.Leading() != b.Leading() }, 5*time.Second, 10*time.Millisecond, "exactly one leads")
+	for range 10 {
+		require.NotEqual(t, a.Leading(), b.Leading(), "never two leaders")
+		time.Sleep(10 * time.Millisecond)
+	}
+	leader, other, stop := a, b, stopA
+	if b.Leading() {
+		leader, other, stop = b, a, stopB
+	}
+	stop()
+	require.False(t, leader.Leading())
+	require.Eventually(t, other.Leading, 5*time.Second, 10*time.Millisecond, "the other replica takes over")
+}
+
+func TestStaleAgentMarkedOffline(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_ = gateway(t, e, "gw-dead", "agent-stale")
+	clk := &clock{}
+	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond, StaleAfter: time.Minute, Now: clk.Now})
+	time.Sleep(100 * time.Millisecond)
+	a, err := e.store.GetAgent(ctx, "agent-stale")
+	require.NoError(t, err)
+	require.Equal(t, store.AgentOnline, a.Status, "seen just now")
+	clk.Advance(2 * time.Minute)
+	require.Eventually(t, func() bool {
+		a, err := e.store.GetAgent(ctx, "agent-stale")
+		return err == nil && a.Status == store.AgentOffline
+	}, 5*time.Second, 10*time.Millisecond)
+}
