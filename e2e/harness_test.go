@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/signing"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
@@ -89,7 +90,11 @@ func newCluster(t *testing.T) *cluster {
 	dbURL := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
 	c := &cluster{t: t, bin: binaries(t), dir: t.TempDir()}
+	keyPath := filepath.Join(c.dir, "signing.key")
+	_, err := signing.GenerateKeyFile(keyPath)
+	require.NoError(t, err)
 	c.env = append(os.Environ(),
+		"BACKEND_PRIVATE_KEY_PATH="+keyPath,
 		"DATABASE_URL="+dbURL,
 		"REDIS_URL="+redisURL,
 		"REDIS_KEY_PREFIX="+prefix,

@@ -38,9 +38,15 @@ func run(args []string) int {
 		return 1
 	}
 	defer p.Close()
+	signer, err := service.LoadSigner(cfg, p.Log)
+	if err != nil {
+		service.PrintErrors(os.Stderr, name, err)
+		return 1
+	}
 	s, err := scheduler.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, scheduler.Config{
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
+		Signer: signer,
 	})
 	if err != nil {
 		service.PrintErrors(os.Stderr, name, err)

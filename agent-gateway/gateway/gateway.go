@@ -32,6 +32,7 @@ type Store interface {
 	RecordResult(ctx context.Context, r store.Result) (string, bool, error)
 	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
+	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
 }
 
 // Config configures a gateway.
@@ -118,6 +119,9 @@ type Gateway struct {
 	tel      []store.TelemetrySample
 	telKick  chan struct{}
 
+	keyMu sync.RWMutex
+	key   store.SigningKey // newest registered signing key, announced in WELCOME
+
 	wg sync.WaitGroup // live sessions
 }
 
@@ -157,6 +161,7 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 
 // Run subscribes to the gateway's topic and flushes batches until ctx is done.
 func (g *Gateway) Run(ctx context.Context) error {
+	g.refreshKey(ctx)
 	sub, err := g.bus.Subscribe(ctx, bus.GatewayTopic(g.cfg.GatewayID))
 	if err != nil {
 		return fmt.Errorf("subscribing to gateway topic: %w", err)
@@ -310,6 +315,27 @@ func (g *Gateway) handleDelivery(ctx context.Context, payload []byte) {
 	}
 }
 
+// refreshKey loads the newest signing key the schedulers registered.
+func (g *Gateway) refreshKey(ctx context.Context) {
+	keys, err := g.store.SigningKeys(ctx)
+	if err != nil {
+		g.log.WithError(err).Warn("loading signing keys failed")
+		return
+	}
+	if len(keys) == 0 {
+		return
+	}
+	g.keyMu.Lock()
+	g.key = keys[0]
+	g.keyMu.Unlock()
+}
+
+func (g *Gateway) signingKey() store.SigningKey {
+	g.keyMu.RLock()
+	defer g.keyMu.RUnlock()
+	return g.key
+}
+
 func (g *Gateway) noteHealth(u store.HealthUpdate) {
 	g.healthMu.Lock()
 	g.health[u.AgentID] = u
@@ -338,6 +364,7 @@ func (g *Gateway) flushLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			g.flush(ctx)
+			g.refreshKey(ctx)
 		case <-g.telKick:
 			g.flushTelemetry(ctx)
 		}

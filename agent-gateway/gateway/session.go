@@ -117,7 +117,16 @@ func (s *session) run(ctx context.Context) {
 	defer s.unregister()
 
 	go s.writeLoop()
+	key := s.g.signingKey()
+	if key.KeyID == "" {
+		// No scheduler has registered a key yet: agents that trust on first use
+		// must not pin nothing, so look again before answering.
+		s.g.refreshKey(ctx)
+		key = s.g.signingKey()
+	}
 	s.sendFrame(protocol.TypeWelcome, protocol.Welcome{
+		SigningKeyID:       key.KeyID,
+		SigningPublicKey:   key.PublicKey,
 		SessionID:          s.id,
 		HeartbeatIntervalS: int(s.g.cfg.HeartbeatInterval / time.Second),
 		TelemetryIntervalS: int(s.g.cfg.TelemetryInterval / time.Second),

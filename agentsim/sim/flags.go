@@ -33,6 +33,11 @@ type Options struct {
 	TelemetryInterval time.Duration     // 0: the gateway's interval
 	LogLevel          string            // logrus level
 	LogFormat         string            // text, json or auto (text on a terminal)
+
+	// COMMAND verification (docs/protocol.md).
+	TrustOnFirstUse    bool   // pin the signing key of the first WELCOME (default true)
+	SigningPublicKey   string // file of the platform's public key to pin; wins over TrustOnFirstUse
+	InsecureSkipVerify bool   // accept unsigned COMMANDs; tests only
 }
 
 // DefaultOptions returns the defaults of the optional flags.
@@ -42,6 +47,8 @@ func DefaultOptions() Options {
 		ConnectRate: 500,
 		LogLevel:    "info",
 		LogFormat:   "auto",
+
+		TrustOnFirstUse: true,
 	}
 }
 
@@ -59,6 +66,12 @@ func newFlagSet(o *Options, labels *string) *flag.FlagSet {
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", o.TelemetryInterval, "telemetry interval, e.g. 10s (0: the gateway's)")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: text, json or auto (text on a terminal, json otherwise)")
+	fs.BoolVar(&o.TrustOnFirstUse, "trust-on-first-use", o.TrustOnFirstUse,
+		"pin the COMMAND signing key announced in each agent's first WELCOME and refuse any other (ignored with --signing-public-key)")
+	fs.StringVar(&o.SigningPublicKey, "signing-public-key", o.SigningPublicKey,
+		"`FILE` with the platform's Ed25519 public key (PEM or base64) to pin: COMMANDs signed by other keys are refused")
+	fs.BoolVar(&o.InsecureSkipVerify, "insecure-skip-verify", o.InsecureSkipVerify,
+		"accept COMMANDs without checking their signature (tests and development only)")
 	return fs
 }
 
@@ -69,6 +82,7 @@ func Usage(w io.Writer) {
 	fs := newFlagSet(&o, &labels)
 	fs.SetOutput(w)
 	fmt.Fprintln(w, "Usage: agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX --enrollment-secret S [--site SITE] [--labels k=v,...]")
+	fmt.Fprintln(w, "       [--signing-public-key FILE | --trust-on-first-use=false --insecure-skip-verify]")
 	fmt.Fprintln(w, "Runs N simulated agents until SIGINT/SIGTERM.")
 	fs.PrintDefaults()
 }
@@ -177,6 +191,9 @@ func (o Options) Validate() error {
 	case "text", "json", "auto":
 	default:
 		bad("--log-format %q is not text, json or auto", o.LogFormat)
+	}
+	if !o.TrustOnFirstUse && o.SigningPublicKey == "" && !o.InsecureSkipVerify {
+		bad("no COMMAND signing key is trusted: give --signing-public-key FILE, keep --trust-on-first-use, or (tests only) --insecure-skip-verify")
 	}
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/agentsdk"
+	"github.com/viworks/backend-agent/pkg/signing"
 )
 
 // Version is the version the simulated agents announce.
@@ -50,6 +52,18 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 		WriteBufferSize:  1024,
 		WriteBufferPool:  &sync.Pool{},
 	}
+	var trusted map[string]ed25519.PublicKey
+	if o.SigningPublicKey != "" {
+		pub, err := signing.LoadPublicKey(o.SigningPublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("--signing-public-key: %w", err)
+		}
+		trusted = map[string]ed25519.PublicKey{signing.KeyID(pub): pub}
+		log.WithField("key_id", signing.KeyID(pub)).Info("agents pin the platform signing key")
+	}
+	if o.InsecureSkipVerify {
+		log.Warn("COMMAND signatures are not verified (--insecure-skip-verify): use only in tests")
+	}
 	handlers := Handlers()
 	f := &Fleet{opts: o, log: log, agents: make([]*agentsdk.Agent, 0, o.Agents)}
 	for i := range o.Agents {
@@ -73,6 +87,10 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 			TelemetryInterval: o.TelemetryInterval,
 			Dialer:            dialer,
 			Logger:            log,
+
+			TrustedKeys:        trusted,
+			TrustOnFirstUse:    o.TrustOnFirstUse,
+			InsecureSkipVerify: o.InsecureSkipVerify,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", id, err)
@@ -171,6 +189,19 @@ func (f *Fleet) reportProgress(ctx context.Context) {
 	}
 }
 
+// trustMode names how agents verify COMMANDs, for the start-up log.
+func (o Options) trustMode() string {
+	switch {
+	case o.InsecureSkipVerify:
+		return "insecure-skip-verify"
+	case o.SigningPublicKey != "":
+		return "pinned"
+	case o.TrustOnFirstUse:
+		return "trust-on-first-use"
+	}
+	return "none"
+}
+
 // Main is the agentsim command: it parses args, runs the fleet until ctx is
 // done and returns the process exit code (2 for command line errors, one line
 // per problem on stderr).
@@ -198,7 +229,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log.WithFields(logrus.Fields{
 		"gateway": o.Gateway, "agents": o.Agents, "prefix": o.Prefix, "start_index": o.StartIndex,
-		"site": o.Site, "connect_rate": o.ConnectRate,
+		"site": o.Site, "connect_rate": o.ConnectRate, "command_trust": o.trustMode(),
 	}).Info("agentsim starting")
 	if err := fleet.Run(ctx); err != nil {
 		log.WithError(err).Error("agentsim failed")

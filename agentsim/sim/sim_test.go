@@ -3,11 +3,14 @@ package sim
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"flag"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/agentsdk"
 	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/signing"
 )
 
 func cmd(verb, args string) protocol.Command {
@@ -137,7 +141,17 @@ func TestParseFlags(t *testing.T) {
 		Gateway: "ws://127.0.0.1:8081/ws/agent", Agents: 3, Prefix: "lab-", StartIndex: 10,
 		EnrollmentSecret: "s3cret", Site: "eu", Labels: map[string]string{"role": "web"},
 		ConnectRate: 50, TelemetryInterval: 5 * time.Second, LogLevel: "info", LogFormat: "json",
+		TrustOnFirstUse: true,
 	}, o)
+
+	o, err = ParseFlags(append(base, "--signing-public-key", "/etc/viworks/signing.pub", "--trust-on-first-use=false"))
+	require.NoError(t, err)
+	require.Equal(t, "/etc/viworks/signing.pub", o.SigningPublicKey)
+	require.False(t, o.TrustOnFirstUse)
+	require.False(t, o.InsecureSkipVerify)
+	o, err = ParseFlags(append(base, "--trust-on-first-use=false", "--insecure-skip-verify"))
+	require.NoError(t, err)
+	require.True(t, o.InsecureSkipVerify)
 
 	o, err = ParseFlags(base)
 	require.NoError(t, err)
@@ -145,6 +159,9 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, 0, o.StartIndex)
 	require.Equal(t, 500.0, o.ConnectRate)
 	require.Equal(t, time.Duration(0), o.TelemetryInterval)
+	require.True(t, o.TrustOnFirstUse, "trust on first use by default")
+	require.Empty(t, o.SigningPublicKey)
+	require.False(t, o.InsecureSkipVerify)
 
 	_, err = ParseFlags([]string{"-h"})
 	require.ErrorIs(t, err, flag.ErrHelp)
@@ -169,6 +186,8 @@ func TestParseFlags(t *testing.T) {
 		"bad level":     {append(base, "--log-level", "loud"), `--log-level "loud"`},
 		"bad format":    {append(base, "--log-format", "xml"), `--log-format "xml"`},
 		"bad labels":    {append(base, "--labels", "x"), `"x" is not key=value`},
+		"no trust": {append(base, "--trust-on-first-use=false"),
+			"no COMMAND signing key is trusted: give --signing-public-key FILE, keep --trust-on-first-use, or (tests only) --insecure-skip-verify"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := ParseFlags(tc.args)
@@ -195,13 +214,26 @@ func TestMainFlagErrorExits2(t *testing.T) {
 	require.Contains(t, stderr.String(), "--gateway")
 }
 
-// fakeGateway accepts agents with the right bearer secret, welcomes them and
-// runs one echo command on each.
+// fakeGateway accepts agents with the right bearer secret, welcomes them
+// (announcing its signing key) and runs one echo command on each, signed
+// unless unsigned is set (then no key is announced either).
 type fakeGateway struct {
+	signer   *signing.Signer
+	unsigned bool
+
 	mu      sync.Mutex
 	hellos  map[string]protocol.Hello
 	results map[string]protocol.CommandResult
 	refused int
+}
+
+func newFakeGateway(t *testing.T) *fakeGateway {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	s, err := signing.NewSigner(priv)
+	require.NoError(t, err)
+	return &fakeGateway{signer: s, hellos: map[string]protocol.Hello{}, results: map[string]protocol.CommandResult{}}
 }
 
 func (g *fakeGateway) handler(t *testing.T, secret string) http.Handler {
@@ -244,11 +276,24 @@ func (g *fakeGateway) handler(t *testing.T, secret string) http.Handler {
 			g.mu.Lock()
 			g.hellos[hello.AgentID] = *hello
 			g.mu.Unlock()
-			send(protocol.TypeWelcome, protocol.Welcome{SessionID: "s-" + hello.AgentID, HeartbeatIntervalS: 30, TelemetryIntervalS: 30})
-			send(protocol.TypeCommand, protocol.Command{
+			welcome := protocol.Welcome{SessionID: "s-" + hello.AgentID, HeartbeatIntervalS: 30, TelemetryIntervalS: 30, ServerTime: time.Now().UTC()}
+			if !g.unsigned {
+				welcome.SigningKeyID, welcome.SigningPublicKey = g.signer.KeyID(), signing.EncodePublicKey(g.signer.PublicKey())
+			}
+			send(protocol.TypeWelcome, welcome)
+			now := time.Now().UTC()
+			command := protocol.Command{
 				CommandID: "c", ExecutionID: "e-" + hello.AgentID, AgentID: hello.AgentID,
 				Verb: VerbEcho, Args: json.RawMessage(`{"message":"hello ` + hello.AgentID + `"}`),
-			})
+				RequestedBy: "test", IssuedAt: now, ExpiresAt: now.Add(time.Minute), Nonce: "n-" + hello.AgentID,
+			}
+			if !g.unsigned {
+				if err := g.signer.Sign(&command); err != nil {
+					t.Errorf("signing: %v", err)
+					return
+				}
+			}
+			send(protocol.TypeCommand, command)
 			for {
 				f, ok := read()
 				if !ok {
@@ -266,7 +311,7 @@ func (g *fakeGateway) handler(t *testing.T, secret string) http.Handler {
 }
 
 func TestMainRunsFleet(t *testing.T) {
-	g := &fakeGateway{hellos: map[string]protocol.Hello{}, results: map[string]protocol.CommandResult{}}
+	g := newFakeGateway(t)
 	srv := httptest.NewServer(g.handler(t, "boot-secret"))
 	defer srv.Close()
 	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/agent"
@@ -311,6 +356,82 @@ func TestMainRunsFleet(t *testing.T) {
 	require.Zero(t, g.refused)
 	require.Contains(t, stderr.String(), `"total":3`)
 	require.NotContains(t, stderr.String(), "boot-secret")
+}
+
+// TestFleetVerifiesCommands runs one agent per trust setting against a
+// gateway that signs (or not) and checks what the agent made of the command.
+func TestFleetVerifiesCommands(t *testing.T) {
+	signed := newFakeGateway(t)
+	pubPEM, err := signing.EncodePublicKeyPEM(signed.signer.PublicKey())
+	require.NoError(t, err)
+	dir := t.TempDir()
+	rightKey := filepath.Join(dir, "platform.pub")
+	require.NoError(t, os.WriteFile(rightKey, pubPEM, 0o644))
+	otherPub, _, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	wrongKey := filepath.Join(dir, "other.pub")
+	require.NoError(t, os.WriteFile(wrongKey, []byte(signing.EncodePublicKey(otherPub)), 0o644))
+
+	unsigned := newFakeGateway(t)
+	unsigned.unsigned = true
+
+	for _, tc := range []struct {
+		name    string
+		gateway *fakeGateway
+		args    []string
+		wantErr string // "" succeeded
+	}{
+		{"trust on first use", signed, nil, ""},
+		{"pinned key", signed, []string{"--signing-public-key", rightKey, "--trust-on-first-use=false"}, ""},
+		{"pinned key wins over TOFU", signed, []string{"--signing-public-key", wrongKey}, "rejected: unknown signing key"},
+		{"unsigned gateway with TOFU", unsigned, nil, "rejected: no trusted signing key"},
+		{"unsigned gateway, insecure", unsigned, []string{"--insecure-skip-verify"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := tc.gateway
+			g.mu.Lock()
+			g.results = map[string]protocol.CommandResult{}
+			g.mu.Unlock()
+			srv := httptest.NewServer(g.handler(t, "s3cret"))
+			defer srv.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan int, 1)
+			var stderr syncBuffer
+			go func() {
+				done <- Main(ctx, append([]string{"--gateway", "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/agent",
+					"--agents", "1", "--enrollment-secret", "s3cret", "--log-format", "json"}, tc.args...), &stderr)
+			}()
+			require.Eventually(t, func() bool {
+				g.mu.Lock()
+				defer g.mu.Unlock()
+				return len(g.results) == 1
+			}, 10*time.Second, 10*time.Millisecond, stderr.String())
+			cancel()
+			require.Equal(t, 0, <-done)
+
+			g.mu.Lock()
+			r := g.results["sim-0"]
+			g.mu.Unlock()
+			if tc.wantErr == "" {
+				require.Equal(t, protocol.ResultSucceeded, r.Status, r.Error)
+				require.Equal(t, "hello sim-0", r.Output)
+				return
+			}
+			require.Equal(t, protocol.ResultFailed, r.Status)
+			require.Equal(t, agentsdk.ExitCodeRejected, r.ExitCode)
+			require.Equal(t, tc.wantErr, r.Error)
+			require.Contains(t, stderr.String(), `"msg":"command rejected"`)
+		})
+	}
+
+	// A key file that cannot be read stops agentsim before any agent starts.
+	var stderr bytes.Buffer
+	code := Main(context.Background(), []string{"--gateway", "ws://127.0.0.1:1/ws/agent", "--agents", "1",
+		"--enrollment-secret", "s", "--signing-public-key", filepath.Join(dir, "missing.pub")}, &stderr)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr.String(), "--signing-public-key: signing: public key file")
+	require.Contains(t, stderr.String(), "does not exist")
 }
 
 type syncBuffer struct {

@@ -9,10 +9,17 @@
 // survives lost bus messages and dropped connections for as long as the
 // process lives.
 //
+// Every COMMAND is verified before it is acknowledged or run: its Ed25519
+// signature (package signing) by a trusted platform key, its target agent id,
+// its validity window and its nonce. A refused COMMAND is answered with a
+// failed COMMAND_RESULT (exit code ExitCodeRejected) and never run. See
+// Config.TrustedKeys and docs/protocol.md.
+//
 //	a, err := agentsdk.New(agentsdk.Config{
-//		URL:        "wss://gateway.example/ws/agent",
-//		AgentID:    "web-01",
-//		Credential: token,
+//		URL:         "wss://gateway.example/ws/agent",
+//		AgentID:     "web-01",
+//		Credential:  token,
+//		TrustedKeys: map[string]ed25519.PublicKey{signing.KeyID(platformKey): platformKey},
 //		Handlers: map[string]agentsdk.HandlerFunc{
 //			"echo": func(ctx context.Context, cmd protocol.Command) agentsdk.Result {
 //				return agentsdk.Result{Output: string(cmd.Args)}
@@ -25,6 +32,7 @@ package agentsdk
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +41,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -43,6 +52,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/signing"
 )
 
 // Result is what a handler reports for one execution. The execution succeeded
@@ -76,6 +86,10 @@ const (
 	// ExitCodeCancelled is reported for an execution cancelled before its
 	// handler started; handlers may use it for cancelled runs as well.
 	ExitCodeCancelled = 130
+	// ExitCodeRejected is reported for a COMMAND the agent refused to run
+	// because it failed verification (signature, target, expiry, replay);
+	// the result's error is "rejected: <reason>".
+	ExitCodeRejected = 126
 )
 
 // Defaults applied by New.
@@ -88,6 +102,7 @@ const (
 	DefaultMaxConcurrent     = 16
 	DefaultHeartbeatInterval = 30 * time.Second
 	DefaultTelemetryInterval = 30 * time.Second
+	DefaultMaxClockSkew      = 30 * time.Second
 )
 
 const (
@@ -101,6 +116,9 @@ const (
 	// recentSize is how many acknowledged execution ids are remembered to
 	// recognise a re-sent COMMAND.
 	recentSize = 1024
+	// nonceWindow is how many nonces of accepted COMMANDs are remembered to
+	// refuse a replay under another execution id.
+	nonceWindow = 4096
 	// shutdownGrace bounds how long Run waits for cancelled handlers to return.
 	shutdownGrace = 5 * time.Second
 	// maxRetryAfter bounds how long a Retry-After header can hold an agent back.
@@ -151,6 +169,43 @@ type Config struct {
 	HandshakeTimeout time.Duration // default 10s: dial, upgrade and HELLO/WELCOME
 	WriteTimeout     time.Duration // default 10s: deadline of each write
 	MaxConcurrent    int           // default 16 concurrent handler runs
+
+	// Command verification (docs/protocol.md). There is no default trust:
+	// Validate fails unless TrustedKeys, TrustOnFirstUse or
+	// InsecureSkipVerify is set. Whatever is set, a COMMAND also runs only
+	// when its agent_id is this agent's, it has not expired, it was not
+	// issued in the future (both with MaxClockSkew) and its nonce was not
+	// used by another execution among the last 4096 accepted.
+
+	// TrustedKeys pins the platform's COMMAND signing keys, by key id
+	// (signing.KeyID of the key; see signing.LoadPublicKey). A COMMAND
+	// signed by any other key is refused. During a key rotation configure
+	// both the previous and the new key. When set, TrustOnFirstUse is
+	// ignored.
+	TrustedKeys map[string]ed25519.PublicKey
+	// TrustOnFirstUse, when TrustedKeys is empty, pins the key announced in
+	// the first WELCOME that announces one (signing_key_id and
+	// signing_public_key) for the life of the Agent: COMMANDs signed by any
+	// other key are refused, and a later WELCOME announcing another key is
+	// logged as an error (the session goes on; what that key signs is
+	// refused). Nothing is trusted before that first WELCOME, and the pin is
+	// not persisted: a restarted process trusts the first gateway it reaches
+	// again. TOFU protects against a platform key that changes after the
+	// first connection, not against an impostor reached first: prefer
+	// TrustedKeys where the key can be distributed.
+	TrustOnFirstUse bool
+	// InsecureSkipVerify accepts COMMANDs without checking their signature;
+	// target, expiry and nonce are still checked. Only for tests and
+	// development.
+	InsecureSkipVerify bool
+	// Clock returns the current time for the validity checks of COMMANDs
+	// (default time.Now).
+	Clock func() time.Time
+	// MaxClockSkew is the clock difference tolerated between agent and
+	// platform: a COMMAND is refused once expires_at+MaxClockSkew has passed,
+	// or when issued_at is later than now+MaxClockSkew (default 30s).
+	MaxClockSkew time.Duration
+
 	// Dialer is used for the WebSocket upgrade (TLS settings, proxies, buffer
 	// sizes); default: a dialer like websocket.DefaultDialer with
 	// HandshakeTimeout.
@@ -195,6 +250,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConcurrent == 0 {
 		c.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if c.Dialer == nil {
 		c.Dialer = &websocket.Dialer{
@@ -289,6 +350,28 @@ func (c Config) Validate() error {
 	if c.MaxConcurrent < 0 {
 		bad("MaxConcurrent must not be negative")
 	}
+
+	if len(c.TrustedKeys) == 0 && !c.TrustOnFirstUse && !c.InsecureSkipVerify {
+		bad("no COMMAND signing key is trusted: set TrustedKeys (the platform's public keys), " +
+			"TrustOnFirstUse (pin the key of the first WELCOME) or, for tests only, InsecureSkipVerify")
+	}
+	ids := make([]string, 0, len(c.TrustedKeys))
+	for id := range c.TrustedKeys {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		k := c.TrustedKeys[id]
+		switch {
+		case len(k) != ed25519.PublicKeySize:
+			bad("TrustedKeys[%q] is %d bytes, not an Ed25519 public key", trunc(id, 64), len(k))
+		case id != signing.KeyID(k):
+			bad("TrustedKeys[%q]: the key id of that key is %q", trunc(id, 64), signing.KeyID(k))
+		}
+	}
+	if c.MaxClockSkew < 0 {
+		bad("MaxClockSkew must not be negative")
+	}
 	return errors.Join(errs...)
 }
 
@@ -338,6 +421,8 @@ type Agent struct {
 	outbox    map[string]*outboxEntry
 	outboxSeq uint64
 	recent    recentSet
+	nonces    nonceSet
+	trust     trustState
 }
 
 // New applies the defaults to cfg, validates it and returns an Agent.
@@ -374,6 +459,14 @@ func New(cfg Config) (*Agent, error) {
 		execs:   make(map[string]*execution),
 		outbox:  make(map[string]*outboxEntry),
 		recent:  recentSet{set: make(map[string]struct{})},
+		nonces:  nonceSet{execs: make(map[string]string)},
+	}
+	if len(cfg.TrustedKeys) > 0 {
+		keys := make(map[string]ed25519.PublicKey, len(cfg.TrustedKeys))
+		for id, k := range cfg.TrustedKeys {
+			keys[id] = slices.Clone(k)
+		}
+		a.trust = trustState{keys: keys, verifier: signing.NewVerifier(keys)}
 	}
 	return a, nil
 }

@@ -2,8 +2,10 @@ package agentsdk
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/signing"
 )
 
 const (
@@ -27,22 +30,36 @@ const (
 )
 
 // gateway is a minimal fake of the agent gateway: it checks the bearer
-// credential, upgrades, and hands each connection to the test.
+// credential, upgrades, and hands each connection to the test. Each
+// connection signs COMMANDs with, and announces in WELCOME, the key that was
+// current when it was accepted.
 type gateway struct {
 	srv      *httptest.Server
 	conns    chan *gwConn
 	attempts atomic.Int32
 	refuse   atomic.Int32 // HTTP status to answer instead of upgrading; 0 upgrades
+	signer   atomic.Pointer[signing.Signer]
 }
 
 type gwConn struct {
 	ws     *websocket.Conn
 	header http.Header
+	signer *signing.Signer
+}
+
+func newSigner(t testing.TB) *signing.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	s, err := signing.NewSigner(priv)
+	require.NoError(t, err)
+	return s
 }
 
 func newGateway(t *testing.T) *gateway {
 	t.Helper()
 	g := &gateway{conns: make(chan *gwConn, 16)}
+	g.signer.Store(newSigner(t))
 	up := websocket.Upgrader{}
 	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.attempts.Add(1)
@@ -58,7 +75,7 @@ func newGateway(t *testing.T) *gateway {
 		if err != nil {
 			return
 		}
-		c := &gwConn{ws: ws, header: r.Header.Clone()}
+		c := &gwConn{ws: ws, header: r.Header.Clone(), signer: g.signer.Load()}
 		t.Cleanup(func() { _ = ws.Close() })
 		g.conns <- c
 	}))
@@ -130,24 +147,66 @@ func (c *gwConn) send(t *testing.T, typ string, payload any) {
 	require.NoError(t, c.ws.WriteMessage(websocket.TextMessage, f))
 }
 
-// welcome reads HELLO and answers WELCOME.
+// welcome reads HELLO and answers WELCOME announcing the connection's key.
 func (c *gwConn) welcome(t *testing.T, sessionID string) *protocol.Hello {
 	t.Helper()
-	h := c.expect(t, protocol.TypeHello).Payload.(*protocol.Hello)
-	c.send(t, protocol.TypeWelcome, protocol.Welcome{
-		SessionID: sessionID, HeartbeatIntervalS: 30, TelemetryIntervalS: 30, ServerTime: time.Now().UTC(),
+	return c.welcomeWith(t, protocol.Welcome{
+		SessionID: sessionID, SigningKeyID: c.signer.KeyID(), SigningPublicKey: signing.EncodePublicKey(c.signer.PublicKey()),
 	})
+}
+
+// welcomeWith reads HELLO and answers w (with intervals and server time set).
+func (c *gwConn) welcomeWith(t *testing.T, w protocol.Welcome) *protocol.Hello {
+	t.Helper()
+	h := c.expect(t, protocol.TypeHello).Payload.(*protocol.Hello)
+	w.HeartbeatIntervalS, w.TelemetryIntervalS, w.ServerTime = 30, 30, time.Now().UTC()
+	c.send(t, protocol.TypeWelcome, w)
 	return h
 }
 
-func (c *gwConn) command(t *testing.T, execID, verb string, args any) {
+var nonceSeq atomic.Int64
+
+// newCommand builds an unsigned COMMAND for the test agent, valid for an hour.
+func newCommand(t *testing.T, execID, verb string, args any) protocol.Command {
 	t.Helper()
 	raw, err := json.Marshal(args)
 	require.NoError(t, err)
-	c.send(t, protocol.TypeCommand, protocol.Command{
+	now := time.Now().UTC()
+	return protocol.Command{
 		CommandID: "cmd-" + execID, ExecutionID: execID, AgentID: testAgentID, Verb: verb, Args: raw,
-		IssuedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(time.Hour).UTC(),
-	})
+		RequestedBy: "tester", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Nonce: fmt.Sprintf("nonce-%d", nonceSeq.Add(1)),
+	}
+}
+
+func signed(t *testing.T, s *signing.Signer, cmd protocol.Command) protocol.Command {
+	t.Helper()
+	require.NoError(t, s.Sign(&cmd))
+	return cmd
+}
+
+// command sends a COMMAND signed with the connection's key.
+func (c *gwConn) command(t *testing.T, execID, verb string, args any) {
+	t.Helper()
+	c.send(t, protocol.TypeCommand, signed(t, c.signer, newCommand(t, execID, verb, args)))
+}
+
+func (c *gwConn) sendCommand(t *testing.T, cmd protocol.Command) {
+	t.Helper()
+	c.send(t, protocol.TypeCommand, cmd)
+}
+
+// expectRejected checks that the next frame (no ACK before it) is the failed
+// result of a refused COMMAND.
+func (c *gwConn) expectRejected(t *testing.T, execID, reason string) {
+	t.Helper()
+	f := c.next(t)
+	require.Equal(t, protocol.TypeCommandResult, f.Type, "a refused COMMAND is not acknowledged: %+v", f.Payload)
+	r := f.Payload.(*protocol.CommandResult)
+	require.Equal(t, execID, r.ExecutionID)
+	require.Equal(t, protocol.ResultFailed, r.Status)
+	require.Equal(t, ExitCodeRejected, r.ExitCode)
+	require.Equal(t, "rejected: "+reason, r.Error)
+	require.Empty(t, r.Output)
 }
 
 func echoHandler(_ context.Context, cmd protocol.Command) Result {
@@ -171,6 +230,8 @@ func baseConfig(g *gateway) Config {
 		Handlers:   map[string]HandlerFunc{"echo": echoHandler},
 		MinBackoff: 5 * time.Millisecond,
 		MaxBackoff: 20 * time.Millisecond,
+		// Every test verifies signatures: the agent pins the gateway's key.
+		TrustedKeys: g.signer.Load().PublicKeys(),
 	}
 }
 
@@ -599,8 +660,9 @@ func TestResultStatus(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{URL: "ws://gw:8080/ws/agent", AgentID: "a-1", Credential: "tok"}
+	ok := Config{URL: "ws://gw:8080/ws/agent", AgentID: "a-1", Credential: "tok", TrustOnFirstUse: true}
 	require.NoError(t, ok.Validate())
+	key := newSigner(t).PublicKey()
 
 	cases := map[string]struct {
 		mut  func(*Config)
@@ -620,6 +682,13 @@ func TestConfigValidate(t *testing.T) {
 		"neg backoff":  {func(c *Config) { c.MinBackoff = -1 }, "MinBackoff must not be negative"},
 		"min > max":    {func(c *Config) { c.MinBackoff = time.Minute; c.MaxBackoff = time.Second }, "greater than MaxBackoff"},
 		"neg conc":     {func(c *Config) { c.MaxConcurrent = -1 }, "MaxConcurrent must not be negative"},
+		"no trust": {func(c *Config) { c.TrustOnFirstUse = false },
+			"no COMMAND signing key is trusted: set TrustedKeys (the platform's public keys), TrustOnFirstUse (pin the key of the first WELCOME) or, for tests only, InsecureSkipVerify"},
+		"wrong key id": {func(c *Config) { c.TrustedKeys = map[string]ed25519.PublicKey{"ed25519:0000000000000000": key} },
+			`TrustedKeys["ed25519:0000000000000000"]: the key id of that key is "` + signing.KeyID(key) + `"`},
+		"short key": {func(c *Config) { c.TrustedKeys = map[string]ed25519.PublicKey{"k": key[:16]} },
+			`TrustedKeys["k"] is 16 bytes, not an Ed25519 public key`},
+		"neg skew": {func(c *Config) { c.MaxClockSkew = -time.Second }, "MaxClockSkew must not be negative"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -647,6 +716,16 @@ func TestRunTwiceIsRefused(t *testing.T) {
 // FuzzHandleFrame feeds arbitrary server frames to the agent: nothing panics
 // and every frame the agent queues is one the gateway accepts.
 func FuzzHandleFrame(f *testing.F) {
+	signer, err := signing.NewSigner(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	require.NoError(f, err)
+	good := protocol.Command{
+		CommandID: "c1", ExecutionID: "e1", AgentID: testAgentID, Verb: "echo", Args: json.RawMessage(`{"message":"x"}`),
+		IssuedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresAt: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), Nonce: "n1",
+	}
+	require.NoError(f, signer.Sign(&good))
+	frame, err := protocol.Encode(protocol.TypeCommand, "", good)
+	require.NoError(f, err)
+	f.Add(frame)
 	for _, s := range []string{
 		`{"type":"COMMAND","payload":{"execution_id":"e1","verb":"echo","args":{"message":"x"}}}`,
 		`{"type":"COMMAND","payload":{"execution_id":"","verb":"echo"}}`,
@@ -660,7 +739,7 @@ func FuzzHandleFrame(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := New(Config{URL: "ws://gw/ws/agent", AgentID: testAgentID, Credential: "t",
-			Handlers: map[string]HandlerFunc{"echo": echoHandler}})
+			Handlers: map[string]HandlerFunc{"echo": echoHandler}, TrustedKeys: signer.PublicKeys()})
 		require.NoError(t, err)
 		s := &session{out: make(chan []byte, 64), done: make(chan struct{}), writeTimeout: time.Second}
 		a.handleFrame(context.Background(), s, data)

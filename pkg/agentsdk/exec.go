@@ -94,32 +94,35 @@ func (a *Agent) handleCommand(ctx context.Context, s *session, cmd *protocol.Com
 		log.WithField("reason", "execution_id "+err.Error()).Warn("ignoring COMMAND without a valid execution_id")
 		return
 	}
-	if cmd.AgentID != "" && cmd.AgentID != a.cfg.AgentID {
-		log.WithField("target_agent_id", trunc(cmd.AgentID, protocol.MaxIDLen)).Warn("ignoring COMMAND addressed to another agent")
-		return
-	}
 
+	// An execution already seen is never run again, whatever the frame
+	// carries: the platform re-sends COMMANDs (re-signed, with a new nonce)
+	// when an ACK or a result was lost.
 	a.mu.Lock()
-	if e, ok := a.execs[id]; ok {
-		state := e.state
+	if frame, msg := a.duplicate(cmd); msg != "" {
 		a.mu.Unlock()
-		log.Debug("duplicate COMMAND for a running execution; acknowledged again")
-		s.enqueue(a.ackFrame(id, state))
-		return
-	}
-	if o, ok := a.outbox[id]; ok {
-		frame := o.frame
-		a.mu.Unlock()
-		log.Debug("duplicate COMMAND for a finished execution; result sent again")
+		log.Debug(msg)
 		s.enqueue(frame)
 		return
 	}
-	if a.recent.has(id) {
+	verifier := a.trust.verifier
+	a.mu.Unlock()
+
+	// Verified before ACK: a refused COMMAND gets a failed result, no ACK.
+	// The signature is checked without holding a.mu (canonicalising large
+	// args takes a while); handleCommand runs only on the session's read
+	// loop, so no other COMMAND is admitted meanwhile.
+	reason, err := a.checkCommand(cmd, verifier)
+	a.mu.Lock()
+	if reason == "" {
+		reason = a.checkNonce(cmd)
+	}
+	if reason != "" {
 		a.mu.Unlock()
-		log.Debug("duplicate COMMAND for an acknowledged execution; acknowledged again")
-		s.enqueue(a.ackFrame(id, protocol.AckReceived))
+		a.reject(*cmd, reason, err)
 		return
 	}
+	a.nonces.add(cmd.Nonce, id)
 	hctx, cancel := context.WithCancelCause(ctx)
 	e := &execution{state: protocol.AckReceived, cancel: cancel}
 	a.execs[id] = e
@@ -129,6 +132,23 @@ func (a *Agent) handleCommand(ctx context.Context, s *session, cmd *protocol.Com
 	s.enqueue(a.ackFrame(id, protocol.AckReceived))
 	a.handlers.Add(1)
 	go a.execute(hctx, e, *cmd)
+}
+
+// duplicate returns what to answer for a COMMAND whose execution was already
+// seen, with a log message; msg is "" for a new execution. Called with a.mu
+// held.
+func (a *Agent) duplicate(cmd *protocol.Command) (frame []byte, msg string) {
+	id := cmd.ExecutionID
+	if e, ok := a.execs[id]; ok {
+		return a.ackFrame(id, e.state), "duplicate COMMAND for a running execution; acknowledged again"
+	}
+	if o, ok := a.outbox[id]; ok {
+		return o.frame, "duplicate COMMAND for a finished execution; result sent again"
+	}
+	if prev, ok := a.nonces.lookup(cmd.Nonce); a.recent.has(id) || (ok && prev == id) {
+		return a.ackFrame(id, protocol.AckReceived), "duplicate COMMAND for an acknowledged execution; acknowledged again"
+	}
+	return nil, ""
 }
 
 // execute waits for a concurrency slot, runs the handler and stores the result.
@@ -175,9 +195,31 @@ func (a *Agent) callHandler(ctx context.Context, cmd protocol.Command) (res Resu
 
 // finish moves an execution from running to the outbox and sends its result.
 func (a *Agent) finish(cmd protocol.Command, res Result, startedAt, finishedAt time.Time) {
+	status, ok := a.storeResult(cmd, res, startedAt, finishedAt)
+	if !ok {
+		return
+	}
+	a.log.WithFields(logrus.Fields{
+		"execution_id": cmd.ExecutionID,
+		"command_id":   cmd.CommandID,
+		"verb":         cmd.Verb,
+		"status":       status,
+		"exit_code":    res.ExitCode,
+		"duration_ms":  finishedAt.Sub(startedAt).Milliseconds(),
+	}).Info("command finished")
+}
+
+// storeResult encodes the COMMAND_RESULT of an execution, moves the
+// execution from running to the outbox and sends the result. It returns the
+// result's status and whether it was stored.
+func (a *Agent) storeResult(cmd protocol.Command, res Result, startedAt, finishedAt time.Time) (string, bool) {
+	commandID := cmd.CommandID
+	if checkID(commandID) != nil {
+		commandID = "" // optional in the result; an invalid one would make the gateway refuse it
+	}
 	r := protocol.CommandResult{
 		ExecutionID: cmd.ExecutionID,
-		CommandID:   cmd.CommandID,
+		CommandID:   commandID,
 		Status:      res.Status(),
 		ExitCode:    res.ExitCode,
 		Output:      truncateUTF8(res.Output, protocol.MaxOutputBytes),
@@ -185,18 +227,10 @@ func (a *Agent) finish(cmd protocol.Command, res Result, startedAt, finishedAt t
 		StartedAt:   startedAt,
 		FinishedAt:  finishedAt,
 	}
-	log := a.log.WithFields(logrus.Fields{
-		"execution_id": cmd.ExecutionID,
-		"command_id":   cmd.CommandID,
-		"verb":         cmd.Verb,
-		"status":       r.Status,
-		"exit_code":    r.ExitCode,
-		"duration_ms":  finishedAt.Sub(startedAt).Milliseconds(),
-	})
 	frame, err := protocol.Encode(protocol.TypeCommandResult, "", r)
 	if err != nil {
-		log.WithError(err).Error("encoding COMMAND_RESULT failed")
-		return
+		a.log.WithError(err).WithField("execution_id", cmd.ExecutionID).Error("encoding COMMAND_RESULT failed")
+		return r.Status, false
 	}
 	a.mu.Lock()
 	delete(a.execs, cmd.ExecutionID)
@@ -207,10 +241,10 @@ func (a *Agent) finish(cmd protocol.Command, res Result, startedAt, finishedAt t
 	}
 	s := a.sess
 	a.mu.Unlock()
-	log.Info("command finished")
 	if s != nil {
 		s.enqueue(frame)
 	}
+	return r.Status, true
 }
 
 // evictOldest drops the oldest unacknowledged result; called with a.mu held.

@@ -130,6 +130,7 @@ func (a *Agent) runSession(ctx context.Context) (out sessionOutcome) {
 		return out
 	}
 	out.welcomed = true
+	a.observeWelcome(welcome)
 	hb := interval(a.cfg.HeartbeatInterval, welcome.HeartbeatIntervalS, DefaultHeartbeatInterval)
 	tel := interval(a.cfg.TelemetryInterval, welcome.TelemetryIntervalS, DefaultTelemetryInterval)
 

@@ -89,6 +89,10 @@ type Security struct {
 	BackendPrivateKeyPath string `toml:"backend_private_key_path"`
 	// BackendCertificatePath is the path of the backend certificate (env BACKEND_CERTIFICATE_PATH).
 	BackendCertificatePath string `toml:"backend_certificate_path"`
+	// PreviousSigningKeyPath is the previous command signing key (public or
+	// private PEM) during a rotation: announced and accepted, no longer used to
+	// sign (env BACKEND_PREVIOUS_KEY_PATH).
+	PreviousSigningKeyPath string `toml:"previous_signing_key_path"`
 	// AllowedOrigins lists the origins allowed to call the API ("*" for any).
 	AllowedOrigins []string `toml:"allowed_origins"`
 	// RateLimitRequests is the number of requests allowed per client per window.

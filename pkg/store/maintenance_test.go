@@ -92,3 +92,24 @@ func testMaintenance(t *testing.T, s *store.Store) {
 	_, _, err = s.GetCommand(ctx, c.ID)
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
+
+func TestSigningKeys(t *testing.T) { each(t, testSigningKeys) }
+
+func testSigningKeys(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	keys, err := s.SigningKeys(ctx)
+	require.NoError(t, err)
+	require.Empty(t, keys)
+	require.NoError(t, s.RegisterSigningKey(ctx, "ed25519:old", "T0xE"))
+	time.Sleep(5 * time.Millisecond)
+	require.NoError(t, s.RegisterSigningKey(ctx, "ed25519:new", "TkVX"))
+	keys, err = s.SigningKeys(ctx)
+	require.NoError(t, err)
+	require.Len(t, keys, 2)
+	require.Equal(t, "ed25519:new", keys[0].KeyID, "newest first")
+	time.Sleep(5 * time.Millisecond)
+	require.NoError(t, s.RegisterSigningKey(ctx, "ed25519:old", "T0xE"))
+	keys, err = s.SigningKeys(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "ed25519:old", keys[0].KeyID, "registering again makes it the newest")
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/signing"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -30,6 +31,7 @@ type Store interface {
 	ReleaseUndelivered(ctx context.Context, executionID string) (bool, error)
 	Sweep(ctx context.Context, now time.Time, policy store.RetryPolicy) ([]store.Timeout, error)
 	TryLead(ctx context.Context, name string) (*store.Leader, error)
+	RegisterSigningKey(ctx context.Context, keyID, publicKey string) error
 	MarkStaleAgentsOffline(ctx context.Context, cutoff time.Time) ([]store.StaleAgent, error)
 	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	DeleteTelemetryBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
@@ -56,6 +58,9 @@ type Config struct {
 	RetentionInterval  time.Duration
 	Tasks              []Task
 	Now                func() time.Time // the clock; tests control it
+
+	// Signer signs every COMMAND (required).
+	Signer *signing.Signer
 }
 
 func (c *Config) setDefaults() {
@@ -87,10 +92,14 @@ func (c *Config) setDefaults() {
 
 // Validate reports a configuration that cannot work.
 func (c Config) Validate() error {
+	var errs []error
 	if c.MaxRetryDelay < c.RetryDelay {
-		return errors.New("scheduler: max retry delay is below the retry delay")
+		errs = append(errs, errors.New("scheduler: max retry delay is below the retry delay"))
 	}
-	return nil
+	if c.Signer == nil {
+		errs = append(errs, errors.New("scheduler: a command signer is required"))
+	}
+	return errors.Join(errs...)
 }
 
 // Scheduler dispatches executions.
@@ -120,6 +129,9 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 
 // Run dispatches until ctx is done.
 func (s *Scheduler) Run(ctx context.Context) error {
+	if err := s.registerKeys(ctx); err != nil {
+		return err
+	}
 	sub, err := s.bus.Subscribe(ctx, bus.TopicScheduler)
 	if err != nil {
 		return fmt.Errorf("subscribing to scheduler topic: %w", err)
@@ -150,6 +162,25 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.handleWake(ctx, m.Payload)
 		}
 	}
+}
+
+// registerKeys publishes the signing keys' public halves for the gateways to
+// announce; the primary last, so it is the newest.
+func (s *Scheduler) registerKeys(ctx context.Context) error {
+	primary := s.cfg.Signer.KeyID()
+	for id, pub := range s.cfg.Signer.PublicKeys() {
+		if id == primary {
+			continue
+		}
+		if err := s.store.RegisterSigningKey(ctx, id, signing.EncodePublicKey(pub)); err != nil {
+			return err
+		}
+	}
+	if err := s.store.RegisterSigningKey(ctx, primary, signing.EncodePublicKey(s.cfg.Signer.PublicKey())); err != nil {
+		return err
+	}
+	s.log.WithField("key_id", primary).Info("signing commands")
+	return nil
 }
 
 func (s *Scheduler) poke() {
@@ -349,10 +380,15 @@ func (s *Scheduler) publish(ctx context.Context, d store.DueExecution, e bus.Ent
 	if d.ExpiresAt.Before(expires) {
 		expires = d.ExpiresAt
 	}
-	frame, err := protocol.Encode(protocol.TypeCommand, d.ExecutionID, protocol.Command{
+	cmd := protocol.Command{
 		CommandID: d.CommandID, ExecutionID: d.ExecutionID, AgentID: d.AgentID, Verb: d.Verb,
 		Args: json.RawMessage(d.Args), RequestedBy: d.CreatedBy, IssuedAt: now, ExpiresAt: expires, Nonce: nonce(),
-	})
+	}
+	if err := s.cfg.Signer.Sign(&cmd); err != nil {
+		log.WithError(err).Error("signing command failed")
+		return
+	}
+	frame, err := protocol.Encode(protocol.TypeCommand, d.ExecutionID, cmd)
 	if err != nil {
 		log.WithError(err).Error("encoding command frame failed")
 		return

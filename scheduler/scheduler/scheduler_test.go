@@ -2,6 +2,8 @@ package scheduler_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/signing"
 	"github.com/viworks/backend-agent/pkg/store"
 	"github.com/viworks/backend-agent/pkg/testenv"
 	"github.com/viworks/backend-agent/scheduler/scheduler"
@@ -54,6 +57,10 @@ func quiet() logrus.FieldLogger {
 
 func start(t *testing.T, e env, cfg scheduler.Config) (*scheduler.Scheduler, context.CancelFunc) {
 	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	cfg.Signer, err = signing.NewSigner(priv)
+	require.NoError(t, err)
 	s, err := scheduler.New(e.store, e.bus, e.bus, nil, quiet(), cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -121,6 +128,11 @@ func TestDispatchRetryAndTimeout(t *testing.T) {
 	require.Equal(t, "agent-1", c.AgentID)
 	require.Equal(t, "alice", c.RequestedBy)
 	require.Equal(t, "s1", d.SessionID)
+	keys, err := e.store.SigningKeys(ctx)
+	require.NoError(t, err)
+	pub, err := signing.DecodePublicKey(keys[0].PublicKey)
+	require.NoError(t, err)
+	require.NoError(t, signing.NewVerifier(map[string]ed25519.PublicKey{keys[0].KeyID: pub}).Verify(*c), "the COMMAND is signed with the registered key")
 	first := c.ExecutionID
 
 	// No ACK: after the ack deadline (clock +2s) the execution retries once the

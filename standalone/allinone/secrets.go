@@ -1,17 +1,16 @@
 package allinone
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/viworks/backend-agent/pkg/signing"
 )
 
 // Files the all-in-one keeps in its data directory (each 0600).
@@ -58,7 +57,7 @@ func LoadSecrets(dir string, create bool) (Secrets, error) {
 	}
 	s.SigningKeyPath = filepath.Join(dir, SigningKeyFile)
 	if _, err := os.Stat(s.SigningKeyPath); errors.Is(err, fs.ErrNotExist) && create {
-		if err := writeSigningKey(s.SigningKeyPath); err != nil {
+		if _, err := signing.GenerateKeyFile(s.SigningKeyPath); err != nil {
 			return s, err
 		}
 		s.Created = true
@@ -91,20 +90,4 @@ func secretFile(path string, create bool, created *bool) (string, error) {
 	}
 	*created = true
 	return v, nil
-}
-
-func writeSigningKey(path string) error {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generating the signing key: %w", err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return fmt.Errorf("encoding the signing key: %w", err)
-	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if err := os.WriteFile(path, out, 0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }
