@@ -21,7 +21,7 @@ import (
 )
 
 // allInOne starts bin/viworks on dataDir and a free port and waits for /readyz.
-func allInOne(t *testing.T, c *cluster, label, dataDir string, extra ...string) (*proc, api) {
+func allInOne(t *testing.T, c *testCluster, label, dataDir string, extra ...string) (*proc, api) {
 	t.Helper()
 	port := freePort(t)
 	args := append([]string{"--data-dir", dataDir, "--port", strconv.Itoa(port)}, extra...)
@@ -35,12 +35,7 @@ func allInOne(t *testing.T, c *cluster, label, dataDir string, extra ...string) 
 
 func stop(t *testing.T, p *proc) {
 	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("%s did not stop within 20s", p.name)
-	}
+	require.True(t, p.Stop(20*time.Second), "%s did not stop within 20s", p.Name)
 }
 
 func agentsOf(t *testing.T, a api, status string) map[string]bool {
@@ -54,10 +49,8 @@ func agentsOf(t *testing.T, a api, status string) map[string]bool {
 }
 
 // embeddedCluster is a cluster without Postgres/Redis: only binaries and temp dirs.
-func embeddedCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, bin: binaries(t), dir: t.TempDir(), env: append(os.Environ(), "LOG_FORMAT=text")}
-	t.Cleanup(c.stopAll)
-	return c
+func embeddedCluster(t *testing.T) *testCluster {
+	return newTestCluster(t, append(os.Environ(), "LOG_FORMAT=text"))
 }
 
 func TestAllInOneSurvivesRestart(t *testing.T) {
@@ -130,7 +123,7 @@ func TestAllInOneBadInput(t *testing.T) {
 	c := embeddedCluster(t)
 	runFail := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(filepath.Join(c.bin, "viworks"), args...)
+		cmd := exec.Command(filepath.Join(c.Bin, "viworks"), args...)
 		cmd.Env = append(os.Environ(), "DATABASE_URL=", "REDIS_URL=")
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr

@@ -56,7 +56,7 @@ type system struct {
 }
 
 // startSystem runs migrate, one scheduler, one api-server and two gateways.
-func startSystem(t *testing.T, c *cluster) system {
+func startSystem(t *testing.T, c *testCluster) system {
 	t.Helper()
 	out, err := c.run("scheduler", "migrate")
 	require.NoError(t, err)
