@@ -1,13 +1,13 @@
 # ViWorkS Backend Agent — the two set-up commands are `make run` and `make test`.
 GO       ?= go
 BIN      ?= bin
-PKGS     := ./pkg/... ./api-server/... ./agent-gateway/... ./scheduler/... ./agentsim/... ./standalone/... ./e2e/...
+PKGS     := ./pkg/... ./api-server/... ./agent-gateway/... ./scheduler/... ./agentsim/... ./standalone/... ./e2e/... ./bench/...
 DATA_DIR    ?= data
 DEMO_AGENTS ?= 5
 LDFLAGS  := -s -w
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build test lint run clean tidy
+.PHONY: build test lint run bench clean tidy
 
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
@@ -21,13 +21,16 @@ test: ## all tests with the race detector (service-backed tests skip without Pos
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: ## gofmt, go vet, staticcheck
-	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e; echo 'gofmt: files above need formatting'; exit 1; }
+	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet $(PKGS)
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) $(PKGS)
 
 run: build ## the whole product in one process on embedded storage, with demo agents
 	$(BIN)/viworks --data-dir $(DATA_DIR) --demo-agents $(DEMO_AGENTS) --log-format text
+
+bench: ## real services on loopback; prints each figure beside its target and this machine's limits (BENCH_QUICK=1: small)
+	$(GO) run ./bench
 
 tidy:
 	cd pkg && $(GO) mod tidy
@@ -36,6 +39,7 @@ tidy:
 	cd scheduler && $(GO) mod tidy
 	cd agentsim && $(GO) mod tidy
 	cd standalone && $(GO) mod tidy
+	cd bench && $(GO) mod tidy
 	cd e2e && $(GO) mod tidy
 
 clean:

@@ -1,0 +1,28 @@
+// Command bench runs `make bench`: the product's speed on this machine, beside
+// its targets and the limits of the same machine. BENCH_QUICK=1 runs it small.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/viworks/backend-agent/bench/runner"
+)
+
+func main() {
+	var cfg runner.Config
+	flag.StringVar(&cfg.Root, "root", ".", "repository root")
+	flag.StringVar(&cfg.OutDir, "out", "bench/results", "directory for the result table")
+	flag.BoolVar(&cfg.Quick, "quick", os.Getenv("BENCH_QUICK") == "1", "small sizes (also BENCH_QUICK=1)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runner.Run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}

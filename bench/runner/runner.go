@@ -1,0 +1,483 @@
+// Package runner is `make bench`: it starts the real services on loopback
+// (Postgres, Redis, scheduler, api-server, agent-gateway, simulated agents),
+// runs each scenario, and prints every figure beside its target and the raw
+// limits of this machine measured in the same run.
+package runner
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/viworks/backend-agent/e2e/cluster"
+	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/signing"
+)
+
+// Config sizes the run.
+type Config struct {
+	Root         string // repository root
+	OutDir       string // where the result table is written
+	Quick        bool   // small sizes, for CI
+	AdminDB      string // Postgres admin URL
+	RedisURL     string
+	LatencyN     int
+	Agents       int
+	Throughput   time.Duration
+	FanOut       int // agents per command in the throughput scenario
+	LimitSamples int
+}
+
+// Defaults fills the sizes for a full or a quick run.
+func (c *Config) Defaults() {
+	if c.AdminDB == "" {
+		c.AdminDB = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	if c.RedisURL == "" {
+		c.RedisURL = "redis://127.0.0.1:6379/0"
+	}
+	if c.Quick {
+		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples = 100, 100, 5*time.Second, 50, 200
+	} else {
+		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples = 1000, 1000, 30*time.Second, 100, 2000
+	}
+}
+
+// serviceConfig is what a user at this scale would set (printed with the table).
+const serviceConfig = `[command]
+max_concurrent_commands = 100000
+max_command_queue_size = 1000000
+max_per_agent = 64
+
+[agent_management]
+max_agent_connections = 20000
+`
+
+// Row is one line of the result table.
+type Row struct {
+	Scenario, Figure, Target, Limit, Ratio, Met string
+}
+
+// Run executes the benchmark and writes the table to out and OutDir.
+func Run(ctx context.Context, cfg Config, out io.Writer) error {
+	cfg.Defaults()
+	progress := func(format string, a ...any) { fmt.Fprintf(out, "bench: "+format+"\n", a...) }
+
+	progress("building binaries")
+	bin, err := cluster.Build(cfg.Root)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	work, err := os.MkdirTemp("", "viworks-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	admin, err := sql.Open("pgx", cfg.AdminDB)
+	if err != nil {
+		return fmt.Errorf("opening postgres: %w", err)
+	}
+	defer admin.Close()
+	dbName := fmt.Sprintf("viworks_bench_%d", time.Now().UnixNano())
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+dbName); err != nil {
+		return fmt.Errorf("creating database (is Postgres running on 127.0.0.1?): %w", err)
+	}
+	defer func() { _, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+dbName+" WITH (FORCE)") }()
+	u, _ := url.Parse(cfg.AdminDB)
+	u.Path = "/" + dbName
+	dbURL := u.String()
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	ropts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+
+	progress("measuring the limits of this machine (%d samples each)", cfg.LimitSamples)
+	limits, err := measureLimits(ctx, db, rdb, cfg.LimitSamples)
+	if err != nil {
+		return err
+	}
+
+	prefix := fmt.Sprintf("viworks-bench-%d:", time.Now().UnixNano())
+	keyPath := filepath.Join(work, "signing.key")
+	if _, err := signing.GenerateKeyFile(keyPath); err != nil {
+		return err
+	}
+	confPath := filepath.Join(work, "viworks.toml")
+	if err := os.WriteFile(confPath, []byte(serviceConfig), 0o600); err != nil {
+		return err
+	}
+	c := &cluster.Cluster{Bin: bin, Dir: work, Env: append(os.Environ(),
+		"DATABASE_URL="+dbURL, "REDIS_URL="+cfg.RedisURL, "REDIS_KEY_PREFIX="+prefix,
+		"BACKEND_PRIVATE_KEY_PATH="+keyPath, "JWT_SECRET=bench-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"-0123456789abcdef",
+		"AGENT_ENROLLMENT_SECRET=bench-enrollment-secret", "LOG_LEVEL=warn", "LOG_FORMAT=text",
+	)}
+	defer c.StopAll(20 * time.Second)
+
+	progress("starting scheduler, agent-gateway, api-server and %d simulated agents", cfg.Agents)
+	sys, err := start(c, confPath, cfg.Agents)
+	if err != nil {
+		return err
+	}
+	b, err := bus.NewRedis(ctx, bus.RedisConfig{URL: cfg.RedisURL, KeyPrefix: prefix})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	results, err := subscribeResults(ctx, b)
+	if err != nil {
+		return err
+	}
+
+	progress("latency: %d sequential single-target commands", cfg.LatencyN)
+	lat, err := latency(ctx, sys, results, cfg.LatencyN)
+	if err != nil {
+		return err
+	}
+	breakdown, err := latencyBreakdown(ctx, db)
+	if err != nil {
+		return err
+	}
+	progress("latency breakdown (medians, server clocks): %s", breakdown)
+	progress("throughput: %s with %d agents, %d agents per command", cfg.Throughput, cfg.Agents, cfg.FanOut)
+	tput, err := throughput(ctx, sys, results, cfg.Agents, cfg.FanOut, cfg.Throughput, progress)
+	if err != nil {
+		return err
+	}
+	var unfinished int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM executions WHERE status <> 'succeeded'`).Scan(&unfinished); err != nil {
+		return err
+	}
+	if unfinished > 0 {
+		return fmt.Errorf("%d executions did not succeed", unfinished)
+	}
+
+	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
+	base := limits.RedisRTT + limits.PGCommit
+	rows := []Row{
+		{"latency", "p50 " + ms(p50), "≤ 5 ms", "Redis RTT + PG commit " + ms(base), ratio(float64(p50), float64(base)), met(p50 <= 5*time.Millisecond)},
+		{"latency", "p99 " + ms(p99), "≤ 20 ms", "", "", met(p99 <= 20*time.Millisecond)},
+		{"throughput", fmt.Sprintf("%.0f executions/s", tput), "≥ 5,000/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(tput, limits.PGInsertTPS), met(tput >= 5000)},
+	}
+	var table bytes.Buffer
+	fmt.Fprintf(&table, "configuration used (TOML, on top of the defaults):\n%s\n", indent(serviceConfig))
+	fmt.Fprintf(&table, "limits measured in this run: Redis PING p50 %s, PUBLISH %.0f/s (one client); Postgres single-row INSERT commit p50 %s, %.0f tx/s (one client)\n\n",
+		ms(limits.RedisRTT), limits.RedisPublishPS, ms(limits.PGCommit), limits.PGInsertTPS)
+	writeTable(&table, rows)
+	if _, err := out.Write(table.Bytes()); err != nil {
+		return err
+	}
+	if cfg.OutDir != "" {
+		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+			return err
+		}
+		name := filepath.Join(cfg.OutDir, "results-"+time.Now().UTC().Format("20060102T150405Z")+".txt")
+		if err := os.WriteFile(name, table.Bytes(), 0o644); err != nil {
+			return err
+		}
+		progress("wrote %s", name)
+	}
+	return nil
+}
+
+// latencyBreakdown splits the single-target commands' time by stage, from the
+// timestamps the services recorded.
+func latencyBreakdown(ctx context.Context, db *sql.DB) (string, error) {
+	var create, dispatch, run, record float64
+	err := db.QueryRowContext(ctx, `SELECT
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM e.dispatched_at - c.created_at)),
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM e.started_at - e.dispatched_at)),
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM e.finished_at - e.started_at)),
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.finished_at - e.finished_at))
+FROM commands c JOIN executions e ON e.command_id = c.id`).Scan(&create, &dispatch, &run, &record)
+	if err != nil {
+		return "", fmt.Errorf("latency breakdown: %w", err)
+	}
+	f := func(s float64) string { return fmt.Sprintf("%.2f ms", s*1000) }
+	return fmt.Sprintf("created→dispatched %s, dispatched→agent started %s, agent run %s, agent finished→recorded %s",
+		f(create), f(dispatch), f(run), f(record)), nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func met(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+func indent(s string) string { return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ") + "\n" }
+
+func writeTable(w io.Writer, rows []Row) {
+	head := Row{"scenario", "figure", "target", "limit measured in this run", "ratio", "met"}
+	all := append([]Row{head}, rows...)
+	width := make([]int, 6)
+	for _, r := range all {
+		for i, f := range []string{r.Scenario, r.Figure, r.Target, r.Limit, r.Ratio, r.Met} {
+			width[i] = max(width[i], len([]rune(f)))
+		}
+	}
+	for n, r := range all {
+		cells := []string{r.Scenario, r.Figure, r.Target, r.Limit, r.Ratio, r.Met}
+		for i, f := range cells {
+			cells[i] = f + strings.Repeat(" ", width[i]-len([]rune(f)))
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+		if n == 0 {
+			dashes := make([]string, 6)
+			for i := range dashes {
+				dashes[i] = strings.Repeat("-", width[i])
+			}
+			fmt.Fprintf(w, "| %s |\n", strings.Join(dashes, " | "))
+		}
+	}
+}
+
+// system is the running services, seen from outside.
+type system struct {
+	api    string
+	token  string
+	client *http.Client
+	agents []string
+}
+
+func start(c *cluster.Cluster, confPath string, agents int) (system, error) {
+	if _, err := c.Run("scheduler", "migrate"); err != nil {
+		return system{}, err
+	}
+	ports := make([]int, 3)
+	for i := range ports {
+		p, err := cluster.FreePort()
+		if err != nil {
+			return system{}, err
+		}
+		ports[i] = p
+	}
+	specs := []struct{ label, bin string }{{"scheduler", "scheduler"}, {"agent-gateway", "agent-gateway"}, {"api-server", "api-server"}}
+	for i, s := range specs {
+		p, err := c.Start(s.label, s.bin, []string{"VIWORKS_INSTANCE_ID=bench-" + s.label}, "--config", confPath, "--port", strconv.Itoa(ports[i]))
+		if err != nil {
+			return system{}, err
+		}
+		if err := cluster.WaitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[i]), p, 30*time.Second); err != nil {
+			return system{}, err
+		}
+	}
+	if _, err := c.Start("agentsim", "agentsim", nil, "--gateway", fmt.Sprintf("ws://127.0.0.1:%d/ws/agent", ports[1]),
+		"--agents", strconv.Itoa(agents), "--prefix", "b-", "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
+		"--log-level", "warn", "--connect-rate", "2000"); err != nil {
+		return system{}, err
+	}
+	tok, err := c.Run("api-server", "token", "--subject", "bench", "--role", "operator", "--ttl", "2h")
+	if err != nil {
+		return system{}, err
+	}
+	sys := system{api: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), token: strings.TrimSpace(tok),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	for i := range agents {
+		sys.agents = append(sys.agents, "b-"+strconv.Itoa(i))
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		n, err := sys.online()
+		if err != nil {
+			return sys, err
+		}
+		if n >= agents {
+			return sys, nil
+		}
+		if time.Now().After(deadline) {
+			return sys, fmt.Errorf("only %d of %d agents online after 2 minutes", n, agents)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (s system) online() (int, error) {
+	n, cursor := 0, ""
+	for {
+		var page struct {
+			Items      []json.RawMessage `json:"items"`
+			NextCursor *string           `json:"next_cursor"`
+		}
+		if err := s.do(http.MethodGet, "/api/v1/agents?status=online&limit=1000&cursor="+url.QueryEscape(cursor), nil, &page); err != nil {
+			return 0, err
+		}
+		n += len(page.Items)
+		if page.NextCursor == nil {
+			return n, nil
+		}
+		cursor = *page.NextCursor
+	}
+}
+
+func (s system) do(method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, s.api+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+func (s system) post(verb string, targets []string) (string, error) {
+	var created struct {
+		ID string `json:"id"`
+	}
+	err := s.do(http.MethodPost, "/api/v1/commands", map[string]any{"verb": verb, "args": map[string]any{"message": "bench"}, "agent_targets": targets}, &created)
+	return created.ID, err
+}
+
+// subscribeResults delivers the command id of every durable result, from the
+// gateways' wake messages (published after the result is committed).
+func subscribeResults(ctx context.Context, b *bus.Redis) (<-chan string, error) {
+	sub, err := b.Subscribe(ctx, bus.TopicScheduler)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan string, 1<<16)
+	go func() {
+		defer sub.Close()
+		for m := range sub.Messages() {
+			var w bus.Wake
+			if json.Unmarshal(m.Payload, &w) == nil && w.Reason == bus.WakeResult {
+				out <- w.CommandID
+			}
+		}
+	}()
+	return out, nil
+}
+
+// latency posts single-target commands one after another and measures POST to
+// durable result.
+func latency(ctx context.Context, s system, results <-chan string, n int) ([]time.Duration, error) {
+	out := make([]time.Duration, 0, n)
+	for i := range n {
+		t := time.Now()
+		id, err := s.post("echo", []string{s.agents[i%len(s.agents)]})
+		if err != nil {
+			return nil, err
+		}
+		if err := waitFor(ctx, results, id, 10*time.Second); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(t))
+	}
+	return out, nil
+}
+
+func waitFor(ctx context.Context, results <-chan string, id string, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case got := <-results:
+			if got == id {
+				return nil
+			}
+		case <-timer.C:
+			return fmt.Errorf("no result for command %s within %s", id, timeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// throughput keeps commands of fanOut agents flowing for dur and counts
+// durable results per second.
+func throughput(ctx context.Context, s system, results <-chan string, agents, fanOut int, dur time.Duration, progress func(string, ...any)) (float64, error) {
+	const window = 8 // commands in flight at once
+	start := time.Now()
+	submitted, done := 0, 0
+	next := 0
+	inflight := 0
+	lastReport := start
+	for {
+		for inflight < window && time.Since(start) < dur {
+			targets := make([]string, fanOut)
+			for i := range targets {
+				targets[i] = s.agents[(next+i)%agents]
+			}
+			next += fanOut
+			if _, err := s.post("echo", targets); err != nil {
+				return 0, err
+			}
+			inflight++
+			submitted += fanOut
+		}
+		if time.Since(start) >= dur && done >= submitted {
+			break
+		}
+		select {
+		case <-results:
+			done++
+			if done%fanOut == 0 {
+				inflight--
+			}
+		case <-time.After(30 * time.Second):
+			return 0, errors.New("throughput: no result for 30s")
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		if time.Since(lastReport) > 5*time.Second {
+			lastReport = time.Now()
+			progress("throughput: %d of %d executions done", done, submitted)
+		}
+	}
+	return float64(done) / time.Since(start).Seconds(), nil
+}
