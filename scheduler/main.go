@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/viworks/backend-agent/pkg/service"
+	"github.com/viworks/backend-agent/scheduler/alerting"
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
 
@@ -43,10 +44,15 @@ func run(args []string) int {
 		service.PrintErrors(os.Stderr, name, err)
 		return 1
 	}
+	alerter, err := alerting.New(p.Store, p.Log, p.Registry, alerting.Config{})
+	if err != nil {
+		service.PrintErrors(os.Stderr, name, err)
+		return 2
+	}
 	s, err := scheduler.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, scheduler.Config{
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-		Signer: signer,
+		Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
 	})
 	if err != nil {
 		service.PrintErrors(os.Stderr, name, err)

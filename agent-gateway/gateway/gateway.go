@@ -28,8 +28,7 @@ type Store interface {
 	MarkAgentOnline(ctx context.Context, a store.AgentSession) error
 	MarkAgentOffline(ctx context.Context, agentID, sessionID string, at time.Time) (bool, error)
 	TouchAgents(ctx context.Context, ups []store.HealthUpdate) error
-	AckExecution(ctx context.Context, executionID, agentID string, at time.Time) (bool, error)
-	RecordResult(ctx context.Context, r store.Result) (string, bool, error)
+	RecordBatch(ctx context.Context, b store.Batch) (store.BatchOutcome, error)
 	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
 	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
@@ -108,6 +107,7 @@ type Gateway struct {
 	log      logrus.FieldLogger
 	upgrader websocket.Upgrader
 	metrics  *metrics
+	commits  *committer
 
 	mu       sync.Mutex
 	sessions map[string]*session // agent id → current session
@@ -131,9 +131,11 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	m := newMetrics(reg)
 	g := &Gateway{
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
-		metrics:  newMetrics(reg),
+		metrics:  m,
+		commits:  newCommitter(st, b, log, m.batchSize),
 		sessions: map[string]*session{},
 		health:   map[string]store.HealthUpdate{},
 		telKick:  make(chan struct{}, 1),
@@ -173,6 +175,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.flushLoop(ctx)
 	}()
 	defer func() { <-flushDone }()
+	go g.commits.run(ctx)
+	defer func() { <-g.commits.done }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -288,31 +292,41 @@ func (g *Gateway) lookup(agentID string) *session {
 }
 
 func (g *Gateway) handleDelivery(ctx context.Context, payload []byte) {
-	var d bus.Delivery
-	if err := jsonUnmarshal(payload, &d); err != nil {
+	var ds bus.Deliveries
+	if err := jsonUnmarshal(payload, &ds); err != nil {
 		g.log.WithError(err).Warn("dropping malformed bus delivery")
 		return
 	}
+	var undelivered []bus.Delivery
+	for _, d := range ds.Items {
+		if !g.deliver(d) && d.ExecutionID != "" {
+			undelivered = append(undelivered, d)
+		}
+	}
+	// Tell the schedulers at once so they re-route instead of waiting for the ack deadline.
+	for _, d := range undelivered {
+		wake := bus.Encode(bus.Wake{Reason: bus.WakeUndelivered, AgentID: d.AgentID, ExecutionID: d.ExecutionID})
+		if _, err := g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
+			g.log.WithError(err).WithField("execution_id", d.ExecutionID).Warn("reporting undelivered execution failed")
+		}
+	}
+}
+
+// deliver hands one delivery to its session; false when the agent's session is not here.
+func (g *Gateway) deliver(d bus.Delivery) bool {
 	s := g.lookup(d.AgentID)
 	if d.Kick {
 		if s != nil && s.id == d.SessionID {
 			s.close(protocol.ClosePolicyViolation, "replaced by a newer session")
 		}
-		return
+		return true
 	}
 	if s != nil && (d.SessionID == "" || d.SessionID == s.id) && s.send(d.Frame) {
 		g.metrics.delivered.Inc()
-		return
+		return true
 	}
 	g.metrics.undelivered.Inc()
-	if d.ExecutionID == "" {
-		return
-	}
-	// Tell the schedulers at once so they re-route instead of waiting for the ack deadline.
-	wake := bus.Encode(bus.Wake{Reason: bus.WakeUndelivered, AgentID: d.AgentID, ExecutionID: d.ExecutionID})
-	if _, err := g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
-		g.log.WithError(err).WithField("execution_id", d.ExecutionID).Warn("reporting undelivered execution failed")
-	}
+	return false
 }
 
 // refreshKey loads the newest signing key the schedulers registered.

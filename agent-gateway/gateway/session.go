@@ -33,6 +33,24 @@ type session struct {
 	out       chan []byte
 	done      chan struct{}
 	closeOnce sync.Once
+
+	acked map[string]struct{} // executions acknowledged on this session (read loop only)
+}
+
+// maxAcked bounds the per-session memory of acknowledged executions.
+const maxAcked = 256
+
+// firstAck reports whether this is the first ACK of the execution on this
+// session; only the first needs a write.
+func (s *session) firstAck(executionID string) bool {
+	if _, ok := s.acked[executionID]; ok {
+		return false
+	}
+	if s.acked == nil || len(s.acked) >= maxAcked {
+		s.acked = make(map[string]struct{})
+	}
+	s.acked[executionID] = struct{}{}
+	return true
 }
 
 func newSession(g *Gateway, conn *websocket.Conn, remote string) *session {
@@ -170,7 +188,7 @@ func (s *session) register(ctx context.Context, h *protocol.Hello) error {
 		return err
 	}
 	if prev != nil && prev.GatewayID != s.g.cfg.GatewayID {
-		kick := bus.Encode(bus.Delivery{AgentID: s.agentID, SessionID: prev.SessionID, Kick: true})
+		kick := bus.EncodeDeliveries(bus.Delivery{AgentID: s.agentID, SessionID: prev.SessionID, Kick: true})
 		if _, err := s.g.bus.Publish(ctx, bus.GatewayTopic(prev.GatewayID), kick); err != nil {
 			s.log.WithError(err).Warn("telling the previous gateway to drop the old session failed")
 		}
@@ -257,9 +275,12 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 		raw, _ := json.Marshal(p.Metrics)
 		s.g.addTelemetry(store.TelemetrySample{AgentID: s.agentID, TS: p.TS.UTC(), Metrics: raw, ReceivedAt: time.Now().UTC()})
 	case *protocol.Ack:
-		if _, err := s.g.store.AckExecution(ctx, p.ExecutionID, s.agentID, time.Now()); err != nil {
-			s.log.WithError(err).WithField("execution_id", p.ExecutionID).Error("recording ack failed")
+		if !s.firstAck(p.ExecutionID) {
+			return true // "started" after "received": already moved to running
 		}
+		// Not waited for: the result's write does not depend on it, and the
+		// ack's write is guarded (it only moves a dispatched execution).
+		s.g.commits.enqueue(ctx, &job{ack: &store.Ack{ExecutionID: p.ExecutionID, AgentID: s.agentID, At: time.Now()}})
 	case *protocol.CommandResult:
 		return s.handleResult(ctx, p)
 	}
@@ -269,25 +290,20 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 // handleResult persists the result and only then sends RESULT_ACK; if the write
 // fails the agent keeps the result in its outbox and re-sends it.
 func (s *session) handleResult(ctx context.Context, r *protocol.CommandResult) bool {
-	cmdID, recorded, err := s.g.store.RecordResult(ctx, store.Result{
-		ExecutionID: r.ExecutionID, AgentID: s.agentID, Status: r.Status, ExitCode: r.ExitCode,
+	out, err := s.g.commits.submit(ctx, &job{result: &store.Result{
+		ExecutionID: r.ExecutionID, CommandID: r.CommandID, AgentID: s.agentID, Status: r.Status, ExitCode: r.ExitCode,
 		Output: r.Output, Error: r.Error, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-	})
-	log := s.log.WithField("execution_id", r.ExecutionID)
+	}})
 	if err != nil {
-		log.WithError(err).Error("recording result failed")
+		s.log.WithError(err).WithField("execution_id", r.ExecutionID).Error("recording result failed")
 		return true
 	}
 	s.sendFrame(protocol.TypeResultAck, protocol.ResultAck{ExecutionID: r.ExecutionID})
-	if !recorded {
+	if !out.Recorded {
 		s.g.metrics.duplicateResults.Inc()
 		return true
 	}
 	s.g.metrics.results.WithLabelValues(r.Status).Inc()
-	wake := bus.Encode(bus.Wake{Reason: bus.WakeResult, CommandID: cmdID, ExecutionID: r.ExecutionID})
-	if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
-		log.WithError(err).Warn("waking schedulers failed")
-	}
 	return true
 }
 

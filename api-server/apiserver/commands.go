@@ -285,7 +285,7 @@ func (s *Server) cancelCommand(c *gin.Context) {
 		if err != nil {
 			continue
 		}
-		msg := bus.Encode(bus.Delivery{AgentID: r.AgentID, Frame: frame})
+		msg := bus.EncodeDeliveries(bus.Delivery{AgentID: r.AgentID, Frame: frame})
 		if _, err := s.bus.Publish(c.Request.Context(), bus.GatewayTopic(r.GatewayID), msg); err != nil {
 			s.log.WithError(err).WithField("execution_id", r.ExecutionID).Warn("sending cancel failed")
 		}

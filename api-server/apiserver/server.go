@@ -25,6 +25,16 @@ type Store interface {
 	CancelCommand(ctx context.Context, id, actor, requestID string) ([]store.Timeout, error)
 	ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error)
 	Ping(ctx context.Context) error
+
+	CreateAlertRule(ctx context.Context, nr store.NewAlertRule) (store.AlertRule, error)
+	ListAlertRules(ctx context.Context, p store.Page) ([]store.AlertRule, string, error)
+	DeleteAlertRule(ctx context.Context, id string, audit store.AuditEvent) error
+	ListAlerts(ctx context.Context, f store.AlertFilter) ([]store.Alert, string, error)
+	CreateWebhook(ctx context.Context, nw store.NewWebhook) (store.Webhook, error)
+	ListWebhooks(ctx context.Context, p store.Page) ([]store.Webhook, string, error)
+	GetWebhook(ctx context.Context, id string) (store.Webhook, error)
+	DeleteWebhook(ctx context.Context, id string, audit store.AuditEvent) error
+	ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.WebhookDelivery, string, error)
 }
 
 // Verifier authenticates bearer tokens.
@@ -109,6 +119,14 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.POST("/commands", s.require(auth.RoleOperator), s.createCommand)
 	v1.GET("/commands/:id", s.require(auth.RoleViewer), s.getCommand)
 	v1.DELETE("/commands/:id", s.require(auth.RoleOperator), s.cancelCommand)
+	v1.GET("/alert-rules", s.require(auth.RoleAdmin), s.listAlertRules)
+	v1.POST("/alert-rules", s.require(auth.RoleAdmin), s.createAlertRule)
+	v1.DELETE("/alert-rules/:id", s.require(auth.RoleAdmin), s.deleteAlertRule)
+	v1.GET("/alerts", s.require(auth.RoleViewer), s.listAlerts)
+	v1.GET("/webhooks", s.require(auth.RoleAdmin), s.listWebhooks)
+	v1.POST("/webhooks", s.require(auth.RoleAdmin), s.createWebhook)
+	v1.DELETE("/webhooks/:id", s.require(auth.RoleAdmin), s.deleteWebhook)
+	v1.GET("/webhooks/:id/deliveries", s.require(auth.RoleAdmin), s.listDeliveries)
 	s.engine = e
 	return s, nil
 }

@@ -98,7 +98,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+dbName); err != nil {
 		return fmt.Errorf("creating database (is Postgres running on 127.0.0.1?): %w", err)
 	}
-	defer func() { _, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+dbName+" WITH (FORCE)") }()
+	defer func() {
+		_, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+dbName+" WITH (FORCE)")
+	}()
 	u, _ := url.Parse(cfg.AdminDB)
 	u.Path = "/" + dbName
 	dbURL := u.String()
@@ -237,7 +239,9 @@ func met(ok bool) string {
 	return "NO"
 }
 
-func indent(s string) string { return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ") + "\n" }
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ") + "\n"
+}
 
 func writeTable(w io.Writer, rows []Row) {
 	head := Row{"scenario", "figure", "target", "limit measured in this run", "ratio", "met"}
@@ -396,7 +400,9 @@ func subscribeResults(ctx context.Context, b *bus.Redis) (<-chan string, error) 
 		for m := range sub.Messages() {
 			var w bus.Wake
 			if json.Unmarshal(m.Payload, &w) == nil && w.Reason == bus.WakeResult {
-				out <- w.CommandID
+				for _, id := range w.CommandIDs {
+					out <- id
+				}
 			}
 		}
 	}()

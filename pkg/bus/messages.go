@@ -16,6 +16,9 @@ type Wake struct {
 	CommandID   string `json:"command_id,omitempty"`
 	AgentID     string `json:"agent_id,omitempty"`
 	ExecutionID string `json:"execution_id,omitempty"`
+	// CommandIDs has one entry per result recorded in a gateway's group
+	// commit (reason "result"): one wake per batch, not per result.
+	CommandIDs []string `json:"command_ids,omitempty"`
 }
 
 // Delivery is published on a gateway's topic: one frame for one agent session,
@@ -27,6 +30,15 @@ type Delivery struct {
 	Frame       json.RawMessage `json:"frame,omitempty"`
 	Kick        bool            `json:"kick,omitempty"`
 }
+
+// Deliveries is the payload on a gateway's topic: everything one dispatch
+// round (or one sender) has for that gateway, in one message.
+type Deliveries struct {
+	Items []Delivery `json:"items"`
+}
+
+// EncodeDeliveries builds a gateway topic payload.
+func EncodeDeliveries(items ...Delivery) []byte { return Encode(Deliveries{Items: items}) }
 
 // Encode marshals a bus message; these types always marshal.
 func Encode(v any) []byte {

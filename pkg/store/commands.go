@@ -295,102 +295,53 @@ func (s *Store) GetCommand(ctx context.Context, id string) (Command, []Execution
 	return cmd, execs, nil
 }
 
-// AckExecution moves a dispatched execution of agentID to running. It reports
-// false when the execution is unknown, belongs to another agent or is past that.
+// AckExecution moves a dispatched execution of agentID to running (see RecordBatch).
 func (s *Store) AckExecution(ctx context.Context, executionID, agentID string, at time.Time) (bool, error) {
-	res := s.db.WithContext(ctx).Model(&Execution{}).
-		Where("id = ? AND agent_id = ? AND status = ?", executionID, agentID, ExecDispatched).
-		Updates(map[string]any{"status": ExecRunning, "started_at": at.UTC(), "updated_at": at.UTC()})
-	if res.Error != nil {
-		return false, fmt.Errorf("acknowledging execution: %w", res.Error)
-	}
-	return res.RowsAffected > 0, nil
+	return ackExecution(s.db.WithContext(ctx), Ack{ExecutionID: executionID, AgentID: agentID, At: at}, time.Now().UTC())
 }
 
-// Result is an agent's report of a finished execution.
-type Result struct {
-	ExecutionID string
-	AgentID     string
-	Status      string // succeeded or failed
-	ExitCode    int
-	Output      string
-	Error       string
-	StartedAt   time.Time
-	FinishedAt  time.Time
-}
-
-// RecordResult stores a result if the execution belongs to the agent and is not
-// final yet: the first terminal result wins, later duplicates are ignored. A
-// failed result is final too (the agent ran the command; it is not retried). It
-// returns the command id and whether this result was recorded.
+// RecordResult records one result (see RecordBatch) and returns the command id
+// and whether this result was recorded.
 func (s *Store) RecordResult(ctx context.Context, r Result) (commandID string, recorded bool, err error) {
-	if r.Status != ExecSucceeded && r.Status != ExecFailed {
-		return "", false, fmt.Errorf("recording result: invalid status %q", r.Status)
+	out, err := s.RecordBatch(ctx, Batch{Results: []Result{r}})
+	if err != nil {
+		return "", false, err
 	}
-	var exec Execution
-	res := s.db.WithContext(ctx).Select("id", "command_id").Where("id = ? AND agent_id = ?", r.ExecutionID, r.AgentID).Limit(1).Find(&exec)
+	return out.Results[0].CommandID, out.Results[0].Recorded, nil
+}
+
+// lockedCommand is what refreshCommand needs of a locked command.
+type lockedCommand struct {
+	ID         string
+	Status     string
+	MaxErrors  *int
+	FinishedAt *time.Time
+}
+
+// lockCommand takes the command's row lock (Postgres) and reads it; SQLite's
+// single writer already serialises the transaction, and its dialect drops the
+// locking clause. A missing command gives ErrNotFound.
+func lockCommand(tx *gorm.DB, id string) (lockedCommand, error) {
+	var c lockedCommand
+	res := tx.Model(&Command{}).Clauses(clause.Locking{Strength: "UPDATE"}).
+		Select("id", "status", "max_errors", "finished_at").Where("id = ?", id).Limit(1).Scan(&c)
 	if res.Error != nil {
-		return "", false, fmt.Errorf("recording result: %w", res.Error)
+		return c, fmt.Errorf("locking command: %w", res.Error)
 	}
 	if res.RowsAffected == 0 {
-		return "", false, nil
+		return c, ErrNotFound
 	}
-	finished := r.FinishedAt.UTC()
-	if finished.IsZero() {
-		finished = time.Now().UTC()
-	}
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := lockCommand(tx, exec.CommandID); err != nil {
-			return err
-		}
-		upd := map[string]any{
-			"status": r.Status, "exit_code": r.ExitCode, "output": r.Output, "error": r.Error,
-			"finished_at": finished, "updated_at": time.Now().UTC(),
-		}
-		if !r.StartedAt.IsZero() {
-			upd["started_at"] = r.StartedAt.UTC() // the agent's clock, consistent with finished_at
-		}
-		// A result for an execution put back to retrying (the agent was thought
-		// gone) still counts: the agent did run it.
-		res := tx.Model(&Execution{}).
-			Where("id = ? AND agent_id = ? AND status IN ?", r.ExecutionID, r.AgentID, []string{ExecDispatched, ExecRunning, ExecRetrying}).
-			Updates(upd)
-		if res.Error != nil {
-			return fmt.Errorf("updating execution: %w", res.Error)
-		}
-		recorded = res.RowsAffected > 0
-		if !recorded {
-			return nil
-		}
-		return refreshCommand(tx, exec.CommandID)
-	})
-	if err != nil {
-		return "", false, fmt.Errorf("recording result: %w", err)
-	}
-	return exec.CommandID, recorded, nil
+	return c, nil
 }
 
-// lockCommand takes the command's row lock (Postgres); SQLite's single writer
-// already serialises the transaction, and its dialect drops the locking clause.
-func lockCommand(tx *gorm.DB, id string) error {
-	var got []string
-	if err := tx.Model(&Command{}).Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Pluck("id", &got).Error; err != nil {
-		return fmt.Errorf("locking command: %w", err)
-	}
-	return nil
-}
-
-// refreshCommand recomputes a command's aggregate status from its executions,
-// first cancelling what is still queued once failures exceed max_errors. The
-// caller holds the command's row lock.
-func refreshCommand(tx *gorm.DB, id string) error {
+// refreshCommand recomputes a locked command's aggregate status from its
+// executions, first cancelling what is still queued once failures exceed
+// max_errors; it writes the command only when the status changes.
+func refreshCommand(tx *gorm.DB, cmd lockedCommand) error {
+	id := cmd.ID
 	counts, err := countByStatus(tx, id)
 	if err != nil {
 		return err
-	}
-	var cmd Command
-	if err := tx.Select("id", "max_errors").Where("id = ?", id).Take(&cmd).Error; err != nil {
-		return fmt.Errorf("reading command: %w", err)
 	}
 	now := time.Now().UTC()
 	if cmd.MaxErrors != nil && counts[ExecFailed]+counts[ExecTimedOut] > *cmd.MaxErrors && counts[ExecQueued]+counts[ExecRetrying] > 0 {
@@ -407,6 +358,9 @@ func refreshCommand(tx *gorm.DB, id string) error {
 		}
 	}
 	status, final := Aggregate(counts)
+	if status == cmd.Status && (!final || cmd.FinishedAt != nil) {
+		return nil
+	}
 	upd := map[string]any{"status": status, "updated_at": now}
 	if final {
 		upd["finished_at"] = gorm.Expr("coalesce(finished_at, ?)", now)
@@ -439,16 +393,9 @@ func countByStatus(tx *gorm.DB, commandID string) (map[string]int, error) {
 func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) ([]Timeout, error) {
 	var running []Timeout
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := lockCommand(tx, id); err != nil {
+		cmd, err := lockCommand(tx, id)
+		if err != nil {
 			return err
-		}
-		var cmd Command
-		res := tx.Select("id", "status", "finished_at").Where("id = ?", id).Limit(1).Find(&cmd)
-		if res.Error != nil {
-			return fmt.Errorf("reading command: %w", res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return ErrNotFound
 		}
 		if cmd.FinishedAt != nil {
 			return ErrCommandFinal
@@ -458,7 +405,7 @@ func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) 
 			return fmt.Errorf("finding running executions: %w", err)
 		}
 		now := time.Now().UTC()
-		err := tx.Model(&Execution{}).Where("command_id = ? AND status IN ?", id, []string{ExecQueued, ExecRetrying, ExecDispatched, ExecRunning}).
+		err = tx.Model(&Execution{}).Where("command_id = ? AND status IN ?", id, []string{ExecQueued, ExecRetrying, ExecDispatched, ExecRunning}).
 			Updates(map[string]any{"status": ExecCancelled, "error": "cancelled by " + actor, "finished_at": now, "updated_at": now}).Error
 		if err != nil {
 			return fmt.Errorf("cancelling executions: %w", err)
@@ -470,7 +417,7 @@ func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) 
 		if err := tx.Create(&AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details}).Error; err != nil {
 			return fmt.Errorf("inserting audit event: %w", err)
 		}
-		return refreshCommand(tx, id)
+		return refreshCommand(tx, cmd)
 	})
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ type ClaimOptions struct {
 	AckTimeout  time.Duration // dispatch to ACK (default 10s)
 	MaxInFlight int           // dispatched+running across all schedulers; 0: unlimited
 	PerAgent    int           // in flight per agent (default 16)
+	Now         time.Time     // the claim's clock (default time.Now())
 }
 
 func (o *ClaimOptions) setDefaults() {
@@ -29,6 +30,10 @@ func (o *ClaimOptions) setDefaults() {
 	if o.PerAgent <= 0 {
 		o.PerAgent = 16
 	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	o.Now = o.Now.UTC()
 }
 
 // claimLockKey is the pg_advisory_xact_lock key that serialises capped claims.
@@ -155,7 +160,7 @@ WHERE e.status IN ('queued', 'retrying') AND e.next_attempt_at <= ? AND a.status
   AND (c.max_concurrency = 0 OR
        (SELECT count(*) FROM executions y WHERE y.command_id = e.command_id AND y.status IN ('dispatched', 'running')) < c.max_concurrency)
 ORDER BY e.priority DESC, e.created_at, e.id
-LIMIT ? `+lock, time.Now().UTC(), o.PerAgent, limit).Scan(&due).Error
+LIMIT ? `+lock, o.Now, o.PerAgent, limit).Scan(&due).Error
 		if err != nil {
 			return fmt.Errorf("claiming executions: %w", err)
 		}
@@ -190,7 +195,7 @@ LIMIT ? `+lock, time.Now().UTC(), o.PerAgent, limit).Scan(&due).Error
 			k := group{gw, d.TimeoutSeconds}
 			groups[k] = append(groups[k], d.ExecutionID)
 		}
-		now := time.Now().UTC()
+		now := o.Now
 		for k, ids := range groups {
 			err := tx.Model(&Execution{}).Where("id IN ?", ids).Updates(map[string]any{
 				"status": ExecDispatched, "attempts": gorm.Expr("attempts + 1"), "gateway_id": k.gateway,
@@ -482,10 +487,11 @@ func (s *Store) RefreshCommands(ctx context.Context, ids []string) error {
 		}
 		seen[id] = true
 		err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			if err := lockCommand(tx, id); err != nil {
+			cmd, err := lockCommand(tx, id)
+			if err != nil {
 				return err
 			}
-			return refreshCommand(tx, id)
+			return refreshCommand(tx, cmd)
 		})
 		if err != nil {
 			return fmt.Errorf("refreshing command %s: %w", id, err)

@@ -255,29 +255,28 @@ func testSweepRetriesTimesOutAndExpires(t *testing.T, s *store.Store) {
 	online(t, s, "a1", "gw", "s1")
 	c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Targeting: store.Targeting{AgentIDs: []string{"a1"}}, TTLSeconds: 3600, TimeoutSeconds: 30, MaxRetries: 1, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 	require.NoError(t, err)
-	_, _, err = s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Millisecond}, routeAll("gw"))
+	t0 := time.Now()
+	policy := store.RetryPolicy{Base: time.Second, Max: time.Minute, Jitter: noJitter}
+	_, _, err = s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Second, Now: t0}, routeAll("gw"))
 	require.NoError(t, err)
 
-	// No ACK by the deadline: retrying with backoff.
-	time.Sleep(10 * time.Millisecond)
-	_, err = s.Sweep(ctx, time.Now(), store.RetryPolicy{Base: 20 * time.Millisecond, Max: time.Second, Jitter: noJitter})
+	// No ACK by the deadline: retrying with backoff (1s for the first retry).
+	_, err = s.Sweep(ctx, t0.Add(2*time.Second), policy)
 	require.NoError(t, err)
 	_, ex, err := s.GetCommand(ctx, c.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.ExecRetrying, ex[0].Status)
-	require.NotNil(t, ex[0].NextAttemptAt)
-	due, _, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Millisecond}, routeAll("gw"))
+	require.WithinDuration(t, t0.Add(3*time.Second), ex[0].NextAttemptAt, time.Millisecond)
+	due, _, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Second, Now: t0.Add(2500 * time.Millisecond)}, routeAll("gw"))
 	require.NoError(t, err)
 	require.Empty(t, due, "not before the backoff has passed")
 
 	// Second attempt, still no ACK: retries used up → failed.
-	time.Sleep(40 * time.Millisecond)
-	due, _, err = s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Millisecond}, routeAll("gw"))
+	due, _, err = s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Second, Now: t0.Add(3 * time.Second)}, routeAll("gw"))
 	require.NoError(t, err)
 	require.Len(t, due, 1)
 	require.Equal(t, 2, due[0].Attempts)
-	time.Sleep(10 * time.Millisecond)
-	_, err = s.Sweep(ctx, time.Now(), store.RetryPolicy{Base: 20 * time.Millisecond, Max: time.Second, Jitter: noJitter})
+	_, err = s.Sweep(ctx, t0.Add(5*time.Second), policy)
 	require.NoError(t, err)
 	got, ex, err := s.GetCommand(ctx, c.ID)
 	require.NoError(t, err)

@@ -364,17 +364,52 @@ func (s *Scheduler) dispatchBatch(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, d := range due {
-		s.publish(ctx, d, sessions[d.AgentID])
-	}
+	s.publish(ctx, due, sessions)
 	if claimed > 0 {
 		s.metrics.claimSeconds.Observe(time.Since(start).Seconds())
 	}
 	return claimed, nil
 }
 
-func (s *Scheduler) publish(ctx context.Context, d store.DueExecution, e bus.Entry) {
-	log := s.log.WithFields(logrus.Fields{"execution_id": d.ExecutionID, "command_id": d.CommandID, "agent_id": d.AgentID})
+// publish signs the claimed executions' COMMAND frames and sends them, one
+// bus message per gateway.
+func (s *Scheduler) publish(ctx context.Context, due []store.DueExecution, sessions map[string]bus.Entry) {
+	byGateway := map[string][]bus.Delivery{}
+	for _, d := range due {
+		frame, err := s.commandFrame(d)
+		if err != nil {
+			s.log.WithError(err).WithField("execution_id", d.ExecutionID).Error("building command frame failed")
+			continue
+		}
+		byGateway[d.GatewayID] = append(byGateway[d.GatewayID], bus.Delivery{
+			AgentID: d.AgentID, SessionID: sessions[d.AgentID].SessionID, ExecutionID: d.ExecutionID, Frame: frame,
+		})
+	}
+	for gw, items := range byGateway {
+		n, err := s.bus.Publish(ctx, bus.GatewayTopic(gw), bus.EncodeDeliveries(items...))
+		if err == nil && n > 0 {
+			s.metrics.dispatched.Add(float64(len(items)))
+			continue
+		}
+		// Nobody holds that gateway's topic (it died) or the bus failed: put the
+		// executions back at once rather than waiting for their ack deadline.
+		s.metrics.undeliverable.Add(float64(len(items)))
+		log := s.log.WithFields(logrus.Fields{"gateway_id": gw, "executions": len(items)})
+		if err != nil {
+			log.WithError(err).Warn("publishing commands failed")
+		} else {
+			log.Warn("no gateway listening for the agents' sessions")
+		}
+		for _, d := range items {
+			if _, err := s.store.ReleaseUndelivered(context.WithoutCancel(ctx), d.ExecutionID); err != nil {
+				log.WithError(err).WithField("execution_id", d.ExecutionID).Error("releasing undelivered execution failed")
+			}
+		}
+	}
+}
+
+// commandFrame builds and signs the COMMAND frame of an execution.
+func (s *Scheduler) commandFrame(d store.DueExecution) ([]byte, error) {
 	now := time.Now().UTC()
 	expires := now.Add(time.Duration(d.TimeoutSeconds) * time.Second)
 	if d.ExpiresAt.Before(expires) {
@@ -385,31 +420,9 @@ func (s *Scheduler) publish(ctx context.Context, d store.DueExecution, e bus.Ent
 		Args: json.RawMessage(d.Args), RequestedBy: d.CreatedBy, IssuedAt: now, ExpiresAt: expires, Nonce: nonce(),
 	}
 	if err := s.cfg.Signer.Sign(&cmd); err != nil {
-		log.WithError(err).Error("signing command failed")
-		return
+		return nil, fmt.Errorf("signing command: %w", err)
 	}
-	frame, err := protocol.Encode(protocol.TypeCommand, d.ExecutionID, cmd)
-	if err != nil {
-		log.WithError(err).Error("encoding command frame failed")
-		return
-	}
-	msg := bus.Encode(bus.Delivery{AgentID: d.AgentID, SessionID: e.SessionID, ExecutionID: d.ExecutionID, Frame: frame})
-	n, err := s.bus.Publish(ctx, bus.GatewayTopic(d.GatewayID), msg)
-	if err == nil && n > 0 {
-		s.metrics.dispatched.Inc()
-		return
-	}
-	// Nobody holds that gateway's topic (it died) or the bus failed: put the
-	// execution back at once rather than waiting for its ack deadline.
-	s.metrics.undeliverable.Inc()
-	if err != nil {
-		log.WithError(err).Warn("publishing command failed")
-	} else {
-		log.WithField("gateway_id", d.GatewayID).Warn("no gateway listening for agent's session")
-	}
-	if _, err := s.store.ReleaseUndelivered(context.WithoutCancel(ctx), d.ExecutionID); err != nil {
-		log.WithError(err).Error("releasing undelivered execution failed")
-	}
+	return protocol.Encode(protocol.TypeCommand, d.ExecutionID, cmd)
 }
 
 func (s *Scheduler) sweep(ctx context.Context, now time.Time) {
@@ -432,7 +445,7 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) {
 		if err != nil {
 			continue
 		}
-		msg := bus.Encode(bus.Delivery{AgentID: t.AgentID, Frame: frame})
+		msg := bus.EncodeDeliveries(bus.Delivery{AgentID: t.AgentID, Frame: frame})
 		if _, err := s.bus.Publish(ctx, bus.GatewayTopic(t.GatewayID), msg); err != nil {
 			s.log.WithError(err).WithField("execution_id", t.ExecutionID).Warn("sending cancel failed")
 		}

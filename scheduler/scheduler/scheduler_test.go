@@ -85,9 +85,11 @@ func gateway(t *testing.T, e env, gw, agentID string) <-chan bus.Delivery {
 	out := make(chan bus.Delivery, 16)
 	go func() {
 		for m := range sub.Messages() {
-			var d bus.Delivery
-			if json.Unmarshal(m.Payload, &d) == nil {
-				out <- d
+			var ds bus.Deliveries
+			if json.Unmarshal(m.Payload, &ds) == nil {
+				for _, d := range ds.Items {
+					out <- d
+				}
 			}
 		}
 	}()

@@ -26,6 +26,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/logging"
 	"github.com/viworks/backend-agent/pkg/service"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/scheduler/alerting"
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
 
@@ -138,10 +139,14 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	alerter, err := alerting.New(st, log, p.Registry, alerting.Config{})
+	if err != nil {
+		return err
+	}
 	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-		Signer: signer,
+		Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,457 @@
+package apiserver
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// Bounds of the alerting endpoints.
+const (
+	maxAlertBodyBytes = 64 << 10
+	maxWebhookURLLen  = 2048
+	minSecretLen      = 16
+	maxSecretLen      = 256
+	maxCursorLen      = 512
+)
+
+// AlertRuleRequest is the body of POST /api/v1/alert-rules.
+type AlertRuleRequest struct {
+	Name    string          `json:"name"`
+	Kind    string          `json:"kind"`
+	Params  json.RawMessage `json:"params"`
+	Enabled *bool           `json:"enabled"` // default true
+}
+
+// AlertRuleView is the API shape of an alert rule.
+type AlertRuleView struct {
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Kind      string          `json:"kind"`
+	Params    json.RawMessage `json:"params"`
+	Enabled   bool            `json:"enabled"`
+	CreatedBy string          `json:"created_by"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+func alertRuleView(r store.AlertRule) AlertRuleView {
+	params := json.RawMessage(r.Params)
+	if len(params) == 0 {
+		params = json.RawMessage(`{}`)
+	}
+	return AlertRuleView{ID: r.ID, Name: r.Name, Kind: r.Kind, Params: params, Enabled: r.Enabled, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt}
+}
+
+// AlertView is the API shape of an alert.
+type AlertView struct {
+	ID         string          `json:"id"`
+	RuleID     string          `json:"rule_id"`
+	RuleName   string          `json:"rule_name"`
+	Kind       string          `json:"kind"`
+	Subject    string          `json:"subject"`
+	State      string          `json:"state"` // firing or resolved
+	Details    json.RawMessage `json:"details"`
+	FiredAt    time.Time       `json:"fired_at"`
+	ResolvedAt *time.Time      `json:"resolved_at"`
+}
+
+func alertView(a store.Alert) AlertView {
+	state := store.AlertStateFiring
+	if a.ResolvedAt != nil {
+		state = store.AlertStateResolved
+	}
+	details := json.RawMessage(a.Details)
+	if len(details) == 0 {
+		details = json.RawMessage(`{}`)
+	}
+	return AlertView{ID: a.ID, RuleID: a.RuleID, RuleName: a.RuleName, Kind: a.Kind, Subject: a.Subject, State: state,
+		Details: details, FiredAt: a.FiredAt, ResolvedAt: a.ResolvedAt}
+}
+
+// WebhookRequest is the body of POST /api/v1/webhooks.
+type WebhookRequest struct {
+	URL     string  `json:"url"`
+	Secret  *string `json:"secret"`  // default: 32 random bytes, hex
+	Enabled *bool   `json:"enabled"` // default true
+}
+
+// WebhookView is the API shape of a webhook. Secret is set only in the
+// answer to its creation.
+type WebhookView struct {
+	ID        string    `json:"id"`
+	URL       string    `json:"url"` // a password in it is masked
+	Enabled   bool      `json:"enabled"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+	Secret    string    `json:"secret,omitempty"`
+}
+
+func webhookView(w store.Webhook) WebhookView {
+	return WebhookView{ID: w.ID, URL: maskURL(w.URL), Enabled: w.Enabled, CreatedBy: w.CreatedBy, CreatedAt: w.CreatedAt}
+}
+
+// DeliveryView is the API shape of a webhook delivery.
+type DeliveryView struct {
+	ID            string          `json:"id"`
+	WebhookID     string          `json:"webhook_id"`
+	AlertID       string          `json:"alert_id"`
+	Event         string          `json:"event"`
+	Status        string          `json:"status"`
+	Attempts      int             `json:"attempts"`
+	LastError     string          `json:"last_error"`
+	ResponseCode  *int            `json:"response_code"`
+	ResponseBody  string          `json:"response_body"`
+	Payload       json.RawMessage `json:"payload"`
+	CreatedAt     time.Time       `json:"created_at"`
+	LastAttemptAt *time.Time      `json:"last_attempt_at"`
+	DeliveredAt   *time.Time      `json:"delivered_at"`
+}
+
+func deliveryView(d store.WebhookDelivery) DeliveryView {
+	payload := json.RawMessage(d.Payload)
+	if len(payload) == 0 {
+		payload = json.RawMessage(`{}`)
+	}
+	return DeliveryView{ID: d.ID, WebhookID: d.WebhookID, AlertID: d.AlertID, Event: d.Event, Status: d.Status,
+		Attempts: d.Attempts, LastError: d.LastError, ResponseCode: d.ResponseCode, ResponseBody: d.ResponseBody,
+		Payload: payload, CreatedAt: d.CreatedAt, LastAttemptAt: d.LastAttemptAt, DeliveredAt: d.DeliveredAt}
+}
+
+// maskURL hides a password in the URL's user info.
+func maskURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Redacted()
+}
+
+// auditURL is the part of a webhook URL safe for the audit trail: scheme,
+// host and path (no user info, no query, which may carry tokens).
+func auditURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
+// readStrict reads a JSON object body of at most maxAlertBodyBytes into dst,
+// refusing unknown fields and trailing data. It writes the problem and
+// reports false when the body is not acceptable.
+func readStrict(c *gin.Context, dst any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxAlertBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeProblem(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", maxAlertBodyBytes), nil)
+			return false
+		}
+		writeProblem(c, http.StatusBadRequest, "could not read the request body", nil)
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		writeProblem(c, http.StatusBadRequest, "invalid request body", []FieldError{{Field: "body", Message: jsonProblem(err)}})
+		return false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeProblem(c, http.StatusBadRequest, "invalid request body", []FieldError{{Field: "body", Message: "trailing data after the JSON object"}})
+		return false
+	}
+	return true
+}
+
+// parsePage reads limit and cursor; problems are appended to errs.
+func parsePage(c *gin.Context, errs *[]FieldError) store.Page {
+	limit, ferr := parseLimit(c)
+	if ferr != nil {
+		*errs = append(*errs, *ferr)
+	}
+	cursor := c.Query("cursor")
+	if len(cursor) > maxCursorLen {
+		*errs = append(*errs, FieldError{Field: "cursor", Message: "too long"})
+	}
+	return store.Page{Limit: limit, Cursor: cursor}
+}
+
+// listProblem answers the errors a list query can give; it reports whether
+// it wrote a response.
+func (s *Server) listProblem(c *gin.Context, what string, err error) bool {
+	var verrs store.ValidationErrors
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, store.ErrBadCursor):
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", []FieldError{{Field: "cursor", Message: "is not a cursor returned by this list"}})
+	case errors.As(err, &verrs):
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", fieldErrors(verrs))
+	default:
+		s.internalError(c, "listing "+what+" failed", err)
+	}
+	return true
+}
+
+func fieldErrors(v store.ValidationErrors) []FieldError {
+	out := make([]FieldError, len(v))
+	for i, e := range v {
+		out[i] = FieldError{Field: e.Field, Message: e.Message}
+	}
+	return out
+}
+
+func nextPtr(next string) *string {
+	if next == "" {
+		return nil
+	}
+	return &next
+}
+
+func (s *Server) createAlertRule(c *gin.Context) {
+	var req AlertRuleRequest
+	if !readStrict(c, &req) {
+		return
+	}
+	var errs []FieldError
+	if strings.TrimSpace(req.Name) == "" || len(req.Name) > store.MaxRuleNameLen {
+		errs = append(errs, FieldError{Field: "name", Message: fmt.Sprintf("is required: 1-%d bytes", store.MaxRuleNameLen)})
+	}
+	if req.Kind == "" {
+		errs = append(errs, FieldError{Field: "kind", Message: "is required: one of " + strings.Join(store.AlertKinds, ", ")})
+	}
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid alert rule", errs)
+		return
+	}
+	enabled := req.Enabled == nil || *req.Enabled
+	p := principal(c)
+	details, _ := json.Marshal(map[string]any{"name": req.Name, "kind": req.Kind, "params": req.Params, "enabled": enabled})
+	rule, err := s.store.CreateAlertRule(c.Request.Context(), store.NewAlertRule{
+		Name: req.Name, Kind: req.Kind, Params: store.JSON(req.Params), Enabled: enabled, CreatedBy: p.Subject,
+		Audit: store.AuditEvent{Actor: p.Subject, Action: "alert_rule.create", RequestID: c.GetString(ctxRequestID), Details: details},
+	})
+	var verrs store.ValidationErrors
+	switch {
+	case errors.As(err, &verrs):
+		writeProblem(c, http.StatusBadRequest, "invalid alert rule", fieldErrors(verrs))
+		return
+	case errors.Is(err, store.ErrDuplicate):
+		writeProblem(c, http.StatusConflict, "an alert rule with this name exists", []FieldError{{Field: "name", Message: "is taken"}})
+		return
+	case errors.Is(err, store.ErrLimitReached):
+		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d alert rules; delete one first", store.MaxAlertRules), nil)
+		return
+	case err != nil:
+		s.internalError(c, "creating alert rule failed", err)
+		return
+	}
+	c.Header("Location", "/api/v1/alert-rules/"+rule.ID)
+	c.JSON(http.StatusCreated, alertRuleView(rule))
+}
+
+func (s *Server) listAlertRules(c *gin.Context) {
+	var errs []FieldError
+	page := parsePage(c, &errs)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
+		return
+	}
+	rules, next, err := s.store.ListAlertRules(c.Request.Context(), page)
+	if s.listProblem(c, "alert rules", err) {
+		return
+	}
+	out := List[AlertRuleView]{Items: make([]AlertRuleView, 0, len(rules)), NextCursor: nextPtr(next)}
+	for _, r := range rules {
+		out.Items = append(out.Items, alertRuleView(r))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) deleteAlertRule(c *gin.Context) {
+	id := c.Param("id")
+	if _, err := uuid.Parse(id); err != nil {
+		writeProblem(c, http.StatusNotFound, "no alert rule with this id", nil)
+		return
+	}
+	p := principal(c)
+	err := s.store.DeleteAlertRule(c.Request.Context(), id, store.AuditEvent{Actor: p.Subject, Action: "alert_rule.delete", RequestID: c.GetString(ctxRequestID)})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeProblem(c, http.StatusNotFound, "no alert rule with this id", nil)
+	case err != nil:
+		s.internalError(c, "deleting alert rule failed", err)
+	default:
+		c.Status(http.StatusNoContent)
+	}
+}
+
+func (s *Server) listAlerts(c *gin.Context) {
+	var errs []FieldError
+	page := parsePage(c, &errs)
+	state := c.Query("state")
+	if state != "" && state != store.AlertStateFiring && state != store.AlertStateResolved {
+		errs = append(errs, FieldError{Field: "state", Message: "must be firing or resolved"})
+	}
+	ruleID := c.Query("rule_id")
+	if ruleID != "" {
+		if _, err := uuid.Parse(ruleID); err != nil {
+			errs = append(errs, FieldError{Field: "rule_id", Message: "must be an alert rule id (a UUID)"})
+		}
+	}
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
+		return
+	}
+	alerts, next, err := s.store.ListAlerts(c.Request.Context(), store.AlertFilter{State: state, RuleID: ruleID, Page: page})
+	if s.listProblem(c, "alerts", err) {
+		return
+	}
+	out := List[AlertView]{Items: make([]AlertView, 0, len(alerts)), NextCursor: nextPtr(next)}
+	for _, a := range alerts {
+		out.Items = append(out.Items, alertView(a))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// validateWebhook checks a webhook request; it returns the secret to store.
+func validateWebhook(req WebhookRequest) (string, []FieldError) {
+	var errs []FieldError
+	switch u, err := url.Parse(req.URL); {
+	case req.URL == "":
+		errs = append(errs, FieldError{Field: "url", Message: "is required: an http or https URL"})
+	case len(req.URL) > maxWebhookURLLen:
+		errs = append(errs, FieldError{Field: "url", Message: fmt.Sprintf("longer than %d bytes", maxWebhookURLLen)})
+	case err != nil:
+		errs = append(errs, FieldError{Field: "url", Message: "is not a valid URL"})
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs = append(errs, FieldError{Field: "url", Message: "must use http or https"})
+	case u.Host == "" || u.Hostname() == "":
+		errs = append(errs, FieldError{Field: "url", Message: "must name a host"})
+	case strings.ContainsFunc(req.URL, func(r rune) bool { return r <= 0x20 || r == 0x7f }):
+		errs = append(errs, FieldError{Field: "url", Message: "must not contain spaces or control characters"})
+	}
+	secret := ""
+	if req.Secret != nil {
+		secret = *req.Secret
+		if len(secret) < minSecretLen || len(secret) > maxSecretLen || strings.ContainsFunc(secret, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			errs = append(errs, FieldError{Field: "secret", Message: fmt.Sprintf("must be %d-%d bytes without control characters (omit it to get a random one)", minSecretLen, maxSecretLen)})
+		}
+	} else {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+		secret = hex.EncodeToString(b)
+	}
+	return secret, errs
+}
+
+func (s *Server) createWebhook(c *gin.Context) {
+	var req WebhookRequest
+	if !readStrict(c, &req) {
+		return
+	}
+	secret, errs := validateWebhook(req)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid webhook", errs)
+		return
+	}
+	enabled := req.Enabled == nil || *req.Enabled
+	p := principal(c)
+	details, _ := json.Marshal(map[string]any{"url": auditURL(req.URL), "enabled": enabled, "secret_generated": req.Secret == nil})
+	w, err := s.store.CreateWebhook(c.Request.Context(), store.NewWebhook{
+		URL: req.URL, Secret: secret, Enabled: enabled, CreatedBy: p.Subject,
+		Audit: store.AuditEvent{Actor: p.Subject, Action: "webhook.create", RequestID: c.GetString(ctxRequestID), Details: details},
+	})
+	switch {
+	case errors.Is(err, store.ErrLimitReached):
+		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d webhooks; delete one first", store.MaxWebhooks), nil)
+		return
+	case err != nil:
+		s.internalError(c, "creating webhook failed", err)
+		return
+	}
+	v := webhookView(w)
+	v.Secret = w.Secret // shown this once
+	c.Header("Location", "/api/v1/webhooks/"+w.ID)
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusCreated, v)
+}
+
+func (s *Server) listWebhooks(c *gin.Context) {
+	var errs []FieldError
+	page := parsePage(c, &errs)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
+		return
+	}
+	hooks, next, err := s.store.ListWebhooks(c.Request.Context(), page)
+	if s.listProblem(c, "webhooks", err) {
+		return
+	}
+	out := List[WebhookView]{Items: make([]WebhookView, 0, len(hooks)), NextCursor: nextPtr(next)}
+	for _, w := range hooks {
+		out.Items = append(out.Items, webhookView(w))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) deleteWebhook(c *gin.Context) {
+	id := c.Param("id")
+	if _, err := uuid.Parse(id); err != nil {
+		writeProblem(c, http.StatusNotFound, "no webhook with this id", nil)
+		return
+	}
+	p := principal(c)
+	err := s.store.DeleteWebhook(c.Request.Context(), id, store.AuditEvent{Actor: p.Subject, Action: "webhook.delete", RequestID: c.GetString(ctxRequestID)})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeProblem(c, http.StatusNotFound, "no webhook with this id", nil)
+	case err != nil:
+		s.internalError(c, "deleting webhook failed", err)
+	default:
+		c.Status(http.StatusNoContent)
+	}
+}
+
+func (s *Server) listDeliveries(c *gin.Context) {
+	id := c.Param("id")
+	if _, err := uuid.Parse(id); err != nil {
+		writeProblem(c, http.StatusNotFound, "no webhook with this id", nil)
+		return
+	}
+	var errs []FieldError
+	page := parsePage(c, &errs)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
+		return
+	}
+	if _, err := s.store.GetWebhook(c.Request.Context(), id); errors.Is(err, store.ErrNotFound) {
+		writeProblem(c, http.StatusNotFound, "no webhook with this id", nil)
+		return
+	} else if err != nil {
+		s.internalError(c, "getting webhook failed", err)
+		return
+	}
+	ds, next, err := s.store.ListDeliveries(c.Request.Context(), store.DeliveryFilter{WebhookID: id, Page: page})
+	if s.listProblem(c, "deliveries", err) {
+		return
+	}
+	out := List[DeliveryView]{Items: make([]DeliveryView, 0, len(ds)), NextCursor: nextPtr(next)}
+	for _, d := range ds {
+		out.Items = append(out.Items, deliveryView(d))
+	}
+	c.JSON(http.StatusOK, out)
+}

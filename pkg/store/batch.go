@@ -1,0 +1,185 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Ack is an agent's acknowledgement of an execution.
+type Ack struct {
+	ExecutionID string
+	AgentID     string
+	At          time.Time
+}
+
+// Result is an agent's report of a finished execution.
+type Result struct {
+	ExecutionID string
+	CommandID   string // as the agent reported it; checked, never trusted
+	AgentID     string
+	Status      string // succeeded or failed
+	ExitCode    int
+	Output      string
+	Error       string
+	StartedAt   time.Time
+	FinishedAt  time.Time
+}
+
+// Batch is what a gateway writes together: the acks and results that arrived
+// while its previous write was in flight (a group commit).
+type Batch struct {
+	Acks    []Ack
+	Results []Result
+}
+
+// ResultOutcome says what became of one result.
+type ResultOutcome struct {
+	CommandID string
+	Recorded  bool // false: unknown, another agent's, or already final (a duplicate)
+}
+
+// BatchOutcome has one ResultOutcome per Batch.Results entry, in order.
+type BatchOutcome struct {
+	Results []ResultOutcome
+}
+
+// RecordBatch writes acks and results in one transaction. A result is recorded
+// if its execution belongs to the agent and is not final yet: the first
+// terminal result wins, later duplicates are ignored; a failed result is final
+// too (the agent ran the command; it is not retried), and a result for an
+// execution put back to retrying still counts (the agent did run it). Each
+// command touched is locked once, in id order (so concurrent batches cannot
+// deadlock), and its aggregate recomputed once. Acks move dispatched
+// executions to running.
+func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) {
+	out := BatchOutcome{Results: make([]ResultOutcome, len(b.Results))}
+	for _, r := range b.Results {
+		if r.Status != ExecSucceeded && r.Status != ExecFailed {
+			return out, fmt.Errorf("recording result: invalid status %q", r.Status)
+		}
+	}
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := resolveCommandIDs(tx, b.Results); err != nil {
+			return err
+		}
+		byCommand := map[string][]int{}
+		for i, r := range b.Results {
+			if r.CommandID != "" {
+				byCommand[r.CommandID] = append(byCommand[r.CommandID], i)
+			}
+		}
+		ids := make([]string, 0, len(byCommand))
+		for id := range byCommand {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		now := time.Now().UTC()
+		for _, id := range ids {
+			cmd, err := lockCommand(tx, id)
+			if err != nil {
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
+				return err
+			}
+			changed := false
+			for _, i := range byCommand[id] {
+				recorded, err := recordResult(tx, b.Results[i], now)
+				if err != nil {
+					return err
+				}
+				out.Results[i] = ResultOutcome{CommandID: id, Recorded: recorded}
+				changed = changed || recorded
+			}
+			if changed {
+				if err := refreshCommand(tx, cmd); err != nil {
+					return err
+				}
+			}
+		}
+		// Acks after every command lock: nothing here waits for a command row
+		// while holding an execution another transaction needs with its command.
+		for _, a := range b.Acks {
+			if _, err := ackExecution(tx, a, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("recording batch: %w", err)
+	}
+	return out, nil
+}
+
+// resolveCommandIDs checks each result's command id against its execution
+// (filling it in when the agent sent none), so a wrong id cannot lock or
+// touch another command.
+func resolveCommandIDs(tx *gorm.DB, rs []Result) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(rs))
+	for i, r := range rs {
+		ids[i] = r.ExecutionID
+	}
+	type row struct {
+		ID        string
+		CommandID string
+		AgentID   string
+	}
+	var rows []row
+	if err := tx.Model(&Execution{}).Select("id", "command_id", "agent_id").Where("id IN ?", ids).Scan(&rows).Error; err != nil {
+		return fmt.Errorf("finding executions: %w", err)
+	}
+	owner := make(map[string]row, len(rows))
+	for _, r := range rows {
+		owner[r.ID] = r
+	}
+	for i := range rs {
+		o, ok := owner[rs[i].ExecutionID]
+		if !ok || o.AgentID != rs[i].AgentID {
+			rs[i].CommandID = "" // unknown or another agent's: not recorded
+			continue
+		}
+		rs[i].CommandID = o.CommandID
+	}
+	return nil
+}
+
+func recordResult(tx *gorm.DB, r Result, now time.Time) (bool, error) {
+	finished := r.FinishedAt.UTC()
+	if r.FinishedAt.IsZero() {
+		finished = now
+	}
+	upd := map[string]any{
+		"status": r.Status, "exit_code": r.ExitCode, "output": r.Output, "error": r.Error,
+		"finished_at": finished, "updated_at": now,
+	}
+	if !r.StartedAt.IsZero() {
+		upd["started_at"] = r.StartedAt.UTC() // the agent's clock, consistent with finished_at
+	}
+	res := tx.Model(&Execution{}).
+		Where("id = ? AND agent_id = ? AND status IN ?", r.ExecutionID, r.AgentID, []string{ExecDispatched, ExecRunning, ExecRetrying}).
+		Updates(upd)
+	if res.Error != nil {
+		return false, fmt.Errorf("updating execution: %w", res.Error)
+	}
+	return res.RowsAffected > 0, nil
+}
+
+// ackExecution moves a dispatched execution of the acking agent to running.
+func ackExecution(db *gorm.DB, a Ack, now time.Time) (bool, error) {
+	res := db.Model(&Execution{}).
+		Where("id = ? AND agent_id = ? AND status = ?", a.ExecutionID, a.AgentID, ExecDispatched).
+		Updates(map[string]any{"status": ExecRunning, "started_at": a.At.UTC(), "updated_at": now})
+	if res.Error != nil {
+		return false, fmt.Errorf("acknowledging execution: %w", res.Error)
+	}
+	return res.RowsAffected > 0, nil
+}
