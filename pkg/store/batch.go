@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"gorm.io/gorm"
@@ -64,7 +62,8 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 		}
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := resolveCommandIDs(tx, b.Results); err != nil {
+		cmds, err := lockResultCommands(tx, s.dialect, b.Results)
+		if err != nil {
 			return err
 		}
 		byCommand := map[string][]int{}
@@ -73,20 +72,9 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 				byCommand[r.CommandID] = append(byCommand[r.CommandID], i)
 			}
 		}
-		ids := make([]string, 0, len(byCommand))
-		for id := range byCommand {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
 		now := time.Now().UTC()
-		for _, id := range ids {
-			cmd, err := lockCommand(tx, id)
-			if err != nil {
-				if errors.Is(err, ErrNotFound) {
-					continue
-				}
-				return err
-			}
+		for _, cmd := range cmds {
+			id := cmd.ID
 			changed := false
 			for _, i := range byCommand[id] {
 				recorded, err := recordResult(tx, b.Results[i], now)
@@ -117,39 +105,52 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 	return out, nil
 }
 
-// resolveCommandIDs checks each result's command id against its execution
-// (filling it in when the agent sent none), so a wrong id cannot lock or
-// touch another command.
-func resolveCommandIDs(tx *gorm.DB, rs []Result) error {
+// lockResultCommands finds each result's command through its execution
+// (filling in the command id, so a wrong id sent by an agent cannot touch
+// another command; results of unknown executions or of another agent's get
+// none) and locks those commands in id order, all in one statement.
+func lockResultCommands(tx *gorm.DB, dialect string, rs []Result) ([]lockedCommand, error) {
 	if len(rs) == 0 {
-		return nil
+		return nil, nil
 	}
 	ids := make([]string, len(rs))
 	for i, r := range rs {
 		ids[i] = r.ExecutionID
+		rs[i].CommandID = ""
+	}
+	lock := " FOR UPDATE OF c"
+	if dialect == SQLite {
+		lock = "" // the single writer already serialises
 	}
 	type row struct {
-		ID        string
-		CommandID string
-		AgentID   string
+		ID          string
+		Status      string
+		MaxErrors   *int
+		FinishedAt  *time.Time
+		ExecutionID string
+		AgentID     string
 	}
 	var rows []row
-	if err := tx.Model(&Execution{}).Select("id", "command_id", "agent_id").Where("id IN ?", ids).Scan(&rows).Error; err != nil {
-		return fmt.Errorf("finding executions: %w", err)
+	err := tx.Raw(`SELECT c.id, c.status, c.max_errors, c.finished_at, e.id AS execution_id, e.agent_id
+FROM executions e JOIN commands c ON c.id = e.command_id
+WHERE e.id IN ? ORDER BY c.id`+lock, ids).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("locking commands: %w", err)
 	}
-	owner := make(map[string]row, len(rows))
+	byExec := make(map[string]row, len(rows))
+	var cmds []lockedCommand
 	for _, r := range rows {
-		owner[r.ID] = r
+		byExec[r.ExecutionID] = r
+		if len(cmds) == 0 || cmds[len(cmds)-1].ID != r.ID {
+			cmds = append(cmds, lockedCommand{ID: r.ID, Status: r.Status, MaxErrors: r.MaxErrors, FinishedAt: r.FinishedAt})
+		}
 	}
 	for i := range rs {
-		o, ok := owner[rs[i].ExecutionID]
-		if !ok || o.AgentID != rs[i].AgentID {
-			rs[i].CommandID = "" // unknown or another agent's: not recorded
-			continue
+		if r, ok := byExec[rs[i].ExecutionID]; ok && r.AgentID == rs[i].AgentID {
+			rs[i].CommandID = r.ID
 		}
-		rs[i].CommandID = o.CommandID
 	}
-	return nil
+	return cmds, nil
 }
 
 func recordResult(tx *gorm.DB, r Result, now time.Time) (bool, error) {

@@ -17,7 +17,7 @@ type ClaimOptions struct {
 	AckTimeout  time.Duration // dispatch to ACK (default 10s)
 	MaxInFlight int           // dispatched+running across all schedulers; 0: unlimited
 	PerAgent    int           // in flight per agent (default 16)
-	Now         time.Time     // the claim's clock (default time.Now())
+	Now         time.Time     // the claim's clock for what is due (default: the wall clock)
 }
 
 func (o *ClaimOptions) setDefaults() {
@@ -45,9 +45,28 @@ var inFlight = []string{ExecDispatched, ExecRunning}
 // perAgent or a command past its max_concurrency (the query checks the counts
 // before the batch; this accounts for the batch itself).
 func withinCaps(tx *gorm.DB, due []DueExecution, perAgent int) ([]DueExecution, error) {
-	agentIDs, commandIDs := map[string]bool{}, map[string]bool{}
+	// The query checked each row against the counts before this batch; only an
+	// agent or a capped command appearing twice in the batch can overshoot.
+	agentSeen, commandSeen := map[string]int{}, map[string]int{}
 	for _, d := range due {
-		agentIDs[d.AgentID], commandIDs[d.CommandID] = true, true
+		agentSeen[d.AgentID]++
+		if d.MaxConcurrency > 0 {
+			commandSeen[d.CommandID]++
+		}
+	}
+	agentIDs, commandIDs := map[string]bool{}, map[string]bool{}
+	for id, n := range agentSeen {
+		if n > 1 {
+			agentIDs[id] = true
+		}
+	}
+	for id, n := range commandSeen {
+		if n > 1 {
+			commandIDs[id] = true
+		}
+	}
+	if len(agentIDs) == 0 && len(commandIDs) == 0 {
+		return due, nil
 	}
 	agentLoad, err := loadBy(tx, "agent_id", keys(agentIDs))
 	if err != nil {
@@ -59,7 +78,8 @@ func withinCaps(tx *gorm.DB, due []DueExecution, perAgent int) ([]DueExecution, 
 	}
 	out := due[:0]
 	for _, d := range due {
-		if agentLoad[d.AgentID] >= perAgent || (d.MaxConcurrency > 0 && commandLoad[d.CommandID] >= d.MaxConcurrency) {
+		if (agentIDs[d.AgentID] && agentLoad[d.AgentID] >= perAgent) ||
+			(commandIDs[d.CommandID] && commandLoad[d.CommandID] >= d.MaxConcurrency) {
 			continue
 		}
 		agentLoad[d.AgentID]++
@@ -79,6 +99,9 @@ func keys(m map[string]bool) []string {
 
 // loadBy counts in-flight executions grouped by column (agent_id or command_id).
 func loadBy(tx *gorm.DB, column string, ids []string) (map[string]int, error) {
+	if len(ids) == 0 {
+		return map[string]int{}, nil
+	}
 	type row struct {
 		ID string
 		N  int
@@ -195,7 +218,10 @@ LIMIT ? `+lock, o.Now, o.PerAgent, limit).Scan(&due).Error
 			k := group{gw, d.TimeoutSeconds}
 			groups[k] = append(groups[k], d.ExecutionID)
 		}
-		now := o.Now
+		now := time.Now().UTC() // dispatched_at is when it happened
+		if o.Now.Before(now.Add(-time.Second)) || o.Now.After(now.Add(time.Second)) {
+			now = o.Now // a test's controlled clock
+		}
 		for k, ids := range groups {
 			err := tx.Model(&Execution{}).Where("id IN ?", ids).Updates(map[string]any{
 				"status": ExecDispatched, "attempts": gorm.Expr("attempts + 1"), "gateway_id": k.gateway,
@@ -211,20 +237,23 @@ LIMIT ? `+lock, o.Now, o.PerAgent, limit).Scan(&due).Error
 	if err != nil {
 		return nil, 0, err
 	}
-	if len(out) > 0 {
-		ids := make([]string, 0, len(out))
-		for _, d := range out {
-			ids = append(ids, d.CommandID)
-		}
-		// Outside the claim transaction: result recording locks the command row
-		// before the execution row, so taking them in the other order here could deadlock.
-		err := s.db.WithContext(ctx).Model(&Command{}).Where("id IN ? AND status = ?", ids, CommandQueued).
-			Updates(map[string]any{"status": CommandRunning, "updated_at": time.Now().UTC()}).Error
-		if err != nil {
-			return out, claimed, fmt.Errorf("marking commands running: %w", err)
-		}
-	}
 	return out, claimed, nil
+}
+
+// MarkCommandsRunning moves queued commands whose executions were dispatched to
+// running. The scheduler calls it after publishing, off the critical path, and
+// outside the claim transaction: result recording locks a command before its
+// executions, so taking them in the other order there could deadlock.
+func (s *Store) MarkCommandsRunning(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.db.WithContext(ctx).Model(&Command{}).Where("id IN ? AND status = ?", dedupe(ids), CommandQueued).
+		Updates(map[string]any{"status": CommandRunning, "updated_at": time.Now().UTC()}).Error
+	if err != nil {
+		return fmt.Errorf("marking commands running: %w", err)
+	}
+	return nil
 }
 
 // ReleaseUndelivered puts a dispatched execution back in the queue at once when

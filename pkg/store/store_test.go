@@ -134,8 +134,12 @@ func testCommandLifecycle(t *testing.T, s *store.Store) {
 	again, _, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: 10, AckTimeout: time.Minute}, routeAll("gw1"))
 	require.NoError(t, err)
 	require.Empty(t, again, "dispatched executions are not claimed again")
-
 	got, _, err := s.GetCommand(ctx, cmd.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandQueued, got.Status, "until the scheduler has published")
+	require.NoError(t, s.MarkCommandsRunning(ctx, []string{cmd.ID, cmd.ID}))
+
+	got, _, err = s.GetCommand(ctx, cmd.ID)
 	require.NoError(t, err)
 	require.Equal(t, store.CommandRunning, got.Status)
 

@@ -29,6 +29,7 @@ import (
 type Store interface {
 	ClaimDue(ctx context.Context, o store.ClaimOptions, route store.Router) ([]store.DueExecution, int, error)
 	ReleaseUndelivered(ctx context.Context, executionID string) (bool, error)
+	MarkCommandsRunning(ctx context.Context, ids []string) error
 	Sweep(ctx context.Context, now time.Time, policy store.RetryPolicy) ([]store.Timeout, error)
 	TryLead(ctx context.Context, name string) (*store.Leader, error)
 	RegisterSigningKey(ctx context.Context, keyID, publicKey string) error
@@ -365,6 +366,15 @@ func (s *Scheduler) dispatchBatch(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	s.publish(ctx, due, sessions)
+	if len(due) > 0 {
+		ids := make([]string, len(due))
+		for i, d := range due {
+			ids[i] = d.CommandID
+		}
+		if err := s.store.MarkCommandsRunning(ctx, ids); err != nil {
+			s.log.WithError(err).Warn("marking commands running failed")
+		}
+	}
 	if claimed > 0 {
 		s.metrics.claimSeconds.Observe(time.Since(start).Seconds())
 	}
