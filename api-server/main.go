@@ -10,10 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/viworks/backend-agent/api-server/apiserver"
-	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/service"
 )
@@ -21,13 +19,6 @@ import (
 const name = "api-server"
 
 func main() { os.Exit(run(os.Args[1:])) }
-
-func newJWT(cfg config.Config) (*auth.JWT, error) {
-	return auth.NewJWT(auth.Config{
-		Secret: []byte(cfg.Security.JWTSecret), Issuer: cfg.Security.JWTIssuer, Audience: cfg.Security.JWTAudience,
-		TTL: cfg.JWTExpiration(),
-	})
-}
 
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "token" {
@@ -39,7 +30,7 @@ func run(args []string) int {
 		service.PrintErrors(os.Stderr, name, err)
 		return 2
 	}
-	jwt, err := newJWT(cfg)
+	jwt, err := service.NewJWT(cfg)
 	if err != nil {
 		service.PrintErrors(os.Stderr, name, err)
 		return 2
@@ -73,37 +64,9 @@ func run(args []string) int {
 
 func token(args []string) int {
 	fs := flag.NewFlagSet(name+" token", flag.ContinueOnError)
-	subject := fs.String("subject", "", "token subject (who the token is for)")
-	role := fs.String("role", "", "viewer, operator or admin")
-	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
-	cfg, err := service.LoadConfig(fs, args, 8080)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name+" token", err)
-		return 2
-	}
-	r, err := auth.ParseRole(*role)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name+" token", fmt.Errorf("--role: %w", err))
-		return 2
-	}
-	if *subject == "" {
-		service.PrintErrors(os.Stderr, name+" token", fmt.Errorf("--subject is required"))
-		return 2
-	}
-	if *ttl <= 0 || *ttl > 30*24*time.Hour {
-		service.PrintErrors(os.Stderr, name+" token", fmt.Errorf("--ttl must be between 1s and 720h"))
-		return 2
-	}
-	jwt, err := newJWT(cfg)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name+" token", err)
-		return 2
-	}
-	tok, err := jwt.Issue(*subject, r, *ttl)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name+" token", err)
-		return 1
-	}
-	fmt.Println(tok)
-	return 0
+	return service.Token(name+" token", fs, args, func() (config.Config, error) {
+		base := config.Default()
+		base.Server.Port = 8080
+		return base, nil
+	})
 }

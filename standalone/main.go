@@ -5,13 +5,10 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
-	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/service"
 	"github.com/viworks/backend-agent/standalone/allinone"
@@ -48,37 +45,5 @@ func run(args []string) int {
 func token(args []string) int {
 	fs := flag.NewFlagSet(name+" token", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "./data", "data directory of the viworks instance")
-	subject := fs.String("subject", "", "token subject (who the token is for)")
-	role := fs.String("role", "", "viewer, operator or admin")
-	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
-	cfg, err := service.LoadConfigWith(fs, args, func() (config.Config, error) { return allinone.BaseConfig(*dataDir, false) })
-	if err != nil {
-		service.PrintErrors(os.Stderr, name+" token", err)
-		return 2
-	}
-	r, err := auth.ParseRole(*role)
-	switch {
-	case err != nil:
-		err = fmt.Errorf("--role: %w", err)
-	case *subject == "":
-		err = fmt.Errorf("--subject is required")
-	case *ttl <= 0 || *ttl > 30*24*time.Hour:
-		err = fmt.Errorf("--ttl must be between 1s and 720h")
-	}
-	if err != nil {
-		service.PrintErrors(os.Stderr, name+" token", err)
-		return 2
-	}
-	jwt, err := allinone.NewJWT(cfg)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name+" token", err)
-		return 2
-	}
-	tok, err := jwt.Issue(*subject, r, *ttl)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name+" token", err)
-		return 1
-	}
-	fmt.Println(tok)
-	return 0
+	return service.Token(name+" token", fs, args, func() (config.Config, error) { return allinone.BaseConfig(*dataDir, false) })
 }

@@ -71,14 +71,6 @@ func BaseConfig(dataDir string, create bool) (config.Config, error) {
 	return cfg, nil
 }
 
-// NewJWT builds the token issuer/verifier of cfg.
-func NewJWT(cfg config.Config) (*auth.JWT, error) {
-	return auth.NewJWT(auth.Config{
-		Secret: []byte(cfg.Security.JWTSecret), Issuer: cfg.Security.JWTIssuer, Audience: cfg.Security.JWTAudience,
-		TTL: cfg.JWTExpiration(),
-	})
-}
-
 // Run serves until ctx is done. Banner lines for the person at the terminal go to out.
 func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error {
 	if err := o.Validate(); err != nil {
@@ -117,7 +109,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	p.Health.AddCheck(lifecycle.Check{Name: "database", Fn: st.Ping})
 	p.Health.AddCheck(lifecycle.Check{Name: "bus", Fn: p.Bus.Ping})
 
-	jwt, err := NewJWT(cfg)
+	jwt, err := service.NewJWT(cfg)
 	if err != nil {
 		return err
 	}
