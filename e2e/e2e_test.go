@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
@@ -279,14 +281,19 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 
 	t.Run("bad agent input gets specific close codes", func(t *testing.T) {
 		gw := sys.gateways[0]
-		// Wrong enrollment secret: 401 before the upgrade.
-		_, resp, err := websocket.DefaultDialer.Dial(gw, http.Header{"Authorization": {"Bearer wrong-secret"}})
+		// The bootstrap secret is not an agent credential: 401 before the upgrade.
+		_, resp, err := websocket.DefaultDialer.Dial(gw, http.Header{"Authorization": {"Bearer " + sys.enrollKey}})
 		require.Error(t, err)
 		require.NotNil(t, resp)
 		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 		require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
 
-		auth := http.Header{"Authorization": {"Bearer " + sys.enrollKey}}
+		// A wrong enrollment secret gets no credential.
+		code, _ := enroll(t, gw, "wrong-secret", "probe-1")
+		require.Equal(t, http.StatusUnauthorized, code)
+		code, cred := enroll(t, gw, sys.enrollKey, "probe-1")
+		require.Equal(t, http.StatusCreated, code)
+		auth := http.Header{"Authorization": {"Bearer " + cred}}
 		closeCode := func(frames ...string) int {
 			conn, _, err := websocket.DefaultDialer.Dial(gw, auth)
 			require.NoError(t, err)
@@ -315,8 +322,31 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 		require.Equal(t, 1008, closeCode(hello, `{"type":"HEARTBEAT","payload":{"status":"sleepy"}}`), "invalid payload")
 		require.Equal(t, 1009, closeCode(hello, `{"type":"TELEMETRY","payload":{"pad":"`+strings.Repeat("x", 2<<20)+`"}}`), "oversize frame")
 
-		// Unknown type: an ERROR frame, the session stays up.
+		// Identity comes from the credential: probe-1 cannot pose as a fleet agent.
 		conn, _, err := websocket.DefaultDialer.Dial(gw, auth)
+		require.NoError(t, err)
+		require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(strings.Replace(hello, "probe-1", ids[0], 1))))
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, msg, err := conn.ReadMessage()
+		require.NoError(t, err)
+		require.Contains(t, string(msg), "identity_mismatch")
+		_, _, err = conn.ReadMessage()
+		var ce *websocket.CloseError
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, 1008, ce.Code)
+		conn.Close()
+
+		// Enrolling again rotates the credential: the old one stops working.
+		code, rotated := enroll(t, gw, sys.enrollKey, "probe-1")
+		require.Equal(t, http.StatusCreated, code)
+		require.NotEqual(t, cred, rotated)
+		_, resp, err = websocket.DefaultDialer.Dial(gw, auth)
+		require.Error(t, err)
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		auth = http.Header{"Authorization": {"Bearer " + rotated}}
+
+		// Unknown type: an ERROR frame, the session stays up.
+		conn, _, err = websocket.DefaultDialer.Dial(gw, auth)
 		require.NoError(t, err)
 		defer conn.Close()
 		require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(hello)))
@@ -330,4 +360,21 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 			sawError = sawError || (strings.Contains(string(msg), `"ERROR"`) && strings.Contains(string(msg), "unknown_type"))
 		}
 	})
+}
+
+// enroll posts to the gateway's enrollment endpoint (gw is its ws:// URL) and
+// returns the status and, on success, the credential.
+func enroll(t *testing.T, gw, secret, agentID string) (int, string) {
+	t.Helper()
+	u := strings.Replace(strings.Replace(gw, "ws://", "http://", 1), "/ws/agent", "/agent/v1/enroll", 1)
+	body, err := json.Marshal(map[string]string{"enrollment_secret": secret, "agent_id": agentID})
+	require.NoError(t, err)
+	resp, err := http.Post(u, "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out struct {
+		Credential string `json:"credential"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out.Credential
 }

@@ -6,7 +6,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -32,12 +31,15 @@ type Store interface {
 	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
 	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
+	SetAgentCredential(ctx context.Context, agentID, credentialHash, enrolledFrom string) error
+	AgentForCredential(ctx context.Context, credentialHash string) (string, error)
+	RecordAudit(ctx context.Context, e store.AuditEvent) error
 }
 
 // Config configures a gateway.
 type Config struct {
 	GatewayID         string
-	EnrollmentSecret  string        // bootstrap secret accepted as a bearer credential
+	EnrollmentSecret  string        // bootstrap secret agents exchange for their own credential
 	HeartbeatInterval time.Duration // told to agents; presence lives 3 intervals
 	TelemetryInterval time.Duration
 	MaxConnections    int
@@ -109,6 +111,8 @@ type Gateway struct {
 	metrics  *metrics
 	commits  *committer
 
+	enrollLimit failureLimiter
+
 	mu       sync.Mutex
 	sessions map[string]*session // agent id → current session
 	draining bool
@@ -159,6 +163,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 // Register mounts the agent endpoint on mux.
 func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ws/agent", g.serveWS)
+	mux.HandleFunc("POST /agent/v1/enroll", g.serveEnroll)
 }
 
 // Run subscribes to the gateway's topic and flushes batches until ctx is done.
@@ -219,15 +224,6 @@ func (g *Gateway) Sessions() int {
 	return len(g.sessions)
 }
 
-func (g *Gateway) authenticate(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
-		return false
-	}
-	return subtle.ConstantTimeCompare([]byte(tok), []byte(g.cfg.EnrollmentSecret)) == 1
-}
-
 func problem(w http.ResponseWriter, code int, title, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(code)
@@ -235,10 +231,17 @@ func problem(w http.ResponseWriter, code int, title, detail string) {
 }
 
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !g.authenticate(r) {
+	agentID, err := g.authenticate(r)
+	if err != nil {
+		if !errors.Is(err, store.ErrUnknownCredential) {
+			g.log.WithError(err).Error("checking agent credential failed")
+			w.Header().Set("Retry-After", "5")
+			problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not check the credential; retry later")
+			return
+		}
 		g.metrics.rejected.WithLabelValues("unauthorized").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="agents"`)
-		problem(w, http.StatusUnauthorized, "Unauthorized", "a valid agent credential is required in the Authorization header")
+		problem(w, http.StatusUnauthorized, "Unauthorized", "a valid agent credential is required in the Authorization header; enroll at /agent/v1/enroll")
 		return
 	}
 	g.mu.Lock()
@@ -258,7 +261,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		s := newSession(g, conn, r.RemoteAddr)
+		s := newSession(g, conn, r.RemoteAddr, agentID)
 		s.run(context.WithoutCancel(r.Context()))
 	}()
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	telemetryStored  prometheus.Counter
 	telemetryDropped prometheus.Counter
 	batchSize        prometheus.Histogram
+	enrollments      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,10 +31,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		undelivered:      prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_undelivered_total", Help: "Frames from the bus whose agent session is not here."}),
 		telemetryStored:  prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_stored_total", Help: "Telemetry samples persisted."}),
 		telemetryDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_dropped_total", Help: "Telemetry samples lost to a failed flush."}),
+		enrollments:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_enrollments_total", Help: "Enrollment requests, by outcome."}, []string{"outcome"}),
 		batchSize:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "viworks_gateway_commit_batch_size", Help: "Acks and results written per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.rejected, m.closed, m.frames, m.protocolErrors, m.results, m.duplicateResults, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped, m.batchSize)
+		reg.MustRegister(m.sessions, m.rejected, m.closed, m.frames, m.protocolErrors, m.results, m.duplicateResults, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped, m.batchSize, m.enrollments)
 	}
 	return m
 }

@@ -27,6 +27,7 @@ type session struct {
 	log    logrus.FieldLogger
 
 	id      string
+	authID  string // the agent the upgrade request authenticated as
 	agentID string
 	entry   bus.Entry
 
@@ -53,9 +54,9 @@ func (s *session) firstAck(executionID string) bool {
 	return true
 }
 
-func newSession(g *Gateway, conn *websocket.Conn, remote string) *session {
+func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *session {
 	return &session{
-		g: g, conn: conn, remote: remote, id: uuid.NewString(),
+		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(),
 		out: make(chan []byte, g.cfg.SendQueue), done: make(chan struct{}),
 		log: g.log.WithField("remote_addr", remote),
 	}
@@ -121,6 +122,18 @@ func (s *session) run(ctx context.Context) {
 
 	hello, ok := s.readHello()
 	if !ok {
+		return
+	}
+	if hello.AgentID != s.authID {
+		// Identity comes from the channel: nobody poses as another agent.
+		s.g.metrics.protocolErrors.WithLabelValues("identity_mismatch").Inc()
+		s.log.WithFields(logrus.Fields{"agent_id": s.authID, "claimed_agent_id": hello.AgentID}).Warn("HELLO names another agent; closing")
+		s.g.audit(ctx, "agent:"+s.authID, "agent.identity_mismatch", hello.AgentID, map[string]any{"client": s.remote})
+		if b, err := protocol.Encode(protocol.TypeError, "", protocol.ErrorPayload{Code: protocol.ErrCodeIdentity, Message: "agent_id does not match the credential"}); err == nil {
+			_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+			_ = s.conn.WriteMessage(websocket.TextMessage, b)
+		}
+		s.closeFromReader(protocol.ClosePolicyViolation, "agent_id does not match the credential")
 		return
 	}
 	s.agentID = hello.AgentID

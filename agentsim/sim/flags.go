@@ -26,7 +26,7 @@ type Options struct {
 	Agents            int               // number of simulated agents
 	Prefix            string            // agent id prefix; ids are Prefix+index
 	StartIndex        int               // first index
-	EnrollmentSecret  string            // sent as each agent's bearer credential
+	EnrollmentSecret  string            // exchanged by each agent for its own credential
 	Site              string            // site announced in HELLO
 	Labels            map[string]string // labels announced in HELLO
 	ConnectRate       float64           // agents started per second

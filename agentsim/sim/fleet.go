@@ -73,11 +73,8 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 		a, err := agentsdk.New(agentsdk.Config{
 			URL:     o.Gateway,
 			AgentID: id,
-			// At this stage the gateway accepts the bootstrap enrollment
-			// secret itself as an agent's bearer credential; once per-agent
-			// enrollment exists, each agent will exchange it for its own
-			// credential before connecting.
-			Credential:        o.EnrollmentSecret,
+			// Each agent enrolls with the secret for its own credential.
+			EnrollmentSecret:  o.EnrollmentSecret,
 			Site:              o.Site,
 			Version:           Version,
 			Hostname:          id,

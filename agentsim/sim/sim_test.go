@@ -239,7 +239,24 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 func (g *fakeGateway) handler(t *testing.T, secret string) http.Handler {
 	up := websocket.Upgrader{}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+secret {
+		if r.URL.Path == agentsdk.EnrollPath {
+			// Enrollment, as the real gateway does it: the secret buys a credential.
+			var req struct {
+				Secret  string `json:"enrollment_secret"`
+				AgentID string `json:"agent_id"`
+			}
+			if json.NewDecoder(r.Body).Decode(&req) != nil || req.Secret != secret {
+				g.mu.Lock()
+				g.refused++
+				g.mu.Unlock()
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			w.WriteHeader(http.StatusCreated)
+			_ = json.NewEncoder(w).Encode(map[string]string{"agent_id": req.AgentID, "credential": "cred-" + req.AgentID})
+			return
+		}
+		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer cred-") {
 			g.mu.Lock()
 			g.refused++
 			g.mu.Unlock()

@@ -139,9 +139,19 @@ type Config struct {
 	// AgentID identifies the agent; it must match the identity of Credential.
 	AgentID string
 	// Credential is sent on the upgrade request as "Authorization: Bearer
-	// <Credential>". It may be empty only when Dialer presents a TLS client
-	// certificate.
+	// <Credential>". It may be empty when EnrollmentSecret is set (the agent
+	// enrolls first) or when Dialer presents a TLS client certificate.
 	Credential string
+	// EnrollmentSecret lets the agent obtain its own Credential from the
+	// gateway's enrollment endpoint (POST /agent/v1/enroll) before connecting,
+	// and again (rotating it) whenever the gateway refuses the credential.
+	EnrollmentSecret string
+	// EnrollURL is the enrollment endpoint; default: URL with ws→http,
+	// wss→https and the path /agent/v1/enroll.
+	EnrollURL string
+	// CredentialFile, when set, keeps the enrolled credential across restarts
+	// (written with mode 0600).
+	CredentialFile string
 
 	Site     string
 	Version  string // default "0.0.0"
@@ -293,8 +303,8 @@ func (c Config) Validate() error {
 	if err := checkID(c.AgentID); err != nil {
 		bad("AgentID %v", err)
 	}
-	if c.Credential == "" && !hasClientCert(c.Dialer) {
-		bad("Credential is required (or a TLS client certificate in Dialer)")
+	if c.Credential == "" && c.EnrollmentSecret == "" && c.CredentialFile == "" && !hasClientCert(c.Dialer) {
+		bad("Credential, EnrollmentSecret or CredentialFile is required (or a TLS client certificate in Dialer)")
 	}
 	if strings.ContainsFunc(c.Credential, isControl) {
 		bad("Credential contains whitespace or control characters")
@@ -423,6 +433,7 @@ type Agent struct {
 	recent    recentSet
 	nonces    nonceSet
 	trust     trustState
+	cred      string // current credential (Credential, loaded, or enrolled)
 }
 
 // New applies the defaults to cfg, validates it and returns an Agent.
@@ -460,6 +471,12 @@ func New(cfg Config) (*Agent, error) {
 		outbox:  make(map[string]*outboxEntry),
 		recent:  recentSet{set: make(map[string]struct{})},
 		nonces:  nonceSet{execs: make(map[string]string)},
+		cred:    cfg.Credential,
+	}
+	if a.cred == "" && cfg.CredentialFile != "" {
+		if b, err := os.ReadFile(cfg.CredentialFile); err == nil {
+			a.cred = strings.TrimSpace(string(b))
+		}
 	}
 	if len(cfg.TrustedKeys) > 0 {
 		keys := make(map[string]ed25519.PublicKey, len(cfg.TrustedKeys))

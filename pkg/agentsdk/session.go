@@ -96,9 +96,19 @@ type sessionOutcome struct {
 
 // runSession dials, handshakes and serves one connection until it ends.
 func (a *Agent) runSession(ctx context.Context) (out sessionOutcome) {
+	cred, err := a.credential(ctx)
+	if err != nil {
+		out.err = err
+		var ee *EnrollError
+		if errors.As(err, &ee) {
+			out.authRejected = ee.Status == http.StatusUnauthorized || ee.Status == http.StatusForbidden
+			out.retryAfter = ee.RetryAfter
+		}
+		return out
+	}
 	header := http.Header{}
-	if a.cfg.Credential != "" {
-		header.Set("Authorization", "Bearer "+a.cfg.Credential)
+	if cred != "" {
+		header.Set("Authorization", "Bearer "+cred)
 	}
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
 	ws, resp, err := a.cfg.Dialer.DialContext(dctx, a.cfg.URL, header)
@@ -110,6 +120,7 @@ func (a *Agent) runSession(ctx context.Context) (out sessionOutcome) {
 			switch resp.StatusCode {
 			case http.StatusUnauthorized, http.StatusForbidden:
 				out.authRejected = true
+				a.forgetCredential(cred) // enroll again next time, if we can
 			case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 				out.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 			}

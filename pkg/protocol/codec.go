@@ -255,3 +255,7 @@ func (r *CommandResult) validate() error {
 	}
 	return nil
 }
+
+// ValidateHello checks a HELLO payload (also the identity fields of an
+// enrollment request) by the rules Decode applies.
+func ValidateHello(h *Hello) error { return h.validate() }

@@ -1,0 +1,163 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// Enrollment limits.
+const (
+	maxEnrollBody     = 16 << 10
+	enrollFailures    = 10          // wrong secrets per client address ...
+	enrollFailWindow  = time.Minute // ... per window, before 429
+	maxTrackedClients = 10000
+)
+
+// HashCredential is how credentials are stored: SHA-256, hex. Credentials are
+// 256 random bits, so a fast hash is enough (nothing to brute-force).
+func HashCredential(credential string) string {
+	sum := sha256.Sum256([]byte(credential))
+	return hex.EncodeToString(sum[:])
+}
+
+func newCredential() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// failureLimiter counts wrong enrollment secrets per client address.
+type failureLimiter struct {
+	mu      sync.Mutex
+	clients map[string]*failures
+}
+
+type failures struct {
+	n     int
+	since time.Time
+}
+
+// blocked reports whether addr has used up its failures in the current window.
+func (l *failureLimiter) blocked(addr string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.clients[addr]
+	if !ok || now.Sub(f.since) > enrollFailWindow {
+		return false
+	}
+	return f.n >= enrollFailures
+}
+
+func (l *failureLimiter) fail(addr string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.clients == nil || len(l.clients) >= maxTrackedClients {
+		l.clients = map[string]*failures{}
+	}
+	f, ok := l.clients[addr]
+	if !ok || now.Sub(f.since) > enrollFailWindow {
+		f = &failures{since: now}
+		l.clients[addr] = f
+	}
+	f.n++
+}
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+type enrollRequest struct {
+	EnrollmentSecret string `json:"enrollment_secret"`
+	AgentID          string `json:"agent_id"`
+	Hostname         string `json:"hostname"`
+	Site             string `json:"site"`
+	Version          string `json:"version"`
+}
+
+// serveEnroll exchanges the enrollment secret for a per-agent credential:
+// random, 256 bits, stored only as a hash; enrolling again rotates it.
+func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	addr := clientAddr(r)
+	if g.enrollLimit.blocked(addr, now) {
+		g.metrics.enrollments.WithLabelValues("rate_limited").Inc()
+		w.Header().Set("Retry-After", "60")
+		problem(w, http.StatusTooManyRequests, "Too Many Requests", "too many failed enrollments from this address; retry later")
+		return
+	}
+	var req enrollRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxEnrollBody))
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			problem(w, http.StatusRequestEntityTooLarge, "Payload Too Large", "the body is limited to 16 KiB")
+			return
+		}
+		problem(w, http.StatusBadRequest, "Bad Request", "body: a JSON object with enrollment_secret and agent_id is required")
+		return
+	}
+	hello := protocol.Hello{AgentID: req.AgentID, Hostname: req.Hostname, Site: req.Site, Version: req.Version}
+	if err := protocol.ValidateHello(&hello); err != nil {
+		problem(w, http.StatusBadRequest, "Bad Request", err.Error())
+		return
+	}
+	if req.EnrollmentSecret == "" || subtle.ConstantTimeCompare([]byte(req.EnrollmentSecret), []byte(g.cfg.EnrollmentSecret)) != 1 {
+		g.enrollLimit.fail(addr, now)
+		g.metrics.enrollments.WithLabelValues("denied").Inc()
+		g.audit(r.Context(), "agent:"+req.AgentID, "agent.enroll.denied", req.AgentID, map[string]any{"client": addr})
+		problem(w, http.StatusUnauthorized, "Unauthorized", "enrollment_secret is not valid")
+		return
+	}
+	cred, err := newCredential()
+	if err != nil {
+		problem(w, http.StatusInternalServerError, "Internal Server Error", "could not create a credential")
+		return
+	}
+	if err := g.store.SetAgentCredential(r.Context(), req.AgentID, HashCredential(cred), "bootstrap"); err != nil {
+		g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
+		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
+		return
+	}
+	g.metrics.enrollments.WithLabelValues("enrolled").Inc()
+	g.audit(r.Context(), "agent:"+req.AgentID, "agent.enroll", req.AgentID, map[string]any{"client": addr, "hostname": req.Hostname})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusCreated)
+	_ = json.NewEncoder(w).Encode(map[string]string{"agent_id": req.AgentID, "credential": cred})
+}
+
+// authenticate returns the agent id of the bearer credential on the upgrade request.
+func (g *Gateway) authenticate(r *http.Request) (string, error) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" || len(tok) > 512 {
+		return "", store.ErrUnknownCredential
+	}
+	return g.store.AgentForCredential(r.Context(), HashCredential(tok))
+}
+
+func (g *Gateway) audit(ctx context.Context, actor, action, target string, details map[string]any) {
+	raw, _ := json.Marshal(details)
+	if err := g.store.RecordAudit(context.WithoutCancel(ctx), store.AuditEvent{Actor: actor, Action: action, Target: target, Details: raw}); err != nil {
+		g.log.WithError(err).WithField("action", action).Warn("writing audit event failed")
+	}
+}

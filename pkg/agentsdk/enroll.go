@@ -1,0 +1,136 @@
+package agentsdk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// EnrollPath is the gateway's enrollment endpoint.
+const EnrollPath = "/agent/v1/enroll"
+
+// EnrollError is a refused enrollment.
+type EnrollError struct {
+	Status     int
+	Detail     string
+	RetryAfter time.Duration
+}
+
+func (e *EnrollError) Error() string {
+	return fmt.Sprintf("enrollment refused: HTTP %d: %s", e.Status, e.Detail)
+}
+
+// enrollURL derives the enrollment endpoint from the WebSocket URL.
+func enrollURL(wsURL string) (string, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return "", err
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	}
+	u.Path = EnrollPath
+	u.RawQuery = ""
+	return u.String(), nil
+}
+
+// credential returns the credential to present, enrolling first when the
+// agent has none and holds an enrollment secret.
+func (a *Agent) credential(ctx context.Context) (string, error) {
+	a.mu.Lock()
+	cred := a.cred
+	a.mu.Unlock()
+	if cred != "" || a.cfg.EnrollmentSecret == "" {
+		return cred, nil
+	}
+	cred, err := a.enroll(ctx)
+	if err != nil {
+		return "", err
+	}
+	a.mu.Lock()
+	a.cred = cred
+	a.mu.Unlock()
+	if a.cfg.CredentialFile != "" {
+		if err := os.WriteFile(a.cfg.CredentialFile, []byte(cred+"\n"), 0o600); err != nil {
+			a.log.WithError(err).Warn("saving the enrolled credential failed")
+		}
+	}
+	return cred, nil
+}
+
+// forgetCredential drops a refused credential so the next attempt enrolls
+// again (only when the agent can: it holds an enrollment secret).
+func (a *Agent) forgetCredential(cred string) {
+	if a.cfg.EnrollmentSecret == "" {
+		return
+	}
+	a.mu.Lock()
+	if a.cred == cred {
+		a.cred = ""
+	}
+	a.mu.Unlock()
+}
+
+type enrollRequest struct {
+	EnrollmentSecret string `json:"enrollment_secret"`
+	AgentID          string `json:"agent_id"`
+	Hostname         string `json:"hostname,omitempty"`
+	Site             string `json:"site,omitempty"`
+	Version          string `json:"version,omitempty"`
+}
+
+type enrollResponse struct {
+	AgentID    string `json:"agent_id"`
+	Credential string `json:"credential"`
+}
+
+func (a *Agent) enroll(ctx context.Context) (string, error) {
+	target := a.cfg.EnrollURL
+	if target == "" {
+		var err error
+		if target, err = enrollURL(a.cfg.URL); err != nil {
+			return "", fmt.Errorf("deriving the enrollment URL: %w", err)
+		}
+	}
+	body, err := json.Marshal(enrollRequest{
+		EnrollmentSecret: a.cfg.EnrollmentSecret, AgentID: a.cfg.AgentID,
+		Hostname: a.cfg.Hostname, Site: a.cfg.Site, Version: a.cfg.Version,
+	})
+	if err != nil {
+		return "", err
+	}
+	rctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: a.cfg.Dialer.TLSClientConfig, Proxy: http.ProxyFromEnvironment}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("enrolling: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusCreated {
+		return "", &EnrollError{Status: resp.StatusCode, Detail: strings.TrimSpace(trunc(string(raw), 200)),
+			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	}
+	var out enrollResponse
+	if err := json.Unmarshal(raw, &out); err != nil || out.Credential == "" || out.AgentID != a.cfg.AgentID {
+		return "", fmt.Errorf("enrolling: unexpected answer from the gateway")
+	}
+	a.log.Info("agent enrolled")
+	return out.Credential, nil
+}
