@@ -44,6 +44,8 @@ func run(args []string) int {
 		FlushInterval:     cfg.FlushInterval(),
 		TelemetryBatch:    cfg.Telemetry.BatchSize,
 		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
+		DrainWindow:       cfg.DrainWindow(),
+		MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
 	})
 	if err != nil {
 		service.PrintErrors(os.Stderr, name, err)

@@ -94,6 +94,7 @@ func newCluster(t *testing.T) *testCluster {
 		"LOG_FORMAT=text",
 		"LOG_LEVEL=info",
 		"VIWORKS_DEV_MODE=false",
+		"AGENT_DRAIN_SECONDS=1",
 	))
 }
 

@@ -50,6 +50,8 @@ type Config struct {
 	FlushInterval     time.Duration     // heartbeat (last_seen) and telemetry flush period
 	TelemetryBatch    int               // flush telemetry early at this many samples
 	Retry             store.RetryPolicy // for executions cut off by a disconnect
+	DrainWindow       time.Duration     // sessions are closed spread over this on shutdown
+	MaxFrameRate      int               // frames per second per agent (bursts of twice that)
 }
 
 func (c *Config) setDefaults() {
@@ -79,6 +81,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TelemetryBatch <= 0 {
 		c.TelemetryBatch = 100
+	}
+	if c.MaxFrameRate <= 0 {
+		c.MaxFrameRate = 50
 	}
 	if c.Retry.Base <= 0 {
 		c.Retry.Base = time.Second
@@ -195,8 +200,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 }
 
-// Shutdown closes every session with 1012 (service restart) so agents reconnect
-// elsewhere, waits for their cleanup, and flushes pending batches.
+// Shutdown refuses new upgrades, closes every session with 1012 (service
+// restart) spread evenly over the drain window so agents reconnect elsewhere
+// without a stampede (the rest at once if ctx ends first), waits for their
+// cleanup, and flushes pending batches.
 func (g *Gateway) Shutdown(ctx context.Context) {
 	g.mu.Lock()
 	g.draining = true
@@ -205,7 +212,20 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 		all = append(all, s)
 	}
 	g.mu.Unlock()
+	var gap time.Duration
+	if len(all) > 0 {
+		gap = g.cfg.DrainWindow / time.Duration(len(all))
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
 	for _, s := range all {
+		if gap > 0 && ctx.Err() == nil {
+			t.Reset(gap)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		}
 		s.close(protocol.CloseServiceRestart, "gateway shutting down")
 	}
 	done := make(chan struct{})

@@ -36,6 +36,25 @@ type session struct {
 	closeOnce sync.Once
 
 	acked map[string]struct{} // executions acknowledged on this session (read loop only)
+
+	tokens float64   // frame rate limit (read loop only)
+	refill time.Time // when tokens were last topped up
+}
+
+// allowFrame applies the per-agent frame rate: a token bucket of MaxFrameRate
+// per second holding up to twice that.
+func (s *session) allowFrame(now time.Time) bool {
+	rate := float64(s.g.cfg.MaxFrameRate)
+	if s.refill.IsZero() {
+		s.tokens, s.refill = 2*rate, now
+	}
+	s.tokens = min(2*rate, s.tokens+now.Sub(s.refill).Seconds()*rate)
+	s.refill = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
 }
 
 // maxAcked bounds the per-session memory of acknowledged executions.
@@ -219,6 +238,37 @@ func (s *session) register(ctx context.Context, h *protocol.Hello) error {
 	return nil
 }
 
+// refreshPresence extends the agent's presence. When the entry is gone (Redis
+// restarted or lost it) it is registered again; when it names another session
+// (the agent connected again elsewhere) this session is stale and closes.
+func (s *session) refreshPresence(ctx context.Context) bool {
+	ttl := 3 * s.g.cfg.HeartbeatInterval
+	ok, err := s.g.presence.RefreshPresence(ctx, s.agentID, s.entry, ttl)
+	if err != nil {
+		s.log.WithError(err).Warn("refreshing presence failed")
+		return true
+	}
+	if ok {
+		return true
+	}
+	cur, err := s.g.presence.LookupPresence(ctx, []string{s.agentID})
+	if err != nil {
+		s.log.WithError(err).Warn("looking up presence failed")
+		return true
+	}
+	if other, found := cur[s.agentID]; found && other != s.entry {
+		s.closeFromReader(protocol.ClosePolicyViolation, "replaced by a newer session")
+		return false
+	}
+	if _, err := s.g.presence.SetPresence(ctx, s.agentID, s.entry, ttl); err != nil {
+		s.log.WithError(err).Warn("registering presence again failed")
+	} else {
+		s.g.metrics.presenceHealed.Inc()
+		s.log.Info("presence was missing; registered again")
+	}
+	return true
+}
+
 func (s *session) unregister() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -256,6 +306,12 @@ func (s *session) readLoop(ctx context.Context) {
 			return
 		}
 		_ = s.conn.SetReadDeadline(s.deadline())
+		if !s.allowFrame(time.Now()) {
+			s.g.metrics.closed.WithLabelValues("rate_limited").Inc()
+			s.log.Warn("agent exceeded its frame rate; closing")
+			s.closeFromReader(protocol.ClosePolicyViolation, "frame rate limit exceeded")
+			return
+		}
 		f, err := protocol.Decode(data)
 		if err != nil {
 			if errors.Is(err, protocol.ErrUnknownType) {
@@ -280,8 +336,8 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 		s.closeFromReader(protocol.ClosePolicyViolation, "HELLO already received")
 		return false
 	case *protocol.Heartbeat:
-		if _, err := s.g.presence.RefreshPresence(ctx, s.agentID, s.entry, 3*s.g.cfg.HeartbeatInterval); err != nil {
-			s.log.WithError(err).Warn("refreshing presence failed")
+		if !s.refreshPresence(ctx) {
+			return false
 		}
 		s.g.noteHealth(store.HealthUpdate{AgentID: s.agentID, Status: p.Status, UptimeS: p.UptimeS, At: time.Now()})
 	case *protocol.Telemetry:

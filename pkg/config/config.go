@@ -120,6 +120,12 @@ type AgentManagement struct {
 	MaxReconnectAttempts int `toml:"max_reconnect_attempts"`
 	// ReconnectBackoffMs is the base reconnect backoff, in milliseconds.
 	ReconnectBackoffMs int `toml:"reconnect_backoff_ms"`
+	// DrainSeconds is the window over which a stopping gateway closes its
+	// sessions, so agents reconnect elsewhere without a stampede (env AGENT_DRAIN_SECONDS).
+	DrainSeconds int `toml:"drain_seconds"`
+	// MaxFramesPerSecond is each agent's sustained frame rate; bursts of twice
+	// that are allowed, beyond it the session is closed.
+	MaxFramesPerSecond int `toml:"max_frames_per_second"`
 }
 
 // Command is the [command] section: command dispatch and retries.
@@ -216,6 +222,8 @@ func Default() Config {
 			ConnectionTimeout:    60,
 			MaxReconnectAttempts: 5,
 			ReconnectBackoffMs:   1000,
+			DrainSeconds:         10,
+			MaxFramesPerSecond:   50,
 		},
 		Command: Command{
 			MaxConcurrentCommands: 50,
@@ -309,6 +317,9 @@ func (c Config) ConnectionTimeout() time.Duration {
 func (c Config) ReconnectBackoff() time.Duration {
 	return milliseconds(c.AgentManagement.ReconnectBackoffMs)
 }
+
+// DrainWindow is agent_management.drain_seconds.
+func (c Config) DrainWindow() time.Duration { return seconds(c.AgentManagement.DrainSeconds) }
 
 // CommandRetention is how long finished commands are kept.
 func (c Config) CommandRetention() time.Duration {

@@ -120,6 +120,8 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 	fromSeed.Security.JWTIssuer = "viworks"
 	fromSeed.Security.JWTAudience = "viworks-api"
 	fromSeed.Command.MaxPerAgent = 16
+	fromSeed.AgentManagement.DrainSeconds = 10
+	fromSeed.AgentManagement.MaxFramesPerSecond = 50
 	fromSeed.Command.HistoryRetentionDays = 90
 	require.Equal(t, fromSeed, config.Default())
 

@@ -134,6 +134,7 @@ var bindings = []binding{
 	{"AGENT_ENROLLMENT_SECRET", "security.agent_enrollment_secret", func(c *Config) any { return &c.Security.AgentEnrollmentSecret }},
 	{"MAX_AGENT_CONNECTIONS", "agent_management.max_agent_connections", func(c *Config) any { return &c.AgentManagement.MaxAgentConnections }},
 	{"AGENT_HEARTBEAT_INTERVAL", "agent_management.heartbeat_interval", func(c *Config) any { return &c.AgentManagement.HeartbeatInterval }},
+	{"AGENT_DRAIN_SECONDS", "agent_management.drain_seconds", func(c *Config) any { return &c.AgentManagement.DrainSeconds }},
 	{"MAX_CONCURRENT_COMMANDS", "command.max_concurrent_commands", func(c *Config) any { return &c.Command.MaxConcurrentCommands }},
 	{"COMMAND_TIMEOUT", "command.command_timeout", func(c *Config) any { return &c.Command.CommandTimeout }},
 	// RUST_LOG is the seed's name for the log level; LOG_LEVEL, applied after it, wins.

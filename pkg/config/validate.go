@@ -113,6 +113,8 @@ func (c Config) Validate() error {
 	v.positive("agent_management.connection_timeout", a.ConnectionTimeout)
 	v.atLeast("agent_management.max_reconnect_attempts", a.MaxReconnectAttempts, 0)
 	v.positive("agent_management.reconnect_backoff_ms", a.ReconnectBackoffMs)
+	v.atLeast("agent_management.drain_seconds", a.DrainSeconds, 0)
+	v.atLeast("agent_management.max_frames_per_second", a.MaxFramesPerSecond, 1)
 
 	cmd := c.Command
 	v.atLeast("command.max_concurrent_commands", cmd.MaxConcurrentCommands, 1)

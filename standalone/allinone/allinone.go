@@ -123,6 +123,8 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		FlushInterval:     cfg.FlushInterval(),
 		TelemetryBatch:    cfg.Telemetry.BatchSize,
 		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
+		DrainWindow:       0, // one process: there is no other gateway to move to
+		MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
 	})
 	if err != nil {
 		return err
