@@ -151,8 +151,11 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  4096,
+		// Small buffers, and write buffers only while writing: an idle session
+		// holds no write buffer at all.
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
 		// Agents are not browsers; a browser's Origin must match the host.
 		CheckOrigin: func(r *http.Request) bool {
 			origin := r.Header.Get("Origin")
@@ -187,6 +190,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-flushDone }()
 	go g.commits.run(ctx)
 	defer func() { <-g.commits.done }()
+	go g.pingLoop(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -235,6 +239,28 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	g.flush(context.WithoutCancel(ctx))
+}
+
+// pingLoop pings every session once per heartbeat interval from one goroutine.
+func (g *Gateway) pingLoop(ctx context.Context) {
+	t := time.NewTicker(g.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		g.mu.Lock()
+		all := make([]*session, 0, len(g.sessions))
+		for _, s := range g.sessions {
+			all = append(all, s)
+		}
+		g.mu.Unlock()
+		for _, s := range all {
+			s.ping()
+		}
+	}
 }
 
 // Sessions returns the number of live sessions.

@@ -17,6 +17,7 @@ type metrics struct {
 	batchSize        prometheus.Histogram
 	enrollments      *prometheus.CounterVec
 	presenceHealed   prometheus.Counter
+	framesOut        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -34,10 +35,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		telemetryDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_dropped_total", Help: "Telemetry samples lost to a failed flush."}),
 		enrollments:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_enrollments_total", Help: "Enrollment requests, by outcome."}, []string{"outcome"}),
 		presenceHealed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_presence_reregistered_total", Help: "Presence entries found missing (e.g. after a Redis restart) and registered again."}),
+		framesOut:        prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_frames_sent_total", Help: "Frames written to agents."}),
 		batchSize:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "viworks_gateway_commit_batch_size", Help: "Acks and results written per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.rejected, m.closed, m.frames, m.protocolErrors, m.results, m.duplicateResults, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped, m.batchSize, m.enrollments, m.presenceHealed)
+		reg.MustRegister(m.sessions, m.rejected, m.closed, m.frames, m.protocolErrors, m.results, m.duplicateResults, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped, m.batchSize, m.enrollments, m.presenceHealed, m.framesOut)
 	}
 	return m
 }

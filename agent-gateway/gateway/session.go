@@ -31,7 +31,12 @@ type session struct {
 	agentID string
 	entry   bus.Entry
 
-	out       chan []byte
+	// Outgoing frames. No goroutine waits on an idle session: send starts a
+	// writer only while frames wait, and it exits when the queue is empty.
+	wmu     sync.Mutex
+	queue   [][]byte
+	writing bool
+
 	done      chan struct{}
 	closeOnce sync.Once
 
@@ -76,26 +81,68 @@ func (s *session) firstAck(executionID string) bool {
 func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *session {
 	return &session{
 		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(),
-		out: make(chan []byte, g.cfg.SendQueue), done: make(chan struct{}),
-		log: g.log.WithField("remote_addr", remote),
+		done: make(chan struct{}),
+		log:  g.log.WithField("remote_addr", remote),
 	}
 }
 
 // send queues a frame; a full queue means a slow agent, which is disconnected
 // rather than allowed to block the gateway.
 func (s *session) send(frame []byte) bool {
+	s.wmu.Lock()
 	select {
 	case <-s.done:
+		s.wmu.Unlock()
 		return false
 	default:
 	}
-	select {
-	case s.out <- frame:
-		return true
-	default:
+	if len(s.queue) >= s.g.cfg.SendQueue {
+		s.wmu.Unlock()
 		s.g.metrics.closed.WithLabelValues("slow").Inc()
 		s.close(protocol.ClosePolicyViolation, "send queue full")
 		return false
+	}
+	s.queue = append(s.queue, frame)
+	if !s.writing {
+		s.writing = true
+		go s.drain()
+	}
+	s.wmu.Unlock()
+	return true
+}
+
+// drain writes queued frames (the only goroutine writing data frames) until
+// the queue is empty, then exits.
+func (s *session) drain() {
+	for {
+		s.wmu.Lock()
+		batch := s.queue
+		s.queue = nil
+		if len(batch) == 0 {
+			s.writing = false
+			s.wmu.Unlock()
+			return
+		}
+		s.wmu.Unlock()
+		for _, frame := range batch {
+			_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+			if err := s.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+				s.close(protocol.CloseGoingAway, "write failed")
+				s.wmu.Lock()
+				s.writing, s.queue = false, nil
+				s.wmu.Unlock()
+				return
+			}
+			s.g.metrics.framesOut.Inc()
+		}
+	}
+}
+
+// ping sends a WebSocket ping with a short deadline (called by the gateway's
+// pinger for every session, so idle sessions need no timer of their own).
+func (s *session) ping() {
+	if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
+		s.close(protocol.CloseGoingAway, "ping failed")
 	}
 }
 
@@ -166,7 +213,6 @@ func (s *session) run(ctx context.Context) {
 	}
 	defer s.unregister()
 
-	go s.writeLoop()
 	key := s.g.signingKey()
 	if key.KeyID == "" {
 		// No scheduler has registered a key yet: agents that trust on first use
@@ -401,26 +447,4 @@ func (s *session) readFailed(err error) {
 		return
 	}
 	s.close(protocol.CloseNormal, "")
-}
-
-func (s *session) writeLoop() {
-	ping := time.NewTicker(s.g.cfg.HeartbeatInterval)
-	defer ping.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case frame := <-s.out:
-			_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
-			if err := s.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
-				s.close(protocol.CloseGoingAway, "write failed")
-				return
-			}
-		case <-ping.C:
-			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.g.cfg.WriteTimeout)); err != nil {
-				s.close(protocol.CloseGoingAway, "ping failed")
-				return
-			}
-		}
-	}
 }

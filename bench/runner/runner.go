@@ -40,6 +40,7 @@ type Config struct {
 	Throughput   time.Duration
 	FanOut       int // agents per command in the throughput scenario
 	LimitSamples int
+	ConnAgents   int // idle sessions held by one gateway in the connections scenario
 }
 
 // Defaults fills the sizes for a full or a quick run.
@@ -51,9 +52,9 @@ func (c *Config) Defaults() {
 		c.RedisURL = "redis://127.0.0.1:6379/0"
 	}
 	if c.Quick {
-		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples = 100, 100, 5*time.Second, 50, 200
+		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 100, 100, 5*time.Second, 50, 200, 500
 	} else {
-		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples = 1000, 1000, 30*time.Second, 100, 2000
+		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 1000, 1000, 30*time.Second, 100, 2000, 19000
 	}
 }
 
@@ -139,9 +140,24 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	)}
 	defer c.StopAll(20 * time.Second)
 
-	progress("starting scheduler, agent-gateway, api-server and %d simulated agents", cfg.Agents)
-	sys, err := start(c, confPath, cfg.Agents)
+	progress("starting scheduler, agent-gateway and api-server")
+	sys, err := start(c, confPath)
 	if err != nil {
+		return err
+	}
+	progress("connections: %d idle agents on one gateway", cfg.ConnAgents)
+	conn, err := connections(c, sys, cfg.ConnAgents, progress)
+	if err != nil {
+		return err
+	}
+	if err := sys.waitOffline(2 * time.Minute); err != nil {
+		return err
+	}
+	progress("starting %d simulated agents for the command scenarios", cfg.Agents)
+	if _, err := startFleet(c, sys, "agentsim", "b-", cfg.Agents, 0); err != nil {
+		return err
+	}
+	if err := sys.waitOnline(cfg.Agents, 2*time.Minute); err != nil {
 		return err
 	}
 	b, err := bus.NewRedis(ctx, bus.RedisConfig{URL: cfg.RedisURL, KeyPrefix: prefix})
@@ -155,7 +171,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	progress("latency: %d sequential single-target commands", cfg.LatencyN)
-	lat, err := latency(ctx, sys, results, cfg.LatencyN)
+	lat, err := latency(ctx, sys, results, cfg.LatencyN, cfg.Agents)
 	if err != nil {
 		return err
 	}
@@ -180,6 +196,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
 	base := limits.RedisRTT + limits.PGCommit
 	rows := []Row{
+		{"connections", fmt.Sprintf("%.1f KiB RSS per idle session at %d", conn.perSessionKiB, cfg.ConnAgents), "≤ 8 KiB", "", "", met(conn.perSessionKiB <= 8)},
+		{"connections", fmt.Sprintf("%.0f agents/s connect (enroll + upgrade + HELLO)", conn.rate), "≥ 2,000 agents/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(conn.rate, limits.PGInsertTPS), met(conn.rate >= 2000)},
 		{"latency", "p50 " + ms(p50), "≤ 5 ms", "Redis RTT + PG commit " + ms(base), ratio(float64(p50), float64(base)), met(p50 <= 5*time.Millisecond)},
 		{"latency", "p99 " + ms(p99), "≤ 20 ms", "", "", met(p99 <= 20*time.Millisecond)},
 		{"throughput", fmt.Sprintf("%.0f executions/s", tput), "≥ 5,000/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(tput, limits.PGInsertTPS), met(tput >= 5000)},
@@ -270,13 +288,14 @@ func writeTable(w io.Writer, rows []Row) {
 
 // system is the running services, seen from outside.
 type system struct {
-	api    string
-	token  string
-	client *http.Client
-	agents []string
+	api         string
+	gateway     string // host:port
+	gatewayProc *cluster.Proc
+	token       string
+	client      *http.Client
 }
 
-func start(c *cluster.Cluster, confPath string, agents int) (system, error) {
+func start(c *cluster.Cluster, confPath string) (system, error) {
 	if _, err := c.Run("scheduler", "migrate"); err != nil {
 		return system{}, err
 	}
@@ -288,6 +307,7 @@ func start(c *cluster.Cluster, confPath string, agents int) (system, error) {
 		}
 		ports[i] = p
 	}
+	var sys system
 	specs := []struct{ label, bin string }{{"scheduler", "scheduler"}, {"agent-gateway", "agent-gateway"}, {"api-server", "api-server"}}
 	for i, s := range specs {
 		p, err := c.Start(s.label, s.bin, []string{"VIWORKS_INSTANCE_ID=bench-" + s.label}, "--config", confPath, "--port", strconv.Itoa(ports[i]))
@@ -297,35 +317,163 @@ func start(c *cluster.Cluster, confPath string, agents int) (system, error) {
 		if err := cluster.WaitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[i]), p, 30*time.Second); err != nil {
 			return system{}, err
 		}
-	}
-	if _, err := c.Start("agentsim", "agentsim", nil, "--gateway", fmt.Sprintf("ws://127.0.0.1:%d/ws/agent", ports[1]),
-		"--agents", strconv.Itoa(agents), "--prefix", "b-", "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
-		"--log-level", "warn", "--connect-rate", "2000"); err != nil {
-		return system{}, err
+		if s.label == "agent-gateway" {
+			sys.gatewayProc = p
+		}
 	}
 	tok, err := c.Run("api-server", "token", "--subject", "bench", "--role", "operator", "--ttl", "2h")
 	if err != nil {
 		return system{}, err
 	}
-	sys := system{api: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), token: strings.TrimSpace(tok),
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
-	for i := range agents {
-		sys.agents = append(sys.agents, "b-"+strconv.Itoa(i))
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		n, err := sys.online()
+	sys.api = fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	sys.gateway = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	sys.token = strings.TrimSpace(tok)
+	sys.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	return sys, nil
+}
+
+// perProcess bounds the agents one agentsim process holds (a process may open
+// at most 20,000 files here).
+const perProcess = 9500
+
+// startFleet runs n simulated agents named prefix+index over as many agentsim
+// processes as needed.
+func startFleet(c *cluster.Cluster, sys system, label, prefix string, n, first int) ([]*cluster.Proc, error) {
+	var procs []*cluster.Proc
+	for start := 0; start < n; start += perProcess {
+		count := min(perProcess, n-start)
+		p, err := c.Start(fmt.Sprintf("%s-%d", label, start/perProcess), "agentsim", nil,
+			"--gateway", "ws://"+sys.gateway+"/ws/agent", "--agents", strconv.Itoa(count), "--prefix", prefix,
+			"--start-index", strconv.Itoa(first+start), "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
+			"--log-level", "warn", "--connect-rate", "5000")
 		if err != nil {
-			return sys, err
+			return procs, err
 		}
-		if n >= agents {
-			return sys, nil
+		procs = append(procs, p)
+	}
+	return procs, nil
+}
+
+func (s system) waitOnline(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := s.online()
+		if err != nil {
+			return err
+		}
+		if got >= n {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return sys, fmt.Errorf("only %d of %d agents online after 2 minutes", n, agents)
+			return fmt.Errorf("only %d of %d agents online after %s", got, n, timeout)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// waitOffline waits until no agent is online (the connections scenario's
+// agents have gone).
+func (s system) waitOffline(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := s.online()
+		if err != nil {
+			return err
+		}
+		if got == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d agents still online after %s", got, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+type connResult struct {
+	perSessionKiB float64
+	rate          float64
+}
+
+// connections connects n idle agents to the gateway and measures its RSS per
+// session and the connect rate, then disconnects them.
+func connections(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, error) {
+	var out connResult
+	pid := sys.gatewayProc.Cmd.Process.Pid
+	before, err := rssKiB(pid)
+	if err != nil {
+		return out, err
+	}
+	start := time.Now()
+	procs, err := startFleet(c, sys, "conn-agentsim", "c-", n, 0)
+	if err != nil {
+		return out, err
+	}
+	defer func() {
+		for _, p := range procs {
+			p.Stop(30 * time.Second)
+		}
+	}()
+	last := time.Now()
+	for {
+		got, err := sys.sessions()
+		if err != nil {
+			return out, err
+		}
+		if got >= n {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			return out, fmt.Errorf("connections: only %d of %d sessions after 5 minutes", got, n)
+		}
+		if time.Since(last) > 5*time.Second {
+			last = time.Now()
+			progress("connections: %d of %d sessions", got, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out.rate = float64(n) / time.Since(start).Seconds()
+	time.Sleep(3 * time.Second) // let the connect burst's garbage go
+	after, err := rssKiB(pid)
+	if err != nil {
+		return out, err
+	}
+	out.perSessionKiB = float64(after-before) / float64(n)
+	progress("connections: gateway RSS %d KiB idle, %d KiB with %d sessions", before, after, n)
+	return out, nil
+}
+
+func rssKiB(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading gateway RSS: %w", err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// sessions reads the gateway's viworks_gateway_sessions gauge.
+func (s system) sessions() (int, error) {
+	resp, err := s.client.Get("http://" + s.gateway + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "viworks_gateway_sessions "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(f), err
+		}
+	}
+	return 0, nil
 }
 
 func (s system) online() (int, error) {
@@ -411,11 +559,11 @@ func subscribeResults(ctx context.Context, b *bus.Redis) (<-chan string, error) 
 
 // latency posts single-target commands one after another and measures POST to
 // durable result.
-func latency(ctx context.Context, s system, results <-chan string, n int) ([]time.Duration, error) {
+func latency(ctx context.Context, s system, results <-chan string, n, agents int) ([]time.Duration, error) {
 	out := make([]time.Duration, 0, n)
 	for i := range n {
 		t := time.Now()
-		id, err := s.post("echo", []string{s.agents[i%len(s.agents)]})
+		id, err := s.post("echo", []string{"b-" + strconv.Itoa(i%agents)})
 		if err != nil {
 			return nil, err
 		}
@@ -457,7 +605,7 @@ func throughput(ctx context.Context, s system, results <-chan string, agents, fa
 		for inflight < window && time.Since(start) < dur {
 			targets := make([]string, fanOut)
 			for i := range targets {
-				targets[i] = s.agents[(next+i)%agents]
+				targets[i] = "b-" + strconv.Itoa((next+i)%agents)
 			}
 			next += fanOut
 			if _, err := s.post("echo", targets); err != nil {

@@ -116,7 +116,8 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: a.cfg.Dialer.TLSClientConfig, Proxy: http.ProxyFromEnvironment}}
+	// One request per enrollment: no idle connection (and file) kept open.
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: a.cfg.Dialer.TLSClientConfig, Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("enrolling: %w", err)
