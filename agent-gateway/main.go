@@ -34,6 +34,10 @@ func run(args []string) int {
 		return 1
 	}
 	defer p.Close()
+	if p.TLS, err = service.GatewayTLS(cfg); err != nil {
+		service.PrintErrors(os.Stderr, name, err)
+		return 2
+	}
 	gw, err := gateway.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, gateway.Config{
 		GatewayID:         service.InstanceID(cfg),
 		EnrollmentSecret:  cfg.Security.AgentEnrollmentSecret,

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -97,6 +98,11 @@ type enrollRequest struct {
 // serveEnroll exchanges the enrollment secret for a per-agent credential:
 // random, 256 bits, stored only as a hash; enrolling again rotates it.
 func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
+	release, ok := g.admit(w)
+	if !ok {
+		return
+	}
+	defer release()
 	now := time.Now()
 	addr := clientAddr(r)
 	if g.enrollLimit.blocked(addr, now) {
@@ -146,13 +152,35 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"agent_id": req.AgentID, "credential": cred})
 }
 
-// authenticate returns the agent id of the bearer credential on the upgrade request.
+// authenticate returns the agent id the upgrade request proves: a verified
+// client certificate (mTLS) or else a bearer credential.
 func (g *Gateway) authenticate(r *http.Request) (string, error) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		if id := CertAgentID(r.TLS.VerifiedChains[0][0]); id != "" {
+			return id, nil
+		}
+	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" || len(tok) > 512 {
 		return "", store.ErrUnknownCredential
 	}
 	return g.store.AgentForCredential(r.Context(), HashCredential(tok))
+}
+
+// CertAgentID is the agent id a client certificate names: a URI SAN
+// viworks://agent/<id>, else the subject CN.
+func CertAgentID(c *x509.Certificate) string {
+	for _, u := range c.URIs {
+		if u.Scheme == "viworks" && u.Host == "agent" {
+			if id := strings.TrimPrefix(u.Path, "/"); id != "" && protocol.ValidateHello(&protocol.Hello{AgentID: id}) == nil {
+				return id
+			}
+		}
+	}
+	if id := c.Subject.CommonName; id != "" && protocol.ValidateHello(&protocol.Hello{AgentID: id}) == nil {
+		return id
+	}
+	return ""
 }
 
 func (g *Gateway) audit(ctx context.Context, actor, action, target string, details map[string]any) {

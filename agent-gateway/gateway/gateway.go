@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -51,6 +52,7 @@ type Config struct {
 	TelemetryBatch    int               // flush telemetry early at this many samples
 	Retry             store.RetryPolicy // for executions cut off by a disconnect
 	DrainWindow       time.Duration     // sessions are closed spread over this on shutdown
+	MaxHandshakes     int               // enrollments and upgrades-until-registered in flight; beyond: 503
 	MaxFrameRate      int               // frames per second per agent (bursts of twice that)
 }
 
@@ -81,6 +83,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TelemetryBatch <= 0 {
 		c.TelemetryBatch = 100
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 32
 	}
 	if c.MaxFrameRate <= 0 {
 		c.MaxFrameRate = 50
@@ -117,6 +122,8 @@ type Gateway struct {
 	commits  *committer
 
 	enrollLimit failureLimiter
+	admission   chan struct{} // bounded handshakes: a reconnect storm queues at the agents, not in Postgres
+	waiting     atomic.Int64  // requests waiting for a handshake slot
 
 	mu       sync.Mutex
 	sessions map[string]*session // agent id → current session
@@ -143,11 +150,12 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	m := newMetrics(reg)
 	g := &Gateway{
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
-		metrics:  m,
-		commits:  newCommitter(st, b, log, m.batchSize),
-		sessions: map[string]*session{},
-		health:   map[string]store.HealthUpdate{},
-		telKick:  make(chan struct{}, 1),
+		metrics:   m,
+		commits:   newCommitter(st, b, log, m.batchSize),
+		admission: make(chan struct{}, cfg.MaxHandshakes),
+		sessions:  map[string]*session{},
+		health:    map[string]store.HealthUpdate{},
+		telKick:   make(chan struct{}, 1),
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -276,7 +284,51 @@ func problem(w http.ResponseWriter, code int, title, detail string) {
 	_, _ = fmt.Fprintf(w, `{"type":"about:blank","title":%q,"status":%d,"detail":%q}`, title, code, detail)
 }
 
+// Handshake admission: a request waits up to admitWait for one of
+// MaxHandshakes slots, with at most admitQueue waiting per slot; beyond that it
+// gets 503 with Retry-After and the agent backs off with jitter. So a storm is
+// admitted at the rate the database sustains and never reaches it unthrottled.
+const (
+	admitWait  = 2 * time.Second
+	admitQueue = 16
+)
+
+func (g *Gateway) admit(w http.ResponseWriter) (release func(), ok bool) {
+	if g.waiting.Add(1) > int64(admitQueue*cap(g.admission)) {
+		g.waiting.Add(-1)
+		return nil, g.busy(w)
+	}
+	t := time.NewTimer(admitWait)
+	defer t.Stop()
+	select {
+	case g.admission <- struct{}{}:
+		g.waiting.Add(-1)
+		var once sync.Once
+		return func() { once.Do(func() { <-g.admission }) }, true
+	case <-t.C:
+		g.waiting.Add(-1)
+		return nil, g.busy(w)
+	}
+}
+
+func (g *Gateway) busy(w http.ResponseWriter) bool {
+	g.metrics.rejected.WithLabelValues("busy").Inc()
+	w.Header().Set("Retry-After", "1")
+	problem(w, http.StatusServiceUnavailable, "Service Unavailable", "too many agents are connecting at once; retry shortly")
+	return false
+}
+
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	release, ok := g.admit(w)
+	if !ok {
+		return
+	}
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			release()
+		}
+	}()
 	agentID, err := g.authenticate(r)
 	if err != nil {
 		if !errors.Is(err, store.ErrUnknownCredential) {
@@ -304,11 +356,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
+	handedOver = true
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
 		s := newSession(g, conn, r.RemoteAddr, agentID)
-		s.run(context.WithoutCancel(r.Context()))
+		s.run(context.WithoutCancel(r.Context()), release)
 	}()
 }
 

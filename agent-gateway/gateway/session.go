@@ -181,8 +181,11 @@ func (s *session) shutdown(code int, reason string, linger bool) {
 	})
 }
 
-func (s *session) run(ctx context.Context) {
+// run serves the session; release frees its handshake slot once the agent is
+// registered (or the handshake failed).
+func (s *session) run(ctx context.Context, release func()) {
 	defer s.close(protocol.CloseNormal, "")
+	defer release()
 	s.conn.SetReadLimit(s.g.cfg.ReadLimit)
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.HandshakeTimeout))
 
@@ -212,6 +215,7 @@ func (s *session) run(ctx context.Context) {
 		return
 	}
 	defer s.unregister()
+	release()
 
 	key := s.g.signingKey()
 	if key.KeyID == "" {

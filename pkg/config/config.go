@@ -126,6 +126,13 @@ type AgentManagement struct {
 	// MaxFramesPerSecond is each agent's sustained frame rate; bursts of twice
 	// that are allowed, beyond it the session is closed.
 	MaxFramesPerSecond int `toml:"max_frames_per_second"`
+	// TLSCertPath and TLSKeyPath make the gateway serve TLS (env
+	// GATEWAY_TLS_CERT, GATEWAY_TLS_KEY); with ClientCAPath (env
+	// GATEWAY_CLIENT_CA) it also verifies agents' client certificates and takes
+	// the agent id from them (mTLS).
+	TLSCertPath  string `toml:"tls_cert_path"`
+	TLSKeyPath   string `toml:"tls_key_path"`
+	ClientCAPath string `toml:"client_ca_path"`
 }
 
 // Command is the [command] section: command dispatch and retries.

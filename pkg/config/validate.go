@@ -115,6 +115,12 @@ func (c Config) Validate() error {
 	v.positive("agent_management.reconnect_backoff_ms", a.ReconnectBackoffMs)
 	v.atLeast("agent_management.drain_seconds", a.DrainSeconds, 0)
 	v.atLeast("agent_management.max_frames_per_second", a.MaxFramesPerSecond, 1)
+	if (a.TLSCertPath == "") != (a.TLSKeyPath == "") {
+		v.addf("agent_management.tls_cert_path and tls_key_path (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY) must be set together")
+	}
+	if a.ClientCAPath != "" && a.TLSCertPath == "" {
+		v.addf("agent_management.client_ca_path (GATEWAY_CLIENT_CA) needs tls_cert_path and tls_key_path")
+	}
 
 	cmd := c.Command
 	v.atLeast("command.max_concurrent_commands", cmd.MaxConcurrentCommands, 1)

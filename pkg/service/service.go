@@ -7,6 +7,7 @@ package service
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -83,6 +84,7 @@ type Process struct {
 	Bus      bus.Backend
 	Registry *prometheus.Registry
 	Health   *lifecycle.Health
+	TLS      *tls.Config // when set, Serve serves TLS
 }
 
 // Start builds the logger, opens Postgres (refusing an old schema) and Redis,
@@ -150,6 +152,9 @@ func (p *Process) Serve(ctx context.Context, mux *http.ServeMux, run func(contex
 	ln, err := lifecycle.Listen(p.Cfg.ListenAddr())
 	if err != nil {
 		return err
+	}
+	if p.TLS != nil {
+		ln = tls.NewListener(ln, p.TLS)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 

@@ -106,6 +106,9 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	} else {
 		p.Bus = bus.NewMemory()
 	}
+	if p.TLS, err = service.GatewayTLS(cfg); err != nil {
+		return err
+	}
 	p.Health.AddCheck(lifecycle.Check{Name: "database", Fn: st.Ping})
 	p.Health.AddCheck(lifecycle.Check{Name: "bus", Fn: p.Bus.Ping})
 

@@ -1,0 +1,14 @@
+package agentsdk
+
+import "syscall"
+
+func init() { hostDiskUsage = statfsUsage }
+
+// statfsUsage reports the blocks of the file system holding path (statfs(2)).
+func statfsUsage(path string) (blocks, free, avail uint64, ok bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, 0, 0, false
+	}
+	return st.Blocks, st.Bfree, st.Bavail, true
+}
