@@ -5,11 +5,8 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/viworks/backend-agent/api-server/apiserver"
 	"github.com/viworks/backend-agent/pkg/config"
@@ -24,42 +21,24 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
 	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	cfg, err := service.LoadConfig(fs, args, 8080)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 2
-	}
-	jwt, err := service.NewJWT(cfg)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	p, err := service.Start(ctx, name, cfg)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 1
-	}
-	defer p.Close()
-	api, err := apiserver.New(p.Store, p.Bus, jwt, p.Registry, p.Log, apiserver.Config{
-		DefaultTimeout:    cfg.CommandTimeout(),
-		DefaultMaxRetries: cfg.Command.RetryAttempts,
-		MaxQueued:         cfg.Command.MaxCommandQueueSize,
+	return service.Main(name, 8080, args, func(p *service.Process) (service.Role, error) {
+		cfg := p.Cfg
+		jwt, err := service.NewJWT(cfg)
+		if err != nil {
+			return service.Role{}, err
+		}
+		api, err := apiserver.New(p.Store, p.Bus, jwt, p.Registry, p.Log, apiserver.Config{
+			DefaultTimeout:    cfg.CommandTimeout(),
+			DefaultMaxRetries: cfg.Command.RetryAttempts,
+			MaxQueued:         cfg.Command.MaxCommandQueueSize,
+		})
+		if err != nil {
+			return service.Role{}, err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/api/", api.Handler())
+		return service.Role{Mux: mux, Run: func(ctx context.Context) error { <-ctx.Done(); return nil }}, nil
 	})
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 2
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/api/", api.Handler())
-	wait := func(ctx context.Context) error { <-ctx.Done(); return nil }
-	if err := p.Serve(ctx, mux, wait, nil); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	return 0
 }
 
 func token(args []string) int {

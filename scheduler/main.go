@@ -6,10 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/viworks/backend-agent/pkg/service"
@@ -25,44 +22,26 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "migrate" {
 		return migrate(args[1:])
 	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	cfg, err := service.LoadConfig(fs, args, 8082)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	p, err := service.Start(ctx, name, cfg)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 1
-	}
-	defer p.Close()
-	signer, err := service.LoadSigner(cfg, p.Log)
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 1
-	}
-	alerter, err := alerting.New(p.Store, p.Log, p.Registry, alerting.Config{})
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 2
-	}
-	s, err := scheduler.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, scheduler.Config{
-		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
-		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-		Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
+	return service.Main(name, 8082, args, func(p *service.Process) (service.Role, error) {
+		cfg := p.Cfg
+		signer, err := service.LoadSigner(cfg, p.Log)
+		if err != nil {
+			return service.Role{}, err
+		}
+		alerter, err := alerting.New(p.Store, p.Log, p.Registry, alerting.Config{})
+		if err != nil {
+			return service.Role{}, err
+		}
+		s, err := scheduler.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, scheduler.Config{
+			RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
+			StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
+			Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
+		})
+		if err != nil {
+			return service.Role{}, err
+		}
+		return service.Role{Run: s.Run}, nil
 	})
-	if err != nil {
-		service.PrintErrors(os.Stderr, name, err)
-		return 2
-	}
-	if err := p.Serve(ctx, http.NewServeMux(), s.Run, nil); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	return 0
 }
 
 func migrate(args []string) int {
