@@ -2,7 +2,8 @@
 // (DESIGN §7):
 //
 //	agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX \
-//	    --enrollment-secret S [--site SITE] [--labels k=v,...]
+//	    --enrollment-secret S [--site SITE] [--labels k=v,...] \
+//	    [--host-telemetry] [--source-ips N]
 //
 // It runs until SIGINT or SIGTERM. The logic lives in package sim.
 package main

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -38,7 +39,14 @@ type Options struct {
 	TrustOnFirstUse    bool   // pin the signing key of the first WELCOME (default true)
 	SigningPublicKey   string // file of the platform's public key to pin; wins over TrustOnFirstUse
 	InsecureSkipVerify bool   // accept unsigned COMMANDs; tests only
+
+	// Load generation.
+	HostTelemetry bool // report this host's real metrics instead of simulated ones
+	SourceIPs     int  // > 0: agent i dials from 127.0.0.(1 + i%SourceIPs); loopback gateways only
 }
+
+// MaxSourceIPs bounds --source-ips: the sources are 127.0.0.1 .. 127.0.0.254.
+const MaxSourceIPs = 254
 
 // DefaultOptions returns the defaults of the optional flags.
 func DefaultOptions() Options {
@@ -72,6 +80,11 @@ func newFlagSet(o *Options, labels *string) *flag.FlagSet {
 		"`FILE` with the platform's Ed25519 public key (PEM or base64) to pin: COMMANDs signed by other keys are refused")
 	fs.BoolVar(&o.InsecureSkipVerify, "insecure-skip-verify", o.InsecureSkipVerify,
 		"accept COMMANDs without checking their signature (tests and development only)")
+	fs.BoolVar(&o.HostTelemetry, "host-telemetry", o.HostTelemetry,
+		"agents report this host's real metrics (Linux /proc and statfs) instead of simulated ones")
+	fs.IntVar(&o.SourceIPs, "source-ips", o.SourceIPs,
+		"spread the agents' connections over `N` loopback source addresses, agent i dialing from 127.0.0.(1 + i%N), "+
+			"so one machine can hold more than ~28k connections to one gateway port (Linux; the gateway must be 127.x.x.x or localhost; 0: off, at most 254)")
 	return fs
 }
 
@@ -83,7 +96,11 @@ func Usage(w io.Writer) {
 	fs.SetOutput(w)
 	fmt.Fprintln(w, "Usage: agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX --enrollment-secret S [--site SITE] [--labels k=v,...]")
 	fmt.Fprintln(w, "       [--signing-public-key FILE | --trust-on-first-use=false --insecure-skip-verify]")
-	fmt.Fprintln(w, "Runs N simulated agents until SIGINT/SIGTERM.")
+	fmt.Fprintln(w, "       [--host-telemetry] [--source-ips N]")
+	fmt.Fprintln(w, "Runs N simulated agents until SIGINT/SIGTERM. Each agent enrolls with the secret, then connects.")
+	fmt.Fprintln(w, "Telemetry is simulated per agent unless --host-telemetry reports this machine's own numbers.")
+	fmt.Fprintln(w, "Beyond ~28k agents against one loopback gateway port, --source-ips N spreads the connections")
+	fmt.Fprintln(w, "over N source addresses (each gives another ~28k ephemeral ports); mind the open-files limit (ulimit -n).")
 	fs.PrintDefaults()
 }
 
@@ -192,10 +209,29 @@ func (o Options) Validate() error {
 	default:
 		bad("--log-format %q is not text, json or auto", o.LogFormat)
 	}
+	if o.SourceIPs < 0 || o.SourceIPs > MaxSourceIPs {
+		bad("--source-ips must be between 0 (off) and %d", MaxSourceIPs)
+	} else if o.SourceIPs > 0 && o.Gateway != "" {
+		if u, err := url.Parse(o.Gateway); err == nil && u.Host != "" && !isIPv4Loopback(u.Hostname()) {
+			bad("--source-ips needs a loopback gateway (127.x.x.x or localhost), not %q: "+
+				"only loopback accepts every 127.0.0.0/8 source address", u.Hostname())
+		}
+	}
 	if !o.TrustOnFirstUse && o.SigningPublicKey == "" && !o.InsecureSkipVerify {
 		bad("no COMMAND signing key is trusted: give --signing-public-key FILE, keep --trust-on-first-use, or (tests only) --insecure-skip-verify")
 	}
 	return errors.Join(errs...)
+}
+
+// isIPv4Loopback tells whether host is "localhost" or an IPv4 loopback
+// address: the gateways --source-ips can reach from 127.0.0.0/8 (IPv6 has a
+// single loopback address).
+func isIPv4Loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().Is4() && ip.IsLoopback()
 }
 
 // NewLogger builds the logger for level and format ("auto": text when w is a

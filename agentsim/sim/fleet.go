@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -64,12 +65,31 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 	if o.InsecureSkipVerify {
 		log.Warn("COMMAND signatures are not verified (--insecure-skip-verify): use only in tests")
 	}
+	dialers := sourceDialers(dialer, o.SourceIPs)
+	if o.SourceIPs > 0 {
+		log.WithFields(logrus.Fields{"source_ips": o.SourceIPs, "first": dialerSource(0).String(), "last": dialerSource(o.SourceIPs - 1).String()}).
+			Info("agents spread their connections over loopback source addresses")
+	}
+	var hostTel func() map[string]float64
+	if o.HostTelemetry {
+		// One sampler for the whole fleet: it reads the host at most once a
+		// second however many agents ask. This first call sets the CPU baseline.
+		hostTel = agentsdk.HostTelemetry()
+		if len(hostTel()) == 0 {
+			log.Warn("--host-telemetry: no host metrics readable here (Linux /proc is needed): agents send no TELEMETRY")
+		} else {
+			log.Info("agents report this host's telemetry")
+		}
+	}
 	handlers := Handlers()
 	f := &Fleet{opts: o, log: log, agents: make([]*agentsdk.Agent, 0, o.Agents)}
 	for i := range o.Agents {
 		idx := o.StartIndex + i
 		id := o.Prefix + strconv.Itoa(idx)
-		tel := NewTelemetry(uint64(idx))
+		telemetry := hostTel
+		if telemetry == nil {
+			telemetry = NewTelemetry(uint64(idx)).Sample
+		}
 		a, err := agentsdk.New(agentsdk.Config{
 			URL:     o.Gateway,
 			AgentID: id,
@@ -80,9 +100,9 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 			Hostname:          id,
 			Labels:            o.Labels,
 			Handlers:          handlers,
-			Telemetry:         tel.Sample,
+			Telemetry:         telemetry,
 			TelemetryInterval: o.TelemetryInterval,
-			Dialer:            dialer,
+			Dialer:            dialers[i%len(dialers)],
 			Logger:            log,
 
 			TrustedKeys:        trusted,
@@ -96,6 +116,26 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 	}
 	return f, nil
 }
+
+// sourceDialers returns base alone when n is 0, and otherwise n copies of it,
+// copy k dialing from the loopback address dialerSource(k). The copies share
+// base's buffer sizes and write-buffer pool.
+func sourceDialers(base *websocket.Dialer, n int) []*websocket.Dialer {
+	if n <= 0 {
+		return []*websocket.Dialer{base}
+	}
+	dialers := make([]*websocket.Dialer, n)
+	for k := range dialers {
+		d := *base
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: dialerSource(k)}}
+		d.NetDialContext = nd.DialContext
+		dialers[k] = &d
+	}
+	return dialers
+}
+
+// dialerSource is the k-th loopback source address, 127.0.0.(1+k).
+func dialerSource(k int) net.IP { return net.IPv4(127, 0, 0, byte(1+k)).To4() }
 
 // Total is the number of agents in the fleet.
 func (f *Fleet) Total() int { return len(f.agents) }
@@ -227,6 +267,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	log.WithFields(logrus.Fields{
 		"gateway": o.Gateway, "agents": o.Agents, "prefix": o.Prefix, "start_index": o.StartIndex,
 		"site": o.Site, "connect_rate": o.ConnectRate, "command_trust": o.trustMode(),
+		"host_telemetry": o.HostTelemetry, "source_ips": o.SourceIPs,
 	}).Info("agentsim starting")
 	if err := fleet.Run(ctx); err != nil {
 		log.WithError(err).Error("agentsim failed")

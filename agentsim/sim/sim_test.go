@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -170,22 +173,30 @@ func TestParseFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		"unknown flag":  {append(base, "--nope"), "flag provided but not defined: -nope"},
-		"bad int":       {append(base, "--agents", "many"), `invalid value "many" for flag -agents`},
-		"positional":    {append(base, "extra"), `unexpected argument "extra"`},
-		"no gateway":    {[]string{"--agents", "1", "--enrollment-secret", "s"}, "--gateway is required"},
-		"http gateway":  {append(base, "--gateway", "http://x/ws/agent"), "must be a ws:// or wss:// URL"},
-		"zero agents":   {append(base, "--agents", "0"), "--agents must be at least 1"},
-		"neg start":     {append(base, "--start-index", "-1"), "--start-index must not be negative"},
-		"no secret":     {[]string{"--gateway", "ws://h/ws/agent", "--agents", "1"}, "--enrollment-secret (or $AGENT_ENROLLMENT_SECRET) is required"},
-		"spaced prefix": {append(base, "--prefix", "a b"), "--prefix must not contain whitespace"},
-		"long prefix":   {append(base, "--prefix", strings.Repeat("p", 128)), "--prefix is too long"},
-		"bad rate":      {append(base, "--connect-rate", "0"), "--connect-rate must be greater than 0"},
-		"neg telemetry": {append(base, "--telemetry-interval", "-1s"), "--telemetry-interval must not be negative"},
-		"bad duration":  {append(base, "--telemetry-interval", "5"), `invalid value "5" for flag -telemetry-interval`},
-		"bad level":     {append(base, "--log-level", "loud"), `--log-level "loud"`},
-		"bad format":    {append(base, "--log-format", "xml"), `--log-format "xml"`},
-		"bad labels":    {append(base, "--labels", "x"), `"x" is not key=value`},
+		"unknown flag":    {append(base, "--nope"), "flag provided but not defined: -nope"},
+		"bad int":         {append(base, "--agents", "many"), `invalid value "many" for flag -agents`},
+		"positional":      {append(base, "extra"), `unexpected argument "extra"`},
+		"no gateway":      {[]string{"--agents", "1", "--enrollment-secret", "s"}, "--gateway is required"},
+		"http gateway":    {append(base, "--gateway", "http://x/ws/agent"), "must be a ws:// or wss:// URL"},
+		"zero agents":     {append(base, "--agents", "0"), "--agents must be at least 1"},
+		"neg start":       {append(base, "--start-index", "-1"), "--start-index must not be negative"},
+		"no secret":       {[]string{"--gateway", "ws://h/ws/agent", "--agents", "1"}, "--enrollment-secret (or $AGENT_ENROLLMENT_SECRET) is required"},
+		"spaced prefix":   {append(base, "--prefix", "a b"), "--prefix must not contain whitespace"},
+		"long prefix":     {append(base, "--prefix", strings.Repeat("p", 128)), "--prefix is too long"},
+		"bad rate":        {append(base, "--connect-rate", "0"), "--connect-rate must be greater than 0"},
+		"neg telemetry":   {append(base, "--telemetry-interval", "-1s"), "--telemetry-interval must not be negative"},
+		"bad duration":    {append(base, "--telemetry-interval", "5"), `invalid value "5" for flag -telemetry-interval`},
+		"bad level":       {append(base, "--log-level", "loud"), `--log-level "loud"`},
+		"bad format":      {append(base, "--log-format", "xml"), `--log-format "xml"`},
+		"bad labels":      {append(base, "--labels", "x"), `"x" is not key=value`},
+		"neg source ips":  {append(base, "--source-ips", "-1"), "--source-ips must be between 0 (off) and 254"},
+		"many source ips": {append(base, "--source-ips", "255"), "--source-ips must be between 0 (off) and 254"},
+		"remote source ips": {append(base, "--gateway", "ws://gw.example:8081/ws/agent", "--source-ips", "2"),
+			`--source-ips needs a loopback gateway (127.x.x.x or localhost), not "gw.example"`},
+		"private source ips": {append(base, "--gateway", "ws://10.0.0.5:8081/ws/agent", "--source-ips", "2"),
+			`--source-ips needs a loopback gateway (127.x.x.x or localhost), not "10.0.0.5"`},
+		"ipv6 source ips": {append(base, "--gateway", "ws://[::1]:8081/ws/agent", "--source-ips", "2"),
+			`--source-ips needs a loopback gateway (127.x.x.x or localhost), not "::1"`},
 		"no trust": {append(base, "--trust-on-first-use=false"),
 			"no COMMAND signing key is trusted: give --signing-public-key FILE, keep --trust-on-first-use, or (tests only) --insecure-skip-verify"},
 	} {
@@ -194,6 +205,20 @@ func TestParseFlags(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+
+	o, err = ParseFlags(append(base, "--host-telemetry", "--source-ips", "254"))
+	require.NoError(t, err)
+	require.True(t, o.HostTelemetry)
+	require.Equal(t, 254, o.SourceIPs)
+	for _, gw := range []string{"ws://localhost:8081/ws/agent", "wss://LOCALHOST/ws/agent", "ws://127.1.2.3:1/ws/agent"} {
+		o, err = ParseFlags(append(base, "--gateway", gw, "--source-ips", "4"))
+		require.NoError(t, err, gw)
+		require.Equal(t, 4, o.SourceIPs)
+	}
+	o, err = ParseFlags(base)
+	require.NoError(t, err)
+	require.False(t, o.HostTelemetry, "simulated telemetry by default")
+	require.Zero(t, o.SourceIPs, "no source spreading by default")
 
 	t.Setenv(EnvEnrollmentSecret, "from-env")
 	o, err = ParseFlags([]string{"--gateway", "ws://h/ws/agent", "--agents", "1"})
@@ -212,6 +237,8 @@ func TestMainFlagErrorExits2(t *testing.T) {
 	stderr.Reset()
 	require.Equal(t, 0, Main(context.Background(), []string{"--help"}, &stderr))
 	require.Contains(t, stderr.String(), "--gateway")
+	require.Contains(t, stderr.String(), "-host-telemetry")
+	require.Contains(t, stderr.String(), "-source-ips N")
 }
 
 // fakeGateway accepts agents with the right bearer secret, welcomes them
@@ -221,10 +248,12 @@ type fakeGateway struct {
 	signer   *signing.Signer
 	unsigned bool
 
-	mu      sync.Mutex
-	hellos  map[string]protocol.Hello
-	results map[string]protocol.CommandResult
-	refused int
+	mu        sync.Mutex
+	hellos    map[string]protocol.Hello
+	results   map[string]protocol.CommandResult
+	telemetry map[string]map[string]float64 // last TELEMETRY metrics by agent
+	remoteIPs map[string]string             // source address of the WebSocket by agent
+	refused   int
 }
 
 func newFakeGateway(t *testing.T) *fakeGateway {
@@ -233,7 +262,8 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 	require.NoError(t, err)
 	s, err := signing.NewSigner(priv)
 	require.NoError(t, err)
-	return &fakeGateway{signer: s, hellos: map[string]protocol.Hello{}, results: map[string]protocol.CommandResult{}}
+	return &fakeGateway{signer: s, hellos: map[string]protocol.Hello{}, results: map[string]protocol.CommandResult{},
+		telemetry: map[string]map[string]float64{}, remoteIPs: map[string]string{}}
 }
 
 func (g *fakeGateway) handler(t *testing.T, secret string) http.Handler {
@@ -262,6 +292,11 @@ func (g *fakeGateway) handler(t *testing.T, secret string) http.Handler {
 			g.mu.Unlock()
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
+		}
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			g.mu.Lock()
+			g.remoteIPs[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer cred-")] = host
+			g.mu.Unlock()
 		}
 		ws, err := up.Upgrade(w, r, nil)
 		if err != nil {
@@ -315,6 +350,11 @@ func (g *fakeGateway) handler(t *testing.T, secret string) http.Handler {
 				f, ok := read()
 				if !ok {
 					return
+				}
+				if tel, isTel := f.Payload.(*protocol.Telemetry); isTel {
+					g.mu.Lock()
+					g.telemetry[hello.AgentID] = tel.Metrics
+					g.mu.Unlock()
 				}
 				if res, isRes := f.Payload.(*protocol.CommandResult); isRes {
 					g.mu.Lock()
@@ -373,6 +413,112 @@ func TestMainRunsFleet(t *testing.T) {
 	require.Zero(t, g.refused)
 	require.Contains(t, stderr.String(), `"total":3`)
 	require.NotContains(t, stderr.String(), "boot-secret")
+}
+
+// runFleet runs Main with args against a fake gateway until every agent of
+// ids reported its command result, then stops it; it returns Main's stderr.
+func runFleet(t *testing.T, g *fakeGateway, gatewayHost string, args []string, ids []string, until func() bool) string {
+	t.Helper()
+	srv := httptest.NewServer(g.handler(t, "s3cret"))
+	defer srv.Close()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/agent"
+	if gatewayHost != "" {
+		url = strings.Replace(url, "127.0.0.1", gatewayHost, 1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, append([]string{"--gateway", url, "--agents", strconv.Itoa(len(ids)), "--enrollment-secret", "s3cret",
+			"--connect-rate", "1000", "--log-format", "json"}, args...), &stderr)
+	}()
+	require.Eventually(t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for _, id := range ids {
+			if g.results[id].Status != protocol.ResultSucceeded {
+				return false
+			}
+		}
+		return until == nil || until()
+	}, 10*time.Second, 10*time.Millisecond, stderr.String())
+	cancel()
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code, stderr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("agentsim did not stop")
+	}
+	return stderr.String()
+}
+
+// TestFleetSpreadsSourceIPs checks that with --source-ips 3 agent i connects
+// from 127.0.0.(1 + i%3).
+func TestFleetSpreadsSourceIPs(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("only Linux accepts every 127.0.0.0/8 address on loopback")
+	}
+	ids := []string{"sim-0", "sim-1", "sim-2", "sim-3", "sim-4"}
+	want := map[string]string{"sim-0": "127.0.0.1", "sim-1": "127.0.0.2", "sim-2": "127.0.0.3", "sim-3": "127.0.0.1", "sim-4": "127.0.0.2"}
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		t.Run("gateway "+host, func(t *testing.T) {
+			g := newFakeGateway(t)
+			stderr := runFleet(t, g, host, []string{"--source-ips", "3"}, ids, nil)
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			require.Equal(t, want, g.remoteIPs)
+			require.Zero(t, g.refused)
+			require.Contains(t, stderr, `"source_ips":3`)
+			require.Contains(t, stderr, `"last":"127.0.0.3"`)
+		})
+	}
+
+	// Without the flag every agent dials from the default address.
+	g := newFakeGateway(t)
+	runFleet(t, g, "", nil, ids[:2], nil)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	require.Equal(t, map[string]string{"sim-0": "127.0.0.1", "sim-1": "127.0.0.1"}, g.remoteIPs)
+}
+
+// TestFleetHostTelemetry checks that --host-telemetry reports this machine's
+// numbers (uptime_s is not among the simulated ones) and that every agent
+// reports the same machine.
+func TestFleetHostTelemetry(t *testing.T) {
+	if _, err := os.Stat("/proc/uptime"); err != nil {
+		t.Skip("no /proc/uptime here")
+	}
+	ids := []string{"sim-0", "sim-1"}
+	g := newFakeGateway(t)
+	got := func() bool {
+		for _, id := range ids {
+			if _, ok := g.telemetry[id]["uptime_s"]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+	stderr := runFleet(t, g, "", []string{"--host-telemetry", "--telemetry-interval", "50ms"}, ids, got)
+	require.Contains(t, stderr, "agents report this host's telemetry")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, id := range ids {
+		m := g.telemetry[id]
+		require.Greater(t, m["uptime_s"], 0.0, id)
+		require.Contains(t, m, "mem_used_bytes", id)
+		require.Contains(t, m, "cpu_percent", id)
+		require.InDelta(t, g.telemetry[ids[0]]["uptime_s"], m["uptime_s"], 60, "the same host")
+	}
+
+	// The simulated numbers by default.
+	g = newFakeGateway(t)
+	sim := func() bool { return len(g.telemetry["sim-0"]) > 0 }
+	runFleet(t, g, "", []string{"--telemetry-interval", "50ms"}, ids[:1], sim)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	require.NotContains(t, g.telemetry["sim-0"], "uptime_s")
+	require.Contains(t, g.telemetry["sim-0"], "cpu_percent")
 }
 
 // TestFleetVerifiesCommands runs one agent per trust setting against a

@@ -117,7 +117,9 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	// One request per enrollment: no idle connection (and file) kept open.
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: a.cfg.Dialer.TLSClientConfig, Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true}}
+	// Same TLS and dialing (e.g. source address) as the WebSocket.
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: a.cfg.Dialer.TLSClientConfig, Proxy: http.ProxyFromEnvironment,
+		DialContext: a.cfg.Dialer.NetDialContext, DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("enrolling: %w", err)
