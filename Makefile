@@ -7,7 +7,7 @@ DEMO_AGENTS ?= 5
 LDFLAGS  := -s -w
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build test lint run bench clean tidy
+.PHONY: build test lint run bench clean tidy chart-test
 
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
@@ -21,16 +21,20 @@ test: ## all tests with the race detector (service-backed tests skip without Pos
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: ## gofmt, go vet, staticcheck
-	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench; echo 'gofmt: files above need formatting'; exit 1; }
-	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench deploy)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench deploy; echo 'gofmt: files above need formatting'; exit 1; }
+	$(GO) vet $(PKGS) ./deploy/charttest/...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-	$(STATICCHECK) $(PKGS)
+	$(STATICCHECK) $(PKGS) ./deploy/charttest/...
 
 run: build ## the whole product in one process on embedded storage, with demo agents
 	$(BIN)/viworks --data-dir $(DATA_DIR) --demo-agents $(DEMO_AGENTS) --log-format text
 
 bench: ## real services on loopback; prints each figure beside its target and this machine's limits (BENCH_QUICK=1: small)
 	$(GO) run ./bench
+
+chart-test: ## Helm chart + kustomize manifests: helm lint/template, strict decoding, checks against the code (installs helm if missing)
+	@command -v helm >/dev/null 2>&1 || test -x "$$($(GO) env GOPATH)/bin/helm" || { echo 'installing helm v3.22.0 with go install (a few minutes)'; $(GO) install helm.sh/helm/v3/cmd/helm@v3.22.0; }
+	cd deploy/charttest && $(GO) test -count=1 ./...
 
 tidy:
 	cd pkg && $(GO) mod tidy

@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# One image with the three service binaries (and the agent simulator), each at
+# /NAME; Kubernetes picks one per Deployment with `command` (see deploy/).
+#   docker build --build-arg VERSION=1.2.3 -t ghcr.io/viworks/backend-agent:1.2.3 .
+#   docker run --rm IMAGE /scheduler migrate
+# The build uses a workspace of just pkg and the four binaries' modules (made
+# here with `go work init`), so the image needs none of the repository's other
+# modules (tests, benchmarks, tools) and builds even while a binary's go.sum
+# lags behind pkg's requirements.
+
+FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+ARG TARGETOS
+ARG TARGETARCH
+ENV CGO_ENABLED=0 GOTOOLCHAIN=local
+WORKDIR /src
+
+# Dependencies first, so that source edits do not download them again.
+COPY pkg/go.mod pkg/go.sum ./pkg/
+COPY api-server/go.mod api-server/go.sum ./api-server/
+COPY agent-gateway/go.mod agent-gateway/go.sum ./agent-gateway/
+COPY scheduler/go.mod scheduler/go.sum ./scheduler/
+COPY agentsim/go.mod agentsim/go.sum ./agentsim/
+RUN go work init ./pkg ./api-server ./agent-gateway ./scheduler ./agentsim && \
+    go mod download
+
+COPY pkg/ ./pkg/
+COPY api-server/ ./api-server/
+COPY agent-gateway/ ./agent-gateway/
+COPY scheduler/ ./scheduler/
+COPY agentsim/ ./agentsim/
+RUN --mount=type=cache,target=/root/.cache/go-build \
+    export GOOS=$TARGETOS GOARCH=$TARGETARCH && \
+    cd /src/api-server && go build -trimpath -ldflags="-s -w" -o /out/api-server . && \
+    cd /src/agent-gateway && go build -trimpath -ldflags="-s -w" -o /out/agent-gateway . && \
+    cd /src/scheduler && go build -trimpath -ldflags="-s -w" -o /out/scheduler . && \
+    cd /src/agentsim && go build -trimpath -ldflags="-s -w" -o /out/agentsim .
+
+FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="viworks-backend-agent" \
+      org.opencontainers.image.description="ViWorkS control plane: api-server, agent-gateway, scheduler (and agentsim)" \
+      org.opencontainers.image.source="https://github.com/viworks/backend-agent" \
+      org.opencontainers.image.version="${VERSION}"
+COPY --from=build /out/ /
+USER 65532:65532
+# api-server 8080, agent-gateway 8081, scheduler 8082
+EXPOSE 8080 8081 8082
+# No ENTRYPOINT: run any binary, e.g. `docker run IMAGE /scheduler migrate`.
+CMD ["/api-server"]
