@@ -18,6 +18,7 @@ func main() {
 	flag.StringVar(&cfg.Root, "root", ".", "repository root")
 	flag.StringVar(&cfg.OutDir, "out", "bench/results", "directory for the result table")
 	flag.BoolVar(&cfg.Quick, "quick", os.Getenv("BENCH_QUICK") == "1", "small sizes (also BENCH_QUICK=1)")
+	flag.IntVar(&cfg.ConnAgents, "conn-agents", 0, "idle agents in the connections scenario (0: 19,000, or 500 when quick)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -161,7 +161,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		// Small buffers, and write buffers only while writing: an idle session
 		// holds no write buffer at all.
-		ReadBufferSize:  1024,
+		ReadBufferSize:  512,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		// Agents are not browsers; a browser's Origin must match the host.

@@ -24,7 +24,6 @@ type session struct {
 	g      *Gateway
 	conn   *websocket.Conn
 	remote string
-	log    logrus.FieldLogger
 
 	id      string
 	authID  string // the agent the upgrade request authenticated as
@@ -62,6 +61,16 @@ func (s *session) allowFrame(now time.Time) bool {
 	return true
 }
 
+// logger builds the session's log entry when something is logged, so an idle
+// session holds no entry of its own.
+func (s *session) logger() *logrus.Entry {
+	f := logrus.Fields{"remote_addr": s.remote}
+	if s.agentID != "" {
+		f["agent_id"], f["session_id"] = s.agentID, s.id
+	}
+	return s.g.log.WithFields(f)
+}
+
 // maxAcked bounds the per-session memory of acknowledged executions.
 const maxAcked = 256
 
@@ -82,7 +91,6 @@ func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *sessio
 	return &session{
 		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(),
 		done: make(chan struct{}),
-		log:  g.log.WithField("remote_addr", remote),
 	}
 }
 
@@ -149,7 +157,7 @@ func (s *session) ping() {
 func (s *session) sendFrame(typ string, payload any) bool {
 	b, err := protocol.Encode(typ, "", payload)
 	if err != nil {
-		s.log.WithError(err).Error("encoding frame failed")
+		s.logger().WithError(err).Error("encoding frame failed")
 		return false
 	}
 	return s.send(b)
@@ -196,7 +204,7 @@ func (s *session) run(ctx context.Context, release func()) {
 	if hello.AgentID != s.authID {
 		// Identity comes from the channel: nobody poses as another agent.
 		s.g.metrics.protocolErrors.WithLabelValues("identity_mismatch").Inc()
-		s.log.WithFields(logrus.Fields{"agent_id": s.authID, "claimed_agent_id": hello.AgentID}).Warn("HELLO names another agent; closing")
+		s.logger().WithFields(logrus.Fields{"agent_id": s.authID, "claimed_agent_id": hello.AgentID}).Warn("HELLO names another agent; closing")
 		s.g.audit(ctx, "agent:"+s.authID, "agent.identity_mismatch", hello.AgentID, map[string]any{"client": s.remote})
 		if b, err := protocol.Encode(protocol.TypeError, "", protocol.ErrorPayload{Code: protocol.ErrCodeIdentity, Message: "agent_id does not match the credential"}); err == nil {
 			_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
@@ -207,10 +215,9 @@ func (s *session) run(ctx context.Context, release func()) {
 	}
 	s.agentID = hello.AgentID
 	s.entry = bus.Entry{GatewayID: s.g.cfg.GatewayID, SessionID: s.id}
-	s.log = s.log.WithFields(logrus.Fields{"agent_id": s.agentID, "session_id": s.id})
 
 	if err := s.register(ctx, hello); err != nil {
-		s.log.WithError(err).Error("registering agent session failed")
+		s.logger().WithError(err).Error("registering agent session failed")
 		s.close(protocol.CloseServiceRestart, "registration failed; retry")
 		return
 	}
@@ -232,9 +239,9 @@ func (s *session) run(ctx context.Context, release func()) {
 		TelemetryIntervalS: int(s.g.cfg.TelemetryInterval / time.Second),
 		ServerTime:         time.Now().UTC(),
 	})
-	s.log.Info("agent connected")
+	s.logger().Info("agent connected")
 	if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})); err != nil {
-		s.log.WithError(err).Warn("waking schedulers failed")
+		s.logger().WithError(err).Warn("waking schedulers failed")
 	}
 	s.readLoop(ctx)
 }
@@ -272,7 +279,7 @@ func (s *session) register(ctx context.Context, h *protocol.Hello) error {
 	if prev != nil && prev.GatewayID != s.g.cfg.GatewayID {
 		kick := bus.EncodeDeliveries(bus.Delivery{AgentID: s.agentID, SessionID: prev.SessionID, Kick: true})
 		if _, err := s.g.bus.Publish(ctx, bus.GatewayTopic(prev.GatewayID), kick); err != nil {
-			s.log.WithError(err).Warn("telling the previous gateway to drop the old session failed")
+			s.logger().WithError(err).Warn("telling the previous gateway to drop the old session failed")
 		}
 	}
 	err = s.g.store.MarkAgentOnline(ctx, store.AgentSession{
@@ -295,7 +302,7 @@ func (s *session) refreshPresence(ctx context.Context) bool {
 	ttl := 3 * s.g.cfg.HeartbeatInterval
 	ok, err := s.g.presence.RefreshPresence(ctx, s.agentID, s.entry, ttl)
 	if err != nil {
-		s.log.WithError(err).Warn("refreshing presence failed")
+		s.logger().WithError(err).Warn("refreshing presence failed")
 		return true
 	}
 	if ok {
@@ -303,7 +310,7 @@ func (s *session) refreshPresence(ctx context.Context) bool {
 	}
 	cur, err := s.g.presence.LookupPresence(ctx, []string{s.agentID})
 	if err != nil {
-		s.log.WithError(err).Warn("looking up presence failed")
+		s.logger().WithError(err).Warn("looking up presence failed")
 		return true
 	}
 	if other, found := cur[s.agentID]; found && other != s.entry {
@@ -311,10 +318,10 @@ func (s *session) refreshPresence(ctx context.Context) bool {
 		return false
 	}
 	if _, err := s.g.presence.SetPresence(ctx, s.agentID, s.entry, ttl); err != nil {
-		s.log.WithError(err).Warn("registering presence again failed")
+		s.logger().WithError(err).Warn("registering presence again failed")
 	} else {
 		s.g.metrics.presenceHealed.Inc()
-		s.log.Info("presence was missing; registered again")
+		s.logger().Info("presence was missing; registered again")
 	}
 	return true
 }
@@ -324,22 +331,22 @@ func (s *session) unregister() {
 	defer cancel()
 	s.g.detach(s)
 	if _, err := s.g.presence.DeletePresence(ctx, s.agentID, s.entry); err != nil {
-		s.log.WithError(err).Warn("removing presence failed")
+		s.logger().WithError(err).Warn("removing presence failed")
 	}
 	if _, err := s.g.store.MarkAgentOffline(ctx, s.agentID, s.id, time.Now()); err != nil {
-		s.log.WithError(err).Warn("marking agent offline failed")
+		s.logger().WithError(err).Warn("marking agent offline failed")
 	}
 	// Work the agent held through this gateway did not finish here: retry it.
 	touched, err := s.g.store.ReleaseAgentExecutions(ctx, s.agentID, s.g.cfg.GatewayID, s.g.cfg.Retry)
 	if err != nil {
-		s.log.WithError(err).Error("releasing the agent's executions failed")
+		s.logger().WithError(err).Error("releasing the agent's executions failed")
 	} else if len(touched) > 0 {
 		wake := bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})
 		if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
-			s.log.WithError(err).Warn("waking schedulers failed")
+			s.logger().WithError(err).Warn("waking schedulers failed")
 		}
 	}
-	s.log.Info("agent disconnected")
+	s.logger().Info("agent disconnected")
 }
 
 func (s *session) deadline() time.Time {
@@ -358,7 +365,7 @@ func (s *session) readLoop(ctx context.Context) {
 		_ = s.conn.SetReadDeadline(s.deadline())
 		if !s.allowFrame(time.Now()) {
 			s.g.metrics.closed.WithLabelValues("rate_limited").Inc()
-			s.log.Warn("agent exceeded its frame rate; closing")
+			s.logger().Warn("agent exceeded its frame rate; closing")
 			s.closeFromReader(protocol.ClosePolicyViolation, "frame rate limit exceeded")
 			return
 		}
@@ -414,7 +421,7 @@ func (s *session) handleResult(ctx context.Context, r *protocol.CommandResult) b
 		Output: r.Output, Error: r.Error, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}})
 	if err != nil {
-		s.log.WithError(err).WithField("execution_id", r.ExecutionID).Error("recording result failed")
+		s.logger().WithError(err).WithField("execution_id", r.ExecutionID).Error("recording result failed")
 		return true
 	}
 	s.sendFrame(protocol.TypeResultAck, protocol.ResultAck{ExecutionID: r.ExecutionID})
@@ -436,7 +443,7 @@ func (s *session) rejectFrame(f protocol.Frame, err error) {
 		}
 	}
 	s.g.metrics.protocolErrors.WithLabelValues(label).Inc()
-	s.log.WithField("frame_type", f.Type).WithError(err).Warn("closing session on bad frame")
+	s.logger().WithField("frame_type", f.Type).WithError(err).Warn("closing session on bad frame")
 	reason := err.Error()
 	if len(reason) > 120 { // a close reason must fit in a control frame
 		reason = reason[:120]

@@ -51,10 +51,14 @@ func (c *Config) Defaults() {
 	if c.RedisURL == "" {
 		c.RedisURL = "redis://127.0.0.1:6379/0"
 	}
+	conn := c.ConnAgents
 	if c.Quick {
 		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 100, 100, 5*time.Second, 50, 200, 500
 	} else {
 		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 1000, 1000, 30*time.Second, 100, 2000, 19000
+	}
+	if conn > 0 {
+		c.ConnAgents = conn
 	}
 }
 

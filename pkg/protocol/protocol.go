@@ -141,11 +141,9 @@ type Cancel struct {
 
 // Error codes sent in ERROR frames.
 const (
-	ErrCodeUnknownType      = "unknown_type"
-	ErrCodeInvalidPayload   = "invalid_payload"
-	ErrCodeIdentity         = "identity_mismatch"
-	ErrCodeNotWelcomed      = "hello_required"
-	ErrCodeUnknownExecution = "unknown_execution"
+	ErrCodeUnknownType    = "unknown_type"
+	ErrCodeInvalidPayload = "invalid_payload"
+	ErrCodeIdentity       = "identity_mismatch"
 )
 
 // ErrorPayload is sent to the agent when a frame cannot be processed.
