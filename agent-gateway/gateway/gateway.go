@@ -357,11 +357,21 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	handedOver = true
+	ctx := context.WithoutCancel(r.Context())
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
 		s := newSession(g, conn, r.RemoteAddr, agentID)
-		s.run(context.WithoutCancel(r.Context()), release)
+		if !s.handshake(ctx, release) {
+			return
+		}
+		// The handshake's database calls grew this goroutine's stack; a fresh
+		// goroutine, with a small stack, holds the session for its lifetime.
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			s.serve(ctx)
+		}()
 	}()
 }
 

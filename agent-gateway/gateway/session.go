@@ -189,17 +189,22 @@ func (s *session) shutdown(code int, reason string, linger bool) {
 	})
 }
 
-// run serves the session; release frees its handshake slot once the agent is
-// registered (or the handshake failed).
-func (s *session) run(ctx context.Context, release func()) {
-	defer s.close(protocol.CloseNormal, "")
+// handshake reads HELLO, checks the identity and registers the session, then
+// answers WELCOME; release frees its handshake slot. It reports whether the
+// session is registered (and must be served).
+func (s *session) handshake(ctx context.Context, release func()) (registered bool) {
 	defer release()
+	defer func() {
+		if !registered {
+			s.close(protocol.CloseNormal, "")
+		}
+	}()
 	s.conn.SetReadLimit(s.g.cfg.ReadLimit)
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.HandshakeTimeout))
 
 	hello, ok := s.readHello()
 	if !ok {
-		return
+		return false
 	}
 	if hello.AgentID != s.authID {
 		// Identity comes from the channel: nobody poses as another agent.
@@ -211,7 +216,7 @@ func (s *session) run(ctx context.Context, release func()) {
 			_ = s.conn.WriteMessage(websocket.TextMessage, b)
 		}
 		s.closeFromReader(protocol.ClosePolicyViolation, "agent_id does not match the credential")
-		return
+		return false
 	}
 	s.agentID = hello.AgentID
 	s.entry = bus.Entry{GatewayID: s.g.cfg.GatewayID, SessionID: s.id}
@@ -219,10 +224,8 @@ func (s *session) run(ctx context.Context, release func()) {
 	if err := s.register(ctx, hello); err != nil {
 		s.logger().WithError(err).Error("registering agent session failed")
 		s.close(protocol.CloseServiceRestart, "registration failed; retry")
-		return
+		return false
 	}
-	defer s.unregister()
-	release()
 
 	key := s.g.signingKey()
 	if key.KeyID == "" {
@@ -243,6 +246,13 @@ func (s *session) run(ctx context.Context, release func()) {
 	if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})); err != nil {
 		s.logger().WithError(err).Warn("waking schedulers failed")
 	}
+	return true
+}
+
+// serve reads the registered session's frames until it ends, then cleans up.
+func (s *session) serve(ctx context.Context) {
+	defer s.close(protocol.CloseNormal, "")
+	defer s.unregister()
 	s.readLoop(ctx)
 }
 
