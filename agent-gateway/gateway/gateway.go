@@ -508,7 +508,45 @@ func (g *Gateway) flush(ctx context.Context) {
 	if err := g.store.TouchAgents(ctx, ups); err != nil {
 		g.log.WithError(err).WithField("agents", len(ups)).Error("flushing heartbeats failed")
 	}
+	g.refreshPresences(ctx, ups)
 	g.flushTelemetry(ctx)
+}
+
+// refreshPresences extends the presence of the agents that sent heartbeats,
+// in one round trip. An entry found gone (Redis restarted or lost it) is
+// registered again; one naming another session means the agent connected
+// again elsewhere, so this stale session is closed.
+func (g *Gateway) refreshPresences(ctx context.Context, ups []store.HealthUpdate) {
+	if len(ups) == 0 {
+		return
+	}
+	sessions := make(map[string]*session, len(ups))
+	entries := make(map[string]bus.Entry, len(ups))
+	g.mu.Lock()
+	for _, u := range ups {
+		if s := g.sessions[u.AgentID]; s != nil && s.agentID != "" {
+			sessions[u.AgentID], entries[u.AgentID] = s, s.entry
+		}
+	}
+	g.mu.Unlock()
+	ttl := 3 * g.cfg.HeartbeatInterval
+	got, err := g.presence.RefreshPresences(ctx, entries, ttl)
+	if err != nil {
+		g.log.WithError(err).WithField("agents", len(entries)).Warn("refreshing presence failed")
+		return
+	}
+	for id, r := range got {
+		switch r {
+		case bus.Missing:
+			if _, err := g.presence.SetPresence(ctx, id, entries[id], ttl); err != nil {
+				g.log.WithError(err).WithField("agent_id", id).Warn("registering presence again failed")
+				continue
+			}
+			g.metrics.presenceHealed.Inc()
+		case bus.Replaced:
+			sessions[id].close(protocol.ClosePolicyViolation, "replaced by a newer session")
+		}
+	}
 }
 
 func (g *Gateway) flushTelemetry(ctx context.Context) {

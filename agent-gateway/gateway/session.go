@@ -305,37 +305,6 @@ func (s *session) register(ctx context.Context, h *protocol.Hello) error {
 	return nil
 }
 
-// refreshPresence extends the agent's presence. When the entry is gone (Redis
-// restarted or lost it) it is registered again; when it names another session
-// (the agent connected again elsewhere) this session is stale and closes.
-func (s *session) refreshPresence(ctx context.Context) bool {
-	ttl := 3 * s.g.cfg.HeartbeatInterval
-	ok, err := s.g.presence.RefreshPresence(ctx, s.agentID, s.entry, ttl)
-	if err != nil {
-		s.logger().WithError(err).Warn("refreshing presence failed")
-		return true
-	}
-	if ok {
-		return true
-	}
-	cur, err := s.g.presence.LookupPresence(ctx, []string{s.agentID})
-	if err != nil {
-		s.logger().WithError(err).Warn("looking up presence failed")
-		return true
-	}
-	if other, found := cur[s.agentID]; found && other != s.entry {
-		s.closeFromReader(protocol.ClosePolicyViolation, "replaced by a newer session")
-		return false
-	}
-	if _, err := s.g.presence.SetPresence(ctx, s.agentID, s.entry, ttl); err != nil {
-		s.logger().WithError(err).Warn("registering presence again failed")
-	} else {
-		s.g.metrics.presenceHealed.Inc()
-		s.logger().Info("presence was missing; registered again")
-	}
-	return true
-}
-
 func (s *session) unregister() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -403,9 +372,7 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 		s.closeFromReader(protocol.ClosePolicyViolation, "HELLO already received")
 		return false
 	case *protocol.Heartbeat:
-		if !s.refreshPresence(ctx) {
-			return false
-		}
+		// Presence is refreshed in the gateway's next flush, in one round trip for all agents.
 		s.g.noteHealth(store.HealthUpdate{AgentID: s.agentID, Status: p.Status, UptimeS: p.UptimeS, At: time.Now()})
 	case *protocol.Telemetry:
 		raw, _ := json.Marshal(p.Metrics)

@@ -45,6 +45,9 @@ type Presence interface {
 	SetPresence(ctx context.Context, agentID string, e Entry, ttl time.Duration) (prev *Entry, err error)
 	// RefreshPresence extends the TTL if the agent is still on this session.
 	RefreshPresence(ctx context.Context, agentID string, e Entry, ttl time.Duration) (bool, error)
+	// RefreshPresences does RefreshPresence for many agents in one round trip
+	// and says, per agent, what it found.
+	RefreshPresences(ctx context.Context, entries map[string]Entry, ttl time.Duration) (map[string]Refresh, error)
 	// DeletePresence removes the entry only if it is still this session's (compare-and-delete).
 	DeletePresence(ctx context.Context, agentID string, e Entry) (bool, error)
 	// LookupPresence returns the entries of those agents that are present.
@@ -56,6 +59,16 @@ type Backend interface {
 	Bus
 	Presence
 }
+
+// Refresh is what refreshing an agent's presence found.
+type Refresh int
+
+// Refresh outcomes.
+const (
+	Refreshed Refresh = 1  // the entry was this session's; its TTL is extended
+	Missing   Refresh = 0  // no entry (expired, or Redis lost it)
+	Replaced  Refresh = -1 // another session's entry: this one is stale
+)
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("bus closed")

@@ -165,6 +165,26 @@ func (m *Memory) RefreshPresence(_ context.Context, agentID string, e Entry, ttl
 	return true, nil
 }
 
+// RefreshPresences implements Presence.
+func (m *Memory) RefreshPresences(_ context.Context, entries map[string]Entry, ttl time.Duration) (map[string]Refresh, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]Refresh, len(entries))
+	for id, e := range entries {
+		cur, ok := m.live(id)
+		switch {
+		case !ok:
+			out[id] = Missing
+		case cur.e != e:
+			out[id] = Replaced
+		default:
+			m.presence[id] = memoryEntry{e: e, expires: m.now().Add(ttl)}
+			out[id] = Refreshed
+		}
+	}
+	return out, nil
+}
+
 // DeletePresence implements Presence.
 func (m *Memory) DeletePresence(_ context.Context, agentID string, e Entry) (bool, error) {
 	m.mu.Lock()

@@ -165,8 +165,10 @@ func (r *Redis) SetPresence(ctx context.Context, agentID string, e Entry, ttl ti
 	return &prev, nil
 }
 
-// refreshScript extends the TTL only while the key still holds this session.
-var refreshScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`)
+// refreshScript extends the TTL only while the key still holds this session;
+// it answers 1 (refreshed), 0 (missing) or -1 (another session's).
+var refreshScript = redis.NewScript(`local v = redis.call("GET", KEYS[1])
+if v == ARGV[1] then redis.call("PEXPIRE", KEYS[1], ARGV[2]) return 1 elseif v then return -1 else return 0 end`)
 
 // deleteScript deletes the key only while it still holds this session.
 var deleteScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`)
@@ -177,7 +179,42 @@ func (r *Redis) RefreshPresence(ctx context.Context, agentID string, e Entry, tt
 	if err != nil {
 		return false, fmt.Errorf("refreshing presence: %w", err)
 	}
-	return n == 1, nil
+	return Refresh(n) == Refreshed, nil
+}
+
+// RefreshPresences implements Presence with pipelined scripts, 1000 per round trip.
+func (r *Redis) RefreshPresences(ctx context.Context, entries map[string]Entry, ttl time.Duration) (map[string]Refresh, error) {
+	out := make(map[string]Refresh, len(entries))
+	if len(entries) == 0 {
+		return out, nil
+	}
+	if err := refreshScript.Load(ctx, r.client).Err(); err != nil {
+		return nil, fmt.Errorf("loading presence script: %w", err)
+	}
+	ids := make([]string, 0, len(entries))
+	for id := range entries {
+		ids = append(ids, id)
+	}
+	const chunk = 1000
+	for start := 0; start < len(ids); start += chunk {
+		part := ids[start:min(start+chunk, len(ids))]
+		pipe := r.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(part))
+		for i, id := range part {
+			cmds[i] = refreshScript.EvalSha(ctx, pipe, []string{r.presenceKey(id)}, Encode(entries[id]), ttl.Milliseconds())
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("refreshing presences: %w", err)
+		}
+		for i, id := range part {
+			n, err := cmds[i].Int()
+			if err != nil {
+				return nil, fmt.Errorf("refreshing presences: %w", err)
+			}
+			out[id] = Refresh(n)
+		}
+	}
+	return out, nil
 }
 
 // DeletePresence implements Presence.

@@ -65,6 +65,7 @@ func Run(t *testing.T, newBus func(t *testing.T) interface {
 		{"PresenceLookupReturnsOnlyPresent", testPresenceLookup},
 		{"PresenceRefreshOnlyForSameSession", testPresenceRefresh},
 		{"PresenceRefreshExtendsTTL", testPresenceRefreshExtends},
+		{"PresenceRefreshManyReportsEach", testPresenceRefreshMany},
 		{"PresenceDeleteIsCompareAndDelete", testPresenceDelete},
 		{"PresenceTTLExpiry", testPresenceTTL},
 	}
@@ -371,6 +372,26 @@ func testPresenceRefresh(t *testing.T, b BusPresence) {
 	got, err := b.LookupPresence(ctx, []string{agentID(t, "nobody")})
 	require.NoError(t, err)
 	require.Empty(t, got, "refreshing an absent agent does not create it")
+}
+
+func testPresenceRefreshMany(t *testing.T, b BusPresence) {
+	ctx := context.Background()
+	mine := bus.Entry{GatewayID: "gw-1", SessionID: "s-1"}
+	other := bus.Entry{GatewayID: "gw-2", SessionID: "s-2"}
+	_, err := b.SetPresence(ctx, "kept", mine, ShortTTL)
+	require.NoError(t, err)
+	_, err = b.SetPresence(ctx, "moved", other, time.Minute)
+	require.NoError(t, err)
+	got, err := b.RefreshPresences(ctx, map[string]bus.Entry{"kept": mine, "moved": mine, "gone": mine}, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, map[string]bus.Refresh{"kept": bus.Refreshed, "moved": bus.Replaced, "gone": bus.Missing}, got)
+	time.Sleep(2 * ShortTTL)
+	present, err := b.LookupPresence(ctx, []string{"kept", "moved", "gone"})
+	require.NoError(t, err)
+	require.Equal(t, map[string]bus.Entry{"kept": mine, "moved": other}, present, "the refresh extended kept's TTL and left the others alone")
+	empty, err := b.RefreshPresences(ctx, nil, time.Minute)
+	require.NoError(t, err)
+	require.Empty(t, empty)
 }
 
 func testPresenceRefreshExtends(t *testing.T, b BusPresence) {
