@@ -44,6 +44,9 @@ type Server struct {
 	InstanceID string `toml:"instance_id"`
 	// ShutdownTimeout is how long a graceful shutdown may take, in seconds.
 	ShutdownTimeout int `toml:"shutdown_timeout"`
+	// Pprof serves Go's profiler at /debug/pprof/ on the service port (env
+	// VIWORKS_PPROF); off by default, for diagnosing memory and CPU.
+	Pprof bool `toml:"pprof"`
 }
 
 // Database is the [database] section: the PostgreSQL connection pool.

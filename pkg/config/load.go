@@ -121,6 +121,7 @@ var bindings = []binding{
 	{"BACKEND_AGENT_WORKERS", "server.workers", func(c *Config) any { return &c.Server.Workers }},
 	{"VIWORKS_DEV_MODE", "server.dev_mode", func(c *Config) any { return &c.Server.DevMode }},
 	{"VIWORKS_INSTANCE_ID", "server.instance_id", func(c *Config) any { return &c.Server.InstanceID }},
+	{"VIWORKS_PPROF", "server.pprof", func(c *Config) any { return &c.Server.Pprof }},
 	{"DATABASE_URL", "database.url", func(c *Config) any { return &c.Database.URL }},
 	{"DATABASE_MAX_CONNECTIONS", "database.max_connections", func(c *Config) any { return &c.Database.MaxConnections }},
 	{"REDIS_URL", "redis.url", func(c *Config) any { return &c.Redis.URL }},

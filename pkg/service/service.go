@@ -149,6 +149,10 @@ func (p *Process) Close() {
 // readiness fails, drain runs (may be nil), the server stops, the role stops.
 func (p *Process) Serve(ctx context.Context, mux *http.ServeMux, run func(context.Context) error, drain func(context.Context)) error {
 	lifecycle.Mount(mux, p.Health, p.Registry)
+	if p.Cfg.Server.Pprof {
+		lifecycle.MountPprof(mux)
+		p.Log.Warn("profiler served at /debug/pprof/ (server.pprof); do not expose it publicly")
+	}
 	ln, err := lifecycle.Listen(p.Cfg.ListenAddr())
 	if err != nil {
 		return err
