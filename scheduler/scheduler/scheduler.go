@@ -301,7 +301,7 @@ func (s *Scheduler) releaseStale(ctx context.Context, now time.Time) {
 	for _, a := range stale {
 		s.metrics.staleAgents.Inc()
 		s.log.WithFields(logrus.Fields{"agent_id": a.ID, "gateway_id": a.GatewayID}).Warn("agent missed its heartbeats; marked offline")
-		if _, err := s.store.ReleaseAgentExecutions(ctx, a.ID, a.GatewayID, s.policy()); err != nil {
+		if _, err := s.store.ReleaseAgentExecutions(ctx, a.ID, a.GatewayID, s.policy()); err != nil && ctx.Err() == nil {
 			s.log.WithError(err).WithField("agent_id", a.ID).Error("releasing executions of a stale agent failed")
 		}
 	}
@@ -361,6 +361,7 @@ func (s *Scheduler) dispatchBatch(ctx context.Context) (int, error) {
 	}
 	due, claimed, err := s.store.ClaimDue(ctx, store.ClaimOptions{
 		Limit: s.cfg.BatchSize, AckTimeout: s.cfg.AckTimeout, MaxInFlight: s.cfg.MaxInFlight, PerAgent: s.cfg.PerAgent,
+		Now: s.cfg.Now(), // the same clock as the deadline sweeps
 	}, route)
 	if err != nil {
 		return 0, err
