@@ -172,12 +172,12 @@ func (g *Gateway) authenticate(r *http.Request) (string, error) {
 func CertAgentID(c *x509.Certificate) string {
 	for _, u := range c.URIs {
 		if u.Scheme == "viworks" && u.Host == "agent" {
-			if id := strings.TrimPrefix(u.Path, "/"); id != "" && protocol.ValidateHello(&protocol.Hello{AgentID: id}) == nil {
+			if id := strings.TrimPrefix(u.Path, "/"); protocol.CheckID("", id) == nil {
 				return id
 			}
 		}
 	}
-	if id := c.Subject.CommonName; id != "" && protocol.ValidateHello(&protocol.Hello{AgentID: id}) == nil {
+	if id := c.Subject.CommonName; protocol.CheckID("", id) == nil {
 		return id
 	}
 	return ""

@@ -26,10 +26,7 @@ const (
 	maxRetriesCap     = 20
 )
 
-var (
-	verbPattern    = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
-	agentIDPattern = regexp.MustCompile(`^[^\s\x00-\x1f\x7f]+$`)
-)
+var verbPattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
 
 // SelectorRequest chooses agents by attributes.
 type SelectorRequest struct {
@@ -89,7 +86,7 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 		errs = append(errs, FieldError{Field: "agent_targets", Message: fmt.Sprintf("at most %d agents per command", maxTargets)})
 	default:
 		for i, id := range req.AgentTargets {
-			if len(id) > protocol.MaxIDLen || !agentIDPattern.MatchString(id) {
+			if protocol.CheckID("", id) != nil {
 				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be 1-128 bytes without whitespace or control characters"})
 				break
 			}

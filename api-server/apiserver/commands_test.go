@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -330,7 +331,7 @@ func FuzzDecodeCommandRequest(f *testing.F) {
 			t.Fatalf("accepted %d targets with a limit of %d", n, maxTargets)
 		}
 		for _, id := range req.AgentTargets {
-			if !agentIDPattern.MatchString(id) {
+			if protocol.CheckID("", id) != nil {
 				t.Fatalf("accepted agent id %q", id)
 			}
 		}

@@ -300,7 +300,7 @@ func (c Config) Validate() error {
 		bad("URL has no host")
 	}
 
-	if err := checkID(c.AgentID); err != nil {
+	if err := protocol.CheckID("", c.AgentID); err != nil {
 		bad("AgentID %v", err)
 	}
 	if c.Credential == "" && c.EnrollmentSecret == "" && c.CredentialFile == "" && !hasClientCert(c.Dialer) {
@@ -391,18 +391,6 @@ func hasClientCert(d *websocket.Dialer) bool {
 }
 
 func isControl(r rune) bool { return r <= ' ' || r == 0x7f }
-
-func checkID(id string) error {
-	switch {
-	case id == "":
-		return errors.New("is required")
-	case len(id) > protocol.MaxIDLen:
-		return fmt.Errorf("is longer than %d bytes", protocol.MaxIDLen)
-	case strings.ContainsFunc(id, isControl):
-		return errors.New("contains whitespace or control characters")
-	}
-	return nil
-}
 
 func trunc(s string, n int) string {
 	if len(s) <= n {

@@ -90,7 +90,7 @@ func (a *Agent) ackFrame(executionID, state string) []byte {
 func (a *Agent) handleCommand(ctx context.Context, s *session, cmd *protocol.Command) {
 	id := cmd.ExecutionID
 	log := a.log.WithFields(logrus.Fields{"execution_id": trunc(id, protocol.MaxIDLen), "command_id": trunc(cmd.CommandID, protocol.MaxIDLen)})
-	if err := checkID(id); err != nil {
+	if err := protocol.CheckID("", id); err != nil {
 		log.WithField("reason", "execution_id "+err.Error()).Warn("ignoring COMMAND without a valid execution_id")
 		return
 	}
@@ -214,7 +214,7 @@ func (a *Agent) finish(cmd protocol.Command, res Result, startedAt, finishedAt t
 // result's status and whether it was stored.
 func (a *Agent) storeResult(cmd protocol.Command, res Result, startedAt, finishedAt time.Time) (string, bool) {
 	commandID := cmd.CommandID
-	if checkID(commandID) != nil {
+	if protocol.CheckID("", commandID) != nil {
 		commandID = "" // optional in the result; an invalid one would make the gateway refuse it
 	}
 	r := protocol.CommandResult{

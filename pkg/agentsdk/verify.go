@@ -153,7 +153,7 @@ func (a *Agent) checkCommand(cmd *protocol.Command, verifier *signing.Verifier) 
 	if cmd.IssuedAt.After(now.Add(a.cfg.MaxClockSkew)) {
 		return rejectIssuedInFuture, nil
 	}
-	if checkID(cmd.Nonce) != nil {
+	if protocol.CheckID("", cmd.Nonce) != nil {
 		return rejectInvalidNonce, nil
 	}
 	return "", nil

@@ -139,12 +139,15 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-func checkID(field, v string) error {
+// CheckID is the rule for every identifier on the wire (agent, execution,
+// command ids, nonces): 1..MaxIDLen bytes without whitespace or control
+// characters. field names it in the error ("" for none).
+func CheckID(field, v string) error {
 	if v == "" {
 		return invalid(field, "is required")
 	}
 	if len(v) > MaxIDLen {
-		return invalid(field, fmt.Sprintf("longer than %d bytes", MaxIDLen))
+		return invalid(field, fmt.Sprintf("is longer than %d bytes", MaxIDLen))
 	}
 	for _, r := range v {
 		if r <= ' ' || r == 0x7f {
@@ -162,7 +165,7 @@ func checkShort(field, v string) error {
 }
 
 func (h *Hello) validate() error {
-	if err := checkID("payload.agent_id", h.AgentID); err != nil {
+	if err := CheckID("payload.agent_id", h.AgentID); err != nil {
 		return err
 	}
 	for name, v := range map[string]string{"site": h.Site, "version": h.Version, "hostname": h.Hostname, "os": h.OS, "arch": h.Arch} {
@@ -223,7 +226,7 @@ func (t *Telemetry) validate() error {
 }
 
 func (a *Ack) validate() error {
-	if err := checkID("payload.execution_id", a.ExecutionID); err != nil {
+	if err := CheckID("payload.execution_id", a.ExecutionID); err != nil {
 		return err
 	}
 	switch a.State {
@@ -234,11 +237,11 @@ func (a *Ack) validate() error {
 }
 
 func (r *CommandResult) validate() error {
-	if err := checkID("payload.execution_id", r.ExecutionID); err != nil {
+	if err := CheckID("payload.execution_id", r.ExecutionID); err != nil {
 		return err
 	}
 	if r.CommandID != "" {
-		if err := checkID("payload.command_id", r.CommandID); err != nil {
+		if err := CheckID("payload.command_id", r.CommandID); err != nil {
 			return err
 		}
 	}
