@@ -6,6 +6,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -271,13 +272,6 @@ func (g *Gateway) pingLoop(ctx context.Context) {
 	}
 }
 
-// Sessions returns the number of live sessions.
-func (g *Gateway) Sessions() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.sessions)
-}
-
 func problem(w http.ResponseWriter, code int, title, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(code)
@@ -405,7 +399,7 @@ func (g *Gateway) lookup(agentID string) *session {
 
 func (g *Gateway) handleDelivery(ctx context.Context, payload []byte) {
 	var ds bus.Deliveries
-	if err := jsonUnmarshal(payload, &ds); err != nil {
+	if err := json.Unmarshal(payload, &ds); err != nil {
 		g.log.WithError(err).Warn("dropping malformed bus delivery")
 		return
 	}

@@ -17,8 +17,6 @@ import (
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
-var jsonUnmarshal = json.Unmarshal
-
 // session is one agent's WebSocket.
 type session struct {
 	g      *Gateway

@@ -17,7 +17,7 @@ type ClaimOptions struct {
 	AckTimeout  time.Duration // dispatch to ACK (default 10s)
 	MaxInFlight int           // dispatched+running across all schedulers; 0: unlimited
 	PerAgent    int           // in flight per agent (default 16)
-	Now         time.Time     // the claim's clock for what is due (default: the wall clock)
+	Now         time.Time     // the claim's clock: what is due, dispatched_at, deadlines (default: the wall clock)
 }
 
 func (o *ClaimOptions) setDefaults() {
@@ -218,10 +218,7 @@ LIMIT ? `+lock, o.Now, o.PerAgent, limit).Scan(&due).Error
 			k := group{gw, d.TimeoutSeconds}
 			groups[k] = append(groups[k], d.ExecutionID)
 		}
-		now := time.Now().UTC() // dispatched_at is when it happened
-		if o.Now.Before(now.Add(-time.Second)) || o.Now.After(now.Add(time.Second)) {
-			now = o.Now // a test's controlled clock
-		}
+		now := o.Now // the claim's clock, so deadlines agree with the sweeps
 		for k, ids := range groups {
 			err := tx.Model(&Execution{}).Where("id IN ?", ids).Updates(map[string]any{
 				"status": ExecDispatched, "attempts": gorm.Expr("attempts + 1"), "gateway_id": k.gateway,
