@@ -19,6 +19,7 @@ func main() {
 		}
 		p.TLS = tlsConfig
 		gw, err := gateway.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, gateway.Config{
+			Events:            p.Events,
 			GatewayID:         service.InstanceID(cfg),
 			EnrollmentSecret:  cfg.Security.AgentEnrollmentSecret,
 			HeartbeatInterval: cfg.HeartbeatInterval(),

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"net/http"
 	"os"
@@ -37,7 +36,7 @@ func run(args []string) int {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/api/", api.Handler())
-		return service.Role{Mux: mux, Run: func(ctx context.Context) error { <-ctx.Done(); return nil }}, nil
+		return service.Role{Mux: mux, Run: api.Run, Drain: api.Drain}, nil
 	})
 }
 

@@ -28,11 +28,12 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
-		alerter, err := alerting.New(p.Store, p.Log, p.Registry, alerting.Config{})
+		alerter, err := alerting.New(p.Store, p.Log, p.Registry, alerting.Config{Events: p.Events})
 		if err != nil {
 			return service.Role{}, err
 		}
 		s, err := scheduler.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, scheduler.Config{
+			Events:     p.Events,
 			RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 			StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
 			Signer: signer, Tasks: []scheduler.Task{alerter.Tick},

@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
@@ -55,6 +56,7 @@ type Config struct {
 	DrainWindow       time.Duration     // sessions are closed spread over this on shutdown
 	MaxHandshakes     int               // enrollments and upgrades-until-registered in flight; beyond: 503
 	MaxFrameRate      int               // frames per second per agent (bursts of twice that)
+	Events            *events.Publisher // optional: agents online/offline and execution progress are published here
 }
 
 func (c *Config) setDefaults() {
@@ -152,7 +154,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	g := &Gateway{
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
 		metrics:   m,
-		commits:   newCommitter(st, b, log, m.batchSize),
+		commits:   newCommitter(st, b, cfg.Events, log, m.batchSize),
 		admission: make(chan struct{}, cfg.MaxHandshakes),
 		sessions:  map[string]*session{},
 		health:    map[string]store.HealthUpdate{},

@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
@@ -241,6 +242,7 @@ func (s *session) handshake(ctx context.Context, release func()) (registered boo
 		ServerTime:         time.Now().UTC(),
 	})
 	s.logger().Info("agent connected")
+	s.g.cfg.Events.Publish(ctx, events.Event{Type: events.AgentOnline, AgentID: s.agentID, GatewayID: s.g.cfg.GatewayID})
 	if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})); err != nil {
 		s.logger().WithError(err).Warn("waking schedulers failed")
 	}
@@ -310,8 +312,10 @@ func (s *session) unregister() {
 	if _, err := s.g.presence.DeletePresence(ctx, s.agentID, s.entry); err != nil {
 		s.logger().WithError(err).Warn("removing presence failed")
 	}
-	if _, err := s.g.store.MarkAgentOffline(ctx, s.agentID, s.id, time.Now()); err != nil {
+	if offline, err := s.g.store.MarkAgentOffline(ctx, s.agentID, s.id, time.Now()); err != nil {
 		s.logger().WithError(err).Warn("marking agent offline failed")
+	} else if offline {
+		s.g.cfg.Events.Publish(ctx, events.Event{Type: events.AgentOffline, AgentID: s.agentID, GatewayID: s.g.cfg.GatewayID})
 	}
 	// Work the agent held through this gateway did not finish here: retry it.
 	touched, err := s.g.store.ReleaseAgentExecutions(ctx, s.agentID, s.g.cfg.GatewayID, s.g.cfg.Retry)

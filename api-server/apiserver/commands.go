@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
@@ -219,6 +220,7 @@ func (s *Server) createCommand(c *gin.Context) {
 		// The command is durable; the schedulers' sweep will find it.
 		s.log.WithError(err).WithField("command_id", cmd.ID).Warn("waking schedulers failed")
 	}
+	s.events.Publish(c.Request.Context(), events.Event{Type: events.CommandStatus, CommandID: cmd.ID, Status: cmd.Status})
 	c.Header("Location", "/api/v1/commands/"+cmd.ID)
 	c.JSON(http.StatusAccepted, commandView(cmd, execs))
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -49,7 +50,9 @@ type Config struct {
 	DefaultTTL        time.Duration
 	MaxTargets        int
 	MaxBodyBytes      int64
-	MaxQueued         int // bound on queued executions (max_command_queue_size); 0: unbounded
+	MaxQueued         int              // bound on queued executions (max_command_queue_size); 0: unbounded
+	EventKeepAlive    time.Duration    // comment sent on idle event streams (default 15s)
+	Events            events.HubConfig // bounds of the event stream
 }
 
 func (c *Config) setDefaults() {
@@ -67,6 +70,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.EventKeepAlive <= 0 {
+		c.EventKeepAlive = 15 * time.Second
 	}
 }
 
@@ -86,6 +92,8 @@ type Server struct {
 	verifier Verifier
 	log      logrus.FieldLogger
 	engine   *gin.Engine
+	hub      *events.Hub
+	events   *events.Publisher
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
@@ -98,6 +106,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	}
 	s := &Server{
 		cfg: cfg, store: st, bus: b, verifier: v, log: log,
+		hub: events.NewHub(b, log, cfg.Events), events: events.NewPublisher(b, log),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"}),
 		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_api_request_duration_seconds", Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"}),
 	}
@@ -119,6 +128,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.POST("/commands", s.require(auth.RoleOperator), s.createCommand)
 	v1.GET("/commands/:id", s.require(auth.RoleViewer), s.getCommand)
 	v1.DELETE("/commands/:id", s.require(auth.RoleOperator), s.cancelCommand)
+	v1.GET("/events", s.require(auth.RoleViewer), s.streamEvents)
 	v1.GET("/alert-rules", s.require(auth.RoleAdmin), s.listAlertRules)
 	v1.POST("/alert-rules", s.require(auth.RoleAdmin), s.createAlertRule)
 	v1.DELETE("/alert-rules/:id", s.require(auth.RoleAdmin), s.deleteAlertRule)
@@ -133,6 +143,16 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler { return s.engine }
+
+// Run receives the event stream from the bus until ctx is done.
+func (s *Server) Run(ctx context.Context) error { return s.hub.Run(ctx) }
+
+// Drain ends the event streams so that the HTTP server can shut down without
+// waiting for them; clients reconnect to another replica.
+func (s *Server) Drain(context.Context) { s.hub.Close() }
+
+// EventsReady is closed once the server receives the event stream.
+func (s *Server) EventsReady() <-chan struct{} { return s.hub.Ready() }
 
 const (
 	ctxPrincipal = "principal"

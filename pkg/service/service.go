@@ -23,6 +23,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/config"
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/lifecycle"
 	"github.com/viworks/backend-agent/pkg/logging"
 	"github.com/viworks/backend-agent/pkg/store"
@@ -85,6 +86,20 @@ type Process struct {
 	Registry *prometheus.Registry
 	Health   *lifecycle.Health
 	TLS      *tls.Config // when set, Serve serves TLS
+	Events   *events.Publisher
+}
+
+// StartEvents publishes the live event stream of this process on its bus,
+// including every command status change its store commits.
+func (p *Process) StartEvents() {
+	p.Events = events.NewPublisher(p.Bus, p.Log)
+	p.Store.ObserveCommands(func(ctx context.Context, changes []store.CommandChange) {
+		evs := make([]events.Event, len(changes))
+		for i, c := range changes {
+			evs[i] = events.Event{Type: events.CommandStatus, CommandID: c.CommandID, Status: c.Status}
+		}
+		p.Events.Publish(ctx, evs...)
+	})
 }
 
 // Start builds the logger, opens Postgres (refusing an old schema) and Redis,
@@ -115,6 +130,7 @@ func Start(ctx context.Context, name string, cfg config.Config) (*Process, error
 	p.Bus = b
 	p.Health.AddCheck(lifecycle.Check{Name: "database", Fn: st.Ping})
 	p.Health.AddCheck(lifecycle.Check{Name: "redis", Fn: b.Ping})
+	p.StartEvents()
 	return p, nil
 }
 

@@ -41,9 +41,11 @@ type ResultOutcome struct {
 	Recorded  bool // false: unknown, another agent's, or already final (a duplicate)
 }
 
-// BatchOutcome has one ResultOutcome per Batch.Results entry, in order.
+// BatchOutcome has one ResultOutcome per Batch.Results entry and one Acked
+// flag per Batch.Acks entry (true: the execution moved to running), in order.
 type BatchOutcome struct {
 	Results []ResultOutcome
+	Acked   []bool
 }
 
 // RecordBatch writes acks and results in one transaction. A result is recorded
@@ -55,12 +57,13 @@ type BatchOutcome struct {
 // deadlock), and its aggregate recomputed once. Acks move dispatched
 // executions to running.
 func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) {
-	out := BatchOutcome{Results: make([]ResultOutcome, len(b.Results))}
+	out := BatchOutcome{Results: make([]ResultOutcome, len(b.Results)), Acked: make([]bool, len(b.Acks))}
 	for _, r := range b.Results {
 		if r.Status != ExecSucceeded && r.Status != ExecFailed {
 			return out, fmt.Errorf("recording result: invalid status %q", r.Status)
 		}
 	}
+	var changes []CommandChange
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		cmds, err := lockResultCommands(tx, s.dialect, b.Results)
 		if err != nil {
@@ -85,15 +88,15 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 				changed = changed || recorded
 			}
 			if changed {
-				if err := refreshCommand(tx, cmd); err != nil {
+				if err := refreshCommand(tx, cmd, &changes); err != nil {
 					return err
 				}
 			}
 		}
 		// Acks after every command lock: nothing here waits for a command row
 		// while holding an execution another transaction needs with its command.
-		for _, a := range b.Acks {
-			if _, err := ackExecution(tx, a, now); err != nil {
+		for i, a := range b.Acks {
+			if out.Acked[i], err = ackExecution(tx, a, now); err != nil {
 				return err
 			}
 		}
@@ -102,6 +105,7 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 	if err != nil {
 		return out, fmt.Errorf("recording batch: %w", err)
 	}
+	s.notify(ctx, changes)
 	return out, nil
 }
 

@@ -337,7 +337,7 @@ func lockCommand(tx *gorm.DB, id string) (lockedCommand, error) {
 // refreshCommand recomputes a locked command's aggregate status from its
 // executions, first cancelling what is still queued once failures exceed
 // max_errors; it writes the command only when the status changes.
-func refreshCommand(tx *gorm.DB, cmd lockedCommand) error {
+func refreshCommand(tx *gorm.DB, cmd lockedCommand, changes *[]CommandChange) error {
 	id := cmd.ID
 	counts, err := countByStatus(tx, id)
 	if err != nil {
@@ -368,6 +368,9 @@ func refreshCommand(tx *gorm.DB, cmd lockedCommand) error {
 	if err := tx.Model(&Command{}).Where("id = ?", id).Updates(upd).Error; err != nil {
 		return fmt.Errorf("updating command status: %w", err)
 	}
+	if status != cmd.Status {
+		*changes = append(*changes, CommandChange{CommandID: id, Status: status})
+	}
 	return nil
 }
 
@@ -392,6 +395,7 @@ func countByStatus(tx *gorm.DB, commandID string) (map[string]int, error) {
 // so their agents get a CANCEL. A finished command gives ErrCommandFinal.
 func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) ([]Timeout, error) {
 	var running []Timeout
+	var changes []CommandChange
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		cmd, err := lockCommand(tx, id)
 		if err != nil {
@@ -417,11 +421,12 @@ func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) 
 		if err := tx.Create(&AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details}).Error; err != nil {
 			return fmt.Errorf("inserting audit event: %w", err)
 		}
-		return refreshCommand(tx, cmd)
+		return refreshCommand(tx, cmd, &changes)
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.notify(ctx, changes)
 	return running, nil
 }
 

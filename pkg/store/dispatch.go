@@ -245,11 +245,17 @@ func (s *Store) MarkCommandsRunning(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	err := s.db.WithContext(ctx).Model(&Command{}).Where("id IN ? AND status = ?", dedupe(ids), CommandQueued).
-		Updates(map[string]any{"status": CommandRunning, "updated_at": time.Now().UTC()}).Error
+	var moved []string
+	err := s.db.WithContext(ctx).Raw(`UPDATE commands SET status = ?, updated_at = ? WHERE id IN ? AND status = ? RETURNING id`,
+		CommandRunning, time.Now().UTC(), dedupe(ids), CommandQueued).Scan(&moved).Error
 	if err != nil {
 		return fmt.Errorf("marking commands running: %w", err)
 	}
+	changes := make([]CommandChange, len(moved))
+	for i, id := range moved {
+		changes[i] = CommandChange{CommandID: id, Status: CommandRunning}
+	}
+	s.notify(ctx, changes)
 	return nil
 }
 
@@ -507,21 +513,25 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, policy RetryPolicy) ([
 // its own short transaction holding that command's lock.
 func (s *Store) RefreshCommands(ctx context.Context, ids []string) error {
 	seen := map[string]bool{}
+	var changes []CommandChange
+	defer func() { s.notify(ctx, changes) }()
 	for _, id := range ids {
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
+		var changed []CommandChange
 		err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			cmd, err := lockCommand(tx, id)
 			if err != nil {
 				return err
 			}
-			return refreshCommand(tx, cmd)
+			return refreshCommand(tx, cmd, &changed)
 		})
 		if err != nil {
 			return fmt.Errorf("refreshing command %s: %w", id, err)
 		}
+		changes = append(changes, changed...)
 	}
 	return nil
 }

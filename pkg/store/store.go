@@ -78,6 +78,7 @@ func (c Config) Validate() error {
 type Store struct {
 	db      *gorm.DB
 	dialect string
+	observe func(context.Context, []CommandChange)
 }
 
 // Dialect returns Postgres or SQLite.

@@ -111,6 +111,8 @@ func TestCommandLifecycle(t *testing.T) { each(t, testCommandLifecycle) }
 
 func testCommandLifecycle(t *testing.T, s *store.Store) {
 	ctx := context.Background()
+	var changes []store.CommandChange
+	s.ObserveCommands(func(_ context.Context, cs []store.CommandChange) { changes = append(changes, cs...) })
 	online(t, s, "a1", "gw1", "s1")
 	online(t, s, "a2", "gw1", "s2")
 
@@ -171,6 +173,10 @@ func testCommandLifecycle(t *testing.T, s *store.Store) {
 	require.NoError(t, err)
 	require.Equal(t, store.CommandPartiallySucceeded, got.Status)
 	require.NotNil(t, got.FinishedAt)
+	require.Equal(t, []store.CommandChange{
+		{CommandID: cmd.ID, Status: store.CommandRunning}, // once, though marked twice
+		{CommandID: cmd.ID, Status: store.CommandPartiallySucceeded},
+	}, changes, "every committed status change is observed once")
 	require.Equal(t, "hi", gotExecs[0].Output)
 	require.Equal(t, store.ExecSucceeded, gotExecs[0].Status)
 	require.Equal(t, store.ExecFailed, gotExecs[1].Status)

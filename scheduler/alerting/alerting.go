@@ -56,6 +56,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -96,6 +97,8 @@ type Config struct {
 	MaxDeliveries    int           // deliveries per Deliver call; default and at most 1000
 	MaxOpenPerRule   int           // alerts one rule may open per Evaluate (the rest next time); default 1000
 	HistoryRetention time.Duration // resolved alerts and finished deliveries older than this are pruned; default 30 days
+
+	Events *events.Publisher // optional: alerts fired and resolved are published here
 }
 
 func (c *Config) setDefaults() {
@@ -351,7 +354,7 @@ func (a *Alerter) Evaluate(ctx context.Context, now time.Time) error {
 			var res store.SyncResult
 			res, err = a.st.SyncAlerts(ctx, r, vs, now, a.cfg.MaxOpenPerRule, render)
 			if err == nil {
-				a.report(log, r, res)
+				a.report(ctx, log, r, res)
 			}
 		}
 		if err != nil {
@@ -381,19 +384,31 @@ func (a *Alerter) Evaluate(ctx context.Context, now time.Time) error {
 	return errors.Join(errs...)
 }
 
-func (a *Alerter) report(log logrus.FieldLogger, r store.AlertRule, res store.SyncResult) {
+func (a *Alerter) report(ctx context.Context, log logrus.FieldLogger, r store.AlertRule, res store.SyncResult) {
+	var evs []events.Event
 	for _, al := range res.Opened {
 		a.m.transitions.WithLabelValues(r.Kind, "fired").Inc()
 		log.WithFields(logrus.Fields{"alert_id": al.ID, "subject": al.Subject}).Warn("alert fired")
+		evs = append(evs, alertEvent(events.AlertFired, al))
 	}
 	for _, al := range res.Resolved {
 		a.m.transitions.WithLabelValues(r.Kind, "resolved").Inc()
 		log.WithFields(logrus.Fields{"alert_id": al.ID, "subject": al.Subject}).Info("alert resolved")
+		evs = append(evs, alertEvent(events.AlertResolved, al))
 	}
+	a.cfg.Events.Publish(ctx, evs...)
 	if res.Deferred > 0 {
 		a.m.deferred.Add(float64(res.Deferred))
 		log.WithFields(logrus.Fields{"deferred": res.Deferred, "max_open": a.cfg.MaxOpenPerRule}).Warn("alert openings deferred to the next evaluation")
 	}
+}
+
+func alertEvent(typ string, al store.Alert) events.Event {
+	e := events.Event{Type: typ, AlertID: al.ID, RuleID: al.RuleID, Reason: al.Kind}
+	if al.Subject != store.SubjectGlobal {
+		e.AgentID = al.Subject
+	}
+	return e
 }
 
 func details(v any) store.JSON {

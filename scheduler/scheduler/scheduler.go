@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/signing"
 	"github.com/viworks/backend-agent/pkg/store"
@@ -62,6 +63,8 @@ type Config struct {
 
 	// Signer signs every COMMAND (required).
 	Signer *signing.Signer
+	// Events, optional, receives executions dispatched and timed out and agents marked offline.
+	Events *events.Publisher
 }
 
 func (c *Config) setDefaults() {
@@ -300,6 +303,7 @@ func (s *Scheduler) releaseStale(ctx context.Context, now time.Time) {
 	}
 	for _, a := range stale {
 		s.metrics.staleAgents.Inc()
+		s.cfg.Events.Publish(ctx, events.Event{Type: events.AgentOffline, AgentID: a.ID, GatewayID: a.GatewayID, Reason: "missed heartbeats"})
 		s.log.WithFields(logrus.Fields{"agent_id": a.ID, "gateway_id": a.GatewayID}).Warn("agent missed its heartbeats; marked offline")
 		if _, err := s.store.ReleaseAgentExecutions(ctx, a.ID, a.GatewayID, s.policy()); err != nil && ctx.Err() == nil {
 			s.log.WithError(err).WithField("agent_id", a.ID).Error("releasing executions of a stale agent failed")
@@ -400,6 +404,7 @@ func (s *Scheduler) publish(ctx context.Context, due []store.DueExecution, sessi
 		n, err := s.bus.Publish(ctx, bus.GatewayTopic(gw), bus.EncodeDeliveries(items...))
 		if err == nil && n > 0 {
 			s.metrics.dispatched.Add(float64(len(items)))
+			s.dispatchedEvents(ctx, due, gw)
 			continue
 		}
 		// Nobody holds that gateway's topic (it died) or the bus failed: put the
@@ -417,6 +422,20 @@ func (s *Scheduler) publish(ctx context.Context, due []store.DueExecution, sessi
 			}
 		}
 	}
+}
+
+func (s *Scheduler) dispatchedEvents(ctx context.Context, due []store.DueExecution, gatewayID string) {
+	if s.cfg.Events == nil {
+		return
+	}
+	var evs []events.Event
+	for _, d := range due {
+		if d.GatewayID == gatewayID {
+			evs = append(evs, events.Event{Type: events.ExecutionStatus, ExecutionID: d.ExecutionID, CommandID: d.CommandID,
+				AgentID: d.AgentID, GatewayID: gatewayID, Status: store.ExecDispatched})
+		}
+	}
+	s.cfg.Events.Publish(ctx, evs...)
 }
 
 // commandFrame builds and signs the COMMAND frame of an execution.
@@ -447,6 +466,11 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) {
 	if len(ended) > 0 {
 		s.poke() // finished work frees capacity
 	}
+	evs := make([]events.Event, len(ended))
+	for i, t := range ended {
+		evs[i] = events.Event{Type: events.ExecutionStatus, ExecutionID: t.ExecutionID, CommandID: t.CommandID, AgentID: t.AgentID, Status: t.Status}
+	}
+	s.cfg.Events.Publish(ctx, evs...)
 	for _, t := range ended {
 		s.metrics.timedOut.Inc()
 		if t.GatewayID == "" {

@@ -111,12 +111,14 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	}
 	p.Health.AddCheck(lifecycle.Check{Name: "database", Fn: st.Ping})
 	p.Health.AddCheck(lifecycle.Check{Name: "bus", Fn: p.Bus.Ping})
+	p.StartEvents()
 
 	jwt, err := service.NewJWT(cfg)
 	if err != nil {
 		return err
 	}
 	gw, err := gateway.New(st, p.Bus, p.Bus, p.Registry, log, gateway.Config{
+		Events:            p.Events,
 		GatewayID:         service.InstanceID(cfg),
 		EnrollmentSecret:  cfg.Security.AgentEnrollmentSecret,
 		HeartbeatInterval: cfg.HeartbeatInterval(),
@@ -136,11 +138,12 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
-	alerter, err := alerting.New(st, log, p.Registry, alerting.Config{})
+	alerter, err := alerting.New(st, log, p.Registry, alerting.Config{Events: p.Events})
 	if err != nil {
 		return err
 	}
 	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{
+		Events:     p.Events,
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
 		Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
@@ -163,9 +166,13 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		if err := printBanner(out, cfg, o, jwt); err != nil {
 			return err
 		}
-		return runAll(ctx, log, gw.Run, sched.Run, demoFleet(cfg, o, log))
+		return runAll(ctx, log, api.Run, gw.Run, sched.Run, demoFleet(cfg, o, log))
 	}
-	return p.Serve(ctx, mux, run, gw.Shutdown)
+	drain := func(ctx context.Context) {
+		api.Drain(ctx)
+		gw.Shutdown(ctx)
+	}
+	return p.Serve(ctx, mux, run, drain)
 }
 
 // runAll runs the parts until ctx is done or one fails; then all are stopped.
