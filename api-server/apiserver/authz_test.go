@@ -20,7 +20,8 @@ import (
 // publicRoutes answer without a token; everything else must be refused
 // without a valid token of a sufficient role.
 var publicRoutes = map[string]bool{
-	"GET /api/v1/health": true,
+	"GET /api/v1/health":       true,
+	"GET /api/v1/openapi.json": true,
 }
 
 // routeRoles is the least role of every protected route (DESIGN §4). A route

@@ -86,16 +86,17 @@ func (c Config) Validate() error {
 
 // Server is the REST API.
 type Server struct {
-	cfg      Config
-	store    Store
-	bus      bus.Bus
-	verifier Verifier
-	log      logrus.FieldLogger
-	engine   *gin.Engine
-	hub      *events.Hub
-	events   *events.Publisher
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	cfg        Config
+	store      Store
+	bus        bus.Bus
+	verifier   Verifier
+	log        logrus.FieldLogger
+	engine     *gin.Engine
+	hub        *events.Hub
+	openapiDoc []byte
+	events     *events.Publisher
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
 }
 
 // New builds the API.
@@ -110,6 +111,11 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"}),
 		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_api_request_duration_seconds", Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"}),
 	}
+	doc, err := openapiJSON()
+	if err != nil {
+		return nil, err
+	}
+	s.openapiDoc = doc
 	if reg != nil {
 		reg.MustRegister(s.requests, s.latency)
 	}
@@ -124,6 +130,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 
 	v1 := e.Group("/api/v1")
 	v1.GET("/health", s.health)
+	v1.GET("/openapi.json", s.openapi)
 	v1.GET("/agents", s.require(auth.RoleViewer), s.listAgents)
 	v1.POST("/commands", s.require(auth.RoleOperator), s.createCommand)
 	v1.GET("/commands/:id", s.require(auth.RoleViewer), s.getCommand)

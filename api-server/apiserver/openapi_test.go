@@ -1,0 +1,196 @@
+package apiserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/auth"
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// contract validates real requests and responses against the OpenAPI document
+// and remembers which operations answered with a documented success.
+type contract struct {
+	t      *testing.T
+	api    *alertAPI
+	router routers.Router
+	ok     map[string]bool // "METHOD /path/template" that answered 2xx
+}
+
+func newContract(t *testing.T, a *alertAPI) *contract {
+	doc, err := OpenAPI()
+	require.NoError(t, err)
+	doc.Servers = openapi3.Servers{{URL: "http://example.test"}}
+	r, err := gorillamux.NewRouter(doc)
+	require.NoError(t, err)
+	return &contract{t: t, api: a, router: r, ok: map[string]bool{}}
+}
+
+// do sends a request as role, validates request and response against the
+// document and returns the response.
+func (c *contract) do(role auth.Role, method, path string, body any, header ...string) *httptest.ResponseRecorder {
+	c.t.Helper()
+	var raw []byte
+	if body != nil {
+		var err error
+		raw, err = json.Marshal(body)
+		require.NoError(c.t, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	req := httptest.NewRequestWithContext(ctx, method, "http://example.test"+path, bytes.NewReader(raw))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if role != "" {
+		req.Header.Set("Authorization", "Bearer "+c.api.tokens[role])
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	w := httptest.NewRecorder()
+	c.api.srv.Handler().ServeHTTP(w, req)
+
+	route, params, err := c.router.FindRoute(req)
+	require.NoError(c.t, err, "%s %s is not in the OpenAPI document", method, path)
+	in := &openapi3filter.RequestValidationInput{
+		Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
+	}
+	req.Body = io.NopCloser(bytes.NewReader(raw))
+	if w.Code < 400 {
+		require.NoError(c.t, openapi3filter.ValidateRequest(ctx, in), "request %s %s", method, path)
+	}
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: w.Code, Header: w.Header(),
+		Body:    io.NopCloser(bytes.NewReader(w.Body.Bytes())),
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, ExcludeResponseBody: strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream")},
+	}
+	require.NoError(c.t, openapi3filter.ValidateResponse(context.Background(), out),
+		"response %d to %s %s does not match the document: %s", w.Code, method, path, w.Body.String())
+	if w.Code < 300 {
+		c.ok[method+" "+route.Path] = true
+	}
+	return w
+}
+
+// TestOpenAPIDocumentMatchesRoutes: every registered route is documented and
+// every documented operation is registered.
+func TestOpenAPIDocumentMatchesRoutes(t *testing.T) {
+	a := newAlertAPI(t)
+	doc, err := OpenAPI()
+	require.NoError(t, err)
+	var documented, registered []string
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			documented = append(documented, method+" "+path)
+		}
+	}
+	for _, r := range a.srv.engine.Routes() {
+		registered = append(registered, r.Method+" "+ginToOpenAPI(r.Path))
+	}
+	sort.Strings(documented)
+	sort.Strings(registered)
+	require.Equal(t, registered, documented)
+
+	w := httptest.NewRecorder()
+	a.srv.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/v1/openapi.json", nil))
+	require.Equal(t, http.StatusOK, w.Code)
+	served, err := openapi3.NewLoader().LoadFromData(w.Body.Bytes())
+	require.NoError(t, err)
+	require.NoError(t, served.Validate(context.Background()), "the served JSON is a valid OpenAPI 3 document")
+}
+
+func ginToOpenAPI(p string) string {
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		if strings.HasPrefix(s, ":") {
+			parts[i] = "{" + s[1:] + "}"
+		}
+	}
+	return strings.Join(parts, "/")
+}
+
+// TestOpenAPIResponsesValidate drives every endpoint with real requests on a
+// real store and validates each request and response against the document
+// (kin-openapi), errors included; every operation must have answered a
+// documented success at least once.
+func TestOpenAPIResponsesValidate(t *testing.T) {
+	a := newAlertAPI(t)
+	c := newContract(t, a)
+	ctx := context.Background()
+	for _, id := range []string{"web-1", "web-2"} {
+		require.NoError(t, a.st.MarkAgentOnline(ctx, store.AgentSession{
+			ID: id, Site: "lab", Capabilities: []string{"echo"}, Labels: map[string]string{"role": "web"},
+			GatewayID: "gw-1", SessionID: "s-" + id, At: time.Now(),
+		}))
+	}
+
+	c.do("", http.MethodGet, "/api/v1/health", nil)
+	c.do("", http.MethodGet, "/api/v1/openapi.json", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?limit=1", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?status=bogus", nil)
+	c.do("", http.MethodGet, "/api/v1/agents", nil)
+
+	w := c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands",
+		map[string]any{"verb": "echo", "args": map[string]string{"message": "hi", "password": "s3cret"}, "agent_targets": []string{"web-1", "web-2"}})
+	require.Equal(t, http.StatusAccepted, w.Code, w.Body.String())
+	var cmd CommandView
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &cmd))
+	c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands", map[string]any{"verb": "echo", "agent_targets": []string{"nobody"}})
+	c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands", map[string]any{"verb": ""})
+	c.do(auth.RoleViewer, http.MethodPost, "/api/v1/commands", map[string]any{"verb": "echo"})
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands/"+cmd.ID, nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands/not-a-command", nil)
+	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil)
+	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil) // 409: already final
+
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/events?type=agent.online", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/events?type=nope", nil)
+
+	w = c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/alert-rules",
+		map[string]any{"name": "offline", "kind": "agent_offline", "params": map[string]any{"seconds": 60}})
+	require.Equal(t, http.StatusCreated, w.Code, w.Body.String())
+	var rule AlertRuleView
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &rule))
+	c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/alert-rules", map[string]any{"name": "x", "kind": "nope", "params": map[string]any{}})
+	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/alert-rules?limit=10", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/alerts?state=firing", nil)
+	c.do(auth.RoleAdmin, http.MethodDelete, "/api/v1/alert-rules/"+rule.ID, nil)
+
+	w = c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/webhooks", map[string]any{"url": "https://hooks.example.test/alerts"})
+	require.Equal(t, http.StatusCreated, w.Code, w.Body.String())
+	var hook WebhookView
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &hook))
+	c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/webhooks", map[string]any{"url": "ftp://nope"})
+	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/webhooks", nil)
+	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/webhooks/"+hook.ID+"/deliveries", nil)
+	c.do(auth.RoleAdmin, http.MethodDelete, "/api/v1/webhooks/"+hook.ID, nil)
+
+	doc, err := OpenAPI()
+	require.NoError(t, err)
+	var missing []string
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			if !c.ok[method+" "+path] {
+				missing = append(missing, method+" "+path)
+			}
+		}
+	}
+	sort.Strings(missing)
+	require.Empty(t, missing, "operations never exercised with a successful response")
+}
