@@ -126,15 +126,15 @@ func (s *Store) TelemetrySeries(ctx context.Context, tq TelemetryQuery) ([]Telem
 		}
 	}
 	from, to := tq.From.UTC(), tq.To.UTC()
-	fromEpoch := float64(from.UnixNano()) / 1e9
 	var sql string
 	var args []any
 	if s.dialect == Postgres {
 		sql, args = pgSeriesSQL(tq.Metrics)
+		args = append([]any{from, step}, args...)
 	} else {
 		sql, args = liteSeriesSQL(tq.Metrics)
+		args = append([]any{from.UnixMilli(), step * 1000}, args...)
 	}
-	args = append([]any{fromEpoch, step}, args...)
 	args = append(args, tq.AgentID, from, to, MaxTelemetryPoints+1)
 	var rows []TelemetryPoint
 	if err := s.db.WithContext(ctx).Raw(sql, args...).Scan(&rows).Error; err != nil {
@@ -146,10 +146,10 @@ func (s *Store) TelemetrySeries(ctx context.Context, tq TelemetryQuery) ([]Telem
 	return rows, nil
 }
 
-// pgSeriesSQL: bucket = floor((epoch(ts) − from) / step); the value of a
-// metric is taken only when it is a JSON number.
+// pgSeriesSQL: bucket = floor((ts − from) / step), in exact numeric seconds;
+// the value of a metric is taken only when it is a JSON number.
 func pgSeriesSQL(metrics []string) (string, []any) {
-	const head = `SELECT m.key AS metric, floor((extract(epoch FROM t.ts) - ?::float8) / ?::bigint)::bigint AS bucket,
+	const head = `SELECT m.key AS metric, floor(extract(epoch FROM t.ts - ?::timestamptz) / ?::bigint)::bigint AS bucket,
   avg((m.value)::float8) AS avg, max((m.value)::float8) AS max, count(*) AS count
 FROM telemetry t `
 	const tail = `
@@ -163,8 +163,9 @@ GROUP BY 1, 2 ORDER BY 1, 2 LIMIT ?`
 CROSS JOIN LATERAL (SELECT k.key, t.metrics -> k.key) AS m(key, value)` + tail, args
 }
 
-// liteSeriesSQL is pgSeriesSQL for SQLite: epoch from julianday, values of
-// JSON type integer or real.
+// liteSeriesSQL is pgSeriesSQL for SQLite: whole epoch milliseconds (SQLite's
+// time resolution) from julianday, integer division by the step in
+// milliseconds; values of JSON type integer or real.
 func liteSeriesSQL(metrics []string) (string, []any) {
 	key, typ, val := "m.key", "m.type", "m.value"
 	from := `CROSS JOIN json_each(t.metrics) AS m`
@@ -177,7 +178,7 @@ func liteSeriesSQL(metrics []string) (string, []any) {
 		vals, args = valuesList(metrics)
 		from = `CROSS JOIN (SELECT column1 AS key FROM (VALUES ` + vals + `)) AS k`
 	}
-	return `SELECT ` + key + ` AS metric, CAST(((julianday(t.ts) - 2440587.5) * 86400.0 - ?) / ? AS INTEGER) AS bucket,
+	return `SELECT ` + key + ` AS metric, (CAST(round((julianday(t.ts) - 2440587.5) * 86400000.0) AS INTEGER) - ?) / ? AS bucket,
   avg(` + val + `) AS avg, max(` + val + `) AS max, count(*) AS count
 FROM telemetry t ` + from + `
 WHERE t.agent_id = ? AND t.ts >= ? AND t.ts < ? AND ` + typ + ` IN ('integer', 'real')
