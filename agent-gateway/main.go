@@ -19,7 +19,7 @@ func main() {
 		}
 		p.TLS = tlsConfig
 		gw, err := gateway.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, gateway.Config{
-			GatewayID:         service.InstanceID(cfg),
+			GatewayID:         p.InstanceID, // also its service_instances id
 			EnrollmentSecret:  cfg.Security.AgentEnrollmentSecret,
 			HeartbeatInterval: cfg.HeartbeatInterval(),
 			TelemetryInterval: cfg.CollectionInterval(),

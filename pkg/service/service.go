@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,7 +78,9 @@ func InstanceID(cfg config.Config) string {
 
 // Process holds what every service binary opens.
 type Process struct {
-	Name     string
+	Name       string
+	InstanceID string    // this process's replica id (a gateway's gateway_id)
+	Presence   *Presence // when set, Serve keeps the process's service_instances rows fresh
 	Cfg      config.Config
 	Log      *logrus.Logger
 	Store    *store.Store
@@ -97,7 +100,7 @@ func Start(ctx context.Context, name string, cfg config.Config) (*Process, error
 	if cfg.Server.DevMode {
 		log.Warn("dev mode: placeholder secrets are accepted; never run like this in production")
 	}
-	p := &Process{Name: name, Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
+	p := &Process{Name: name, InstanceID: InstanceID(cfg), Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
 	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -106,6 +109,12 @@ func Start(ctx context.Context, name string, cfg config.Config) (*Process, error
 	if err := st.CheckSchema(ctx); err != nil {
 		_ = st.Close()
 		return nil, err
+	}
+	if slices.Contains([]string{store.RoleAPIServer, store.RoleGateway, store.RoleScheduler}, name) {
+		if p.Presence, err = NewPresence(st, log, PresenceConfig{InstanceID: p.InstanceID, Roles: []string{name}}); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
 	}
 	b, err := OpenBus(ctx, cfg)
 	if err != nil {
@@ -166,6 +175,16 @@ func (p *Process) Serve(ctx context.Context, mux *http.ServeMux, run func(contex
 	defer stopRole()
 	roleErr := make(chan error, 1)
 	go func() { roleErr <- run(roleCtx) }()
+
+	presenceDone := make(chan struct{})
+	presenceCtx, stopPresence := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopPresence(); <-presenceDone }() // removes the records on the way out
+	go func() {
+		defer close(presenceDone)
+		if p.Presence != nil {
+			_ = p.Presence.Run(presenceCtx)
+		}
+	}()
 
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSrv()
