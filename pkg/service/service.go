@@ -81,13 +81,13 @@ type Process struct {
 	Name       string
 	InstanceID string    // this process's replica id (a gateway's gateway_id)
 	Presence   *Presence // when set, Serve keeps the process's service_instances rows fresh
-	Cfg      config.Config
-	Log      *logrus.Logger
-	Store    *store.Store
-	Bus      bus.Backend
-	Registry *prometheus.Registry
-	Health   *lifecycle.Health
-	TLS      *tls.Config // when set, Serve serves TLS
+	Cfg        config.Config
+	Log        *logrus.Logger
+	Store      *store.Store
+	Bus        bus.Backend
+	Registry   *prometheus.Registry
+	Health     *lifecycle.Health
+	TLS        *tls.Config // when set, Serve serves TLS
 }
 
 // Start builds the logger, opens Postgres (refusing an old schema) and Redis,
