@@ -286,7 +286,8 @@ type DispatchLatency struct {
 const maxLatencySample = 10_000
 
 // Activity counts agents and commands by status, the executions finished in
-// the last one and five minutes before now, and the dispatch latency
+// the last one and five minutes before now (no upper bound: a writer's clock
+// may run a little ahead), and the dispatch latency
 // percentiles (percentile_cont on Postgres; on SQLite the same linear
 // interpolation over the latest 10,000 dispatches, computed here).
 func (s *Store) Activity(ctx context.Context, now time.Time) (Activity, error) {
@@ -301,7 +302,7 @@ func (s *Store) Activity(ctx context.Context, now time.Time) (Activity, error) {
 	now = now.UTC()
 	var fin struct{ F1, F5 int64 }
 	err = s.db.WithContext(ctx).Raw(`SELECT coalesce(sum(CASE WHEN finished_at > ? THEN 1 ELSE 0 END), 0) AS f1, count(*) AS f5
-FROM executions WHERE finished_at > ? AND finished_at <= ?`, now.Add(-time.Minute), now.Add(-5*time.Minute), now).Scan(&fin).Error
+FROM executions WHERE finished_at > ?`, now.Add(-time.Minute), now.Add(-5*time.Minute)).Scan(&fin).Error
 	if err != nil {
 		return a, fmt.Errorf("counting finished executions: %w", err)
 	}
@@ -315,7 +316,7 @@ FROM executions WHERE finished_at > ? AND finished_at <= ?`, now.Add(-time.Minut
 		err = s.db.WithContext(ctx).Raw(`SELECT count(*) AS samples,
   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM dispatched_at - created_at)) AS p50,
   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM dispatched_at - created_at)) AS p99
-FROM executions WHERE dispatched_at > ? AND dispatched_at <= ?`, since, now).Scan(&d).Error
+FROM executions WHERE dispatched_at > ?`, since).Scan(&d).Error
 		if err != nil {
 			return a, fmt.Errorf("measuring dispatch latency: %w", err)
 		}
@@ -327,7 +328,7 @@ FROM executions WHERE dispatched_at > ? AND dispatched_at <= ?`, since, now).Sca
 	}
 	var lat []float64
 	err = s.db.WithContext(ctx).Raw(`SELECT (julianday(dispatched_at) - julianday(created_at)) * 86400.0
-FROM executions WHERE dispatched_at > ? AND dispatched_at <= ? ORDER BY dispatched_at DESC LIMIT ?`, since, now, maxLatencySample).Scan(&lat).Error
+FROM executions WHERE dispatched_at > ? ORDER BY dispatched_at DESC LIMIT ?`, since, maxLatencySample).Scan(&lat).Error
 	if err != nil {
 		return a, fmt.Errorf("measuring dispatch latency: %w", err)
 	}
