@@ -470,7 +470,9 @@ func testMetricsSummaryAPI(t *testing.T, a *readAPI) {
 	require.Equal(t, http.StatusAccepted, a.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands", `{"verb":"echo","agent_targets":["a2"]}`).Code)
 	// Dispatch the first 1.5 s after its creation and finish it.
 	due, _, err := a.st.ClaimDue(ctx, store.ClaimOptions{Limit: 1, AckTimeout: time.Minute, Now: cmd.CreatedAt.Add(1500 * time.Millisecond)},
-		func(_ context.Context, ids []string) (map[string]string, error) { return map[string]string{"a1": "gw1"}, nil })
+		func(_ context.Context, ids []string) (map[string]string, error) {
+			return map[string]string{"a1": "gw1"}, nil
+		})
 	require.NoError(t, err)
 	require.Len(t, due, 1)
 	_, rec, err := a.st.RecordResult(ctx, store.Result{ExecutionID: due[0].ExecutionID, AgentID: "a1", Status: store.ExecSucceeded, FinishedAt: time.Now()})
