@@ -130,7 +130,7 @@ func (s *Store) TelemetrySeries(ctx context.Context, tq TelemetryQuery) ([]Telem
 	var args []any
 	if s.dialect == Postgres {
 		sql, args = pgSeriesSQL(tq.Metrics)
-		args = append([]any{from, step}, args...)
+		args = append([]any{from, step, step, from}, args...)
 	} else {
 		sql, args = liteSeriesSQL(tq.Metrics)
 		args = append([]any{from.UnixMilli(), step * 1000}, args...)
@@ -146,21 +146,33 @@ func (s *Store) TelemetrySeries(ctx context.Context, tq TelemetryQuery) ([]Telem
 	return rows, nil
 }
 
-// pgSeriesSQL: bucket = floor((ts − from) / step), in exact numeric seconds;
-// the value of a metric is taken only when it is a JSON number.
+// pgSeriesSQL: the innermost query reads the agent's rows through
+// telemetry_agent_ts_idx and turns each into (metric, bucket start, value)
+// rows, taking values that are JSON numbers; OFFSET 0 keeps it a separate
+// step, so the grouping hashes those narrow rows instead of sorting whole
+// telemetry rows. date_bin aligns buckets to from; the bucket index is
+// computed only on the grouped rows.
 func pgSeriesSQL(metrics []string) (string, []any) {
-	const head = `SELECT m.key AS metric, floor(extract(epoch FROM t.ts - ?::timestamptz) / ?::bigint)::bigint AS bucket,
-  avg((m.value)::float8) AS avg, max((m.value)::float8) AS max, count(*) AS count
-FROM telemetry t `
-	const tail = `
-WHERE t.agent_id = ? AND t.ts >= ? AND t.ts < ? AND jsonb_typeof(m.value) = 'number'
-GROUP BY 1, 2 ORDER BY 1, 2 LIMIT ?`
-	if len(metrics) == 0 {
-		return head + `CROSS JOIN LATERAL jsonb_each(t.metrics) AS m(key, value)` + tail, nil
+	from := `CROSS JOIN LATERAL jsonb_each(t.metrics) AS m(key, value)`
+	var args []any
+	if len(metrics) > 0 {
+		var vals string
+		vals, args = valuesList(metrics)
+		from = `CROSS JOIN (VALUES ` + vals + `) AS k(key)
+    CROSS JOIN LATERAL (SELECT k.key, t.metrics -> k.key) AS m(key, value)`
 	}
-	vals, args := valuesList(metrics)
-	return head + `CROSS JOIN (VALUES ` + vals + `) AS k(key)
-CROSS JOIN LATERAL (SELECT k.key, t.metrics -> k.key) AS m(key, value)` + tail, args
+	return `SELECT metric, (extract(epoch FROM b - ?::timestamptz) / ?::bigint)::bigint AS bucket, avg, max, count
+FROM (
+  SELECT key AS metric, b, avg(v) AS avg, max(v) AS max, count(*) AS count
+  FROM (
+    SELECT m.key, date_bin(?::bigint * interval '1 second', t.ts, ?::timestamptz) AS b, (m.value)::float8 AS v
+    FROM telemetry t ` + from + `
+    WHERE t.agent_id = ? AND t.ts >= ? AND t.ts < ? AND jsonb_typeof(m.value) = 'number'
+    OFFSET 0
+  ) s
+  GROUP BY 1, 2
+) g
+ORDER BY 1, 2 LIMIT ?`, args
 }
 
 // liteSeriesSQL is pgSeriesSQL for SQLite: whole epoch milliseconds (SQLite's
