@@ -20,7 +20,7 @@ func main() {
 		p.TLS = tlsConfig
 		gw, err := gateway.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, gateway.Config{
 			Events:            p.Events,
-			GatewayID:         service.InstanceID(cfg),
+			GatewayID:         p.InstanceID, // also its service_instances id
 			EnrollmentSecret:  cfg.Security.AgentEnrollmentSecret,
 			HeartbeatInterval: cfg.HeartbeatInterval(),
 			TelemetryInterval: cfg.CollectionInterval(),

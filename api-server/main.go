@@ -30,6 +30,8 @@ func run(args []string) int {
 			DefaultTimeout:    cfg.CommandTimeout(),
 			DefaultMaxRetries: cfg.Command.RetryAttempts,
 			MaxQueued:         cfg.Command.MaxCommandQueueSize,
+			HeartbeatInterval: cfg.HeartbeatInterval(),
+			StaleAfter:        2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
 		})
 		if err != nil {
 			return service.Role{}, err

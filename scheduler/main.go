@@ -41,6 +41,9 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
+		if p.Presence != nil {
+			p.Presence.ReportLeader(s.Leading)
+		}
 		return service.Role{Run: s.Run}, nil
 	})
 }

@@ -20,8 +20,10 @@ import (
 // publicRoutes answer without a token; everything else must be refused
 // without a valid token of a sufficient role.
 var publicRoutes = map[string]bool{
-	"GET /api/v1/health":       true,
-	"GET /api/v1/openapi.json": true,
+	"GET /api/v1/health":          true,
+	"GET /api/v1/openapi.json":    true,
+	"GET /api/v1/health/database": true,
+	"GET /api/v1/health/redis":    true,
 }
 
 // routeRoles is the least role of every protected route (DESIGN §4). A route
@@ -29,6 +31,12 @@ var publicRoutes = map[string]bool{
 // routes must declare who may call them.
 var routeRoles = map[string]auth.Role{
 	"GET /api/v1/agents":                  auth.RoleViewer,
+	"GET /api/v1/agents/:id":              auth.RoleViewer,
+	"GET /api/v1/agents/:id/health":       auth.RoleViewer,
+	"GET /api/v1/agents/:id/telemetry":    auth.RoleViewer,
+	"GET /api/v1/commands":                auth.RoleViewer,
+	"GET /api/v1/status":                  auth.RoleViewer,
+	"GET /api/v1/metrics":                 auth.RoleViewer,
 	"POST /api/v1/commands":               auth.RoleOperator,
 	"GET /api/v1/commands/:id":            auth.RoleViewer,
 	"DELETE /api/v1/commands/:id":         auth.RoleOperator,

@@ -145,8 +145,23 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?limit=1", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?status=bogus", nil)
 	c.do("", http.MethodGet, "/api/v1/agents", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?site=lab&label=role=web&capability=echo&q=web", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/nobody", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/health", nil)
+	require.NoError(t, a.st.InsertTelemetry(ctx, []store.TelemetrySample{
+		{AgentID: "web-1", TS: time.Now().Add(-time.Minute), Metrics: store.JSON(`{"cpu_percent": 12.5, "mem_percent": 40}`)},
+		{AgentID: "web-1", TS: time.Now().Add(-30 * time.Second), Metrics: store.JSON(`{"cpu_percent": 20, "mem_percent": 41}`)},
+	}))
+	w := c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/telemetry?step=5m", nil)
+	require.Contains(t, w.Body.String(), "cpu_percent")
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/telemetry?step=bogus", nil)
+	c.do("", http.MethodGet, "/api/v1/health/database", nil)
+	c.do("", http.MethodGet, "/api/v1/health/redis", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/status", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/metrics", nil)
 
-	w := c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands",
+	w = c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands",
 		map[string]any{"verb": "echo", "args": map[string]string{"message": "hi", "password": "s3cret"}, "agent_targets": []string{"web-1", "web-2"}})
 	require.Equal(t, http.StatusAccepted, w.Code, w.Body.String())
 	var cmd CommandView
@@ -155,6 +170,8 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands", map[string]any{"verb": ""})
 	c.do(auth.RoleViewer, http.MethodPost, "/api/v1/commands", map[string]any{"verb": "echo"})
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands/"+cmd.ID, nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands?status=queued&verb=echo&agent=web-1&limit=5", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands?status=bogus", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands/not-a-command", nil)
 	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil)
 	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil) // 409: already final

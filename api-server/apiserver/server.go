@@ -27,6 +27,15 @@ type Store interface {
 	ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error)
 	Ping(ctx context.Context) error
 
+	GetAgent(ctx context.Context, id string) (store.Agent, error)
+	TelemetrySeries(ctx context.Context, q store.TelemetryQuery) ([]store.TelemetryPoint, error)
+	ListCommands(ctx context.Context, f store.CommandFilter) ([]store.Command, string, error)
+	ExecutionCounts(ctx context.Context, commandIDs []string) (map[string]map[string]int, error)
+	ServiceInstancesSeen(ctx context.Context, since time.Time) ([]store.ServiceInstance, error)
+	OnlineAgentsByGateway(ctx context.Context) (map[string]int64, error)
+	QueueDepth(ctx context.Context) (map[store.Priority]int64, error)
+	Activity(ctx context.Context, now time.Time) (store.Activity, error)
+
 	CreateAlertRule(ctx context.Context, nr store.NewAlertRule) (store.AlertRule, error)
 	ListAlertRules(ctx context.Context, p store.Page) ([]store.AlertRule, string, error)
 	DeleteAlertRule(ctx context.Context, id string, audit store.AuditEvent) error
@@ -53,6 +62,11 @@ type Config struct {
 	MaxQueued         int              // bound on queued executions (max_command_queue_size); 0: unbounded
 	EventKeepAlive    time.Duration    // comment sent on idle event streams (default 15s)
 	Events            events.HubConfig // bounds of the event stream
+
+	HeartbeatInterval  time.Duration // agents' heartbeat interval (default 30s)
+	StaleAfter         time.Duration // an online agent unseen this long is "stale" (default 2 × HeartbeatInterval)
+	InstanceSeenWithin time.Duration // GET /status lists service instances seen this recently (default 30s)
+	HealthTimeout      time.Duration // bound on GET /health/database and /health/redis (default 1s)
 }
 
 func (c *Config) setDefaults() {
@@ -74,14 +88,33 @@ func (c *Config) setDefaults() {
 	if c.EventKeepAlive <= 0 {
 		c.EventKeepAlive = 15 * time.Second
 	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 30 * time.Second
+	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = 2 * c.HeartbeatInterval
+	}
+	if c.InstanceSeenWithin <= 0 {
+		c.InstanceSeenWithin = 30 * time.Second
+	}
+	if c.HealthTimeout <= 0 {
+		c.HealthTimeout = time.Second
+	}
 }
 
 // Validate reports a configuration that cannot work.
 func (c Config) Validate() error {
+	var errs []error
 	if c.DefaultTimeout > maxTimeout {
-		return errors.New("apiserver: default command timeout exceeds 24h")
+		errs = append(errs, errors.New("apiserver: default command timeout exceeds 24h"))
 	}
-	return nil
+	if c.StaleAfter > 0 && c.StaleAfter < c.HeartbeatInterval {
+		errs = append(errs, errors.New("apiserver: the stale threshold is below the heartbeat interval"))
+	}
+	if c.HealthTimeout > 10*time.Second {
+		errs = append(errs, errors.New("apiserver: the health check timeout exceeds 10s"))
+	}
+	return errors.Join(errs...)
 }
 
 // Server is the REST API.
@@ -122,6 +155,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
+	e.UseRawPath = true // agent ids may hold "/": clients send it as %2F in /agents/{id}
 	e.Use(s.recoverer, s.observe)
 	e.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "no such endpoint", nil) })
 	e.NoMethod(func(c *gin.Context) {
@@ -131,7 +165,15 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1 := e.Group("/api/v1")
 	v1.GET("/health", s.health)
 	v1.GET("/openapi.json", s.openapi)
+	v1.GET("/health/database", s.dependencyHealth("database", s.store.Ping))
+	v1.GET("/health/redis", s.dependencyHealth("redis", s.bus.Ping))
+	v1.GET("/status", s.require(auth.RoleViewer), s.status)
+	v1.GET("/metrics", s.require(auth.RoleViewer), s.summary)
 	v1.GET("/agents", s.require(auth.RoleViewer), s.listAgents)
+	v1.GET("/agents/:id", s.require(auth.RoleViewer), s.getAgent)
+	v1.GET("/agents/:id/health", s.require(auth.RoleViewer), s.agentHealth)
+	v1.GET("/agents/:id/telemetry", s.require(auth.RoleViewer), s.agentTelemetry)
+	v1.GET("/commands", s.require(auth.RoleViewer), s.listCommands)
 	v1.POST("/commands", s.require(auth.RoleOperator), s.createCommand)
 	v1.GET("/commands/:id", s.require(auth.RoleViewer), s.getCommand)
 	v1.DELETE("/commands/:id", s.require(auth.RoleOperator), s.cancelCommand)

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,15 +79,17 @@ func InstanceID(cfg config.Config) string {
 
 // Process holds what every service binary opens.
 type Process struct {
-	Name     string
-	Cfg      config.Config
-	Log      *logrus.Logger
-	Store    *store.Store
-	Bus      bus.Backend
-	Registry *prometheus.Registry
-	Health   *lifecycle.Health
-	TLS      *tls.Config // when set, Serve serves TLS
-	Events   *events.Publisher
+	Name       string
+	InstanceID string    // this process's replica id (a gateway's gateway_id)
+	Presence   *Presence // when set, Serve keeps the process's service_instances rows fresh
+	Cfg        config.Config
+	Log        *logrus.Logger
+	Store      *store.Store
+	Bus        bus.Backend
+	Registry   *prometheus.Registry
+	Health     *lifecycle.Health
+	TLS        *tls.Config // when set, Serve serves TLS
+	Events     *events.Publisher
 }
 
 // StartEvents publishes the live event stream of this process on its bus,
@@ -112,7 +115,7 @@ func Start(ctx context.Context, name string, cfg config.Config) (*Process, error
 	if cfg.Server.DevMode {
 		log.Warn("dev mode: placeholder secrets are accepted; never run like this in production")
 	}
-	p := &Process{Name: name, Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
+	p := &Process{Name: name, InstanceID: InstanceID(cfg), Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
 	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -121,6 +124,12 @@ func Start(ctx context.Context, name string, cfg config.Config) (*Process, error
 	if err := st.CheckSchema(ctx); err != nil {
 		_ = st.Close()
 		return nil, err
+	}
+	if slices.Contains([]string{store.RoleAPIServer, store.RoleGateway, store.RoleScheduler}, name) {
+		if p.Presence, err = NewPresence(st, log, PresenceConfig{InstanceID: p.InstanceID, Roles: []string{name}}); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
 	}
 	b, err := OpenBus(ctx, cfg)
 	if err != nil {
@@ -182,6 +191,16 @@ func (p *Process) Serve(ctx context.Context, mux *http.ServeMux, run func(contex
 	defer stopRole()
 	roleErr := make(chan error, 1)
 	go func() { roleErr <- run(roleCtx) }()
+
+	presenceDone := make(chan struct{})
+	presenceCtx, stopPresence := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopPresence(); <-presenceDone }() // removes the records on the way out
+	go func() {
+		defer close(presenceDone)
+		if p.Presence != nil {
+			_ = p.Presence.Run(presenceCtx)
+		}
+	}()
 
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSrv()

@@ -138,11 +138,15 @@ func (s *Store) touchAgentsRows(ctx context.Context, ups []HealthUpdate) error {
 	})
 }
 
-// AgentFilter selects agents to list.
+// AgentFilter selects agents to list; every set field must match.
 type AgentFilter struct {
-	Status string
-	Limit  int
-	After  string // cursor: list ids greater than this
+	Status     string
+	Site       string
+	Labels     map[string]string // every label must be present with this value
+	Capability string
+	IDPrefix   string // ids starting with this
+	Limit      int
+	After      string // cursor: list ids greater than this
 }
 
 // ListAgents returns agents ordered by id, at most f.Limit.
@@ -154,6 +158,7 @@ func (s *Store) ListAgents(ctx context.Context, f AgentFilter) ([]Agent, error) 
 	if f.After != "" {
 		q = q.Where("id > ?", f.After)
 	}
+	q = s.agentAttributes(q, f)
 	var out []Agent
 	if err := q.Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("listing agents: %w", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,7 +29,9 @@ type migration struct {
 }
 
 // loadMigrations reads one dialect's migrations; both dialects have the same
-// versions (a test checks), each written for its database.
+// versions (a test checks), each written for its database. Versions are
+// unique and ascending but may have gaps (a number reserved by a branch not yet
+// merged); each version is applied once, whatever its order of arrival.
 func loadMigrations(dialect string) ([]migration, error) {
 	dir := "migrations/" + dialect
 	entries, err := fs.ReadDir(migrationFiles, dir)
@@ -53,8 +56,8 @@ func loadMigrations(dialect string) ([]migration, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
 	for i, m := range out {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %s: versions must be contiguous from 1", m.name)
+		if m.version < 1 || (i > 0 && m.version == out[i-1].version) {
+			return nil, fmt.Errorf("migration %s: versions must be unique and from 1", m.name)
 		}
 	}
 	return out, nil
@@ -139,24 +142,24 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 }
 
 // applyMigration applies m unless the version table, read inside the same
-// transaction, already has it.
+// transaction, already has its version.
 func applyMigration(ctx context.Context, conn *sql.Conn, m migration) (bool, error) {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("applying migration %s: %w", m.name, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	var current int
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+	var have int
+	// $n placeholders work in SQLite too.
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, m.version).Scan(&have); err != nil {
 		return false, fmt.Errorf("reading schema version: %w", err)
 	}
-	if m.version <= current {
+	if have > 0 {
 		return false, nil
 	}
 	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 		return false, fmt.Errorf("applying migration %s: %w", m.name, err)
 	}
-	// $n placeholders work in SQLite too.
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
 		return false, fmt.Errorf("recording migration %s: %w", m.name, err)
 	}
@@ -178,18 +181,42 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	return v, nil
 }
 
-// CheckSchema refuses a database whose schema is older (or newer) than this build.
+// CheckSchema refuses a database whose schema is older (or newer) than this
+// build: a shipped migration not applied, or a version newer than the latest.
 func (s *Store) CheckSchema(ctx context.Context) error {
 	v, err := s.SchemaVersion(ctx)
 	if err != nil {
 		return err
 	}
 	want := LatestVersion()
+	missing, err := s.missingVersions(ctx)
+	if err != nil {
+		return err
+	}
 	switch {
-	case v < want:
-		return fmt.Errorf("%w: at version %d, this build needs %d; run `scheduler migrate`", ErrSchemaBehind, v, want)
+	case v < want || len(missing) > 0:
+		return fmt.Errorf("%w: at version %d, this build needs %d (missing %v); run `scheduler migrate`", ErrSchemaBehind, v, want, missing)
 	case v > want:
 		return fmt.Errorf("database schema version %d is newer than this build (%d); upgrade the binary", v, want)
 	}
 	return nil
+}
+
+// missingVersions lists the shipped migrations the database has not applied.
+func (s *Store) missingVersions(ctx context.Context) ([]int, error) {
+	shipped := MigrationVersions(s.dialect)
+	if !s.db.WithContext(ctx).Migrator().HasTable("schema_migrations") {
+		return shipped, nil
+	}
+	var applied []int
+	if err := s.db.WithContext(ctx).Raw(`SELECT version FROM schema_migrations`).Scan(&applied).Error; err != nil {
+		return nil, fmt.Errorf("reading schema versions: %w", err)
+	}
+	var missing []int
+	for _, v := range shipped {
+		if !slices.Contains(applied, v) {
+			missing = append(missing, v)
+		}
+	}
+	return missing, nil
 }

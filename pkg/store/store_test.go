@@ -82,7 +82,7 @@ func testMigrate(t *testing.T, url string, migrators int) {
 		require.NoError(t, errs[i])
 		total += len(applied[i])
 	}
-	require.Equal(t, store.LatestVersion(), total, "each migration applied exactly once")
+	require.Equal(t, len(store.MigrationVersions(s.Dialect())), total, "each migration applied exactly once")
 	require.NoError(t, s.CheckSchema(ctx))
 	again, err := s.Migrate(ctx)
 	require.NoError(t, err)

@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return fmt.Errorf("configuring logging: %w", err)
 	}
-	p := &service.Process{Name: "viworks", Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
+	p := &service.Process{Name: "viworks", InstanceID: service.InstanceID(cfg), Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
 	defer p.Close()
 
 	dbURL := o.DatabaseURL
@@ -94,6 +94,12 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	}
 	p.Store = st
 	if _, err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	p.Presence, err = service.NewPresence(st, log, service.PresenceConfig{
+		InstanceID: p.InstanceID, Roles: []string{store.RoleAPIServer, store.RoleGateway, store.RoleScheduler},
+	})
+	if err != nil {
 		return err
 	}
 	if o.RedisURL != "" {
@@ -119,7 +125,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	}
 	gw, err := gateway.New(st, p.Bus, p.Bus, p.Registry, log, gateway.Config{
 		Events:            p.Events,
-		GatewayID:         service.InstanceID(cfg),
+		GatewayID:         p.InstanceID,
 		EnrollmentSecret:  cfg.Security.AgentEnrollmentSecret,
 		HeartbeatInterval: cfg.HeartbeatInterval(),
 		TelemetryInterval: cfg.CollectionInterval(),
@@ -151,9 +157,11 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	p.Presence.ReportLeader(sched.Leading)
 	api, err := apiserver.New(st, p.Bus, jwt, p.Registry, log, apiserver.Config{
 		DefaultTimeout: cfg.CommandTimeout(), DefaultMaxRetries: cfg.Command.RetryAttempts,
-		MaxQueued: cfg.Command.MaxCommandQueueSize,
+		MaxQueued:         cfg.Command.MaxCommandQueueSize,
+		HeartbeatInterval: cfg.HeartbeatInterval(), StaleAfter: 2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
 	})
 	if err != nil {
 		return err

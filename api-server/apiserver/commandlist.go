@@ -1,0 +1,124 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+var commandStatuses = []string{
+	store.CommandQueued, store.CommandRunning, store.CommandSucceeded, store.CommandFailed,
+	store.CommandPartiallySucceeded, store.CommandCancelled, store.CommandTimedOut, store.CommandExpired,
+}
+
+// CommandSummaryView is a command in GET /commands: the command of DESIGN §4
+// with its per-status counts but without the executions (GET /commands/{id}
+// has them).
+type CommandSummaryView struct {
+	ID             string          `json:"id"`
+	Verb           string          `json:"verb"`
+	Args           json.RawMessage `json:"args"` // secrets redacted
+	Status         string          `json:"status"`
+	Priority       string          `json:"priority"`
+	CreatedBy      string          `json:"created_by"`
+	CreatedAt      time.Time       `json:"created_at"`
+	FinishedAt     *time.Time      `json:"finished_at"`
+	TimeoutSeconds int             `json:"timeout_seconds"`
+	MaxRetries     int             `json:"max_retries"`
+	ExpiresAt      time.Time       `json:"expires_at"`
+	Counts         map[string]int  `json:"counts"`
+}
+
+func parseCommandFilter(c *gin.Context) (store.CommandFilter, []FieldError) {
+	var f store.CommandFilter
+	var errs []FieldError
+	if f.Status = c.Query("status"); f.Status != "" && !slices.Contains(commandStatuses, f.Status) {
+		errs = append(errs, FieldError{Field: "status", Message: "must be one of queued, running, succeeded, failed, partially_succeeded, cancelled, timed_out, expired"})
+	}
+	if f.Verb = c.Query("verb"); f.Verb != "" && !verbPattern.MatchString(f.Verb) {
+		errs = append(errs, FieldError{Field: "verb", Message: "must be 1-64 characters of a-z, 0-9, _ . - starting with a letter"})
+	}
+	if v, ok := c.GetQuery("agent"); ok {
+		if protocol.CheckID("", v) != nil {
+			errs = append(errs, FieldError{Field: "agent", Message: "must be an agent id of 1-128 bytes without whitespace or control characters"})
+		}
+		f.AgentID = v
+	}
+	if f.CreatedBy = c.Query("created_by"); len(f.CreatedBy) > maxFilterLen {
+		errs = append(errs, FieldError{Field: "created_by", Message: "longer than 256 bytes"})
+	}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"from", &f.From}, {"to", &f.To}} {
+		if v := c.Query(p.name); v != "" {
+			t, ok := parseTime(v)
+			if !ok {
+				errs = append(errs, FieldError{Field: p.name, Message: "must be an RFC 3339 time or Unix seconds"})
+			}
+			*p.dst = t
+		}
+	}
+	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
+		errs = append(errs, FieldError{Field: "from", Message: "must be before to"})
+	}
+	limit, ferr := parseLimit(c)
+	if ferr != nil {
+		errs = append(errs, *ferr)
+	}
+	f.Page = store.Page{Limit: limit, Cursor: c.Query("cursor")}
+	if len(f.Cursor) > 512 {
+		errs = append(errs, FieldError{Field: "cursor", Message: "too long"})
+	}
+	return f, errs
+}
+
+func (s *Server) listCommands(c *gin.Context) {
+	f, errs := parseCommandFilter(c)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
+		return
+	}
+	ctx := c.Request.Context()
+	cmds, next, err := s.store.ListCommands(ctx, f)
+	if errors.Is(err, store.ErrBadCursor) {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", []FieldError{{Field: "cursor", Message: "is not a cursor from this list"}})
+		return
+	}
+	if err != nil {
+		s.internalError(c, "listing commands failed", err)
+		return
+	}
+	ids := make([]string, len(cmds))
+	for i, cmd := range cmds {
+		ids[i] = cmd.ID
+	}
+	counts, err := s.store.ExecutionCounts(ctx, ids)
+	if err != nil {
+		s.internalError(c, "counting executions failed", err)
+		return
+	}
+	out := List[CommandSummaryView]{Items: make([]CommandSummaryView, 0, len(cmds))}
+	if next != "" {
+		out.NextCursor = &next
+	}
+	for _, cmd := range cmds {
+		cnt := counts[cmd.ID]
+		if cnt == nil {
+			cnt = map[string]int{}
+		}
+		out.Items = append(out.Items, CommandSummaryView{
+			ID: cmd.ID, Verb: cmd.Verb, Args: redactArgs(cmd.Args), Status: cmd.Status, Priority: cmd.Priority.String(),
+			CreatedBy: cmd.CreatedBy, CreatedAt: cmd.CreatedAt, FinishedAt: cmd.FinishedAt,
+			TimeoutSeconds: cmd.TimeoutSeconds, MaxRetries: cmd.MaxRetries, ExpiresAt: cmd.ExpiresAt, Counts: cnt,
+		})
+	}
+	c.JSON(http.StatusOK, out)
+}
