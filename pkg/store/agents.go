@@ -184,26 +184,3 @@ func (s *Store) InsertTelemetry(ctx context.Context, samples []TelemetrySample) 
 	}
 	return nil
 }
-
-// RecordAudit appends one audit event.
-func (s *Store) RecordAudit(ctx context.Context, e AuditEvent) error {
-	if e.At.IsZero() {
-		e.At = time.Now().UTC()
-	}
-	if len(e.Details) == 0 {
-		e.Details = JSON("{}")
-	}
-	if err := s.db.WithContext(ctx).Create(&e).Error; err != nil {
-		return fmt.Errorf("recording audit event: %w", err)
-	}
-	return nil
-}
-
-// CountAudit counts audit events of one action.
-func (s *Store) CountAudit(ctx context.Context, action string) (int64, error) {
-	var n int64
-	if err := s.db.WithContext(ctx).Model(&AuditEvent{}).Where("action = ?", action).Count(&n).Error; err != nil {
-		return 0, fmt.Errorf("counting audit events: %w", err)
-	}
-	return n, nil
-}
