@@ -28,13 +28,21 @@ type AgentSession struct {
 // MarkAgentOnline registers (or updates) an agent as online on a gateway session.
 func (s *Store) MarkAgentOnline(ctx context.Context, a AgentSession) error {
 	at := a.At.UTC()
+	// An enrollment secret's site and labels win over what the agent claims.
+	site, labels, imposed, err := imposedAttributes(s.db.WithContext(ctx), a.ID)
+	if err != nil {
+		return fmt.Errorf("marking agent online: %w", err)
+	}
+	if imposed {
+		a.Site, a.Labels = site, labels
+	}
 	row := Agent{
 		ID: a.ID, Status: AgentOnline, Site: a.Site, Version: a.Version, Hostname: a.Hostname,
 		OS: a.OS, Arch: a.Arch, Capabilities: a.Capabilities, Labels: a.Labels,
 		GatewayID: a.GatewayID, SessionID: a.SessionID, HealthStatus: "",
 		ConnectedAt: &at, LastSeenAt: &at, CreatedAt: at, UpdatedAt: at,
 	}
-	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{
 		Columns: []clause.Column{{Name: "id"}},
 		DoUpdates: clause.AssignmentColumns([]string{
 			"status", "site", "version", "hostname", "os", "arch", "capabilities", "labels",

@@ -65,12 +65,12 @@ ALTER TABLE agent_credentials
 -- Idempotency keys of POST /commands, kept 24 h.
 CREATE TABLE idempotency_keys (
     principal    text        NOT NULL,
-    key          text        NOT NULL,
+    idem_key     text        NOT NULL,
     request_hash text        NOT NULL,
     status_code  integer     NOT NULL DEFAULT 0, -- 0: in flight
     response     bytea,
     created_at   timestamptz NOT NULL,
     expires_at   timestamptz NOT NULL,
-    PRIMARY KEY (principal, key)
+    PRIMARY KEY (principal, idem_key)
 );
 CREATE INDEX idempotency_keys_expires_idx ON idempotency_keys (expires_at);

@@ -50,12 +50,12 @@ ALTER TABLE agent_credentials ADD COLUMN imposed_labels TEXT;
 
 CREATE TABLE idempotency_keys (
     principal    TEXT     NOT NULL,
-    key          TEXT     NOT NULL,
+    idem_key     TEXT     NOT NULL,
     request_hash TEXT     NOT NULL,
     status_code  INTEGER  NOT NULL DEFAULT 0,
     response     BLOB,
     created_at   DATETIME NOT NULL,
     expires_at   DATETIME NOT NULL,
-    PRIMARY KEY (principal, key)
+    PRIMARY KEY (principal, idem_key)
 );
 CREATE INDEX idempotency_keys_expires_idx ON idempotency_keys (expires_at);
