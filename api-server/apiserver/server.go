@@ -5,6 +5,7 @@ package apiserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -35,6 +37,8 @@ type Store interface {
 	GetWebhook(ctx context.Context, id string) (store.Webhook, error)
 	DeleteWebhook(ctx context.Context, id string, audit store.AuditEvent) error
 	ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.WebhookDelivery, string, error)
+
+	SecurityStore
 }
 
 // Verifier authenticates bearer tokens.
@@ -50,6 +54,12 @@ type Config struct {
 	MaxTargets        int
 	MaxBodyBytes      int64
 	MaxQueued         int // bound on queued executions (max_command_queue_size); 0: unbounded
+
+	RateLimit      ratelimit.Limit   // per client IP and per principal (security.rate_limit_*); zero: none
+	Limiter        ratelimit.Limiter // where the limits are counted; nil: in this process's memory
+	TrustedProxies []string          // CIDRs whose X-Forwarded-For is believed (security.trusted_proxies)
+	TokenTTL       time.Duration     // lifetime of tokens from POST /auth/token; default 15m
+	IdempotencyTTL time.Duration     // how long Idempotency-Keys are kept; default 24h
 }
 
 func (c *Config) setDefaults() {
@@ -68,6 +78,12 @@ func (c *Config) setDefaults() {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = 15 * time.Minute
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -75,7 +91,15 @@ func (c Config) Validate() error {
 	if c.DefaultTimeout > maxTimeout {
 		return errors.New("apiserver: default command timeout exceeds 24h")
 	}
-	return nil
+	if (c.RateLimit.Requests == 0) != (c.RateLimit.Window == 0) {
+		return errNoLimit
+	}
+	if c.RateLimit.Requests != 0 {
+		if err := c.RateLimit.Validate(); err != nil {
+			return err
+		}
+	}
+	return validateProxies(c.TrustedProxies)
 }
 
 // Server is the REST API.
@@ -84,6 +108,7 @@ type Server struct {
 	store    Store
 	bus      bus.Bus
 	verifier Verifier
+	limiter  ratelimit.Limiter // nil: no rate limits
 	log      logrus.FieldLogger
 	engine   *gin.Engine
 	requests *prometheus.CounterVec
@@ -104,10 +129,19 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	if reg != nil {
 		reg.MustRegister(s.requests, s.latency)
 	}
+	if cfg.RateLimit.Requests > 0 {
+		s.limiter = cfg.Limiter
+		if s.limiter == nil {
+			s.limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{})
+		}
+	}
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
-	e.Use(s.recoverer, s.observe)
+	if err := e.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("apiserver: trusted proxies: %w", err)
+	}
+	e.Use(s.recoverer, s.observe, s.clientContext, s.limitByIP)
 	e.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "no such endpoint", nil) })
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, "method not allowed on this endpoint", nil)
@@ -116,7 +150,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1 := e.Group("/api/v1")
 	v1.GET("/health", s.health)
 	v1.GET("/agents", s.require(auth.RoleViewer), s.listAgents)
-	v1.POST("/commands", s.require(auth.RoleOperator), s.createCommand)
+	v1.POST("/commands", s.require(auth.RoleOperator), s.idempotent, s.createCommand)
 	v1.GET("/commands/:id", s.require(auth.RoleViewer), s.getCommand)
 	v1.DELETE("/commands/:id", s.require(auth.RoleOperator), s.cancelCommand)
 	v1.GET("/alert-rules", s.require(auth.RoleAdmin), s.listAlertRules)
@@ -127,6 +161,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.POST("/webhooks", s.require(auth.RoleAdmin), s.createWebhook)
 	v1.DELETE("/webhooks/:id", s.require(auth.RoleAdmin), s.deleteWebhook)
 	v1.GET("/webhooks/:id/deliveries", s.require(auth.RoleAdmin), s.listDeliveries)
+	s.securityRoutes(v1)
 	s.engine = e
 	return s, nil
 }

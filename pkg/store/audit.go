@@ -82,6 +82,21 @@ func (a AuditEvent) ComputeHash() (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
+type auditContextKey struct{}
+
+// AuditContext is the origin of the requests a context serves: appendAudit
+// fills an event's empty ClientIP and RequestID from it, so every audit event
+// written while serving an API request names where it came from.
+type AuditContext struct {
+	ClientIP  string
+	RequestID string
+}
+
+// WithAuditContext returns ctx carrying ac.
+func WithAuditContext(ctx context.Context, ac AuditContext) context.Context {
+	return context.WithValue(ctx, auditContextKey{}, ac)
+}
+
 // insertAudit appends a with its target set; a zero At becomes now.
 func insertAudit(tx *gorm.DB, a AuditEvent, target string, now time.Time) error {
 	a.Target = target
@@ -97,6 +112,16 @@ func insertAudit(tx *gorm.DB, a AuditEvent, target string, now time.Time) error 
 func appendAudit(tx *gorm.DB, a AuditEvent) error {
 	if a.At.IsZero() {
 		a.At = time.Now()
+	}
+	if tx.Statement != nil && tx.Statement.Context != nil {
+		if ac, ok := tx.Statement.Context.Value(auditContextKey{}).(AuditContext); ok {
+			if a.ClientIP == "" {
+				a.ClientIP = ac.ClientIP
+			}
+			if a.RequestID == "" {
+				a.RequestID = ac.RequestID
+			}
+		}
 	}
 	if err := normalizeAudit(&a); err != nil {
 		return err

@@ -74,10 +74,10 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 		victim := rows[2].ID // newest first: the third newest
 
 		// The triggers refuse edits and deletes.
-		require.Error(t, s.ExecRaw(ctx, `UPDATE audit_events SET actor = 'mallory' WHERE id = ?`, victim))
-		require.Error(t, s.ExecRaw(ctx, `DELETE FROM audit_events WHERE id = ?`, victim))
+		require.Error(t, s.ExecRawForTest(ctx, `UPDATE audit_events SET actor = 'mallory' WHERE id = ?`, victim))
+		require.Error(t, s.ExecRawForTest(ctx, `DELETE FROM audit_events WHERE id = ?`, victim))
 		if s.Dialect() == store.Postgres {
-			require.Error(t, s.ExecRaw(ctx, `TRUNCATE audit_events`))
+			require.Error(t, s.ExecRawForTest(ctx, `TRUNCATE audit_events`))
 		}
 		v, err := s.VerifyAudit(ctx)
 		require.NoError(t, err)
@@ -85,7 +85,7 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 
 		// A superuser who gets past the triggers is caught by the chain.
 		withoutTriggers(t, s, func() {
-			require.NoError(t, s.ExecRaw(ctx, `UPDATE audit_events SET actor = 'mallory' WHERE id = ?`, victim))
+			require.NoError(t, s.ExecRawForTest(ctx, `UPDATE audit_events SET actor = 'mallory' WHERE id = ?`, victim))
 		})
 		v, err = s.VerifyAudit(ctx)
 		require.NoError(t, err)
@@ -104,7 +104,7 @@ func TestAuditChainDetectsDeletion(t *testing.T) {
 		rows, _, err := s.ListAudit(ctx, store.AuditFilter{})
 		require.NoError(t, err)
 		withoutTriggers(t, s, func() {
-			require.NoError(t, s.ExecRaw(ctx, `DELETE FROM audit_events WHERE id = ?`, rows[2].ID))
+			require.NoError(t, s.ExecRawForTest(ctx, `DELETE FROM audit_events WHERE id = ?`, rows[2].ID))
 		})
 		v, err := s.VerifyAudit(ctx)
 		require.NoError(t, err)
@@ -119,13 +119,13 @@ func TestAuditChainDetectsDeletion(t *testing.T) {
 func withoutTriggers(t *testing.T, s *store.Store, fn func()) {
 	ctx := context.Background()
 	if s.Dialect() == store.Postgres {
-		require.NoError(t, s.ExecRaw(ctx, `ALTER TABLE audit_events DISABLE TRIGGER USER`))
+		require.NoError(t, s.ExecRawForTest(ctx, `ALTER TABLE audit_events DISABLE TRIGGER USER`))
 		fn()
-		require.NoError(t, s.ExecRaw(ctx, `ALTER TABLE audit_events ENABLE TRIGGER USER`))
+		require.NoError(t, s.ExecRawForTest(ctx, `ALTER TABLE audit_events ENABLE TRIGGER USER`))
 		return
 	}
-	require.NoError(t, s.ExecRaw(ctx, `DROP TRIGGER audit_events_no_update`))
-	require.NoError(t, s.ExecRaw(ctx, `DROP TRIGGER audit_events_no_delete`))
+	require.NoError(t, s.ExecRawForTest(ctx, `DROP TRIGGER audit_events_no_update`))
+	require.NoError(t, s.ExecRawForTest(ctx, `DROP TRIGGER audit_events_no_delete`))
 	fn()
 }
 
