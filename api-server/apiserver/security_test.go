@@ -153,7 +153,9 @@ func TestAPIKeysAndTokenExchange(t *testing.T) {
 		func() *httptest.ResponseRecorder {
 			return a.req("", "POST", "/api/v1/auth/token", `{"api_key":"`+created.Key+`"}`)
 		},
-		func() *httptest.ResponseRecorder { return a.req("Bearer "+created.Key, "POST", "/api/v1/auth/token", "") },
+		func() *httptest.ResponseRecorder {
+			return a.req("Bearer "+created.Key, "POST", "/api/v1/auth/token", "")
+		},
 	} {
 		w := send()
 		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
