@@ -212,7 +212,8 @@ func CertAgentID(c *x509.Certificate) string {
 
 func (g *Gateway) audit(ctx context.Context, actor, action, target string, details map[string]any) {
 	raw, _ := json.Marshal(details)
-	if err := g.store.RecordAudit(context.WithoutCancel(ctx), store.AuditEvent{Actor: actor, Action: action, Target: target, Details: raw}); err != nil {
+	client, _ := details["client"].(string)
+	if err := g.store.RecordAudit(context.WithoutCancel(ctx), store.AuditEvent{Actor: actor, Action: action, Target: target, ClientIP: client, Details: raw}); err != nil {
 		g.log.WithError(err).WithField("action", action).Warn("writing audit event failed")
 	}
 }
