@@ -135,15 +135,21 @@ func appendAudit(tx *gorm.DB, a AuditEvent) error {
 	var last struct {
 		ID   int64
 		Hash string
-	}
-	if err := tx.Raw(`SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1`).Scan(&last).Error; err != nil {
-		return fmt.Errorf("reading audit chain head: %w", err)
+		Next int64
 	}
 	if postgres {
-		if err := tx.Raw(`SELECT nextval(pg_get_serial_sequence('audit_events', 'id'))`).Scan(&a.ID).Error; err != nil {
-			return fmt.Errorf("allocating audit id: %w", err)
+		// One round trip: the chain head (read after the lock, in a new
+		// statement, so it sees the previous holder's commit) and the new id.
+		err := tx.Raw(`SELECT coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), '') AS hash,
+			nextval(pg_get_serial_sequence('audit_events', 'id')) AS next`).Scan(&last).Error
+		if err != nil {
+			return fmt.Errorf("reading audit chain head: %w", err)
 		}
+		a.ID = last.Next
 	} else {
+		if err := tx.Raw(`SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1`).Scan(&last).Error; err != nil {
+			return fmt.Errorf("reading audit chain head: %w", err)
+		}
 		a.ID = last.ID + 1 // the single writer holds the database; rows are never deleted
 	}
 	a.PrevHash = last.Hash

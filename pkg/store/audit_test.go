@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
 func TestAuditChainConcurrentAppends(t *testing.T) {
@@ -162,5 +163,26 @@ func TestAuditListFilters(t *testing.T) {
 		_, _, err = s.ListAudit(ctx, store.AuditFilter{From: &to, To: &from})
 		var verrs store.ValidationErrors
 		require.ErrorAs(t, err, &verrs)
+	})
+}
+
+// BenchmarkRecordAuditPostgres measures chained appends from parallel writers
+// (they serialise on the chain lock).
+func BenchmarkRecordAuditPostgres(b *testing.B) {
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Config{URL: testenv.Postgres(b), MaxConns: 16})
+	require.NoError(b, err)
+	defer s.Close()
+	_, err = s.Migrate(ctx)
+	require.NoError(b, err)
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.RecordAudit(ctx, store.AuditEvent{Actor: "bench", Action: "bench.append", Details: []byte(`{"k":"v"}`)}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
 	})
 }
