@@ -374,5 +374,23 @@ func TestIdempotentCommandCreation(t *testing.T) {
 	}
 	require.Len(t, a.auditActions("command.create"), 2) // k-1 and k-race
 	require.Equal(t, http.StatusAccepted, post("k-race", body).Code)
-	require.Len(t, a.auditActions("command.create"), 2)
+	created := a.auditActions("command.create")
+	require.Len(t, created, 2)
+
+	// Command events carry the client IP and request id from the request
+	// context, without the handlers passing them.
+	id := decode[CommandView](t, first).ID
+	require.Equal(t, http.StatusOK, a.req("operator", "DELETE", "/api/v1/commands/"+id, "", "X-Request-ID", "rid-cancel").Code)
+	cancelled := a.auditActions("command.cancel")
+	require.Len(t, cancelled, 1)
+	require.Equal(t, "192.0.2.1", cancelled[0].ClientIP)
+	require.Equal(t, "rid-cancel", cancelled[0].RequestID)
+	require.Equal(t, "192.0.2.1", created[0].ClientIP)
+
+	// Args are redacted in the audit trail.
+	w := a.req("operator", "POST", "/api/v1/commands", `{"verb":"echo","agent_targets":["gw-1"],"args":{"user":"bob","password":"hunter2"}}`)
+	require.Equal(t, http.StatusAccepted, w.Code, w.Body.String())
+	created = a.auditActions("command.create")
+	require.Contains(t, string(created[0].Details), "REDACTED")
+	require.NotContains(t, string(created[0].Details), "hunter2")
 }
