@@ -186,3 +186,28 @@ func BenchmarkRecordAuditPostgres(b *testing.B) {
 		}
 	})
 }
+
+func TestAuditChainStartsAfterLegacyRows(t *testing.T) {
+	each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		// Rows written before migration 0004 have no hash.
+		for i := 0; i < 2; i++ {
+			require.NoError(t, s.ExecRawForTest(ctx, `INSERT INTO audit_events (at, actor, action, target, request_id, details) VALUES (?, 'old', 'legacy', '', '', '{}')`, time.Now().UTC()))
+		}
+		for i := 0; i < 3; i++ {
+			require.NoError(t, s.RecordAudit(ctx, store.AuditEvent{Actor: "new", Action: "chained"}))
+		}
+		v, err := s.VerifyAudit(ctx)
+		require.NoError(t, err)
+		require.Equal(t, store.AuditVerification{OK: true, Checked: 3, Unchained: 2}, v)
+
+		// An unhashed row after the chain began is a break, not legacy.
+		require.NoError(t, s.ExecRawForTest(ctx, `INSERT INTO audit_events (at, actor, action, target, request_id, details) VALUES (?, 'mallory', 'forged', '', '', '{}')`, time.Now().UTC()))
+		v, err = s.VerifyAudit(ctx)
+		require.NoError(t, err)
+		require.False(t, v.OK)
+		rows, _, err := s.ListAudit(ctx, store.AuditFilter{Action: "forged"})
+		require.NoError(t, err)
+		require.Equal(t, rows[0].ID, v.BrokenID)
+	})
+}
