@@ -97,6 +97,9 @@ func (s *Server) idempotent(c *gin.Context) {
 			writeProblem(c, http.StatusConflict, "a request with this Idempotency-Key is still in flight; retry later", nil)
 		default:
 			c.Header("Idempotent-Replayed", "true")
+			if rec.Location != "" {
+				c.Header("Location", rec.Location)
+			}
 			ct := "application/json; charset=utf-8"
 			if rec.StatusCode >= 400 {
 				ct = "application/problem+json"
@@ -119,7 +122,7 @@ func (s *Server) idempotent(c *gin.Context) {
 		}
 		return
 	}
-	if err := s.store.CompleteIdempotent(done, who, key, status, w.buf.Bytes()); err != nil {
+	if err := s.store.CompleteIdempotent(done, who, key, status, w.Header().Get("Location"), w.buf.Bytes()); err != nil {
 		s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID)).Warn("storing idempotent answer failed")
 	}
 }

@@ -52,7 +52,7 @@ func (s *Server) limitByIP(c *gin.Context) {
 		c.Next()
 		return
 	}
-	if !s.applyLimit(c, "ip:"+c.ClientIP()) {
+	if !s.applyLimit(c, "ip:"+ipKey(c.ClientIP())) {
 		c.Abort()
 		return
 	}
@@ -88,6 +88,20 @@ func (s *Server) applyLimit(c *gin.Context, key string) bool {
 		return false
 	}
 	return true
+}
+
+// ipKey is the rate-limit key of a client address: IPv6 clients are counted
+// per /64, the block one subscriber usually holds, so rotating addresses
+// within it does not multiply the budget.
+func ipKey(ip string) string {
+	a := net.ParseIP(ip)
+	if a == nil {
+		return ip
+	}
+	if v4 := a.To4(); v4 != nil {
+		return v4.String()
+	}
+	return a.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }

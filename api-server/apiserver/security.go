@@ -39,7 +39,7 @@ type SecurityStore interface {
 	RevokeEnrollmentSecret(ctx context.Context, id string, audit store.AuditEvent) error
 
 	BeginIdempotent(ctx context.Context, principal, key, requestHash string, ttl time.Duration) (store.IdempotencyKey, bool, error)
-	CompleteIdempotent(ctx context.Context, principal, key string, status int, response []byte) error
+	CompleteIdempotent(ctx context.Context, principal, key string, status int, location string, response []byte) error
 	AbandonIdempotent(ctx context.Context, principal, key string) error
 }
 

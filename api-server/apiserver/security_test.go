@@ -350,6 +350,8 @@ func TestIdempotentCommandCreation(t *testing.T) {
 	again := post("k-1", body)
 	require.Equal(t, http.StatusAccepted, again.Code)
 	require.Equal(t, "true", again.Header().Get("Idempotent-Replayed"))
+	require.NotEmpty(t, first.Header().Get("Location"))
+	require.Equal(t, first.Header().Get("Location"), again.Header().Get("Location"))
 	require.JSONEq(t, first.Body.String(), again.Body.String())
 	require.Equal(t, []string{"Idempotency-Key"}, problemFields(t, post("k-1", `{"verb":"echo","agent_targets":["gw-1"],"priority":"high"}`), http.StatusUnprocessableEntity))
 	require.Equal(t, []string{"Idempotency-Key"}, problemFields(t, post(strings.Repeat("k", 256), body), http.StatusBadRequest))
@@ -393,4 +395,11 @@ func TestIdempotentCommandCreation(t *testing.T) {
 	created = a.auditActions("command.create")
 	require.Contains(t, string(created[0].Details), "REDACTED")
 	require.NotContains(t, string(created[0].Details), "hunter2")
+}
+
+func TestIPKeyGroupsIPv6Per64(t *testing.T) {
+	require.Equal(t, "203.0.113.5", ipKey("203.0.113.5"))
+	require.Equal(t, "2001:db8:1:2::/64", ipKey("2001:db8:1:2:aaaa::1"))
+	require.Equal(t, ipKey("2001:db8:1:2::1"), ipKey("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+	require.Equal(t, "203.0.113.5", ipKey("::ffff:203.0.113.5"))
 }

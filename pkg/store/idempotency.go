@@ -19,6 +19,7 @@ type IdempotencyKey struct {
 	RequestHash string `gorm:"not null"`
 	StatusCode  int    `gorm:"not null"`
 	Response    []byte
+	Location    string `gorm:"not null"` // Location header of the answer
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
 }
@@ -58,9 +59,9 @@ func (s *Store) BeginIdempotent(ctx context.Context, principal, key, requestHash
 }
 
 // CompleteIdempotent stores the answer of a claimed request.
-func (s *Store) CompleteIdempotent(ctx context.Context, principal, key string, status int, response []byte) error {
+func (s *Store) CompleteIdempotent(ctx context.Context, principal, key string, status int, location string, response []byte) error {
 	err := s.db.WithContext(ctx).Model(&IdempotencyKey{}).Where("principal = ? AND idem_key = ?", principal, key).
-		Updates(map[string]any{"status_code": status, "response": response}).Error
+		Updates(map[string]any{"status_code": status, "location": location, "response": response}).Error
 	if err != nil {
 		return fmt.Errorf("completing idempotency key: %w", err)
 	}

@@ -150,12 +150,13 @@ func TestIdempotencyKeysStore(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, claimed)
 
-		require.NoError(t, s.CompleteIdempotent(ctx, "alice", "k1", 202, []byte(`{"id":"c1"}`)))
+		require.NoError(t, s.CompleteIdempotent(ctx, "alice", "k1", 202, "/api/v1/commands/c1", []byte(`{"id":"c1"}`)))
 		rec, claimed, err = s.BeginIdempotent(ctx, "alice", "k1", "hash-a", time.Hour)
 		require.NoError(t, err)
 		require.False(t, claimed)
 		require.Equal(t, 202, rec.StatusCode)
 		require.JSONEq(t, `{"id":"c1"}`, string(rec.Response))
+		require.Equal(t, "/api/v1/commands/c1", rec.Location)
 
 		// Abandoned keys can be claimed again; expired ones are replaced and purged.
 		require.NoError(t, s.AbandonIdempotent(ctx, "bob", "k1"))

@@ -69,6 +69,7 @@ CREATE TABLE idempotency_keys (
     request_hash text        NOT NULL,
     status_code  integer     NOT NULL DEFAULT 0, -- 0: in flight
     response     bytea,
+    location     text        NOT NULL DEFAULT '',
     created_at   timestamptz NOT NULL,
     expires_at   timestamptz NOT NULL,
     PRIMARY KEY (principal, idem_key)

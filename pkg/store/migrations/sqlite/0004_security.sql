@@ -54,6 +54,7 @@ CREATE TABLE idempotency_keys (
     request_hash TEXT     NOT NULL,
     status_code  INTEGER  NOT NULL DEFAULT 0,
     response     BLOB,
+    location     TEXT     NOT NULL DEFAULT '',
     created_at   DATETIME NOT NULL,
     expires_at   DATETIME NOT NULL,
     PRIMARY KEY (principal, idem_key)
