@@ -26,12 +26,19 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
+		limiter, err := service.RateLimiter(p.Bus)
+		if err != nil {
+			return service.Role{}, err
+		}
 		api, err := apiserver.New(p.Store, p.Bus, jwt, p.Registry, p.Log, apiserver.Config{
 			DefaultTimeout:    cfg.CommandTimeout(),
 			DefaultMaxRetries: cfg.Command.RetryAttempts,
 			MaxQueued:         cfg.Command.MaxCommandQueueSize,
 			HeartbeatInterval: cfg.HeartbeatInterval(),
 			StaleAfter:        2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
+			RateLimit:         service.RateLimit(cfg),
+			Limiter:           limiter,
+			TrustedProxies:    cfg.Security.TrustedProxies,
 		})
 		if err != nil {
 			return service.Role{}, err

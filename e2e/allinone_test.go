@@ -50,7 +50,7 @@ func agentsOf(t *testing.T, a api, status string) map[string]bool {
 
 // embeddedCluster is a cluster without Postgres/Redis: only binaries and temp dirs.
 func embeddedCluster(t *testing.T) *testCluster {
-	return newTestCluster(t, append(os.Environ(), "LOG_FORMAT=text"))
+	return newTestCluster(t, append(os.Environ(), "LOG_FORMAT=text", "RATE_LIMIT_REQUESTS=1000000"))
 }
 
 func TestAllInOneSurvivesRestart(t *testing.T) {

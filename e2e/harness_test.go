@@ -95,6 +95,7 @@ func newCluster(t *testing.T) *testCluster {
 		"LOG_LEVEL=info",
 		"VIWORKS_DEV_MODE=false",
 		"AGENT_DRAIN_SECONDS=1",
+		"RATE_LIMIT_REQUESTS=1000000", // the tests poll the API from one address
 	))
 }
 

@@ -22,10 +22,11 @@ import (
 
 // Enrollment limits.
 const (
-	maxEnrollBody     = 16 << 10
-	enrollFailures    = 10          // wrong secrets per client address ...
-	enrollFailWindow  = time.Minute // ... per window, before 429
-	maxTrackedClients = 10000
+	maxEnrollBody      = 16 << 10
+	enrollFailures     = 10          // wrong secrets per client address ...
+	enrollFailWindow   = time.Minute // ... per window, before 429
+	maxTrackedClients  = 10000
+	maxEnrollSecretLen = 256
 )
 
 // HashCredential is how credentials are stored: SHA-256, hex. Credentials are
@@ -95,8 +96,11 @@ type enrollRequest struct {
 	Version          string `json:"version"`
 }
 
-// serveEnroll exchanges the enrollment secret for a per-agent credential:
-// random, 256 bits, stored only as a hash; enrolling again rotates it.
+// serveEnroll exchanges an enrollment secret for a per-agent credential:
+// random, 256 bits, stored only as a hash; enrolling again rotates it. The
+// secret is the bootstrap AGENT_ENROLLMENT_SECRET or one issued through
+// POST /api/v1/enrollment-secrets (not revoked, not expired, uses left), whose
+// site and labels then win over what the agent claims, now and in every HELLO.
 func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	release, ok := g.admit(w)
 	if !ok {
@@ -127,29 +131,52 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusBadRequest, "Bad Request", err.Error())
 		return
 	}
-	if req.EnrollmentSecret == "" || subtle.ConstantTimeCompare([]byte(req.EnrollmentSecret), []byte(g.cfg.EnrollmentSecret)) != 1 {
-		g.enrollLimit.fail(addr, now)
-		g.metrics.enrollments.WithLabelValues("denied").Inc()
-		g.audit(r.Context(), "agent:"+req.AgentID, "agent.enroll.denied", req.AgentID, map[string]any{"client": addr})
-		problem(w, http.StatusUnauthorized, "Unauthorized", "enrollment_secret is not valid")
-		return
-	}
 	cred, err := newCredential()
 	if err != nil {
 		problem(w, http.StatusInternalServerError, "Internal Server Error", "could not create a credential")
 		return
 	}
-	if err := g.store.SetAgentCredential(r.Context(), req.AgentID, HashCredential(cred), "bootstrap"); err != nil {
-		g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
-		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
+	details := map[string]any{"client": addr, "hostname": req.Hostname}
+	switch {
+	case req.EnrollmentSecret == "" || len(req.EnrollmentSecret) > maxEnrollSecretLen:
+		g.denyEnroll(w, r, addr, now, req.AgentID)
 		return
+	case g.cfg.EnrollmentSecret != "" && subtle.ConstantTimeCompare([]byte(req.EnrollmentSecret), []byte(g.cfg.EnrollmentSecret)) == 1:
+		// The bootstrap secret (AGENT_ENROLLMENT_SECRET).
+		if err := g.store.SetAgentCredential(r.Context(), req.AgentID, HashCredential(cred), "bootstrap"); err != nil {
+			g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
+			problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
+			return
+		}
+		details["secret"] = "bootstrap"
+	default:
+		// A secret issued through the API: one use is spent atomically and its
+		// site and labels are imposed on the agent.
+		sec, err := g.store.EnrollWithSecret(r.Context(), HashCredential(req.EnrollmentSecret), req.AgentID, HashCredential(cred), now)
+		if errors.Is(err, store.ErrUnknownEnrollmentSecret) {
+			g.denyEnroll(w, r, addr, now, req.AgentID)
+			return
+		}
+		if err != nil {
+			g.log.WithError(err).WithField("agent_id", req.AgentID).Error("enrolling with a stored secret failed")
+			problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
+			return
+		}
+		details["secret"], details["site"], details["labels"] = sec.ID, sec.Site, sec.Labels
 	}
 	g.metrics.enrollments.WithLabelValues("enrolled").Inc()
-	g.audit(r.Context(), "agent:"+req.AgentID, "agent.enroll", req.AgentID, map[string]any{"client": addr, "hostname": req.Hostname})
+	g.audit(r.Context(), "agent:"+req.AgentID, "agent.enroll", req.AgentID, details)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusCreated)
 	_ = json.NewEncoder(w).Encode(map[string]string{"agent_id": req.AgentID, "credential": cred})
+}
+
+func (g *Gateway) denyEnroll(w http.ResponseWriter, r *http.Request, addr string, now time.Time, agentID string) {
+	g.enrollLimit.fail(addr, now)
+	g.metrics.enrollments.WithLabelValues("denied").Inc()
+	g.audit(r.Context(), "agent:"+agentID, "agent.enroll.denied", agentID, map[string]any{"client": addr})
+	problem(w, http.StatusUnauthorized, "Unauthorized", "enrollment_secret is not valid")
 }
 
 // authenticate returns the agent id the upgrade request proves: a verified
@@ -185,7 +212,8 @@ func CertAgentID(c *x509.Certificate) string {
 
 func (g *Gateway) audit(ctx context.Context, actor, action, target string, details map[string]any) {
 	raw, _ := json.Marshal(details)
-	if err := g.store.RecordAudit(context.WithoutCancel(ctx), store.AuditEvent{Actor: actor, Action: action, Target: target, Details: raw}); err != nil {
+	client, _ := details["client"].(string)
+	if err := g.store.RecordAudit(context.WithoutCancel(ctx), store.AuditEvent{Actor: actor, Action: action, Target: target, ClientIP: client, Details: raw}); err != nil {
 		g.log.WithError(err).WithField("action", action).Warn("writing audit event failed")
 	}
 }

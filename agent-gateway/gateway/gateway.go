@@ -35,6 +35,7 @@ type Store interface {
 	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
 	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
 	SetAgentCredential(ctx context.Context, agentID, credentialHash, enrolledFrom string) error
+	EnrollWithSecret(ctx context.Context, secretHash, agentID, credentialHash string, now time.Time) (store.EnrollmentSecret, error)
 	AgentForCredential(ctx context.Context, credentialHash string) (string, error)
 	RecordAudit(ctx context.Context, e store.AuditEvent) error
 }
@@ -42,7 +43,7 @@ type Store interface {
 // Config configures a gateway.
 type Config struct {
 	GatewayID         string
-	EnrollmentSecret  string        // bootstrap secret agents exchange for their own credential
+	EnrollmentSecret  string        // bootstrap secret agents exchange for their own credential; "": only secrets from the API
 	HeartbeatInterval time.Duration // told to agents; presence lives 3 intervals
 	TelemetryInterval time.Duration
 	MaxConnections    int
@@ -106,9 +107,6 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.GatewayID == "" {
 		errs = append(errs, errors.New("gateway: id is required"))
-	}
-	if c.EnrollmentSecret == "" {
-		errs = append(errs, errors.New("gateway: an enrollment secret is required (AGENT_ENROLLMENT_SECRET)"))
 	}
 	return errors.Join(errs...)
 }

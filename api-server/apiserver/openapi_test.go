@@ -172,6 +172,11 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands/"+cmd.ID, nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands?status=queued&verb=echo&agent=web-1&limit=5", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands?status=bogus", nil)
+	idem := map[string]any{"verb": "echo", "agent_targets": []string{"web-1"}}
+	first := c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands", idem, "Idempotency-Key", "retry-1")
+	again := c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands", idem, "Idempotency-Key", "retry-1")
+	require.Equal(t, first.Body.String(), again.Body.String(), "a retry with the same key gets the original answer")
+	c.do(auth.RoleOperator, http.MethodPost, "/api/v1/commands", map[string]any{"verb": "echo", "agent_targets": []string{"web-2"}}, "Idempotency-Key", "retry-1")
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/commands/not-a-command", nil)
 	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil)
 	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil) // 409: already final
@@ -197,6 +202,30 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/webhooks", nil)
 	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/webhooks/"+hook.ID+"/deliveries", nil)
 	c.do(auth.RoleAdmin, http.MethodDelete, "/api/v1/webhooks/"+hook.ID, nil)
+
+	w = c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/api-keys", map[string]any{"name": "ci", "role": "operator", "expires_in": 3600})
+	require.Equal(t, http.StatusCreated, w.Code, w.Body.String())
+	var key APIKeyView
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &key))
+	c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/api-keys", map[string]any{"name": "ci", "role": "root"})
+	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/api-keys", nil)
+	w = c.do("", http.MethodPost, "/api/v1/auth/token", map[string]any{"api_key": key.Key})
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	c.do("", http.MethodPost, "/api/v1/auth/token", map[string]any{"api_key": "vwk_not-a-key"})
+	c.do(auth.RoleAdmin, http.MethodDelete, "/api/v1/api-keys/"+key.ID, nil)
+
+	w = c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/enrollment-secrets", map[string]any{"name": "lab", "site": "lab", "labels": map[string]string{"role": "web"}, "max_uses": 10})
+	require.Equal(t, http.StatusCreated, w.Code, w.Body.String())
+	var es EnrollmentSecretView
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &es))
+	c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/enrollment-secrets", map[string]any{"name": "lab", "max_uses": -1})
+	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/enrollment-secrets", nil)
+	c.do(auth.RoleAdmin, http.MethodDelete, "/api/v1/enrollment-secrets/"+es.ID, nil)
+
+	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/audit?action=command.create&limit=5", nil)
+	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/audit?from=yesterday", nil)
+	w = c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/audit/verify", nil)
+	require.Contains(t, w.Body.String(), `"ok":true`)
 
 	doc, err := OpenAPI()
 	require.NoError(t, err)

@@ -32,12 +32,15 @@ func writeProblem(c *gin.Context, code int, detail string, errs []FieldError) {
 	_ = jsonEncode(c.Writer, p)
 }
 
-// require authenticates the bearer token and checks the role (deny by default).
+// require authenticates the bearer token and checks the role (deny by
+// default). Failures are audited (auth.failure, auth.denied); the per-IP
+// rate limit, which runs before, bounds how many a client can cause.
 func (s *Server) require(need auth.Role) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		h := c.GetHeader("Authorization")
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok || strings.TrimSpace(tok) == "" {
+			s.audit(c, "anonymous", "auth.failure", c.Request.Method+" "+c.FullPath(), map[string]any{"reason": "no bearer token"})
 			c.Header("WWW-Authenticate", `Bearer realm="viworks"`)
 			writeProblem(c, http.StatusUnauthorized, "a bearer token is required", nil)
 			c.Abort()
@@ -45,12 +48,18 @@ func (s *Server) require(need auth.Role) gin.HandlerFunc {
 		}
 		p, err := s.verifier.Verify(strings.TrimSpace(tok))
 		if err != nil {
+			s.audit(c, "anonymous", "auth.failure", c.Request.Method+" "+c.FullPath(), map[string]any{"reason": "invalid or expired token"})
 			c.Header("WWW-Authenticate", `Bearer realm="viworks", error="invalid_token"`)
 			writeProblem(c, http.StatusUnauthorized, "the bearer token is invalid or expired", nil)
 			c.Abort()
 			return
 		}
+		if !s.limitPrincipal(c, p.Subject) {
+			c.Abort()
+			return
+		}
 		if !p.Role.Allows(need) {
+			s.audit(c, p.Subject, "auth.denied", c.Request.Method+" "+c.FullPath(), map[string]any{"role": p.Role, "needs": need})
 			writeProblem(c, http.StatusForbidden, "role "+string(p.Role)+" may not do this; it needs "+string(need), nil)
 			c.Abort()
 			return

@@ -5,6 +5,7 @@ package apiserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/events"
+	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -45,6 +47,8 @@ type Store interface {
 	GetWebhook(ctx context.Context, id string) (store.Webhook, error)
 	DeleteWebhook(ctx context.Context, id string, audit store.AuditEvent) error
 	ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.WebhookDelivery, string, error)
+
+	SecurityStore
 }
 
 // Verifier authenticates bearer tokens.
@@ -67,6 +71,12 @@ type Config struct {
 	StaleAfter         time.Duration // an online agent unseen this long is "stale" (default 2 × HeartbeatInterval)
 	InstanceSeenWithin time.Duration // GET /status lists service instances seen this recently (default 30s)
 	HealthTimeout      time.Duration // bound on GET /health/database and /health/redis (default 1s)
+
+	RateLimit      ratelimit.Limit   // per client IP and per principal (security.rate_limit_*); zero: none
+	Limiter        ratelimit.Limiter // where the limits are counted; nil: in this process's memory
+	TrustedProxies []string          // CIDRs whose X-Forwarded-For is believed (security.trusted_proxies)
+	TokenTTL       time.Duration     // lifetime of tokens from POST /auth/token; default 15m
+	IdempotencyTTL time.Duration     // how long Idempotency-Keys are kept; default 24h
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +110,12 @@ func (c *Config) setDefaults() {
 	if c.HealthTimeout <= 0 {
 		c.HealthTimeout = time.Second
 	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = 15 * time.Minute
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -113,6 +129,16 @@ func (c Config) Validate() error {
 	}
 	if c.HealthTimeout > 10*time.Second {
 		errs = append(errs, errors.New("apiserver: the health check timeout exceeds 10s"))
+	}
+	if (c.RateLimit.Requests == 0) != (c.RateLimit.Window == 0) {
+		errs = append(errs, errNoLimit)
+	} else if c.RateLimit.Requests != 0 {
+		if err := c.RateLimit.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := validateProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -130,6 +156,7 @@ type Server struct {
 	events     *events.Publisher
 	requests   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
+	limiter    ratelimit.Limiter // nil: no rate limits
 }
 
 // New builds the API.
@@ -152,11 +179,20 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	if reg != nil {
 		reg.MustRegister(s.requests, s.latency)
 	}
+	if cfg.RateLimit.Requests > 0 {
+		s.limiter = cfg.Limiter
+		if s.limiter == nil {
+			s.limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{})
+		}
+	}
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
 	e.UseRawPath = true // agent ids may hold "/": clients send it as %2F in /agents/{id}
-	e.Use(s.recoverer, s.observe)
+	if err := e.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("apiserver: trusted proxies: %w", err)
+	}
+	e.Use(s.recoverer, s.observe, s.clientContext, s.limitByIP)
 	e.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "no such endpoint", nil) })
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, "method not allowed on this endpoint", nil)
@@ -174,7 +210,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.GET("/agents/:id/health", s.require(auth.RoleViewer), s.agentHealth)
 	v1.GET("/agents/:id/telemetry", s.require(auth.RoleViewer), s.agentTelemetry)
 	v1.GET("/commands", s.require(auth.RoleViewer), s.listCommands)
-	v1.POST("/commands", s.require(auth.RoleOperator), s.createCommand)
+	v1.POST("/commands", s.require(auth.RoleOperator), s.idempotent, s.createCommand)
 	v1.GET("/commands/:id", s.require(auth.RoleViewer), s.getCommand)
 	v1.DELETE("/commands/:id", s.require(auth.RoleOperator), s.cancelCommand)
 	v1.GET("/events", s.require(auth.RoleViewer), s.streamEvents)
@@ -186,6 +222,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.POST("/webhooks", s.require(auth.RoleAdmin), s.createWebhook)
 	v1.DELETE("/webhooks/:id", s.require(auth.RoleAdmin), s.deleteWebhook)
 	v1.GET("/webhooks/:id/deliveries", s.require(auth.RoleAdmin), s.listDeliveries)
+	s.securityRoutes(v1)
 	s.engine = e
 	return s, nil
 }

@@ -147,8 +147,8 @@ var ErrInvalidToken = errors.New("invalid token")
 func (j *JWT) Verify(token string) (Principal, error) {
 	var c claims
 	t, err := j.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
-		if typ, ok := t.Header["typ"]; ok && typ != "JWT" {
-			return nil, fmt.Errorf("unexpected typ %v", typ)
+		if typ, _ := t.Header["typ"].(string); typ != "JWT" {
+			return nil, fmt.Errorf("typ header must be JWT, got %v", t.Header["typ"])
 		}
 		return j.cfg.Secret, nil
 	})

@@ -39,6 +39,17 @@ func TestVerifyRejects(t *testing.T) {
 	with := func(k string, v any) jwt.MapClaims { c := good(); c[k] = v; return c }
 	without := func(k string) jwt.MapClaims { c := good(); delete(c, k); return c }
 	none := sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good())
+	withTyp := func(typ any) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, good())
+		if typ == nil {
+			delete(tok.Header, "typ")
+		} else {
+			tok.Header["typ"] = typ
+		}
+		s, err := tok.SignedString(secret)
+		require.NoError(t, err)
+		return s
+	}
 
 	cases := []struct {
 		name  string
@@ -57,6 +68,9 @@ func TestVerifyRejects(t *testing.T) {
 		{"unknown role", sign(jwt.SigningMethodHS256, secret, with("role", "root"))},
 		{"no subject", sign(jwt.SigningMethodHS256, secret, without("sub"))},
 		{"issued in the future", sign(jwt.SigningMethodHS256, secret, with("iat", now.Add(time.Hour).Unix()))},
+		{"no typ", withTyp(nil)},
+		{"typ at+jwt", withTyp("at+jwt")},
+		{"typ not a string", withTyp(7)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,6 +78,16 @@ func TestVerifyRejects(t *testing.T) {
 			require.ErrorIs(t, err, ErrInvalidToken)
 		})
 	}
+}
+
+func TestVerifyLeeway(t *testing.T) {
+	j := newTestJWT(t) // 30s leeway by default
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	c := jwt.MapClaims{"sub": "a", "role": "admin", "iss": "viworks", "aud": "viworks-api", "exp": time.Now().Add(-10 * time.Second).Unix()}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+	require.NoError(t, err)
+	_, err = j.Verify(tok)
+	require.NoError(t, err, "expired within the leeway")
 }
 
 func TestRoleAllows(t *testing.T) {

@@ -77,6 +77,13 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	return &Redis{client: c, prefix: prefix}, nil
 }
 
+// Client is the underlying client, for other features keeping shared state
+// in the same Redis (the API's rate limiter).
+func (r *Redis) Client() *redis.Client { return r.client }
+
+// KeyPrefix is the prefix of every key (REDIS_KEY_PREFIX).
+func (r *Redis) KeyPrefix() string { return r.prefix }
+
 func (r *Redis) channel(topic string) string { return r.prefix + "bus:" + topic }
 func (r *Redis) presenceKey(agentID string) string {
 	return r.prefix + "presence:" + agentID

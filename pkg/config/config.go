@@ -98,10 +98,15 @@ type Security struct {
 	PreviousSigningKeyPath string `toml:"previous_signing_key_path"`
 	// AllowedOrigins lists the origins allowed to call the API ("*" for any).
 	AllowedOrigins []string `toml:"allowed_origins"`
-	// RateLimitRequests is the number of requests allowed per client per window.
+	// RateLimitRequests is the number of requests the API allows per client IP
+	// and per principal per window, in bursts of up to that many (env
+	// RATE_LIMIT_REQUESTS).
 	RateLimitRequests int `toml:"rate_limit_requests"`
-	// RateLimitWindow is the rate-limit window, in seconds.
+	// RateLimitWindow is the rate-limit window, in seconds (env RATE_LIMIT_WINDOW).
 	RateLimitWindow int `toml:"rate_limit_window"`
+	// TrustedProxies lists the CIDRs (or addresses) of reverse proxies whose
+	// X-Forwarded-For the API believes for the client IP; default none.
+	TrustedProxies []string `toml:"trusted_proxies"`
 	// JWTIssuer is the required "iss" claim of API tokens.
 	JWTIssuer string `toml:"jwt_issuer"`
 	// JWTAudience is the required "aud" claim of API tokens.
@@ -264,6 +269,7 @@ func Default() Config {
 func (c Config) clone() Config {
 	c.Server.CorsOrigins = cloneStrings(c.Server.CorsOrigins)
 	c.Security.AllowedOrigins = cloneStrings(c.Security.AllowedOrigins)
+	c.Security.TrustedProxies = cloneStrings(c.Security.TrustedProxies)
 	return c
 }
 

@@ -374,6 +374,8 @@ func TestValidateRules(t *testing.T) {
 		{"jwt expiration", func(c *config.Config) { c.Security.JWTExpiration = 0 }, "security.jwt_expiration (JWT_EXPIRATION)"},
 		{"rate limit requests", func(c *config.Config) { c.Security.RateLimitRequests = 0 }, "security.rate_limit_requests"},
 		{"rate limit window", func(c *config.Config) { c.Security.RateLimitWindow = 0 }, "security.rate_limit_window"},
+		{"trusted proxies", func(c *config.Config) { c.Security.TrustedProxies = []string{"10.0.0.0/8", "192.0.2.1", "::1/128"} }, ""},
+		{"trusted proxy bad", func(c *config.Config) { c.Security.TrustedProxies = []string{"10.0.0.0/33"} }, "security.trusted_proxies"},
 		{"jwt issuer", func(c *config.Config) { c.Security.JWTIssuer = "" }, "security.jwt_issuer"},
 		{"jwt audience", func(c *config.Config) { c.Security.JWTAudience = " " }, "security.jwt_audience"},
 		{"jwt secret short", func(c *config.Config) { c.Security.JWTSecret = strings.Repeat("x", 31) }, "security.jwt_secret (JWT_SECRET) is too short"},

@@ -129,6 +129,8 @@ var bindings = []binding{
 	{"REDIS_KEY_PREFIX", "redis.key_prefix", func(c *Config) any { return &c.Redis.KeyPrefix }},
 	{"JWT_SECRET", "security.jwt_secret", func(c *Config) any { return &c.Security.JWTSecret }},
 	{"JWT_EXPIRATION", "security.jwt_expiration", func(c *Config) any { return &c.Security.JWTExpiration }},
+	{"RATE_LIMIT_REQUESTS", "security.rate_limit_requests", func(c *Config) any { return &c.Security.RateLimitRequests }},
+	{"RATE_LIMIT_WINDOW", "security.rate_limit_window", func(c *Config) any { return &c.Security.RateLimitWindow }},
 	{"BACKEND_PRIVATE_KEY_PATH", "security.backend_private_key_path", func(c *Config) any { return &c.Security.BackendPrivateKeyPath }},
 	{"BACKEND_CERTIFICATE_PATH", "security.backend_certificate_path", func(c *Config) any { return &c.Security.BackendCertificatePath }},
 	{"BACKEND_PREVIOUS_KEY_PATH", "security.previous_signing_key_path", func(c *Config) any { return &c.Security.PreviousSigningKeyPath }},

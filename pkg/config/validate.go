@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -81,6 +82,11 @@ func (c Config) Validate() error {
 	v.positive("security.jwt_expiration", sec.JWTExpiration)
 	v.atLeast("security.rate_limit_requests", sec.RateLimitRequests, 1)
 	v.positive("security.rate_limit_window", sec.RateLimitWindow)
+	for _, p := range sec.TrustedProxies {
+		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+			v.addf("%s: %q is not a CIDR or an IP address", name("security.trusted_proxies"), p)
+		}
+	}
 	if strings.TrimSpace(sec.JWTIssuer) == "" {
 		v.addf("%s is required", name("security.jwt_issuer"))
 	}

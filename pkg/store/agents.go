@@ -28,13 +28,21 @@ type AgentSession struct {
 // MarkAgentOnline registers (or updates) an agent as online on a gateway session.
 func (s *Store) MarkAgentOnline(ctx context.Context, a AgentSession) error {
 	at := a.At.UTC()
+	// An enrollment secret's site and labels win over what the agent claims.
+	site, labels, imposed, err := imposedAttributes(s.db.WithContext(ctx), a.ID)
+	if err != nil {
+		return fmt.Errorf("marking agent online: %w", err)
+	}
+	if imposed {
+		a.Site, a.Labels = site, labels
+	}
 	row := Agent{
 		ID: a.ID, Status: AgentOnline, Site: a.Site, Version: a.Version, Hostname: a.Hostname,
 		OS: a.OS, Arch: a.Arch, Capabilities: a.Capabilities, Labels: a.Labels,
 		GatewayID: a.GatewayID, SessionID: a.SessionID, HealthStatus: "",
 		ConnectedAt: &at, LastSeenAt: &at, CreatedAt: at, UpdatedAt: at,
 	}
-	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{
 		Columns: []clause.Column{{Name: "id"}},
 		DoUpdates: clause.AssignmentColumns([]string{
 			"status", "site", "version", "hostname", "os", "arch", "capabilities", "labels",
@@ -188,27 +196,4 @@ func (s *Store) InsertTelemetry(ctx context.Context, samples []TelemetrySample) 
 		return fmt.Errorf("inserting telemetry: %w", err)
 	}
 	return nil
-}
-
-// RecordAudit appends one audit event.
-func (s *Store) RecordAudit(ctx context.Context, e AuditEvent) error {
-	if e.At.IsZero() {
-		e.At = time.Now().UTC()
-	}
-	if len(e.Details) == 0 {
-		e.Details = JSON("{}")
-	}
-	if err := s.db.WithContext(ctx).Create(&e).Error; err != nil {
-		return fmt.Errorf("recording audit event: %w", err)
-	}
-	return nil
-}
-
-// CountAudit counts audit events of one action.
-func (s *Store) CountAudit(ctx context.Context, action string) (int64, error) {
-	var n int64
-	if err := s.db.WithContext(ctx).Model(&AuditEvent{}).Where("action = ?", action).Count(&n).Error; err != nil {
-		return 0, fmt.Errorf("counting audit events: %w", err)
-	}
-	return n, nil
 }

@@ -499,21 +499,6 @@ func (s *Store) CreateAlertRule(ctx context.Context, nr NewAlertRule) (AlertRule
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
-func insertAudit(tx *gorm.DB, a AuditEvent, target string, now time.Time) error {
-	a.Target = target
-	if a.At.IsZero() {
-		a.At = now
-	}
-	a.At = a.At.UTC()
-	if len(a.Details) == 0 {
-		a.Details = JSON("{}")
-	}
-	if err := tx.Create(&a).Error; err != nil {
-		return fmt.Errorf("inserting audit event: %w", err)
-	}
-	return nil
-}
-
 // ListAlertRules lists rules oldest first.
 func (s *Store) ListAlertRules(ctx context.Context, p Page) ([]AlertRule, string, error) {
 	q, err := keyset(s.db.WithContext(ctx).Model(&AlertRule{}), p, "created_at", false)

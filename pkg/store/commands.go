@@ -115,18 +115,7 @@ func (s *Store) CreateCommand(ctx context.Context, nc NewCommand) (Command, []Ex
 		if err := tx.CreateInBatches(execs, 1000).Error; err != nil {
 			return fmt.Errorf("inserting executions: %w", err)
 		}
-		audit := nc.Audit
-		audit.Target = cmd.ID
-		if audit.At.IsZero() {
-			audit.At = now
-		}
-		if len(audit.Details) == 0 {
-			audit.Details = JSON("{}")
-		}
-		if err := tx.Create(&audit).Error; err != nil {
-			return fmt.Errorf("inserting audit event: %w", err)
-		}
-		return nil
+		return insertAudit(tx, nc.Audit, cmd.ID, now)
 	})
 	if err != nil {
 		return Command{}, nil, err
@@ -417,11 +406,12 @@ func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) 
 		if err := tx.Model(&Command{}).Where("id = ?", id).Update("cancelled_by", actor).Error; err != nil {
 			return fmt.Errorf("recording who cancelled: %w", err)
 		}
-		details, _ := json.Marshal(map[string]any{"running": len(running)})
-		if err := tx.Create(&AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details}).Error; err != nil {
-			return fmt.Errorf("inserting audit event: %w", err)
+		if err := refreshCommand(tx, cmd, &changes); err != nil {
+			return err
 		}
-		return refreshCommand(tx, cmd, &changes)
+		details, _ := json.Marshal(map[string]any{"running": len(running)})
+		// Last: the audit append holds the chain lock until commit.
+		return appendAudit(tx, AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details})
 	})
 	if err != nil {
 		return nil, err

@@ -19,6 +19,8 @@ type AgentCredential struct {
 	EnrolledAt     time.Time
 	EnrolledFrom   string `gorm:"not null"`
 	RevokedAt      *time.Time
+	ImposedSite    *string   `gorm:"->"` // set by EnrollWithSecret; nil: nothing imposed
+	ImposedLabels  StringMap `gorm:"->"`
 }
 
 // SetAgentCredential stores (or rotates) an agent's credential hash; the old
@@ -30,6 +32,10 @@ func (s *Store) SetAgentCredential(ctx context.Context, agentID, credentialHash,
 		DoUpdates: clause.Assignments(map[string]any{"credential_hash": credentialHash, "enrolled_at": c.EnrolledAt, "enrolled_from": enrolledFrom, "revoked_at": nil}),
 	}).Create(&c).Error
 	if err != nil {
+		return fmt.Errorf("storing agent credential: %w", err)
+	}
+	// Enrolling with the bootstrap secret lifts what a secret imposed.
+	if err := s.db.WithContext(ctx).Exec(`UPDATE agent_credentials SET imposed_site = NULL, imposed_labels = NULL WHERE agent_id = ? AND imposed_site IS NOT NULL`, agentID).Error; err != nil {
 		return fmt.Errorf("storing agent credential: %w", err)
 	}
 	return nil

@@ -263,5 +263,8 @@ type AuditEvent struct {
 	Action    string    `gorm:"not null"`
 	Target    string    `gorm:"not null"`
 	RequestID string    `gorm:"not null"`
+	ClientIP  string    `gorm:"column:client_ip;not null"`
 	Details   JSON      `gorm:"type:jsonb;not null"`
+	PrevHash  string    `gorm:"not null"` // hash of the row before (see audit.go)
+	Hash      string    `gorm:"not null"` // "" on rows written before the chain began
 }

@@ -38,6 +38,7 @@ type Store interface {
 	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	DeleteTelemetryBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
 	DeleteCommandsFinishedBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
+	DeleteIdempotencyKeysBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
 }
 
 // Task is extra leader-only maintenance (alert evaluation, say), run every sweep.
@@ -330,6 +331,12 @@ func (s *Scheduler) retention(ctx context.Context, now time.Time) {
 		}
 		s.metrics.deleted.WithLabelValues("commands").Add(float64(n))
 	}
+	// Idempotency-Keys carry their own expiry (24 h by default).
+	n, err := s.store.DeleteIdempotencyKeysBefore(ctx, now, maxBatches)
+	if err != nil && ctx.Err() == nil {
+		s.log.WithError(err).Error("idempotency key purge failed")
+	}
+	s.metrics.deleted.WithLabelValues("idempotency_keys").Add(float64(n))
 }
 
 // dispatchAll claims and publishes batches until a batch comes back short.

@@ -197,3 +197,26 @@ func TestStaleAgentMarkedOffline(t *testing.T) {
 		return err == nil && a.Status == store.AgentOffline
 	}, 5*time.Second, 10*time.Millisecond)
 }
+
+func TestLeaderPurgesExpiredIdempotencyKeys(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, claimed, err := e.store.BeginIdempotent(ctx, "alice", "old", "h", time.Minute)
+	require.NoError(t, err)
+	require.True(t, claimed)
+	_, claimed, err = e.store.BeginIdempotent(ctx, "alice", "fresh", "h", 48*time.Hour)
+	require.NoError(t, err)
+	require.True(t, claimed)
+	clk := &clock{}
+	clk.Advance(time.Hour) // "old" has expired, "fresh" has not
+	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond, RetentionInterval: 20 * time.Millisecond, Now: clk.Now})
+	// Until purged, "old" is still unexpired by the real clock and cannot be
+	// claimed again; the leader's clock runs an hour ahead and purges it.
+	require.Eventually(t, func() bool {
+		_, claimed, err := e.store.BeginIdempotent(ctx, "alice", "old", "h", time.Minute)
+		return err == nil && claimed
+	}, 5*time.Second, 20*time.Millisecond)
+	_, claimed, err = e.store.BeginIdempotent(ctx, "alice", "fresh", "h", time.Minute)
+	require.NoError(t, err)
+	require.False(t, claimed, "an unexpired key is kept")
+}

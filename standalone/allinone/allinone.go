@@ -158,10 +158,15 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		return err
 	}
 	p.Presence.ReportLeader(sched.Leading)
+	limiter, err := service.RateLimiter(p.Bus) // Redis when given one, else memory
+	if err != nil {
+		return err
+	}
 	api, err := apiserver.New(st, p.Bus, jwt, p.Registry, log, apiserver.Config{
 		DefaultTimeout: cfg.CommandTimeout(), DefaultMaxRetries: cfg.Command.RetryAttempts,
 		MaxQueued:         cfg.Command.MaxCommandQueueSize,
 		HeartbeatInterval: cfg.HeartbeatInterval(), StaleAfter: 2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
+		RateLimit: service.RateLimit(cfg), Limiter: limiter, TrustedProxies: cfg.Security.TrustedProxies,
 	})
 	if err != nil {
 		return err

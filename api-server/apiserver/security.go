@@ -1,0 +1,485 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/viworks/backend-agent/pkg/auth"
+	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// SecurityStore is the durable state of the audit trail, API keys,
+// enrollment secrets and idempotency keys.
+type SecurityStore interface {
+	RecordAudit(ctx context.Context, e store.AuditEvent) error
+	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, string, error)
+	VerifyAudit(ctx context.Context) (store.AuditVerification, error)
+
+	CreateAPIKey(ctx context.Context, nk store.NewAPIKey) (store.APIKey, error)
+	ListAPIKeys(ctx context.Context, p store.Page) ([]store.APIKey, string, error)
+	RevokeAPIKey(ctx context.Context, id string, audit store.AuditEvent) error
+	UseAPIKey(ctx context.Context, keyHash string, now time.Time) (store.APIKey, error)
+
+	CreateEnrollmentSecret(ctx context.Context, ns store.NewEnrollmentSecret) (store.EnrollmentSecret, error)
+	ListEnrollmentSecrets(ctx context.Context, p store.Page) ([]store.EnrollmentSecret, string, error)
+	RevokeEnrollmentSecret(ctx context.Context, id string, audit store.AuditEvent) error
+
+	BeginIdempotent(ctx context.Context, principal, key, requestHash string, ttl time.Duration) (store.IdempotencyKey, bool, error)
+	CompleteIdempotent(ctx context.Context, principal, key string, status int, location string, response []byte) error
+	AbandonIdempotent(ctx context.Context, principal, key string) error
+}
+
+// TokenIssuer signs tokens; the Verifier given to New issues the tokens of
+// POST /auth/token when it implements it (auth.JWT does).
+type TokenIssuer interface {
+	Issue(subject string, role auth.Role, ttl time.Duration) (string, error)
+}
+
+// Prefixes of generated secrets, so leaked ones are recognisable (and
+// scannable) and cannot be mistaken for each other.
+const (
+	APIKeyPrefix           = "vwk_"
+	EnrollmentSecretPrefix = "vwe_"
+	secretBytes            = 32 // 256 bits
+	shownPrefixLen         = 12 // characters of a key kept to recognise it
+	maxSecretInputLen      = 256
+	maxExpiresIn           = 2 * 365 * 24 * 3600 // seconds
+	maxMaxUses             = 1_000_000
+)
+
+func (s *Server) securityRoutes(v1 *gin.RouterGroup) {
+	v1.GET("/audit", s.require(auth.RoleAdmin), s.listAudit)
+	v1.GET("/audit/verify", s.require(auth.RoleAdmin), s.verifyAudit)
+	v1.POST("/api-keys", s.require(auth.RoleAdmin), s.createAPIKey)
+	v1.GET("/api-keys", s.require(auth.RoleAdmin), s.listAPIKeys)
+	v1.DELETE("/api-keys/:id", s.require(auth.RoleAdmin), s.revokeAPIKey)
+	v1.POST("/auth/token", s.exchangeToken)
+	v1.POST("/enrollment-secrets", s.require(auth.RoleAdmin), s.createEnrollmentSecret)
+	v1.GET("/enrollment-secrets", s.require(auth.RoleAdmin), s.listEnrollmentSecrets)
+	v1.DELETE("/enrollment-secrets/:id", s.require(auth.RoleAdmin), s.revokeEnrollmentSecret)
+}
+
+// newSecret returns prefix + 256 random bits (base64url) and its SHA-256 hash.
+func newSecret(prefix string) (secret, hash string) {
+	b := make([]byte, secretBytes)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	secret = prefix + base64.RawURLEncoding.EncodeToString(b)
+	return secret, HashSecret(secret)
+}
+
+// HashSecret is how API keys and enrollment secrets are stored: SHA-256, hex.
+// They carry 256 random bits, so a fast hash is enough.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// audit records a security event outside any other write; failures are logged.
+func (s *Server) audit(c *gin.Context, actor, action, target string, details map[string]any) {
+	raw, _ := json.Marshal(details)
+	e := store.AuditEvent{Actor: actor, Action: action, Target: target, RequestID: c.GetString(ctxRequestID), ClientIP: c.ClientIP(), Details: raw}
+	if err := s.store.RecordAudit(context.WithoutCancel(c.Request.Context()), e); err != nil {
+		s.log.WithError(err).WithFields(map[string]any{"action": action, "request_id": e.RequestID}).Warn("writing audit event failed")
+	}
+}
+
+// auditEvent is the audit event of the current request by its principal.
+func auditEvent(c *gin.Context, action string, details map[string]any) store.AuditEvent {
+	raw, _ := json.Marshal(details)
+	return store.AuditEvent{Actor: principal(c).Subject, Action: action, RequestID: c.GetString(ctxRequestID), ClientIP: c.ClientIP(), Details: raw}
+}
+
+// validName checks a required display name.
+func validName(field, v string, maxLen int) *FieldError {
+	if strings.TrimSpace(v) == "" || len(v) > maxLen || !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return &FieldError{Field: field, Message: fmt.Sprintf("is required: 1-%d bytes of text without control characters", maxLen)}
+	}
+	return nil
+}
+
+// expiry turns expires_in (seconds) / expires_at into an expiry time.
+func expiry(expiresIn *int, expiresAt *time.Time, now time.Time, errs *[]FieldError) *time.Time {
+	switch {
+	case expiresIn != nil && expiresAt != nil:
+		*errs = append(*errs, FieldError{Field: "expires_at", Message: "give expires_in or expires_at, not both"})
+	case expiresIn != nil:
+		if *expiresIn < 60 || *expiresIn > maxExpiresIn {
+			*errs = append(*errs, FieldError{Field: "expires_in", Message: fmt.Sprintf("must be from 60 to %d seconds", maxExpiresIn)})
+			return nil
+		}
+		t := now.Add(time.Duration(*expiresIn) * time.Second)
+		return &t
+	case expiresAt != nil:
+		if !expiresAt.After(now) || expiresAt.After(now.Add(maxExpiresIn*time.Second)) {
+			*errs = append(*errs, FieldError{Field: "expires_at", Message: "must be in the future, at most two years ahead"})
+			return nil
+		}
+		return expiresAt
+	}
+	return nil
+}
+
+// ---- audit ----
+
+// AuditEventView is the API shape of an audit event.
+type AuditEventView struct {
+	ID        int64           `json:"id"`
+	At        time.Time       `json:"at"`
+	Actor     string          `json:"actor"`
+	Action    string          `json:"action"`
+	Target    string          `json:"target"`
+	RequestID string          `json:"request_id"`
+	ClientIP  string          `json:"client_ip"`
+	Details   json.RawMessage `json:"details"`
+	PrevHash  string          `json:"prev_hash"`
+	Hash      string          `json:"hash"`
+}
+
+func (s *Server) listAudit(c *gin.Context) {
+	var errs []FieldError
+	page := parsePage(c, &errs)
+	f := store.AuditFilter{Actor: c.Query("actor"), Action: c.Query("action"), Target: c.Query("target"), Page: page}
+	for _, q := range []struct {
+		name string
+		dst  **time.Time
+	}{{"from", &f.From}, {"to", &f.To}} {
+		v := c.Query(q.name)
+		if v == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil || len(v) > 64 {
+			errs = append(errs, FieldError{Field: q.name, Message: "must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z"})
+			continue
+		}
+		*q.dst = &t
+	}
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
+		return
+	}
+	events, next, err := s.store.ListAudit(c.Request.Context(), f)
+	if s.listProblem(c, "audit events", err) {
+		return
+	}
+	out := List[AuditEventView]{Items: make([]AuditEventView, 0, len(events)), NextCursor: nextPtr(next)}
+	for _, e := range events {
+		details := json.RawMessage(e.Details)
+		if len(details) == 0 {
+			details = json.RawMessage(`{}`)
+		}
+		out.Items = append(out.Items, AuditEventView{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Target: e.Target,
+			RequestID: e.RequestID, ClientIP: e.ClientIP, Details: details, PrevHash: e.PrevHash, Hash: e.Hash})
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) verifyAudit(c *gin.Context) {
+	v, err := s.store.VerifyAudit(c.Request.Context())
+	if err != nil {
+		s.internalError(c, "verifying audit trail failed", err)
+		return
+	}
+	c.JSON(http.StatusOK, v)
+}
+
+// ---- API keys ----
+
+// APIKeyRequest is the body of POST /api/v1/api-keys.
+type APIKeyRequest struct {
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	ExpiresIn *int       `json:"expires_in"` // seconds
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+// APIKeyView is the API shape of an API key; Key is set only in the answer to
+// its creation.
+type APIKeyView struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Role       string     `json:"role"`
+	Prefix     string     `json:"prefix"`
+	CreatedBy  string     `json:"created_by"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	Key        string     `json:"key,omitempty"`
+}
+
+func apiKeyView(k store.APIKey) APIKeyView {
+	return APIKeyView{ID: k.ID, Name: k.Name, Role: k.Role, Prefix: k.Prefix, CreatedBy: k.CreatedBy, CreatedAt: k.CreatedAt,
+		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt}
+}
+
+func (s *Server) createAPIKey(c *gin.Context) {
+	var req APIKeyRequest
+	if !readStrict(c, &req) {
+		return
+	}
+	var errs []FieldError
+	if fe := validName("name", req.Name, store.MaxAPIKeyNameLen); fe != nil {
+		errs = append(errs, *fe)
+	}
+	role, err := auth.ParseRole(req.Role)
+	if err != nil {
+		errs = append(errs, FieldError{Field: "role", Message: "must be viewer, operator or admin"})
+	}
+	exp := expiry(req.ExpiresIn, req.ExpiresAt, time.Now(), &errs)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid API key request", errs)
+		return
+	}
+	secret, hash := newSecret(APIKeyPrefix)
+	k, err := s.store.CreateAPIKey(c.Request.Context(), store.NewAPIKey{
+		Name: req.Name, Role: string(role), KeyHash: hash, Prefix: secret[:shownPrefixLen], CreatedBy: principal(c).Subject, ExpiresAt: exp,
+		Audit: auditEvent(c, "api_key.create", map[string]any{"name": req.Name, "role": role, "expires_at": exp}),
+	})
+	switch {
+	case errors.Is(err, store.ErrLimitReached):
+		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d API keys; revoke one first", store.MaxAPIKeys), nil)
+		return
+	case err != nil:
+		s.internalError(c, "creating API key failed", err)
+		return
+	}
+	v := apiKeyView(k)
+	v.Key = secret // shown this once
+	c.Header("Location", "/api/v1/api-keys/"+k.ID)
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusCreated, v)
+}
+
+func (s *Server) listAPIKeys(c *gin.Context) {
+	var errs []FieldError
+	page := parsePage(c, &errs)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
+		return
+	}
+	keys, next, err := s.store.ListAPIKeys(c.Request.Context(), page)
+	if s.listProblem(c, "API keys", err) {
+		return
+	}
+	out := List[APIKeyView]{Items: make([]APIKeyView, 0, len(keys)), NextCursor: nextPtr(next)}
+	for _, k := range keys {
+		out.Items = append(out.Items, apiKeyView(k))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) revokeAPIKey(c *gin.Context) {
+	id := c.Param("id")
+	if _, err := uuid.Parse(id); err != nil {
+		writeProblem(c, http.StatusNotFound, "no API key with this id", nil)
+		return
+	}
+	err := s.store.RevokeAPIKey(c.Request.Context(), id, auditEvent(c, "api_key.revoke", nil))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeProblem(c, http.StatusNotFound, "no API key with this id", nil)
+	case err != nil:
+		s.internalError(c, "revoking API key failed", err)
+	default:
+		c.Status(http.StatusNoContent)
+	}
+}
+
+// TokenRequest is the body of POST /api/v1/auth/token (or send the key as
+// Authorization: Bearer <key> and no body).
+type TokenRequest struct {
+	APIKey string `json:"api_key"`
+}
+
+// TokenResponse is the answer of POST /api/v1/auth/token.
+type TokenResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	TokenType string    `json:"token_type"`
+}
+
+func (s *Server) exchangeToken(c *gin.Context) {
+	issuer, ok := s.verifier.(TokenIssuer)
+	if !ok {
+		writeProblem(c, http.StatusNotImplemented, "this server does not issue tokens", nil)
+		return
+	}
+	key := ""
+	if h, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer "); ok {
+		key = strings.TrimSpace(h)
+	}
+	if key == "" {
+		var req TokenRequest
+		if !readStrict(c, &req) {
+			return
+		}
+		key = req.APIKey
+	}
+	deny := func(reason string) {
+		s.audit(c, "anonymous", "auth.token.denied", "", map[string]any{"reason": reason})
+		c.Header("WWW-Authenticate", `Bearer realm="viworks", error="invalid_token"`)
+		writeProblem(c, http.StatusUnauthorized, "the API key is unknown, revoked or expired", nil)
+	}
+	if key == "" {
+		writeProblem(c, http.StatusBadRequest, "an API key is required", []FieldError{{Field: "api_key", Message: "is required (or send it as Authorization: Bearer)"}})
+		return
+	}
+	if len(key) > maxSecretInputLen || !strings.HasPrefix(key, APIKeyPrefix) {
+		deny("malformed key")
+		return
+	}
+	now := time.Now()
+	k, err := s.store.UseAPIKey(c.Request.Context(), HashSecret(key), now)
+	if errors.Is(err, store.ErrUnknownAPIKey) {
+		deny("unknown, revoked or expired key")
+		return
+	}
+	if err != nil {
+		s.internalError(c, "looking up API key failed", err)
+		return
+	}
+	ttl := s.cfg.TokenTTL
+	if k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < ttl {
+		ttl = k.ExpiresAt.Sub(now)
+	}
+	subject := "apikey:" + k.ID
+	tok, err := issuer.Issue(subject, auth.Role(k.Role), ttl)
+	if err != nil {
+		s.internalError(c, "issuing token failed", err)
+		return
+	}
+	s.audit(c, subject, "auth.token", k.ID, map[string]any{"role": k.Role, "ttl_seconds": int(ttl.Seconds())})
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, TokenResponse{Token: tok, ExpiresAt: now.Add(ttl).UTC().Truncate(time.Second), TokenType: "Bearer"})
+}
+
+// ---- enrollment secrets ----
+
+// EnrollmentSecretRequest is the body of POST /api/v1/enrollment-secrets.
+type EnrollmentSecretRequest struct {
+	Name      string            `json:"name"`
+	Site      string            `json:"site"`
+	Labels    map[string]string `json:"labels"`
+	MaxUses   *int              `json:"max_uses"`
+	ExpiresIn *int              `json:"expires_in"` // seconds
+	ExpiresAt *time.Time        `json:"expires_at"`
+}
+
+// EnrollmentSecretView is the API shape of an enrollment secret; Secret is
+// set only in the answer to its creation.
+type EnrollmentSecretView struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Site      string            `json:"site"`
+	Labels    map[string]string `json:"labels"`
+	MaxUses   *int              `json:"max_uses"`
+	Uses      int               `json:"uses"`
+	CreatedBy string            `json:"created_by"`
+	CreatedAt time.Time         `json:"created_at"`
+	ExpiresAt *time.Time        `json:"expires_at"`
+	RevokedAt *time.Time        `json:"revoked_at"`
+	Secret    string            `json:"secret,omitempty"`
+}
+
+func enrollmentSecretView(e store.EnrollmentSecret) EnrollmentSecretView {
+	labels := map[string]string(e.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	return EnrollmentSecretView{ID: e.ID, Name: e.Name, Site: e.Site, Labels: labels, MaxUses: e.MaxUses, Uses: e.Uses,
+		CreatedBy: e.CreatedBy, CreatedAt: e.CreatedAt, ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt}
+}
+
+func (s *Server) createEnrollmentSecret(c *gin.Context) {
+	var req EnrollmentSecretRequest
+	if !readStrict(c, &req) {
+		return
+	}
+	var errs []FieldError
+	if fe := validName("name", req.Name, store.MaxEnrollmentNameLen); fe != nil {
+		errs = append(errs, *fe)
+	}
+	// Site and labels follow the agent protocol's HELLO rules.
+	if err := protocol.ValidateHello(&protocol.Hello{AgentID: "x", Site: req.Site}); err != nil {
+		errs = append(errs, FieldError{Field: "site", Message: fmt.Sprintf("at most %d bytes", protocol.MaxShortFieldLen)})
+	}
+	if err := protocol.ValidateHello(&protocol.Hello{AgentID: "x", Labels: req.Labels}); err != nil {
+		errs = append(errs, FieldError{Field: "labels", Message: fmt.Sprintf("at most %d labels; keys 1-%d bytes, values at most %d", protocol.MaxLabels, protocol.MaxShortFieldLen, protocol.MaxShortFieldLen)})
+	}
+	if req.MaxUses != nil && (*req.MaxUses < 1 || *req.MaxUses > maxMaxUses) {
+		errs = append(errs, FieldError{Field: "max_uses", Message: fmt.Sprintf("must be from 1 to %d", maxMaxUses)})
+	}
+	exp := expiry(req.ExpiresIn, req.ExpiresAt, time.Now(), &errs)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid enrollment secret request", errs)
+		return
+	}
+	secret, hash := newSecret(EnrollmentSecretPrefix)
+	e, err := s.store.CreateEnrollmentSecret(c.Request.Context(), store.NewEnrollmentSecret{
+		Name: req.Name, SecretHash: hash, Site: req.Site, Labels: req.Labels, MaxUses: req.MaxUses, CreatedBy: principal(c).Subject, ExpiresAt: exp,
+		Audit: auditEvent(c, "enrollment_secret.create", map[string]any{"name": req.Name, "site": req.Site, "labels": req.Labels, "max_uses": req.MaxUses, "expires_at": exp}),
+	})
+	switch {
+	case errors.Is(err, store.ErrLimitReached):
+		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d enrollment secrets; revoke one first", store.MaxEnrollmentSecrets), nil)
+		return
+	case err != nil:
+		s.internalError(c, "creating enrollment secret failed", err)
+		return
+	}
+	v := enrollmentSecretView(e)
+	v.Secret = secret // shown this once
+	c.Header("Location", "/api/v1/enrollment-secrets/"+e.ID)
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusCreated, v)
+}
+
+func (s *Server) listEnrollmentSecrets(c *gin.Context) {
+	var errs []FieldError
+	page := parsePage(c, &errs)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
+		return
+	}
+	list, next, err := s.store.ListEnrollmentSecrets(c.Request.Context(), page)
+	if s.listProblem(c, "enrollment secrets", err) {
+		return
+	}
+	out := List[EnrollmentSecretView]{Items: make([]EnrollmentSecretView, 0, len(list)), NextCursor: nextPtr(next)}
+	for _, e := range list {
+		out.Items = append(out.Items, enrollmentSecretView(e))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) revokeEnrollmentSecret(c *gin.Context) {
+	id := c.Param("id")
+	if _, err := uuid.Parse(id); err != nil {
+		writeProblem(c, http.StatusNotFound, "no enrollment secret with this id", nil)
+		return
+	}
+	err := s.store.RevokeEnrollmentSecret(c.Request.Context(), id, auditEvent(c, "enrollment_secret.revoke", nil))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeProblem(c, http.StatusNotFound, "no enrollment secret with this id", nil)
+	case err != nil:
+		s.internalError(c, "revoking enrollment secret failed", err)
+	default:
+		c.Status(http.StatusNoContent)
+	}
+}

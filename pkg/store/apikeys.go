@@ -1,0 +1,132 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+)
+
+// Bounds of API keys.
+const (
+	MaxAPIKeys       = 1000 // keys not revoked
+	MaxAPIKeyNameLen = 128
+)
+
+// ErrUnknownAPIKey is returned for a key that is unknown, revoked or expired.
+var ErrUnknownAPIKey = errors.New("unknown, revoked or expired API key")
+
+// APIKey is a stored API key; the secret itself is kept only as a SHA-256 hash.
+type APIKey struct {
+	ID         string `gorm:"primaryKey"`
+	Name       string `gorm:"not null"`
+	Role       string `gorm:"not null"`
+	KeyHash    string `gorm:"not null" json:"-"`
+	Prefix     string `gorm:"not null"` // the first characters of the secret, to recognise it
+	CreatedBy  string `gorm:"not null"`
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time
+	RevokedAt  *time.Time
+	LastUsedAt *time.Time
+}
+
+// NewAPIKey is what CreateAPIKey needs.
+type NewAPIKey struct {
+	Name      string
+	Role      string
+	KeyHash   string
+	Prefix    string
+	CreatedBy string
+	ExpiresAt *time.Time
+	Audit     AuditEvent // written in the same transaction; Target is set to the key id
+}
+
+// CreateAPIKey stores a key (and its audit event); beyond MaxAPIKeys live keys
+// it returns ErrLimitReached.
+func (s *Store) CreateAPIKey(ctx context.Context, nk NewAPIKey) (APIKey, error) {
+	now := time.Now().UTC()
+	k := APIKey{ID: uuid.NewString(), Name: nk.Name, Role: nk.Role, KeyHash: nk.KeyHash, Prefix: nk.Prefix,
+		CreatedBy: nk.CreatedBy, CreatedAt: now, ExpiresAt: utcPtr(nk.ExpiresAt)}
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var n int64
+		if err := tx.Model(&APIKey{}).Where("revoked_at IS NULL").Count(&n).Error; err != nil {
+			return fmt.Errorf("counting API keys: %w", err)
+		}
+		if n >= MaxAPIKeys {
+			return ErrLimitReached
+		}
+		if err := tx.Create(&k).Error; err != nil {
+			return fmt.Errorf("inserting API key: %w", err)
+		}
+		return insertAudit(tx, nk.Audit, k.ID, now)
+	})
+	if err != nil {
+		return APIKey{}, err
+	}
+	return k, nil
+}
+
+// ListAPIKeys lists keys oldest first.
+func (s *Store) ListAPIKeys(ctx context.Context, p Page) ([]APIKey, string, error) {
+	q, err := keyset(s.db.WithContext(ctx).Model(&APIKey{}), p, "created_at", false)
+	if err != nil {
+		return nil, "", err
+	}
+	var rows []APIKey
+	if err := q.Find(&rows).Error; err != nil {
+		return nil, "", fmt.Errorf("listing API keys: %w", err)
+	}
+	rows, next := nextCursor(rows, p, func(k APIKey) (time.Time, string) { return k.CreatedAt, k.ID })
+	return rows, next, nil
+}
+
+// RevokeAPIKey revokes a key (revoking it again changes nothing and writes no
+// audit event); an unknown id gives ErrNotFound.
+func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		now := time.Now().UTC()
+		res := tx.Model(&APIKey{}).Where("id = ? AND revoked_at IS NULL", id).Update("revoked_at", now)
+		if res.Error != nil {
+			return fmt.Errorf("revoking API key: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			var n int64
+			if err := tx.Model(&APIKey{}).Where("id = ?", id).Count(&n).Error; err != nil {
+				return fmt.Errorf("revoking API key: %w", err)
+			}
+			if n == 0 {
+				return ErrNotFound
+			}
+			return nil
+		}
+		return insertAudit(tx, audit, id, now)
+	})
+}
+
+// UseAPIKey returns the live key with this hash and records its use; an
+// unknown, revoked or expired key gives ErrUnknownAPIKey.
+func (s *Store) UseAPIKey(ctx context.Context, keyHash string, now time.Time) (APIKey, error) {
+	var k APIKey
+	res := s.db.WithContext(ctx).Where("key_hash = ?", keyHash).Limit(1).Find(&k)
+	if res.Error != nil {
+		return APIKey{}, fmt.Errorf("looking up API key: %w", res.Error)
+	}
+	if res.RowsAffected == 0 || k.RevokedAt != nil || (k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)) {
+		return APIKey{}, ErrUnknownAPIKey
+	}
+	if err := s.db.WithContext(ctx).Model(&APIKey{}).Where("id = ?", k.ID).Update("last_used_at", now.UTC()).Error; err != nil {
+		return APIKey{}, fmt.Errorf("recording API key use: %w", err)
+	}
+	return k, nil
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
