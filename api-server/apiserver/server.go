@@ -191,13 +191,14 @@ func (s *Server) health(c *gin.Context) {
 }
 
 // internalError answers a failed store call. While the database is
-// unreachable (a restart or failover) that is 503 with Retry-After, so clients
-// and load balancers retry; any other failure is a 500.
+// unreachable or restarting (the error says so, or a ping fails) that is 503
+// with Retry-After, so clients and load balancers retry; any other failure is
+// a 500.
 func (s *Server) internalError(c *gin.Context, msg string, err error) {
 	log := s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), unavailableProbe)
 	defer cancel()
-	if perr := s.store.Ping(ctx); perr != nil {
+	if store.IsUnavailable(err) || s.store.Ping(ctx) != nil {
 		log.WithField("database", "unavailable").Warn(msg)
 		c.Header("Retry-After", "2")
 		writeProblem(c, http.StatusServiceUnavailable, "the database is unavailable; retry shortly", nil)
