@@ -96,6 +96,9 @@ func (s *system) runScenario(ctx context.Context, idx int, name string, sc scena
 		select {
 		case <-ctx.Done():
 		case <-time.After(s.o.faultAt):
+			var inFlight int
+			_ = s.db.QueryRow(ctx, `SELECT count(*) FROM executions WHERE command_id = ANY($1) AND status IN ('dispatched', 'running')`, r.ids()).Scan(&inFlight)
+			r.notef("fault at %s: %d executions dispatched or running", s.o.faultAt, inFlight)
 			sc.fault(ctx, s, r, logf)
 		}
 	}
@@ -379,7 +382,7 @@ func (s *system) check(ctx context.Context, r *result, noFailures bool) {
 		if writes != 1 {
 			rewritten++
 			if len(examples) < 6 {
-				examples = append(examples, fmt.Sprintf("execution %s had %d final writes", id, writes))
+				examples = append(examples, fmt.Sprintf("execution %s had %d final writes (want exactly 1)", id, writes))
 			}
 		}
 		a := byID[cmdID]
@@ -413,7 +416,7 @@ func (s *system) check(ctx context.Context, r *result, noFailures bool) {
 		r.problemf("%d extra execution rows for one (command, agent)", extraRows)
 	}
 	if rewritten > 0 {
-		r.problemf("%d executions whose final result was written more than once", rewritten)
+		r.problemf("%d executions whose final result was not written exactly once", rewritten)
 	}
 	if wrongOutput > 0 {
 		r.problemf("%d echo executions with another command's output", wrongOutput)
