@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -76,18 +78,35 @@ type system struct {
 	client            *http.Client
 }
 
+// freePorts returns n free loopback ports below the kernel's ephemeral range:
+// thousands of agent and proxy connections use ephemeral ports, and one of
+// them could hold a replaced pod's port when it binds again.
 func freePorts(n int) ([]int, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				low = v
+			}
+		}
+	}
 	seen := map[int]bool{}
 	var ports []int
-	for len(ports) < n {
-		p, err := cluster.FreePort()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			return nil, errors.New("no free port below the ephemeral range")
+		}
+		p := 10000 + mrand.IntN(low-10000)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			return nil, err
+			continue
 		}
-		if !seen[p] {
-			seen[p] = true
-			ports = append(ports, p)
-		}
+		_ = ln.Close()
+		ports = append(ports, p)
 	}
 	return ports, nil
 }
