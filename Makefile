@@ -7,7 +7,7 @@ DEMO_AGENTS ?= 5
 LDFLAGS  := -s -w
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build test lint run bench clean tidy chart-test
+.PHONY: build test lint run bench clean tidy chart-test e2e
 
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
@@ -31,6 +31,9 @@ run: build ## the whole product in one process on embedded storage, with demo ag
 
 bench: ## real services on loopback; prints each figure beside its target and this machine's limits (BENCH_QUICK=1: small)
 	$(GO) run ./bench
+
+e2e: build ## multi-pod system test: nginx, 2 api-servers, 3 gateways, 2 schedulers, private Postgres/Redis, 1,000 agents, 6 fault scenarios (E2E_QUICK=1: 200 agents)
+	$(GO) run ./e2e/systest --bin $(BIN)
 
 chart-test: ## Helm chart + kustomize manifests: helm lint/template, strict decoding, checks against the code (installs helm if missing)
 	@command -v helm >/dev/null 2>&1 || test -x "$$($(GO) env GOPATH)/bin/helm" || { echo 'installing helm v3.22.0 with go install (a few minutes)'; $(GO) install helm.sh/helm/v3/cmd/helm@v3.22.0; }

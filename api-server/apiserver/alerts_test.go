@@ -426,3 +426,23 @@ func FuzzDecodeWebhookRequest(f *testing.F) {
 		_ = auditURL(req.URL)
 	})
 }
+
+// TestDatabaseOutageIs503: with the database gone, store failures answer 503
+// problem+json with Retry-After (clients retry), never a 500 or a hang.
+func TestDatabaseOutageIs503(t *testing.T) {
+	a := newAlertAPI(t)
+	require.NoError(t, a.st.Close())
+	for _, tc := range []struct{ method, path, body string }{
+		{http.MethodGet, "/api/v1/commands/7a1e1c8e-2f7c-4e43-9d3c-1d0f6f1b2a11", ""},
+		{http.MethodGet, "/api/v1/agents", ""},
+		{http.MethodPost, "/api/v1/commands", `{"verb":"echo","agent_targets":["a-1"]}`},
+		{http.MethodGet, "/api/v1/alert-rules", ""},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			w := a.do(auth.RoleAdmin, tc.method, tc.path, tc.body)
+			problemFields(t, w, http.StatusServiceUnavailable)
+			require.Equal(t, "2", w.Header().Get("Retry-After"))
+			require.Contains(t, decode[Problem](t, w).Detail, "database is unavailable")
+		})
+	}
+}

@@ -296,7 +296,23 @@ func (s *Server) health(c *gin.Context) {
 	c.JSON(code, gin.H{"status": status, "checks": checks, "time": time.Now().UTC()})
 }
 
+// internalError answers a failed store call. While the database is
+// unreachable or restarting (the error says so, or a ping fails) that is 503
+// with Retry-After, so clients and load balancers retry; any other failure is
+// a 500.
 func (s *Server) internalError(c *gin.Context, msg string, err error) {
-	s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID)).Error(msg)
+	log := s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), unavailableProbe)
+	defer cancel()
+	if store.IsUnavailable(err) || s.store.Ping(ctx) != nil {
+		log.WithField("database", "unavailable").Warn(msg)
+		c.Header("Retry-After", "2")
+		writeProblem(c, http.StatusServiceUnavailable, "the database is unavailable; retry shortly", nil)
+		return
+	}
+	log.Error(msg)
 	writeProblem(c, http.StatusInternalServerError, "internal error; see the server log for request "+c.GetString(ctxRequestID), nil)
 }
+
+// unavailableProbe bounds the database ping that tells an outage from a bug.
+const unavailableProbe = time.Second

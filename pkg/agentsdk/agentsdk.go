@@ -5,9 +5,10 @@
 // exponential backoff and full jitter, sends HELLO, HEARTBEAT and TELEMETRY,
 // runs COMMANDs through the registered handlers and reports their results. A
 // result stays in an in-memory outbox until the gateway confirms it with
-// RESULT_ACK, and is sent again after every reconnect until then, so a result
-// survives lost bus messages and dropped connections for as long as the
-// process lives.
+// RESULT_ACK, and is sent again after every reconnect and, on the same
+// session, after every heartbeat interval without that confirmation, so a
+// result survives lost bus messages, dropped connections and failed writes on
+// the gateway for as long as the process lives.
 //
 // Every COMMAND is verified before it is acknowledged or run: its Ed25519
 // signature (package signing) by a trusted platform key, its target agent id,

@@ -378,6 +378,46 @@ func TestResultResentAfterReconnect(t *testing.T) {
 	require.Equal(t, int32(1), runs.Load())
 }
 
+// TestResultResentWhileUnacknowledged: the gateway received the result but
+// never confirmed it (its database write failed): the agent sends it again on
+// the same session after a heartbeat interval, and stops once it is confirmed.
+func TestResultResentWhileUnacknowledged(t *testing.T) {
+	g := newGateway(t)
+	cfg := baseConfig(g)
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	a, _ := start(t, cfg)
+
+	c := g.accept(t)
+	c.welcome(t, "s1")
+	c.command(t, "e1", "echo", map[string]string{"message": "again"})
+	c.expectAck(t, "e1", protocol.AckReceived)
+	c.expectAck(t, "e1", protocol.AckStarted)
+	first := c.expectResult(t, "e1")
+	// No RESULT_ACK: the result comes again on the same connection, among
+	// the heartbeats, within a few intervals.
+	var again *protocol.CommandResult
+	for deadline := time.Now().Add(2 * time.Second); again == nil && time.Now().Before(deadline); {
+		if r, ok := c.read(t).Payload.(*protocol.CommandResult); ok {
+			again = r
+		}
+	}
+	require.NotNil(t, again, "the unacknowledged result was not sent again")
+	require.Equal(t, *first, *again)
+	require.Equal(t, "s1", a.SessionID())
+
+	c.send(t, protocol.TypeResultAck, protocol.ResultAck{ExecutionID: "e1"})
+	require.Eventually(t, func() bool { return a.PendingResults() == 0 }, waitFor, 5*time.Millisecond)
+	// Confirmed: only heartbeats follow (a copy already in flight may arrive).
+	deadline := time.Now().Add(300 * time.Millisecond)
+	extra := 0
+	for time.Now().Before(deadline) {
+		if f := c.read(t); f.Type == protocol.TypeCommandResult {
+			extra++
+		}
+	}
+	require.LessOrEqual(t, extra, 1, "results stop once acknowledged")
+}
+
 func TestDuplicateCommandRunsOnce(t *testing.T) {
 	g := newGateway(t)
 	var runs atomic.Int32

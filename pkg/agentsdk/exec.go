@@ -25,6 +25,7 @@ type execution struct {
 type outboxEntry struct {
 	seq   uint64
 	frame []byte
+	sent  time.Time // last handed to a session; guarded by Agent.mu
 }
 
 // recentSet remembers the last recentSize acknowledged execution ids.
@@ -62,8 +63,34 @@ func (a *Agent) pendingResults() [][]byte {
 	}
 	slices.SortFunc(entries, func(x, y *outboxEntry) int { return cmp.Compare(x.seq, y.seq) })
 	frames := make([][]byte, len(entries))
+	now := time.Now()
 	for i, e := range entries {
 		frames[i] = e.frame
+		e.sent = now
+	}
+	return frames
+}
+
+// unacknowledged returns, oldest first, the results last sent before cutoff
+// and marks them sent now: the gateway received them but did not confirm
+// (its database write failed, say), so they go again on the same session
+// rather than waiting for a reconnect. The gateway keeps the first result of
+// an execution and acknowledges the copies.
+func (a *Agent) unacknowledged(cutoff time.Time) [][]byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var entries []*outboxEntry
+	for _, e := range a.outbox {
+		if e.sent.Before(cutoff) {
+			entries = append(entries, e)
+		}
+	}
+	slices.SortFunc(entries, func(x, y *outboxEntry) int { return cmp.Compare(x.seq, y.seq) })
+	frames := make([][]byte, len(entries))
+	now := time.Now()
+	for i, e := range entries {
+		frames[i] = e.frame
+		e.sent = now
 	}
 	return frames
 }
@@ -235,7 +262,7 @@ func (a *Agent) storeResult(cmd protocol.Command, res Result, startedAt, finishe
 	a.mu.Lock()
 	delete(a.execs, cmd.ExecutionID)
 	a.outboxSeq++
-	a.outbox[cmd.ExecutionID] = &outboxEntry{seq: a.outboxSeq, frame: frame}
+	a.outbox[cmd.ExecutionID] = &outboxEntry{seq: a.outboxSeq, frame: frame, sent: time.Now()}
 	if len(a.outbox) > maxOutbox {
 		a.evictOldest()
 	}

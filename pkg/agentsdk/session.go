@@ -263,6 +263,13 @@ func (a *Agent) writeLoop(s *session, pending [][]byte, hb, tel time.Duration) {
 				return
 			}
 			frame = a.heartbeatFrame()
+			// Results unconfirmed for a whole heartbeat interval go again.
+			for _, f := range a.unacknowledged(time.Now().Add(-hb)) {
+				if err := s.write(f); err != nil {
+					fail(err)
+					return
+				}
+			}
 		case <-telC:
 			frame = a.telemetryFrame()
 		}
