@@ -87,10 +87,23 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 				out.Results[i] = ResultOutcome{CommandID: id, Recorded: recorded}
 				changed = changed || recorded
 			}
-			if changed {
-				if err := refreshCommand(tx, cmd, &changes); err != nil {
+			if !changed {
+				continue
+			}
+			if cmd.MaxErrors == nil && cmd.Status == CommandRunning {
+				// A result was recorded, so one execution is final: while any
+				// other is open the aggregate stays running. Asking that is one
+				// index probe; recounting a 10,000-agent fan-out per batch is not.
+				open, err := hasOpenExecutions(tx, id)
+				if err != nil {
 					return err
 				}
+				if open {
+					continue
+				}
+			}
+			if err := refreshCommand(tx, cmd, &changes); err != nil {
+				return err
 			}
 		}
 		// Acks after every command lock: nothing here waits for a command row

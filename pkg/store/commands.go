@@ -363,6 +363,19 @@ func refreshCommand(tx *gorm.DB, cmd lockedCommand, changes *[]CommandChange) er
 	return nil
 }
 
+// hasOpenExecutions reports whether any execution of the command has not
+// finished. The status list is literal SQL, as in the partial index
+// executions_open_idx, so that the planner may use that index for any plan.
+func hasOpenExecutions(tx *gorm.DB, commandID string) (bool, error) {
+	var open bool
+	err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM executions WHERE command_id = ?
+AND status IN ('queued', 'dispatched', 'running', 'retrying'))`, commandID).Scan(&open).Error
+	if err != nil {
+		return false, fmt.Errorf("checking for open executions: %w", err)
+	}
+	return open, nil
+}
+
 func countByStatus(tx *gorm.DB, commandID string) (map[string]int, error) {
 	type row struct {
 		Status string
