@@ -139,11 +139,13 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusInternalServerError, "Internal Server Error", "could not create a credential")
 		return
 	}
-	if err := g.store.SetAgentCredential(r.Context(), req.AgentID, HashCredential(cred), "bootstrap"); err != nil {
+	hash := HashCredential(cred)
+	if err := g.store.SetAgentCredential(r.Context(), req.AgentID, hash, "bootstrap"); err != nil {
 		g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
 		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
 		return
 	}
+	g.issued.put(hash, req.AgentID, time.Now())
 	g.metrics.enrollments.WithLabelValues("enrolled").Inc()
 	g.audit(r.Context(), "agent:"+req.AgentID, "agent.enroll", req.AgentID, map[string]any{"client": addr, "hostname": req.Hostname})
 	w.Header().Set("Content-Type", "application/json")
@@ -164,7 +166,11 @@ func (g *Gateway) authenticate(r *http.Request) (string, error) {
 	if !ok || tok == "" || len(tok) > 512 {
 		return "", store.ErrUnknownCredential
 	}
-	return g.store.AgentForCredential(r.Context(), HashCredential(tok))
+	hash := HashCredential(tok)
+	if id, ok := g.issued.take(hash, time.Now()); ok {
+		return id, nil
+	}
+	return g.store.AgentForCredential(r.Context(), hash)
 }
 
 // CertAgentID is the agent id a client certificate names: a URI SAN
@@ -185,7 +191,9 @@ func CertAgentID(c *x509.Certificate) string {
 
 func (g *Gateway) audit(ctx context.Context, actor, action, target string, details map[string]any) {
 	raw, _ := json.Marshal(details)
-	if err := g.store.RecordAudit(context.WithoutCancel(ctx), store.AuditEvent{Actor: actor, Action: action, Target: target, Details: raw}); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := g.audits.submit(ctx, store.AuditEvent{Actor: actor, Action: action, Target: target, Details: raw, At: time.Now().UTC()}); err != nil {
 		g.log.WithError(err).WithField("action", action).Warn("writing audit event failed")
 	}
 }

@@ -26,7 +26,7 @@ import (
 
 // Store is the durable state the gateway writes.
 type Store interface {
-	MarkAgentOnline(ctx context.Context, a store.AgentSession) error
+	MarkAgentsOnline(ctx context.Context, as []store.AgentSession) error
 	MarkAgentOffline(ctx context.Context, agentID, sessionID string, at time.Time) (bool, error)
 	TouchAgents(ctx context.Context, ups []store.HealthUpdate) error
 	RecordBatch(ctx context.Context, b store.Batch) (store.BatchOutcome, error)
@@ -35,7 +35,7 @@ type Store interface {
 	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
 	SetAgentCredential(ctx context.Context, agentID, credentialHash, enrolledFrom string) error
 	AgentForCredential(ctx context.Context, credentialHash string) (string, error)
-	RecordAudit(ctx context.Context, e store.AuditEvent) error
+	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 }
 
 // Config configures a gateway.
@@ -121,6 +121,10 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	metrics  *metrics
 	commits  *committer
+	online   *group[store.AgentSession] // agents marked online by handshakes
+	audits   *group[store.AuditEvent]
+	issued   issuedCreds
+	base     context.Context // sessions' context: holds nothing of the upgrade request
 
 	enrollLimit failureLimiter
 	admission   chan struct{} // bounded handshakes: a reconnect storm queues at the agents, not in Postgres
@@ -153,6 +157,9 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
 		metrics:   m,
 		commits:   newCommitter(st, b, log, m.batchSize),
+		online:    newGroup("online", st.MarkAgentsOnline, log, m),
+		audits:    newGroup("audit", st.RecordAudits, log, m),
+		base:      context.Background(),
 		admission: make(chan struct{}, cfg.MaxHandshakes),
 		sessions:  map[string]*session{},
 		health:    map[string]store.HealthUpdate{},
@@ -199,6 +206,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-flushDone }()
 	go g.commits.run(ctx)
 	defer func() { <-g.commits.done }()
+	go g.online.run(ctx)
+	defer func() { <-g.online.done }()
+	go g.audits.run(ctx)
+	defer func() { <-g.audits.done }()
 	go g.pingLoop(ctx)
 	for {
 		select {
@@ -313,6 +324,7 @@ func (g *Gateway) busy(w http.ResponseWriter) bool {
 }
 
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	started := time.Now()
 	release, ok := g.admit(w)
 	if !ok {
 		return
@@ -351,12 +363,13 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	handedOver = true
-	ctx := context.WithoutCancel(r.Context())
+	remote := r.RemoteAddr
+	ctx := g.base // not the request's: a session outlives it and must not keep it alive
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		s := newSession(g, conn, r.RemoteAddr, agentID)
-		if !s.handshake(ctx, release) {
+		s := newSession(g, conn, remote, agentID)
+		if !s.handshake(ctx, release, started) {
 			return
 		}
 		// The handshake's database calls grew this goroutine's stack; a fresh
@@ -485,6 +498,7 @@ func (g *Gateway) flushLoop(ctx context.Context) {
 		case <-t.C:
 			g.flush(ctx)
 			g.refreshKey(ctx)
+			g.issued.sweep(time.Now())
 		case <-g.telKick:
 			g.flushTelemetry(ctx)
 		}
@@ -497,10 +511,16 @@ func (g *Gateway) flush(ctx context.Context) {
 	for _, u := range g.health {
 		ups = append(ups, u)
 	}
-	clear(g.health)
+	// A new map rather than clear: the old one's buckets, sized for a burst,
+	// are not kept for the gateway's lifetime.
+	g.health = make(map[string]store.HealthUpdate, len(ups)/2)
 	g.healthMu.Unlock()
-	if err := g.store.TouchAgents(ctx, ups); err != nil {
-		g.log.WithError(err).WithField("agents", len(ups)).Error("flushing heartbeats failed")
+	if len(ups) > 0 {
+		start := time.Now()
+		if err := g.store.TouchAgents(ctx, ups); err != nil {
+			g.log.WithError(err).WithField("agents", len(ups)).Error("flushing heartbeats failed")
+		}
+		g.metrics.flush.WithLabelValues("heartbeats").Observe(time.Since(start).Seconds())
 	}
 	g.refreshPresences(ctx, ups)
 	g.flushTelemetry(ctx)
@@ -551,7 +571,10 @@ func (g *Gateway) flushTelemetry(ctx context.Context) {
 	if len(batch) == 0 {
 		return
 	}
-	if err := g.store.InsertTelemetry(ctx, batch); err != nil {
+	start := time.Now()
+	err := g.store.InsertTelemetry(ctx, batch)
+	g.metrics.flush.WithLabelValues("telemetry").Observe(time.Since(start).Seconds())
+	if err != nil {
 		g.metrics.telemetryDropped.Add(float64(len(batch)))
 		g.log.WithError(err).WithField("samples", len(batch)).Error("flushing telemetry failed")
 		return
