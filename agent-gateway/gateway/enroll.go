@@ -140,7 +140,7 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hash := HashCredential(cred)
-	if err := g.store.SetAgentCredential(r.Context(), req.AgentID, hash, "bootstrap"); err != nil {
+	if err := g.grants.submit(r.Context(), store.CredentialGrant{AgentID: req.AgentID, CredentialHash: hash, EnrolledFrom: "bootstrap"}); err != nil {
 		g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
 		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
 		return

@@ -33,7 +33,7 @@ type Store interface {
 	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
 	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
-	SetAgentCredential(ctx context.Context, agentID, credentialHash, enrolledFrom string) error
+	SetAgentCredentials(ctx context.Context, gs []store.CredentialGrant) error
 	AgentForCredential(ctx context.Context, credentialHash string) (string, error)
 	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 }
@@ -123,6 +123,7 @@ type Gateway struct {
 	commits  *committer
 	online   *group[store.AgentSession] // agents marked online by handshakes
 	audits   *group[store.AuditEvent]
+	grants   *group[store.CredentialGrant] // credentials issued by enrollments
 	issued   issuedCreds
 	base     context.Context // sessions' context: holds nothing of the upgrade request
 
@@ -159,6 +160,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		commits:   newCommitter(st, b, log, m.batchSize),
 		online:    newGroup("online", st.MarkAgentsOnline, log, m),
 		audits:    newGroup("audit", st.RecordAudits, log, m),
+		grants:    newGroup("credential", st.SetAgentCredentials, log, m),
 		base:      context.Background(),
 		admission: make(chan struct{}, cfg.MaxHandshakes),
 		sessions:  map[string]*session{},
@@ -210,6 +212,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-g.online.done }()
 	go g.audits.run(ctx)
 	defer func() { <-g.audits.done }()
+	go g.grants.run(ctx)
+	defer func() { <-g.grants.done }()
 	go g.pingLoop(ctx)
 	for {
 		select {

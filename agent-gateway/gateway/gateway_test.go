@@ -177,6 +177,7 @@ func TestSessionMetrics(t *testing.T) {
 	require.GreaterOrEqual(t, value(t, f.reg, "viworks_gateway_flush_duration_seconds", "kind=telemetry"), 1.0)
 	require.Equal(t, 1.0, value(t, f.reg, "viworks_gateway_group_batch_size", "group=online"))
 	require.Equal(t, 1.0, value(t, f.reg, "viworks_gateway_group_batch_size", "group=audit"))
+	require.Equal(t, 1.0, value(t, f.reg, "viworks_gateway_group_batch_size", "group=credential"))
 
 	// What the metrics count is what the database holds.
 	a, err := f.store.GetAgent(ctx, "m-1")

@@ -63,9 +63,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		flush: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_gateway_flush_duration_seconds",
 			Help: "Duration of the periodic batch writes, by kind (telemetry, heartbeats).", Buckets: latencyBuckets}, []string{"kind"}),
 		groupSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_gateway_group_batch_size",
-			Help: "Items written per group commit of the handshake writes, by group (online, audit).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}, []string{"group"}),
+			Help: "Items written per group commit of the handshake writes, by group (online, audit, credential).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}, []string{"group"}),
 		groupLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_gateway_group_write_duration_seconds",
-			Help: "Duration of one group commit of the handshake writes, by group (online, audit).", Buckets: latencyBuckets}, []string{"group"}),
+			Help: "Duration of one group commit of the handshake writes, by group (online, audit, credential).", Buckets: latencyBuckets}, []string{"group"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sessions, m.rejected, m.closed, m.sessionsClosed, m.frames, m.framesOut, m.bytesIn, m.bytesOut,
