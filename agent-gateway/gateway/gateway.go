@@ -86,7 +86,7 @@ func (c *Config) setDefaults() {
 		c.TelemetryBatch = 100
 	}
 	if c.MaxHandshakes <= 0 {
-		c.MaxHandshakes = 32
+		c.MaxHandshakes = 256
 	}
 	if c.MaxFrameRate <= 0 {
 		c.MaxFrameRate = 50
@@ -130,6 +130,7 @@ type Gateway struct {
 	enrollLimit failureLimiter
 	admission   chan struct{} // bounded handshakes: a reconnect storm queues at the agents, not in Postgres
 	waiting     atomic.Int64  // requests waiting for a handshake slot
+	admitted    atomic.Int64  // handshakes admitted since start (for the memory trim after a storm)
 
 	mu       sync.Mutex
 	sessions map[string]*session // agent id → current session
@@ -170,8 +171,10 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		// Small buffers, and write buffers only while writing: an idle session
-		// holds no write buffer at all.
-		ReadBufferSize:  512,
+		// holds no write buffer at all. 128 bytes hold any frame header and
+		// control frame (at most 125 bytes of payload); a data frame's payload
+		// beyond it is read straight into the message.
+		ReadBufferSize:  128,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		// Agents are not browsers; a browser's Origin must match the host.
@@ -215,6 +218,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go g.grants.run(ctx)
 	defer func() { <-g.grants.done }()
 	go g.pingLoop(ctx)
+	go g.trimLoop(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -299,7 +303,7 @@ func problem(w http.ResponseWriter, code int, title, detail string) {
 // admitted at the rate the database sustains and never reaches it unthrottled.
 const (
 	admitWait  = 2 * time.Second
-	admitQueue = 16
+	admitQueue = 4
 )
 
 func (g *Gateway) admit(w http.ResponseWriter) (release func(), ok bool) {
@@ -312,6 +316,7 @@ func (g *Gateway) admit(w http.ResponseWriter) (release func(), ok bool) {
 	select {
 	case g.admission <- struct{}{}:
 		g.waiting.Add(-1)
+		g.admitted.Add(1)
 		var once sync.Once
 		return func() { once.Do(func() { <-g.admission }) }, true
 	case <-t.C:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,7 +36,7 @@ type session struct {
 	queue   [][]byte
 	writing bool
 
-	done      chan struct{}
+	closed    atomic.Bool // set before the socket is closed; send refuses frames after it
 	closeOnce sync.Once
 
 	acked map[string]struct{} // executions acknowledged on this session (read loop only)
@@ -89,7 +90,6 @@ func (s *session) firstAck(executionID string) bool {
 func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *session {
 	return &session{
 		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(),
-		done: make(chan struct{}),
 	}
 }
 
@@ -97,11 +97,9 @@ func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *sessio
 // rather than allowed to block the gateway.
 func (s *session) send(frame []byte) bool {
 	s.wmu.Lock()
-	select {
-	case <-s.done:
+	if s.closed.Load() {
 		s.wmu.Unlock()
 		return false
-	default:
 	}
 	if len(s.queue) >= s.g.cfg.SendQueue {
 		s.wmu.Unlock()
@@ -203,7 +201,7 @@ func (s *session) shutdown(cause string, code int, reason string, linger bool) {
 		s.g.metrics.sessionsClosed.WithLabelValues(cause).Inc()
 		msg := websocket.FormatCloseMessage(code, reason)
 		_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-		close(s.done)
+		s.closed.Store(true)
 		if linger {
 			raw := s.conn.NetConn()
 			_ = raw.SetReadDeadline(time.Now().Add(lingerTimeout))
@@ -379,21 +377,37 @@ func (s *session) readLoop(ctx context.Context) {
 			s.closeFromReader(protocol.ClosePolicyViolation, "frame rate limit exceeded")
 			return
 		}
-		f, err := protocol.Decode(data)
-		if err != nil {
-			if errors.Is(err, protocol.ErrUnknownType) {
-				s.g.metrics.protocolErrors.WithLabelValues("unknown_type").Inc()
-				s.sendFrame(protocol.TypeError, protocol.ErrorPayload{Code: protocol.ErrCodeUnknownType, Message: err.Error()})
-				continue
-			}
-			s.rejectFrame(f, err)
-			return
-		}
-		s.g.metrics.frames.WithLabelValues(f.Type).Inc()
-		if !s.handle(ctx, f) {
+		if !s.process(ctx, data) {
 			return
 		}
 	}
+}
+
+// process decodes and handles one frame on a short-lived goroutine and waits
+// for it. Decoding JSON and the handlers need a deep stack; run on the reader
+// they would grow its stack, which then stays grown for the idle session's
+// life until a collection happens to shrink it. So the reader's stack stays at
+// what a parked read needs.
+func (s *session) process(ctx context.Context, data []byte) bool {
+	done := make(chan bool, 1)
+	go func() { done <- s.processFrame(ctx, data) }()
+	return <-done
+}
+
+// processFrame decodes and handles one frame; false ends the session.
+func (s *session) processFrame(ctx context.Context, data []byte) bool {
+	f, err := protocol.Decode(data)
+	if err != nil {
+		if errors.Is(err, protocol.ErrUnknownType) {
+			s.g.metrics.protocolErrors.WithLabelValues("unknown_type").Inc()
+			s.sendFrame(protocol.TypeError, protocol.ErrorPayload{Code: protocol.ErrCodeUnknownType, Message: err.Error()})
+			return true
+		}
+		s.rejectFrame(f, err)
+		return false
+	}
+	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
+	return s.handle(ctx, f)
 }
 
 func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
