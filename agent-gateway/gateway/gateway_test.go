@@ -269,3 +269,37 @@ func TestRotatedCredentialRefused(t *testing.T) {
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 }
+
+// Frames the gateway refuses close the session with the proper code, and the
+// close is counted by reason; an unknown type only gets an ERROR frame.
+func TestRefusedFramesCloseAndCount(t *testing.T) {
+	f := start(t, gateway.Config{ReadLimit: 4096})
+	for _, tc := range []struct {
+		name   string
+		frame  []byte
+		code   int
+		reason string
+	}{
+		{"malformed", []byte(`{"type":"HEARTBEAT","payload":`), protocol.CloseInvalidPayload, "invalid_payload"},
+		{"too big", []byte(`{"type":"TELEMETRY","payload":{"metrics":{"x":1},"pad":"` + strings.Repeat("x", 5000) + `"}}`), protocol.CloseMessageTooBig, "too_big"},
+		{"second hello", frame(t, protocol.TypeHello, protocol.Hello{AgentID: "r-1", Version: "1", Hostname: "h"}), protocol.ClosePolicyViolation, "policy_violation"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := f.dial(t, f.enroll(t, "r-1"))
+			require.NoError(t, c.WriteMessage(websocket.TextMessage, frame(t, protocol.TypeHello, protocol.Hello{AgentID: "r-1", Version: "1", Hostname: "h"})))
+			_, _, err := c.ReadMessage() // WELCOME
+			require.NoError(t, err)
+			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(`{"type":"NOPE","payload":{}}`)))
+			_, msg, err := c.ReadMessage()
+			require.NoError(t, err)
+			require.Contains(t, string(msg), `"type":"ERROR"`, "an unknown type keeps the session")
+			require.NoError(t, c.WriteMessage(websocket.TextMessage, tc.frame))
+			_, _, err = c.ReadMessage()
+			require.True(t, websocket.IsCloseError(err, tc.code), "got %v", err)
+			require.Eventually(t, func() bool {
+				return value(t, f.reg, "viworks_gateway_sessions_closed_total", "reason="+tc.reason) == 1
+			}, 5*time.Second, 10*time.Millisecond)
+		})
+	}
+	require.Equal(t, 3.0, value(t, f.reg, "viworks_gateway_frames_sent_total", "type=ERROR"))
+}
