@@ -38,7 +38,7 @@ func newGroup[T any](name string, write func(context.Context, []T) error, log lo
 	}
 }
 
-// submit queues v and waits until it is written.
+// submit queues v and waits until it is written (or the group stops).
 func (g *group[T]) submit(ctx context.Context, v T) error {
 	it := groupItem[T]{v: v, reply: make(chan error, 1)}
 	select {
@@ -51,6 +51,8 @@ func (g *group[T]) submit(ctx context.Context, v T) error {
 	select {
 	case err := <-it.reply:
 		return err
+	case <-g.done: // stopped before writing it
+		return errStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
