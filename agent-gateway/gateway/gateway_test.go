@@ -140,7 +140,9 @@ func value(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 }
 
 func TestSessionMetrics(t *testing.T) {
-	f := start(t, gateway.Config{FlushInterval: 100 * time.Millisecond, TelemetryBatch: 2})
+	// No periodic flush during the test: the telemetry batch is written because it
+	// reached TelemetryBatch samples.
+	f := start(t, gateway.Config{FlushInterval: time.Hour, TelemetryBatch: 2})
 	ctx := context.Background()
 	cred := f.enroll(t, "m-1")
 	c := f.dial(t, cred)
