@@ -26,6 +26,7 @@ type group[T any] struct {
 }
 
 type groupItem[T any] struct {
+	ctx   context.Context // the submitter's: an item it gave up on is not written
 	v     T
 	reply chan error
 }
@@ -40,7 +41,7 @@ func newGroup[T any](name string, write func(context.Context, []T) error, log lo
 
 // submit queues v and waits until it is written (or the group stops).
 func (g *group[T]) submit(ctx context.Context, v T) error {
-	it := groupItem[T]{v: v, reply: make(chan error, 1)}
+	it := groupItem[T]{ctx: ctx, v: v, reply: make(chan error, 1)}
 	select {
 	case g.in <- it:
 	case <-g.done:
@@ -91,7 +92,21 @@ func (g *group[T]) run(ctx context.Context) {
 	}
 }
 
-func (g *group[T]) flush(ctx context.Context, items []groupItem[T]) {
+func (g *group[T]) flush(ctx context.Context, queued []groupItem[T]) {
+	// Items whose submitter gave up (a client that timed out) are dropped: it
+	// was told they failed, and a late write must not overwrite a newer one
+	// (an abandoned enrollment's credential after the retry's).
+	items := queued[:0]
+	for _, it := range queued {
+		if err := it.ctx.Err(); err != nil {
+			it.reply <- err
+			continue
+		}
+		items = append(items, it)
+	}
+	if len(items) == 0 {
+		return
+	}
 	vs := make([]T, len(items))
 	for i, it := range items {
 		vs[i] = it.v
