@@ -26,11 +26,15 @@ func TestGroupDropsAbandonedItems(t *testing.T) {
 	// The retry is queued first and the abandoned request after it: written
 	// in one batch, the later grant would win.
 	retry := make(chan error, 1)
-	go func() { retry <- g.submit(ctx, store.CredentialGrant{AgentID: "a1", CredentialHash: "retry", EnrolledFrom: "bootstrap"}) }()
+	go func() {
+		retry <- g.submit(ctx, store.CredentialGrant{AgentID: "a1", CredentialHash: "retry", EnrolledFrom: "bootstrap"})
+	}()
 	require.Eventually(t, func() bool { return len(g.in) == 1 }, 5*time.Second, time.Millisecond)
 	abandoned, giveUp := context.WithCancel(ctx)
 	first := make(chan error, 1)
-	go func() { first <- g.submit(abandoned, store.CredentialGrant{AgentID: "a1", CredentialHash: "abandoned", EnrolledFrom: "bootstrap"}) }()
+	go func() {
+		first <- g.submit(abandoned, store.CredentialGrant{AgentID: "a1", CredentialHash: "abandoned", EnrolledFrom: "bootstrap"})
+	}()
 	require.Eventually(t, func() bool { return len(g.in) == 2 }, 5*time.Second, time.Millisecond, "queued before the group runs")
 	giveUp()
 	require.ErrorIs(t, <-first, context.Canceled)
