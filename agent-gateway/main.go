@@ -13,7 +13,7 @@ import (
 )
 
 // gatewayGOGC is the gateway's garbage collector target when GOGC is unset.
-const gatewayGOGC = 10
+const gatewayGOGC = 25
 
 func main() {
 	os.Exit(service.Main("agent-gateway", 8081, os.Args[1:], func(p *service.Process) (service.Role, error) {
