@@ -5,14 +5,23 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/viworks/backend-agent/agent-gateway/gateway"
 	"github.com/viworks/backend-agent/pkg/service"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
+// gatewayGOGC is the gateway's garbage collector target when GOGC is unset.
+const gatewayGOGC = 25
+
 func main() {
 	os.Exit(service.Main("agent-gateway", 8081, os.Args[1:], func(p *service.Process) (service.Role, error) {
 		cfg := p.Cfg
+		// Idle sessions are long-lived heap with little garbage: a low GC target
+		// keeps the heap near its live size (GOGC and GOMEMLIMIT still win).
+		mem := service.ApplyMemoryPolicy(service.MemoryPolicy{GOGC: gatewayGOGC})
+		p.Log.WithFields(logrus.Fields{"gogc": mem.GOGC, "gogc_from": mem.GOGCFrom, "memory_limit_bytes": mem.Limit, "memory_limit_from": mem.LimitFrom}).Info("memory policy applied")
 		tlsConfig, err := service.GatewayTLS(cfg)
 		if err != nil {
 			return service.Role{}, err

@@ -136,6 +136,7 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusInternalServerError, "Internal Server Error", "could not create a credential")
 		return
 	}
+	hash := HashCredential(cred)
 	details := map[string]any{"client": addr, "hostname": req.Hostname}
 	switch {
 	case req.EnrollmentSecret == "" || len(req.EnrollmentSecret) > maxEnrollSecretLen:
@@ -143,7 +144,7 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	case g.cfg.EnrollmentSecret != "" && subtle.ConstantTimeCompare([]byte(req.EnrollmentSecret), []byte(g.cfg.EnrollmentSecret)) == 1:
 		// The bootstrap secret (AGENT_ENROLLMENT_SECRET).
-		if err := g.store.SetAgentCredential(r.Context(), req.AgentID, HashCredential(cred), "bootstrap"); err != nil {
+		if err := g.grants.submit(r.Context(), store.CredentialGrant{AgentID: req.AgentID, CredentialHash: hash, EnrolledFrom: "bootstrap"}); err != nil {
 			g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
 			problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
 			return
@@ -152,7 +153,7 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	default:
 		// A secret issued through the API: one use is spent atomically and its
 		// site and labels are imposed on the agent.
-		sec, err := g.store.EnrollWithSecret(r.Context(), HashCredential(req.EnrollmentSecret), req.AgentID, HashCredential(cred), now)
+		sec, err := g.store.EnrollWithSecret(r.Context(), HashCredential(req.EnrollmentSecret), req.AgentID, hash, now)
 		if errors.Is(err, store.ErrUnknownEnrollmentSecret) {
 			g.denyEnroll(w, r, addr, now, req.AgentID)
 			return
@@ -164,6 +165,7 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		}
 		details["secret"], details["site"], details["labels"] = sec.ID, sec.Site, sec.Labels
 	}
+	g.issued.put(hash, req.AgentID, time.Now())
 	g.metrics.enrollments.WithLabelValues("enrolled").Inc()
 	g.audit(r.Context(), "agent:"+req.AgentID, "agent.enroll", req.AgentID, details)
 	w.Header().Set("Content-Type", "application/json")
@@ -191,7 +193,11 @@ func (g *Gateway) authenticate(r *http.Request) (string, error) {
 	if !ok || tok == "" || len(tok) > 512 {
 		return "", store.ErrUnknownCredential
 	}
-	return g.store.AgentForCredential(r.Context(), HashCredential(tok))
+	hash := HashCredential(tok)
+	if id, ok := g.issued.take(hash, time.Now()); ok {
+		return id, nil
+	}
+	return g.store.AgentForCredential(r.Context(), hash)
 }
 
 // CertAgentID is the agent id a client certificate names: a URI SAN
@@ -213,7 +219,9 @@ func CertAgentID(c *x509.Certificate) string {
 func (g *Gateway) audit(ctx context.Context, actor, action, target string, details map[string]any) {
 	raw, _ := json.Marshal(details)
 	client, _ := details["client"].(string)
-	if err := g.store.RecordAudit(context.WithoutCancel(ctx), store.AuditEvent{Actor: actor, Action: action, Target: target, ClientIP: client, Details: raw}); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := g.audits.submit(ctx, store.AuditEvent{Actor: actor, Action: action, Target: target, ClientIP: client, Details: raw, At: time.Now().UTC()}); err != nil {
 		g.log.WithError(err).WithField("action", action).Warn("writing audit event failed")
 	}
 }

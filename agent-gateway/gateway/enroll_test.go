@@ -39,6 +39,10 @@ func TestEnrollWithStoredSecrets(t *testing.T) {
 	mem := bus.NewMemory()
 	g, err := New(st, mem, mem, prometheus.NewRegistry(), log, Config{GatewayID: "gw-test", EnrollmentSecret: "bootstrap-secret-0123"})
 	must(t, err)
+	runCtx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = g.Run(runCtx) }() // its group committers write credentials and audit
+	t.Cleanup(func() { stop(); <-stopped })
 	mux := http.NewServeMux()
 	g.Register(mux)
 

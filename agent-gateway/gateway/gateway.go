@@ -27,17 +27,17 @@ import (
 
 // Store is the durable state the gateway writes.
 type Store interface {
-	MarkAgentOnline(ctx context.Context, a store.AgentSession) error
+	MarkAgentsOnline(ctx context.Context, as []store.AgentSession) error
 	MarkAgentOffline(ctx context.Context, agentID, sessionID string, at time.Time) (bool, error)
 	TouchAgents(ctx context.Context, ups []store.HealthUpdate) error
 	RecordBatch(ctx context.Context, b store.Batch) (store.BatchOutcome, error)
 	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
 	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
-	SetAgentCredential(ctx context.Context, agentID, credentialHash, enrolledFrom string) error
 	EnrollWithSecret(ctx context.Context, secretHash, agentID, credentialHash string, now time.Time) (store.EnrollmentSecret, error)
+	SetAgentCredentials(ctx context.Context, gs []store.CredentialGrant) error
 	AgentForCredential(ctx context.Context, credentialHash string) (string, error)
-	RecordAudit(ctx context.Context, e store.AuditEvent) error
+	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 }
 
 // Config configures a gateway.
@@ -89,7 +89,7 @@ func (c *Config) setDefaults() {
 		c.TelemetryBatch = 100
 	}
 	if c.MaxHandshakes <= 0 {
-		c.MaxHandshakes = 32
+		c.MaxHandshakes = 256
 	}
 	if c.MaxFrameRate <= 0 {
 		c.MaxFrameRate = 50
@@ -121,10 +121,16 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	metrics  *metrics
 	commits  *committer
+	online   *group[store.AgentSession] // agents marked online by handshakes
+	audits   *group[store.AuditEvent]
+	grants   *group[store.CredentialGrant] // credentials issued by enrollments
+	issued   issuedCreds
+	base     context.Context // sessions' context: holds nothing of the upgrade request
 
 	enrollLimit failureLimiter
 	admission   chan struct{} // bounded handshakes: a reconnect storm queues at the agents, not in Postgres
 	waiting     atomic.Int64  // requests waiting for a handshake slot
+	admitted    atomic.Int64  // handshakes admitted since start (for the memory trim after a storm)
 
 	mu       sync.Mutex
 	sessions map[string]*session // agent id → current session
@@ -153,6 +159,10 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
 		metrics:   m,
 		commits:   newCommitter(st, b, cfg.Events, log, m.batchSize),
+		online:    newGroup("online", st.MarkAgentsOnline, log, m),
+		audits:    newGroup("audit", st.RecordAudits, log, m),
+		grants:    newGroup("credential", st.SetAgentCredentials, log, m),
+		base:      context.Background(),
 		admission: make(chan struct{}, cfg.MaxHandshakes),
 		sessions:  map[string]*session{},
 		health:    map[string]store.HealthUpdate{},
@@ -161,8 +171,10 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		// Small buffers, and write buffers only while writing: an idle session
-		// holds no write buffer at all.
-		ReadBufferSize:  512,
+		// holds no write buffer at all. 128 bytes hold any frame header and
+		// control frame (at most 125 bytes of payload); a data frame's payload
+		// beyond it is read straight into the message.
+		ReadBufferSize:  128,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		// Agents are not browsers; a browser's Origin must match the host.
@@ -199,7 +211,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-flushDone }()
 	go g.commits.run(ctx)
 	defer func() { <-g.commits.done }()
+	go g.online.run(ctx)
+	defer func() { <-g.online.done }()
+	go g.audits.run(ctx)
+	defer func() { <-g.audits.done }()
+	go g.grants.run(ctx)
+	defer func() { <-g.grants.done }()
 	go g.pingLoop(ctx)
+	go g.trimLoop(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -284,7 +303,7 @@ func problem(w http.ResponseWriter, code int, title, detail string) {
 // admitted at the rate the database sustains and never reaches it unthrottled.
 const (
 	admitWait  = 2 * time.Second
-	admitQueue = 16
+	admitQueue = 4
 )
 
 func (g *Gateway) admit(w http.ResponseWriter) (release func(), ok bool) {
@@ -297,6 +316,7 @@ func (g *Gateway) admit(w http.ResponseWriter) (release func(), ok bool) {
 	select {
 	case g.admission <- struct{}{}:
 		g.waiting.Add(-1)
+		g.admitted.Add(1)
 		var once sync.Once
 		return func() { once.Do(func() { <-g.admission }) }, true
 	case <-t.C:
@@ -313,6 +333,7 @@ func (g *Gateway) busy(w http.ResponseWriter) bool {
 }
 
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	started := time.Now()
 	release, ok := g.admit(w)
 	if !ok {
 		return
@@ -351,12 +372,13 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	handedOver = true
-	ctx := context.WithoutCancel(r.Context())
+	remote := r.RemoteAddr
+	ctx := g.base // not the request's: a session outlives it and must not keep it alive
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		s := newSession(g, conn, r.RemoteAddr, agentID)
-		if !s.handshake(ctx, release) {
+		s := newSession(g, conn, remote, agentID)
+		if !s.handshake(ctx, release, started) {
 			return
 		}
 		// The handshake's database calls grew this goroutine's stack; a fresh
@@ -485,6 +507,7 @@ func (g *Gateway) flushLoop(ctx context.Context) {
 		case <-t.C:
 			g.flush(ctx)
 			g.refreshKey(ctx)
+			g.issued.sweep(time.Now())
 		case <-g.telKick:
 			g.flushTelemetry(ctx)
 		}
@@ -497,10 +520,16 @@ func (g *Gateway) flush(ctx context.Context) {
 	for _, u := range g.health {
 		ups = append(ups, u)
 	}
-	clear(g.health)
+	// A new map rather than clear: the old one's buckets, sized for a burst,
+	// are not kept for the gateway's lifetime.
+	g.health = make(map[string]store.HealthUpdate, len(ups)/2)
 	g.healthMu.Unlock()
-	if err := g.store.TouchAgents(ctx, ups); err != nil {
-		g.log.WithError(err).WithField("agents", len(ups)).Error("flushing heartbeats failed")
+	if len(ups) > 0 {
+		start := time.Now()
+		if err := g.store.TouchAgents(ctx, ups); err != nil {
+			g.log.WithError(err).WithField("agents", len(ups)).Error("flushing heartbeats failed")
+		}
+		g.metrics.flush.WithLabelValues("heartbeats").Observe(time.Since(start).Seconds())
 	}
 	g.refreshPresences(ctx, ups)
 	g.flushTelemetry(ctx)
@@ -551,7 +580,10 @@ func (g *Gateway) flushTelemetry(ctx context.Context) {
 	if len(batch) == 0 {
 		return
 	}
-	if err := g.store.InsertTelemetry(ctx, batch); err != nil {
+	start := time.Now()
+	err := g.store.InsertTelemetry(ctx, batch)
+	g.metrics.flush.WithLabelValues("telemetry").Observe(time.Since(start).Seconds())
+	if err != nil {
 		g.metrics.telemetryDropped.Add(float64(len(batch)))
 		g.log.WithError(err).WithField("samples", len(batch)).Error("flushing telemetry failed")
 		return

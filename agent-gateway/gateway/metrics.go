@@ -1,12 +1,24 @@
 package gateway
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"bytes"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/viworks/backend-agent/pkg/protocol"
+)
+
+// metrics are the gateway's Prometheus series (DESIGN §6: viworks_ prefix,
+// base units, _total counters, no per-agent labels).
 type metrics struct {
 	sessions         prometheus.Gauge
 	rejected         *prometheus.CounterVec
 	closed           *prometheus.CounterVec
+	sessionsClosed   *prometheus.CounterVec
 	frames           *prometheus.CounterVec
+	framesOut        *prometheus.CounterVec
+	bytesIn          prometheus.Counter
+	bytesOut         prometheus.Counter
 	protocolErrors   *prometheus.CounterVec
 	results          *prometheus.CounterVec
 	duplicateResults prometheus.Counter
@@ -17,29 +29,69 @@ type metrics struct {
 	batchSize        prometheus.Histogram
 	enrollments      *prometheus.CounterVec
 	presenceHealed   prometheus.Counter
-	framesOut        prometheus.Counter
+	handshake        prometheus.Histogram
+	flush            *prometheus.HistogramVec
+	groupSize        *prometheus.HistogramVec
+	groupLatency     *prometheus.HistogramVec
 }
+
+// latencyBuckets span 0.5 ms to about 16 s.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 16)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		sessions:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "viworks_gateway_sessions", Help: "Agent sessions held by this gateway."}),
 		rejected:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_upgrades_rejected_total", Help: "Upgrade requests refused, by reason."}, []string{"reason"}),
-		closed:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_sessions_dropped_total", Help: "Sessions closed by the gateway, by reason."}, []string{"reason"}),
+		closed:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_sessions_dropped_total", Help: "Sessions closed by the gateway for misbehaving, by reason."}, []string{"reason"}),
+		sessionsClosed:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_sessions_closed_total", Help: "WebSockets closed (after the upgrade), by reason."}, []string{"reason"}),
 		frames:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_frames_received_total", Help: "Valid frames received from agents, by type."}, []string{"type"}),
+		framesOut:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_frames_sent_total", Help: "Frames written to agents, by type."}, []string{"type"}),
+		bytesIn:          prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_received_bytes_total", Help: "WebSocket message payload bytes received from agents."}),
+		bytesOut:         prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_sent_bytes_total", Help: "WebSocket message payload bytes written to agents."}),
 		protocolErrors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_protocol_errors_total", Help: "Frames refused, by kind."}, []string{"kind"}),
 		results:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_results_total", Help: "Command results recorded, by status."}, []string{"status"}),
 		duplicateResults: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_duplicate_results_total", Help: "Results ignored because the execution was already final."}),
 		delivered:        prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_deliveries_total", Help: "Frames from the bus queued to an agent."}),
 		undelivered:      prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_undelivered_total", Help: "Frames from the bus whose agent session is not here."}),
-		telemetryStored:  prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_stored_total", Help: "Telemetry samples persisted."}),
+		telemetryStored:  prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_stored_total", Help: "Telemetry samples (rows) written to the database."}),
 		telemetryDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_dropped_total", Help: "Telemetry samples lost to a failed flush."}),
 		enrollments:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_enrollments_total", Help: "Enrollment requests, by outcome."}, []string{"outcome"}),
 		presenceHealed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_presence_reregistered_total", Help: "Presence entries found missing (e.g. after a Redis restart) and registered again."}),
-		framesOut:        prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_frames_sent_total", Help: "Frames written to agents."}),
 		batchSize:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "viworks_gateway_commit_batch_size", Help: "Acks and results written per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		handshake: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "viworks_gateway_handshake_duration_seconds",
+			Help: "From the upgrade request's arrival (before admission) to WELCOME, for sessions that registered.", Buckets: latencyBuckets}),
+		flush: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_gateway_flush_duration_seconds",
+			Help: "Duration of the periodic batch writes, by kind (telemetry, heartbeats).", Buckets: latencyBuckets}, []string{"kind"}),
+		groupSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_gateway_group_batch_size",
+			Help: "Items written per group commit of the handshake writes, by group (online, audit, credential).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}, []string{"group"}),
+		groupLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_gateway_group_write_duration_seconds",
+			Help: "Duration of one group commit of the handshake writes, by group (online, audit, credential).", Buckets: latencyBuckets}, []string{"group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.rejected, m.closed, m.frames, m.protocolErrors, m.results, m.duplicateResults, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped, m.batchSize, m.enrollments, m.presenceHealed, m.framesOut)
+		reg.MustRegister(m.sessions, m.rejected, m.closed, m.sessionsClosed, m.frames, m.framesOut, m.bytesIn, m.bytesOut,
+			m.protocolErrors, m.results, m.duplicateResults, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped,
+			m.batchSize, m.enrollments, m.presenceHealed, m.handshake, m.flush, m.groupSize, m.groupLatency)
 	}
 	return m
+}
+
+// frameTypes are the labels frames are counted under (a bounded set).
+var frameTypes = []string{
+	protocol.TypeHello, protocol.TypeWelcome, protocol.TypeHeartbeat, protocol.TypeTelemetry, protocol.TypeCommand,
+	protocol.TypeAck, protocol.TypeCommandResult, protocol.TypeResultAck, protocol.TypeCancel, protocol.TypeError,
+}
+
+// frameType names an encoded outgoing frame's type from its envelope prefix
+// ({"type":"..."), "other" for anything else.
+func frameType(frame []byte) string {
+	rest, ok := bytes.CutPrefix(frame, []byte(`{"type":"`))
+	if !ok {
+		return "other"
+	}
+	for _, t := range frameTypes {
+		if len(rest) > len(t) && rest[len(t)] == '"' && string(rest[:len(t)]) == t {
+			return t
+		}
+	}
+	return "other"
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,7 +37,7 @@ type session struct {
 	queue   [][]byte
 	writing bool
 
-	done      chan struct{}
+	closed    atomic.Bool // set before the socket is closed; send refuses frames after it
 	closeOnce sync.Once
 
 	acked map[string]struct{} // executions acknowledged on this session (read loop only)
@@ -89,7 +91,6 @@ func (s *session) firstAck(executionID string) bool {
 func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *session {
 	return &session{
 		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(),
-		done: make(chan struct{}),
 	}
 }
 
@@ -97,11 +98,9 @@ func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *sessio
 // rather than allowed to block the gateway.
 func (s *session) send(frame []byte) bool {
 	s.wmu.Lock()
-	select {
-	case <-s.done:
+	if s.closed.Load() {
 		s.wmu.Unlock()
 		return false
-	default:
 	}
 	if len(s.queue) >= s.g.cfg.SendQueue {
 		s.wmu.Unlock()
@@ -140,7 +139,8 @@ func (s *session) drain() {
 				s.wmu.Unlock()
 				return
 			}
-			s.g.metrics.framesOut.Inc()
+			s.g.metrics.framesOut.WithLabelValues(frameType(frame)).Inc()
+			s.g.metrics.bytesOut.Add(float64(len(frame)))
 		}
 	}
 }
@@ -164,21 +164,45 @@ func (s *session) sendFrame(typ string, payload any) bool {
 
 // close sends a close frame with code and tears the connection down; safe to
 // call from any goroutine, more than once.
-func (s *session) close(code int, reason string) { s.shutdown(code, reason, false) }
+func (s *session) close(code int, reason string) { s.shutdown(closeLabel(code), code, reason, false) }
 
 // closeFromReader is close for the reading goroutine: before closing the socket
 // it drains what the agent is still sending (bounded by lingerTimeout), so the
 // close frame is not lost to a TCP reset when unread data remains, e.g. the
 // rest of an oversize frame.
-func (s *session) closeFromReader(code int, reason string) { s.shutdown(code, reason, true) }
+func (s *session) closeFromReader(code int, reason string) {
+	s.shutdown(closeLabel(code), code, reason, true)
+}
 
 const lingerTimeout = 2 * time.Second
 
-func (s *session) shutdown(code int, reason string, linger bool) {
+// closeLabel names the close code the gateway sends, for the closed-sessions
+// counter (read errors name what the agent did instead, see readFailed).
+func closeLabel(code int) string {
+	switch code {
+	case protocol.CloseNormal:
+		return "normal"
+	case protocol.CloseGoingAway:
+		return "going_away"
+	case protocol.CloseInvalidPayload:
+		return "invalid_payload"
+	case protocol.ClosePolicyViolation:
+		return "policy_violation"
+	case protocol.CloseMessageTooBig:
+		return "too_big"
+	case protocol.CloseServiceRestart:
+		return "service_restart"
+	}
+	return "other"
+}
+
+// shutdown closes the session once; cause labels it in the closed-sessions counter.
+func (s *session) shutdown(cause string, code int, reason string, linger bool) {
 	s.closeOnce.Do(func() {
+		s.g.metrics.sessionsClosed.WithLabelValues(cause).Inc()
 		msg := websocket.FormatCloseMessage(code, reason)
 		_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-		close(s.done)
+		s.closed.Store(true)
 		if linger {
 			raw := s.conn.NetConn()
 			_ = raw.SetReadDeadline(time.Now().Add(lingerTimeout))
@@ -191,7 +215,7 @@ func (s *session) shutdown(code int, reason string, linger bool) {
 // handshake reads HELLO, checks the identity and registers the session, then
 // answers WELCOME; release frees its handshake slot. It reports whether the
 // session is registered (and must be served).
-func (s *session) handshake(ctx context.Context, release func()) (registered bool) {
+func (s *session) handshake(ctx context.Context, release func(), started time.Time) (registered bool) {
 	defer release()
 	defer func() {
 		if !registered {
@@ -212,12 +236,15 @@ func (s *session) handshake(ctx context.Context, release func()) (registered boo
 		s.g.audit(ctx, "agent:"+s.authID, "agent.identity_mismatch", hello.AgentID, map[string]any{"client": s.remote})
 		if b, err := protocol.Encode(protocol.TypeError, "", protocol.ErrorPayload{Code: protocol.ErrCodeIdentity, Message: "agent_id does not match the credential"}); err == nil {
 			_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
-			_ = s.conn.WriteMessage(websocket.TextMessage, b)
+			if s.conn.WriteMessage(websocket.TextMessage, b) == nil {
+				s.g.metrics.framesOut.WithLabelValues(protocol.TypeError).Inc()
+				s.g.metrics.bytesOut.Add(float64(len(b)))
+			}
 		}
 		s.closeFromReader(protocol.ClosePolicyViolation, "agent_id does not match the credential")
 		return false
 	}
-	s.agentID = hello.AgentID
+	s.agentID = s.authID // the same id; keeps no string of the HELLO alive
 	s.entry = bus.Entry{GatewayID: s.g.cfg.GatewayID, SessionID: s.id}
 
 	if err := s.register(ctx, hello); err != nil {
@@ -241,6 +268,7 @@ func (s *session) handshake(ctx context.Context, release func()) (registered boo
 		TelemetryIntervalS: int(s.g.cfg.TelemetryInterval / time.Second),
 		ServerTime:         time.Now().UTC(),
 	})
+	s.g.metrics.handshake.Observe(time.Since(started).Seconds())
 	s.logger().Info("agent connected")
 	s.g.cfg.Events.Publish(ctx, events.Event{Type: events.AgentOnline, AgentID: s.agentID, GatewayID: s.g.cfg.GatewayID})
 	if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})); err != nil {
@@ -262,6 +290,7 @@ func (s *session) readHello() (*protocol.Hello, bool) {
 		s.readFailed(err)
 		return nil, false
 	}
+	s.g.metrics.bytesIn.Add(float64(len(data)))
 	f, err := protocol.Decode(data)
 	if err != nil {
 		s.rejectFrame(f, err)
@@ -273,6 +302,7 @@ func (s *session) readHello() (*protocol.Hello, bool) {
 		s.closeFromReader(protocol.ClosePolicyViolation, "first frame must be HELLO")
 		return nil, false
 	}
+	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
 	return hello, true
 }
 
@@ -292,7 +322,7 @@ func (s *session) register(ctx context.Context, h *protocol.Hello) error {
 			s.logger().WithError(err).Warn("telling the previous gateway to drop the old session failed")
 		}
 	}
-	err = s.g.store.MarkAgentOnline(ctx, store.AgentSession{
+	err = s.g.online.submit(ctx, store.AgentSession{
 		ID: s.agentID, Site: h.Site, Version: h.Version, Hostname: h.Hostname, OS: h.OS, Arch: h.Arch,
 		Capabilities: h.Capabilities, Labels: h.Labels, GatewayID: s.g.cfg.GatewayID, SessionID: s.id,
 		At: time.Now(),
@@ -343,6 +373,7 @@ func (s *session) readLoop(ctx context.Context) {
 			s.readFailed(err)
 			return
 		}
+		s.g.metrics.bytesIn.Add(float64(len(data)))
 		_ = s.conn.SetReadDeadline(s.deadline())
 		if !s.allowFrame(time.Now()) {
 			s.g.metrics.closed.WithLabelValues("rate_limited").Inc()
@@ -350,21 +381,37 @@ func (s *session) readLoop(ctx context.Context) {
 			s.closeFromReader(protocol.ClosePolicyViolation, "frame rate limit exceeded")
 			return
 		}
-		f, err := protocol.Decode(data)
-		if err != nil {
-			if errors.Is(err, protocol.ErrUnknownType) {
-				s.g.metrics.protocolErrors.WithLabelValues("unknown_type").Inc()
-				s.sendFrame(protocol.TypeError, protocol.ErrorPayload{Code: protocol.ErrCodeUnknownType, Message: err.Error()})
-				continue
-			}
-			s.rejectFrame(f, err)
-			return
-		}
-		s.g.metrics.frames.WithLabelValues(f.Type).Inc()
-		if !s.handle(ctx, f) {
+		if !s.process(ctx, data) {
 			return
 		}
 	}
+}
+
+// process decodes and handles one frame on a short-lived goroutine and waits
+// for it. Decoding JSON and the handlers need a deep stack; run on the reader
+// they would grow its stack, which then stays grown for the idle session's
+// life until a collection happens to shrink it. So the reader's stack stays at
+// what a parked read needs.
+func (s *session) process(ctx context.Context, data []byte) bool {
+	done := make(chan bool, 1)
+	go func() { done <- s.processFrame(ctx, data) }()
+	return <-done
+}
+
+// processFrame decodes and handles one frame; false ends the session.
+func (s *session) processFrame(ctx context.Context, data []byte) bool {
+	f, err := protocol.Decode(data)
+	if err != nil {
+		if errors.Is(err, protocol.ErrUnknownType) {
+			s.g.metrics.protocolErrors.WithLabelValues("unknown_type").Inc()
+			s.sendFrame(protocol.TypeError, protocol.ErrorPayload{Code: protocol.ErrCodeUnknownType, Message: err.Error()})
+			return true
+		}
+		s.rejectFrame(f, err)
+		return false
+	}
+	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
+	return s.handle(ctx, f)
 }
 
 func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
@@ -436,5 +483,14 @@ func (s *session) readFailed(err error) {
 		s.closeFromReader(protocol.CloseMessageTooBig, "frame exceeds the read limit")
 		return
 	}
-	s.close(protocol.CloseNormal, "")
+	cause := "connection_lost"
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
+		cause = "agent_closed" // the agent sent a close frame (1006 is a lost connection)
+	case errors.As(err, &ne) && ne.Timeout():
+		cause = "timeout" // no pong or frame within the read deadline
+	}
+	s.shutdown(cause, protocol.CloseNormal, "", false)
 }

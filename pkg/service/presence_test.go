@@ -74,7 +74,11 @@ func TestPresenceRunRefreshesAndRemoves(t *testing.T) {
 				require.NoError(t, err)
 				return in
 			}
-			require.Eventually(t, func() bool { return len(seen()) == 2 }, 5*time.Second, 10*time.Millisecond)
+			// Both rows written and the dead one pruned (a beat may be seen halfway).
+			require.Eventually(t, func() bool {
+				in := seen()
+				return len(in) == 2 && in[0].ID == "one" && in[1].ID == "one"
+			}, 5*time.Second, 10*time.Millisecond)
 			in := seen()
 			require.Equal(t, store.RoleAPIServer, in[0].Role)
 			require.Equal(t, "one", in[0].ID)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // AgentSession describes an agent that has just completed its HELLO.
@@ -27,32 +26,7 @@ type AgentSession struct {
 
 // MarkAgentOnline registers (or updates) an agent as online on a gateway session.
 func (s *Store) MarkAgentOnline(ctx context.Context, a AgentSession) error {
-	at := a.At.UTC()
-	// An enrollment secret's site and labels win over what the agent claims.
-	site, labels, imposed, err := imposedAttributes(s.db.WithContext(ctx), a.ID)
-	if err != nil {
-		return fmt.Errorf("marking agent online: %w", err)
-	}
-	if imposed {
-		a.Site, a.Labels = site, labels
-	}
-	row := Agent{
-		ID: a.ID, Status: AgentOnline, Site: a.Site, Version: a.Version, Hostname: a.Hostname,
-		OS: a.OS, Arch: a.Arch, Capabilities: a.Capabilities, Labels: a.Labels,
-		GatewayID: a.GatewayID, SessionID: a.SessionID, HealthStatus: "",
-		ConnectedAt: &at, LastSeenAt: &at, CreatedAt: at, UpdatedAt: at,
-	}
-	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{
-		Columns: []clause.Column{{Name: "id"}},
-		DoUpdates: clause.AssignmentColumns([]string{
-			"status", "site", "version", "hostname", "os", "arch", "capabilities", "labels",
-			"gateway_id", "session_id", "connected_at", "last_seen_at", "updated_at",
-		}),
-	}).Create(&row).Error
-	if err != nil {
-		return fmt.Errorf("marking agent online: %w", err)
-	}
-	return nil
+	return s.MarkAgentsOnline(ctx, []AgentSession{a})
 }
 
 // MarkAgentOffline marks the agent offline if sessionID is still its current
@@ -185,15 +159,4 @@ func (s *Store) GetAgent(ctx context.Context, id string) (Agent, error) {
 		return a, ErrNotFound
 	}
 	return a, nil
-}
-
-// InsertTelemetry stores a batch of samples with multi-row inserts.
-func (s *Store) InsertTelemetry(ctx context.Context, samples []TelemetrySample) error {
-	if len(samples) == 0 {
-		return nil
-	}
-	if err := s.db.WithContext(ctx).CreateInBatches(samples, 500).Error; err != nil {
-		return fmt.Errorf("inserting telemetry: %w", err)
-	}
-	return nil
 }

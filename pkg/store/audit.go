@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -109,56 +110,84 @@ func insertAudit(tx *gorm.DB, a AuditEvent, target string, now time.Time) error 
 // appendAudit is the one way an audit event is written. tx must be a
 // transaction; on Postgres the advisory lock it takes is held until tx ends, so
 // callers append as the last statement of their transaction.
-func appendAudit(tx *gorm.DB, a AuditEvent) error {
-	if a.At.IsZero() {
-		a.At = time.Now()
+func appendAudit(tx *gorm.DB, a AuditEvent) error { return appendAudits(tx, []AuditEvent{a}) }
+
+// appendAudits chains and inserts events in order under one lock: a batch
+// costs one lock, one read of the chain head and one insert.
+func appendAudits(tx *gorm.DB, es []AuditEvent) error {
+	if len(es) == 0 {
+		return nil
 	}
+	var ac AuditContext
 	if tx.Statement != nil && tx.Statement.Context != nil {
-		if ac, ok := tx.Statement.Context.Value(auditContextKey{}).(AuditContext); ok {
-			if a.ClientIP == "" {
-				a.ClientIP = ac.ClientIP
-			}
-			if a.RequestID == "" {
-				a.RequestID = ac.RequestID
-			}
-		}
+		ac, _ = tx.Statement.Context.Value(auditContextKey{}).(AuditContext)
 	}
-	if err := normalizeAudit(&a); err != nil {
-		return err
+	rows := make([]AuditEvent, len(es))
+	for i, a := range es {
+		if a.At.IsZero() {
+			a.At = time.Now()
+		}
+		if a.ClientIP == "" {
+			a.ClientIP = ac.ClientIP
+		}
+		if a.RequestID == "" {
+			a.RequestID = ac.RequestID
+		}
+		if err := normalizeAudit(&a); err != nil {
+			return err
+		}
+		rows[i] = a
 	}
 	postgres := tx.Dialector.Name() == Postgres
+	var head string
+	ids := make([]int64, 0, len(rows))
 	if postgres {
 		if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, auditChainLockKey).Error; err != nil {
 			return fmt.Errorf("locking audit chain: %w", err)
 		}
-	}
-	var last struct {
-		ID   int64
-		Hash string
-		Next int64
-	}
-	if postgres {
 		// One round trip: the chain head (read after the lock, in a new
-		// statement, so it sees the previous holder's commit) and the new id.
+		// statement, so it sees the previous holder's commit) and the new ids.
+		var got []struct {
+			Hash string
+			Next int64
+		}
 		err := tx.Raw(`SELECT coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), '') AS hash,
-			nextval(pg_get_serial_sequence('audit_events', 'id')) AS next`).Scan(&last).Error
+			nextval(pg_get_serial_sequence('audit_events', 'id')) AS next FROM generate_series(1, ?)`, len(rows)).Scan(&got).Error
 		if err != nil {
 			return fmt.Errorf("reading audit chain head: %w", err)
 		}
-		a.ID = last.Next
+		if len(got) != len(rows) {
+			return fmt.Errorf("reading audit chain head: %d ids for %d events", len(got), len(rows))
+		}
+		head = got[0].Hash
+		for _, g := range got {
+			ids = append(ids, g.Next)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	} else {
+		var last struct {
+			ID   int64
+			Hash string
+		}
 		if err := tx.Raw(`SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1`).Scan(&last).Error; err != nil {
 			return fmt.Errorf("reading audit chain head: %w", err)
 		}
-		a.ID = last.ID + 1 // the single writer holds the database; rows are never deleted
+		head = last.Hash
+		for i := range rows {
+			ids = append(ids, last.ID+1+int64(i)) // the single writer holds the database; rows are never deleted
+		}
 	}
-	a.PrevHash = last.Hash
-	h, err := a.ComputeHash()
-	if err != nil {
-		return err
+	for i := range rows {
+		rows[i].ID = ids[i]
+		rows[i].PrevHash = head
+		h, err := rows[i].ComputeHash()
+		if err != nil {
+			return err
+		}
+		rows[i].Hash = h
+		head = h
 	}
-	a.Hash = h
-	if err := tx.Create(&a).Error; err != nil {
+	if err := tx.CreateInBatches(&rows, 500).Error; err != nil {
 		return fmt.Errorf("inserting audit event: %w", err)
 	}
 	return nil

@@ -26,19 +26,7 @@ type AgentCredential struct {
 // SetAgentCredential stores (or rotates) an agent's credential hash; the old
 // credential stops working at once.
 func (s *Store) SetAgentCredential(ctx context.Context, agentID, credentialHash, enrolledFrom string) error {
-	c := AgentCredential{AgentID: agentID, CredentialHash: credentialHash, EnrolledAt: time.Now().UTC(), EnrolledFrom: enrolledFrom}
-	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
-		Columns:   []clause.Column{{Name: "agent_id"}},
-		DoUpdates: clause.Assignments(map[string]any{"credential_hash": credentialHash, "enrolled_at": c.EnrolledAt, "enrolled_from": enrolledFrom, "revoked_at": nil}),
-	}).Create(&c).Error
-	if err != nil {
-		return fmt.Errorf("storing agent credential: %w", err)
-	}
-	// Enrolling with the bootstrap secret lifts what a secret imposed.
-	if err := s.db.WithContext(ctx).Exec(`UPDATE agent_credentials SET imposed_site = NULL, imposed_labels = NULL WHERE agent_id = ? AND imposed_site IS NOT NULL`, agentID).Error; err != nil {
-		return fmt.Errorf("storing agent credential: %w", err)
-	}
-	return nil
+	return s.SetAgentCredentials(ctx, []CredentialGrant{{AgentID: agentID, CredentialHash: credentialHash, EnrolledFrom: enrolledFrom}})
 }
 
 // AgentForCredential returns the agent a credential hash belongs to.
@@ -61,4 +49,42 @@ func (s *Store) RevokeAgentCredential(ctx context.Context, agentID string) (bool
 		return false, fmt.Errorf("revoking agent credential: %w", res.Error)
 	}
 	return res.RowsAffected > 0, nil
+}
+
+// CredentialGrant is one enrollment's new credential.
+type CredentialGrant struct {
+	AgentID        string
+	CredentialHash string
+	EnrolledFrom   string
+}
+
+// SetAgentCredentials stores (or rotates) a batch of credentials in one
+// statement. When the batch holds several grants for one agent, the last wins,
+// as if they had been stored one after the other.
+func (s *Store) SetAgentCredentials(ctx context.Context, gs []CredentialGrant) error {
+	if len(gs) == 0 {
+		return nil
+	}
+	now := time.Now().UTC()
+	pos := make(map[string]int, len(gs))
+	rows := make([]AgentCredential, 0, len(gs))
+	for _, g := range gs {
+		c := AgentCredential{AgentID: g.AgentID, CredentialHash: g.CredentialHash, EnrolledAt: now, EnrolledFrom: g.EnrolledFrom}
+		if i, ok := pos[g.AgentID]; ok {
+			rows[i] = c // Postgres refuses to update a row twice in one statement
+			continue
+		}
+		pos[g.AgentID] = len(rows)
+		rows = append(rows, c)
+	}
+	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns: []clause.Column{{Name: "agent_id"}},
+		DoUpdates: clause.Assignments(map[string]any{"credential_hash": clause.Column{Table: "excluded", Name: "credential_hash"}, "enrolled_at": clause.Column{Table: "excluded", Name: "enrolled_at"}, "enrolled_from": clause.Column{Table: "excluded", Name: "enrolled_from"}, "revoked_at": nil,
+			// Enrolling with the bootstrap secret lifts what a stored secret imposed.
+			"imposed_site": nil, "imposed_labels": nil}),
+	}).CreateInBatches(&rows, 500).Error
+	if err != nil {
+		return fmt.Errorf("storing agent credentials: %w", err)
+	}
+	return nil
 }

@@ -166,23 +166,34 @@ func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, crede
 	return e, nil
 }
 
-// imposedAttributes returns the site and labels an agent's enrollment secret
-// imposes (ok false: none).
-func imposedAttributes(tx *gorm.DB, agentID string) (site string, labels map[string]string, ok bool, err error) {
-	var row struct {
+// imposedAttributes returns the site and labels that enrollment secrets
+// impose on those of the agents that enrolled with one.
+func imposedAttributes(tx *gorm.DB, agentIDs []string) (map[string]imposed, error) {
+	var rows []struct {
+		AgentID       string
 		ImposedSite   *string
 		ImposedLabels StringMap
 	}
-	res := tx.Model(&AgentCredential{}).Select("imposed_site", "imposed_labels").
-		Where("agent_id = ? AND revoked_at IS NULL AND imposed_site IS NOT NULL", agentID).Limit(1).Scan(&row)
-	if res.Error != nil {
-		return "", nil, false, fmt.Errorf("reading imposed agent attributes: %w", res.Error)
+	err := tx.Model(&AgentCredential{}).Select("agent_id", "imposed_site", "imposed_labels").
+		Where("agent_id IN ? AND revoked_at IS NULL AND imposed_site IS NOT NULL", agentIDs).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("reading imposed agent attributes: %w", err)
 	}
-	if res.RowsAffected == 0 || row.ImposedSite == nil {
-		return "", nil, false, nil
+	out := make(map[string]imposed, len(rows))
+	for _, r := range rows {
+		if r.ImposedSite == nil {
+			continue
+		}
+		labels := r.ImposedLabels
+		if labels == nil {
+			labels = StringMap{}
+		}
+		out[r.AgentID] = imposed{site: *r.ImposedSite, labels: labels}
 	}
-	if row.ImposedLabels == nil {
-		row.ImposedLabels = StringMap{}
-	}
-	return *row.ImposedSite, row.ImposedLabels, true, nil
+	return out, nil
+}
+
+type imposed struct {
+	site   string
+	labels StringMap
 }
