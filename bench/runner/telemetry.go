@@ -1,0 +1,135 @@
+package runner
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/viworks/backend-agent/e2e/cluster"
+)
+
+// persistedColumn is added to the bench database's telemetry table (never to
+// the product's schema): Postgres stamps each row with the clock when it is
+// written, so ingest lag is measured up to the row being in the table.
+const persistedColumn = `ALTER TABLE telemetry ADD COLUMN bench_persisted_at timestamptz NOT NULL DEFAULT clock_timestamp()`
+
+type telemetryResult struct {
+	agents     int
+	interval   time.Duration
+	window     time.Duration
+	offered    float64 // rows/s the agents sent in the window (rows with ts in it)
+	persisted  float64 // rows/s written in the window (rows with bench_persisted_at in it)
+	lagP50     time.Duration
+	lagP99     time.Duration // persisted − sent (agent's ts)
+	recvP99    time.Duration // received by the gateway − sent
+	simCores   float64       // CPU of the agentsim processes during the window, in cores
+	gwCores    float64       // CPU of the gateways during the window, in cores
+	drainAfter time.Duration // time after the agents stopped until the last row was written
+}
+
+// telemetrySizing picks the fleet for the telemetry scenario: agents sending
+// every interval so the offered rate is 60% of the raw COPY rate (above the
+// 50% target), within maxAgents.
+func telemetrySizing(copyRowsPS float64, maxAgents int) (int, time.Duration) {
+	const interval = 100 * time.Millisecond // 10 frames/s per agent, well under max_frames_per_second
+	n := int(0.6 * copyRowsPS * interval.Seconds())
+	return max(1, min(n, maxAgents)), interval
+}
+
+// telemetry runs n agents that send TELEMETRY every interval over the
+// gateways, and measures for window how many rows the product persists per
+// second and how long after sending they are in Postgres.
+func telemetry(ctx context.Context, c *cluster.Cluster, s system, db *sql.DB, n int, interval, window time.Duration, progress func(string, ...any)) (telemetryResult, error) {
+	res := telemetryResult{agents: n, interval: interval, window: window}
+	procs, err := startFleet(c, s.gateways, "tel-agentsim", "t-", n, "--telemetry-interval", interval.String())
+	if err != nil {
+		return res, err
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			for _, p := range procs {
+				p.Stop(30 * time.Second)
+			}
+		}
+	}
+	defer stop()
+	if err := s.waitOnline(n, 3*time.Minute); err != nil {
+		return res, err
+	}
+	time.Sleep(min(window/2, 3*time.Second)) // warm-up: every agent sending
+	pids := func(ps []*cluster.Proc) []int {
+		out := make([]int, len(ps))
+		for i, p := range ps {
+			out[i] = p.Cmd.Process.Pid
+		}
+		return out
+	}
+	simPids, gwPids := pids(procs), pids(s.gatewayProcs)
+	sim0, gw0 := sumCPU(simPids), sumCPU(gwPids)
+	t0 := time.Now()
+	progress("telemetry: measuring %s", window)
+	select {
+	case <-time.After(window):
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	t1 := time.Now()
+	res.simCores = (sumCPU(simPids) - sim0).Seconds() / t1.Sub(t0).Seconds()
+	res.gwCores = (sumCPU(gwPids) - gw0).Seconds() / t1.Sub(t0).Seconds()
+	stop()
+	stoppedAt := time.Now()
+
+	// Wait until the gateways have written what they hold.
+	var last int64 = -1
+	for {
+		var cnt int64
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM telemetry WHERE ts >= $1`, t0).Scan(&cnt); err != nil {
+			return res, fmt.Errorf("telemetry: counting rows: %w", err)
+		}
+		if cnt == last {
+			break
+		}
+		last = cnt
+		if time.Since(stoppedAt) > 2*time.Minute {
+			return res, fmt.Errorf("telemetry: rows still arriving 2 minutes after the agents stopped")
+		}
+		time.Sleep(1500 * time.Millisecond)
+	}
+	var sent, written int64
+	var p50, p99, recv99 sql.NullFloat64
+	var lastWrite sql.NullTime
+	err = db.QueryRowContext(ctx, `SELECT
+  count(*) FILTER (WHERE ts >= $1 AND ts < $2),
+  count(*) FILTER (WHERE bench_persisted_at >= $1 AND bench_persisted_at < $2),
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM bench_persisted_at - ts)) FILTER (WHERE ts >= $1 AND ts < $2),
+  percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM bench_persisted_at - ts)) FILTER (WHERE ts >= $1 AND ts < $2),
+  percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts)) FILTER (WHERE ts >= $1 AND ts < $2),
+  max(bench_persisted_at)
+FROM telemetry WHERE agent_id LIKE 't-%' AND (ts >= $1 OR bench_persisted_at >= $1)`, t0, t1).Scan(&sent, &written, &p50, &p99, &recv99, &lastWrite)
+	if err != nil {
+		return res, fmt.Errorf("telemetry: reading the rows: %w", err)
+	}
+	secs := t1.Sub(t0).Seconds()
+	res.offered, res.persisted = float64(sent)/secs, float64(written)/secs
+	res.lagP50 = time.Duration(p50.Float64 * float64(time.Second))
+	res.lagP99 = time.Duration(p99.Float64 * float64(time.Second))
+	res.recvP99 = time.Duration(recv99.Float64 * float64(time.Second))
+	if lastWrite.Valid {
+		res.drainAfter = max(0, lastWrite.Time.Sub(stoppedAt))
+	}
+	if sent == 0 {
+		return res, fmt.Errorf("telemetry: no rows sent in the window were persisted")
+	}
+	return res, nil
+}
+
+func sumCPU(pids []int) time.Duration {
+	var t time.Duration
+	for _, p := range pids {
+		t += procCPU(p)
+	}
+	return t
+}
