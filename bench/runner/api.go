@@ -31,6 +31,7 @@ type apiResult struct {
 	dur         time.Duration
 	real, bare  loadResult
 	bodyBytes   int
+	profiles    []string
 }
 
 // loadResult is one run of the load generator against one server.
@@ -80,7 +81,9 @@ func apiScenario(ctx context.Context, c *cluster.Cluster, sys system, db *sql.DB
 	res.bodyBytes = len(body)
 
 	progress("api: real API, %d connections for %s", concurrency, dur)
+	wait := sys.prof.capture(ctx, "api", dur, map[string]string{"api": sys.api})
 	res.real, err = runLoad(ctx, sys.api+apiPath, hdr, sys.apiProc.Cmd.Process.Pid, concurrency, dur)
+	res.profiles = wait()
 	if err != nil {
 		return res, fmt.Errorf("api: %w", err)
 	}
