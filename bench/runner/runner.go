@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -169,7 +170,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sys.prof = prof
+	sys.prof, sys.db = prof, db
 	report := func(paths []string) {
 		for _, p := range paths {
 			progress("profile %s", p)
@@ -198,19 +199,17 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	report(api.profiles)
 
 	progress("connections: %d idle agents on one gateway", cfg.ConnAgents)
-	conn, err := connections(c, sys, cfg.ConnAgents, progress)
+	conn, connFleet, err := connections(c, sys, cfg.ConnAgents, progress)
 	if err != nil {
 		return err
 	}
-	if err := sys.waitOffline(2 * time.Minute); err != nil {
-		return err
-	}
-	progress("starting %d simulated agents for the command scenarios", cfg.Agents)
+	progress("stopping the idle agents; starting %d simulated agents for the command scenarios", cfg.Agents)
+	stopProcs(connFleet)
 	fleet, err := startFleet(c, sys.gateways[:1], "agentsim", "b-", cfg.Agents)
 	if err != nil {
 		return err
 	}
-	if err := sys.waitOnline(cfg.Agents, 2*time.Minute); err != nil {
+	if err := sys.waitFleet(ctx, "b-", cfg.Agents, 4*time.Minute); err != nil {
 		return err
 	}
 	b, err := bus.NewRedis(ctx, bus.RedisConfig{URL: cfg.RedisURL, KeyPrefix: prefix})
@@ -250,16 +249,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return fmt.Errorf("%d executions did not succeed", unfinished)
 	}
 	stopProcs(fleet)
-	if err := sys.waitOffline(2 * time.Minute); err != nil {
-		return err
-	}
 
 	progress("fan-out: %d agents over %d gateways", cfg.FanOutAgents, len(sys.gateways))
 	fleet, err = startFleet(c, sys.gateways, "fan-agentsim", "f-", cfg.FanOutAgents)
 	if err != nil {
 		return err
 	}
-	if err := sys.waitOnline(cfg.FanOutAgents, 4*time.Minute); err != nil {
+	if err := sys.waitFleet(ctx, "f-", cfg.FanOutAgents, 4*time.Minute); err != nil {
 		return err
 	}
 	time.Sleep(time.Second) // the connect burst's heartbeats and garbage settle
@@ -273,9 +269,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	progress("fan-out: POST answered after %s, last COMMAND dispatched after %s, last result durable after %s",
 		ms(fan.post), ms(fan.allDispatched), ms(fan.durable))
 	stopProcs(fleet)
-	if err := sys.waitOffline(2 * time.Minute); err != nil {
-		return err
-	}
 
 	telAgents, telInterval := telemetrySizing(limits.CopyRowsPS, cfg.TelemetryMax)
 	progress("telemetry: %d agents sending every %s over %d gateways (offered %.0f rows/s)", telAgents, telInterval, len(sys.gateways), float64(telAgents)/telInterval.Seconds())
@@ -362,9 +355,20 @@ func telemetryMet(t telemetryResult, copyRowsPS float64) string {
 	return "NO"
 }
 
+// stopProcs stops processes together: SIGTERM to all, then each gets until a
+// common deadline before it is killed.
 func stopProcs(procs []*cluster.Proc) {
 	for _, p := range procs {
-		p.Stop(30 * time.Second)
+		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range procs {
+		select {
+		case <-p.Done:
+		case <-time.After(time.Until(deadline)):
+			_ = p.Cmd.Process.Kill()
+			<-p.Done
+		}
 	}
 }
 
@@ -436,6 +440,7 @@ type system struct {
 	api          string
 	apiProc      *cluster.Proc
 	scheduler    string // base URL
+	db           *sql.DB
 	prof         profiler
 	gateways     []string // host:port of each gateway
 	gatewayProcs []*cluster.Proc
@@ -518,39 +523,29 @@ func startFleet(c *cluster.Cluster, gateways []string, label, prefix string, n i
 	return procs, nil
 }
 
-func (s system) waitOnline(n int, timeout time.Duration) error {
+// waitFleet waits until n agents named prefix* are online and every other
+// agent is offline (a previous scenario's fleet, stopped just before, has
+// gone), reading the agents table.
+func (s system) waitFleet(ctx context.Context, prefix string, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		got, err := s.online()
+		var mine, others int
+		err := s.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE starts_with(id, $1)), count(*) FILTER (WHERE NOT starts_with(id, $1))
+FROM agents WHERE status = 'online'`, prefix).Scan(&mine, &others)
 		if err != nil {
-			return err
+			return fmt.Errorf("counting online agents: %w", err)
 		}
-		if got >= n {
+		if mine >= n && others == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d agents online after %s", got, n, timeout)
+			return fmt.Errorf("after %s: %d of %d %s* agents online, %d others still online", timeout, mine, n, prefix, others)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// waitOffline waits until no agent is online (the connections scenario's
-// agents have gone).
-func (s system) waitOffline(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		got, err := s.online()
-		if err != nil {
-			return err
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		if got == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d agents still online after %s", got, timeout)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -561,34 +556,37 @@ type connResult struct {
 
 // connections connects n idle agents to the gateway and measures its RSS per
 // session and the connect rate, then disconnects them.
-func connections(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, error) {
+func connections(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, []*cluster.Proc, error) {
+	out, procs, err := connect(c, sys, n, progress)
+	if err != nil {
+		stopProcs(procs)
+	}
+	return out, procs, err
+}
+
+func connect(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, []*cluster.Proc, error) {
 	var out connResult
 	pid := sys.gatewayProcs[0].Cmd.Process.Pid
 	before, err := rssKiB(pid)
 	if err != nil {
-		return out, err
+		return out, nil, err
 	}
 	start := time.Now()
 	procs, err := startFleet(c, sys.gateways[:1], "conn-agentsim", "c-", n)
 	if err != nil {
-		return out, err
+		return out, procs, err
 	}
-	defer func() {
-		for _, p := range procs {
-			p.Stop(30 * time.Second)
-		}
-	}()
 	last := time.Now()
 	for {
 		got, err := sys.sessions()
 		if err != nil {
-			return out, err
+			return out, procs, err
 		}
 		if got >= n {
 			break
 		}
 		if time.Since(start) > 5*time.Minute {
-			return out, fmt.Errorf("connections: only %d of %d sessions after 5 minutes", got, n)
+			return out, procs, fmt.Errorf("connections: only %d of %d sessions after 5 minutes", got, n)
 		}
 		if time.Since(last) > 5*time.Second {
 			last = time.Now()
@@ -600,11 +598,11 @@ func connections(c *cluster.Cluster, sys system, n int, progress func(string, ..
 	time.Sleep(3 * time.Second) // let the connect burst's garbage go
 	after, err := rssKiB(pid)
 	if err != nil {
-		return out, err
+		return out, procs, err
 	}
 	out.perSessionKiB = float64(after-before) / float64(n)
 	progress("connections: gateway RSS %d KiB idle, %d KiB with %d sessions", before, after, n)
-	return out, nil
+	return out, procs, nil
 }
 
 func rssKiB(pid int) (int64, error) {
@@ -638,24 +636,6 @@ func (s system) sessions() (int, error) {
 		}
 	}
 	return 0, nil
-}
-
-func (s system) online() (int, error) {
-	n, cursor := 0, ""
-	for {
-		var page struct {
-			Items      []json.RawMessage `json:"items"`
-			NextCursor *string           `json:"next_cursor"`
-		}
-		if err := s.do(http.MethodGet, "/api/v1/agents?status=online&limit=1000&cursor="+url.QueryEscape(cursor), nil, &page); err != nil {
-			return 0, err
-		}
-		n += len(page.Items)
-		if page.NextCursor == nil {
-			return n, nil
-		}
-		cursor = *page.NextCursor
-	}
 }
 
 func (s system) do(method, path string, body any, out any) error {

@@ -53,13 +53,11 @@ func telemetry(ctx context.Context, c *cluster.Cluster, s system, db *sql.DB, n 
 	stop := func() {
 		if !stopped {
 			stopped = true
-			for _, p := range procs {
-				p.Stop(30 * time.Second)
-			}
+			stopProcs(procs)
 		}
 	}
 	defer stop()
-	if err := s.waitOnline(n, 3*time.Minute); err != nil {
+	if err := s.waitFleet(ctx, "t-", n, 4*time.Minute); err != nil {
 		return res, err
 	}
 	time.Sleep(min(window/2, 3*time.Second)) // warm-up: every agent sending
