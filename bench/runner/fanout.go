@@ -15,6 +15,8 @@ type fanOutResult struct {
 	allDispatched time.Duration // last dispatched_at
 	durable       time.Duration // last execution recorded terminal (its updated_at)
 	succeeded     int
+	rounds        int           // scheduler dispatch rounds during the fan-out
+	roundAvg      time.Duration // their mean duration
 }
 
 // fanOut posts one echo command to agents prefix0..prefix(n-1), which are

@@ -45,7 +45,7 @@ type Config struct {
 	ConnAgents   int // idle sessions held by one gateway in the connections scenario
 
 	FanOutAgents   int           // agents of the one fan-out command, over two gateways
-	TelemetryMax   int           // most agents in the telemetry scenario
+	TelemetryMax   int           // agents in the telemetry scenario
 	TelemetryFor   time.Duration // telemetry measuring window
 	CopyRows       int           // rows COPYed for the raw ingest limit
 	APIAgents      int           // agents in the database for the api scenario
@@ -69,7 +69,7 @@ func (c *Config) Defaults() {
 		c.APIAgents, c.APIConcurrency, c.APIFor = 10000, 8, 2*time.Second
 	} else {
 		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 1000, 1000, 30*time.Second, 100, 2000, 19000
-		c.FanOutAgents, c.TelemetryMax, c.TelemetryFor, c.CopyRows = 10000, 10000, 20*time.Second, 200000
+		c.FanOutAgents, c.TelemetryMax, c.TelemetryFor, c.CopyRows = 10000, 2000, 20*time.Second, 200000
 		c.APIAgents, c.APIConcurrency, c.APIFor = 10000, 8, 10*time.Second
 	}
 	if conn > 0 {
@@ -260,14 +260,21 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	time.Sleep(time.Second) // the connect burst's heartbeats and garbage settle
 	progress("fan-out: one command to all %d agents", cfg.FanOutAgents)
-	wait = prof.capture(ctx, "fanout", 3*time.Second, map[string]string{"scheduler": sys.scheduler, "gateway1": "http://" + sys.gateways[0], "gateway2": "http://" + sys.gateways[1], "api": sys.api})
+	wait = prof.capture(ctx, "fanout", fanOutProfile(cfg.Quick), map[string]string{"scheduler": sys.scheduler, "gateway1": "http://" + sys.gateways[0], "gateway2": "http://" + sys.gateways[1], "api": sys.api})
+	roundsSum0, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_sum")
+	rounds0, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_count")
 	fan, err := fanOut(ctx, sys, db, "f-", cfg.FanOutAgents)
 	if err != nil {
 		return err
 	}
 	report(wait())
-	progress("fan-out: POST answered after %s, last COMMAND dispatched after %s, last result durable after %s",
-		ms(fan.post), ms(fan.allDispatched), ms(fan.durable))
+	roundsSum1, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_sum")
+	rounds1, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_count")
+	if n := rounds1 - rounds0; n > 0 {
+		fan.rounds, fan.roundAvg = int(n), time.Duration((roundsSum1-roundsSum0)/n*float64(time.Second))
+	}
+	progress("fan-out: POST answered after %s, last COMMAND dispatched after %s, last result durable after %s; %d dispatch rounds averaging %s",
+		ms(fan.post), ms(fan.allDispatched), ms(fan.durable), fan.rounds, ms(fan.roundAvg))
 	stopProcs(fleet)
 
 	telAgents, telInterval := telemetrySizing(limits.CopyRowsPS, cfg.TelemetryMax)
@@ -296,13 +303,17 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	fmt.Fprintf(&table, "configuration per scenario:\n")
 	fmt.Fprintf(&table, "  connections: %d idle agentsim agents on one gateway (heartbeat 30 s, telemetry 30 s), up to %d per agentsim process\n", cfg.ConnAgents, perProcess)
 	fmt.Fprintf(&table, "  latency:     %d sequential echo commands, one target each, over %d connected agents on one gateway; result seen via the scheduler wake (after commit)\n", cfg.LatencyN, cfg.Agents)
-	fmt.Fprintf(&table, "  fan-out:     one echo command to %d agents, %d per gateway over %d gateways, in %d agentsim processes; figure = last execution's updated_at (terminal) − POST sent; POST answered %s, last dispatch %s\n",
-		fan.agents, fan.agents/len(sys.gateways), len(sys.gateways), processes(cfg.FanOutAgents, len(sys.gateways)), ms(fan.post), ms(fan.allDispatched))
+	fmt.Fprintf(&table, "  fan-out:     one echo command to %d agents, %d per gateway over %d gateways, in %d agentsim processes; figure = last execution's updated_at (terminal) − POST sent;\n"+
+		"               POST answered %s, last dispatch %s; scheduler: %d claim-route-publish rounds (batches of at most 100) averaging %s\n",
+		fan.agents, fan.agents/len(sys.gateways), len(sys.gateways), processes(cfg.FanOutAgents, len(sys.gateways)), ms(fan.post), ms(fan.allDispatched), fan.rounds, ms(fan.roundAvg))
 	fmt.Fprintf(&table, "  throughput:  %s, commands of %d targets, 8 commands in flight, %d agents on one gateway\n", cfg.Throughput, cfg.FanOut, cfg.Agents)
-	fmt.Fprintf(&table, "  telemetry:   %d agents sending every %s over %d gateways (sized to offer 60%% of the COPY limit, at most %d agents) for %s after warm-up;\n"+
+	fmt.Fprintf(&table, "  telemetry:   %d agents sending every %s over %d gateways (interval sized to offer 60%% of the COPY limit, at least 25 ms) for %s after warm-up;\n"+
 		"               lag = bench_persisted_at (clock_timestamp() default on a bench-only column) − agent ts: p50 %s, p99 %s; gateway received_at − ts p99 %s;\n"+
 		"               CPU during the window: agentsim %.2f cores, gateways %.2f cores; last row written %s after the agents stopped\n",
-		tel.agents, tel.interval, len(sys.gateways), cfg.TelemetryMax, tel.window, ms(tel.lagP50), ms(tel.lagP99), ms(tel.recvP99), tel.simCores, tel.gwCores, ms(tel.drainAfter))
+		tel.agents, tel.interval, len(sys.gateways), tel.window, ms(tel.lagP50), ms(tel.lagP99), ms(tel.recvP99), tel.simCores, tel.gwCores, ms(tel.drainAfter))
+	if tel.shortOf != "" {
+		fmt.Fprintf(&table, "               not every agent connected under the telemetry load: %s\n", tel.shortOf)
+	}
 	if tel.stillArriving {
 		fmt.Fprintf(&table, "               rows were still being written 2 minutes after the agents stopped: the gateways had fallen behind\n")
 	}
@@ -341,6 +352,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		progress("wrote %s", name)
 	}
 	return nil
+}
+
+// fanOutProfile is how long the fan-out's CPU profiles run: long enough to
+// see the dispatch rounds of a slow fan-out.
+func fanOutProfile(quick bool) time.Duration {
+	if quick {
+		return 3 * time.Second
+	}
+	return 15 * time.Second
 }
 
 // telemetryMet judges the telemetry row; a fleet too small to offer half the
@@ -620,7 +640,14 @@ func rssKiB(pid int) (int64, error) {
 
 // sessions reads the first gateway's viworks_gateway_sessions gauge.
 func (s system) sessions() (int, error) {
-	resp, err := s.client.Get("http://" + s.gateways[0] + "/metrics")
+	v, err := s.metric("http://"+s.gateways[0], "viworks_gateway_sessions")
+	return int(v), err
+}
+
+// metric sums the samples of one Prometheus metric (every label set) served
+// at base/metrics.
+func (s system) metric(base, name string) (float64, error) {
+	resp, err := s.client.Get(base + "/metrics")
 	if err != nil {
 		return 0, err
 	}
@@ -629,13 +656,23 @@ func (s system) sessions() (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	var sum float64
 	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "viworks_gateway_sessions "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(f), err
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || len(rest) == 0 || (rest[0] != ' ' && rest[0] != '{') {
+			continue
 		}
+		fields := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(fields) == 0 {
+			continue
+		}
+		f, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %s: %w", name, err)
+		}
+		sum += f
 	}
-	return 0, nil
+	return sum, nil
 }
 
 func (s system) do(method, path string, body any, out any) error {

@@ -33,17 +33,17 @@ func TestNiceAxis(t *testing.T) {
 
 func TestTelemetrySizing(t *testing.T) {
 	for _, tc := range []struct {
-		copyPS    float64
-		maxAgents int
-		want      int
+		copyPS float64
+		agents int
+		want   time.Duration
 	}{
-		{100000, 10000, 6000}, // 60% of 100k rows/s at 10 rows/s per agent
-		{100000, 200, 200},    // capped
-		{1, 10, 1},            // at least one agent
+		{100000, 2000, 33 * time.Millisecond},  // 60k rows/s from 2,000 agents
+		{1000000, 2000, 25 * time.Millisecond}, // the floor: at most 40 frames/s per agent
+		{100, 200, time.Second},                // the ceiling
 	} {
-		n, interval := telemetrySizing(tc.copyPS, tc.maxAgents)
-		require.Equal(t, tc.want, n)
-		require.Equal(t, 100*time.Millisecond, interval)
+		n, interval := telemetrySizing(tc.copyPS, tc.agents)
+		require.Equal(t, tc.agents, n)
+		require.Equal(t, tc.want, interval, "COPY %v rows/s, %d agents", tc.copyPS, tc.agents)
 	}
 }
 
@@ -135,4 +135,20 @@ func TestProcCPUReadsThisProcess(t *testing.T) {
 func TestServeBareRejectsMissingFlags(t *testing.T) {
 	require.ErrorContains(t, ServeBare(nil), "--port and --body are required")
 	require.ErrorContains(t, ServeBare([]string{"--port", "1", "--body", "/nonexistent/body"}), "reading body")
+}
+
+func TestMetricSumsLabelSetsOfOneName(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("# HELP x_seconds help\nx_seconds_sum 1.5\nx_seconds_count 3\nx_total{reason=\"a\"} 2\nx_total{reason=\"b\"} 5\nx_totally 100\n"))
+	}))
+	defer srv.Close()
+	s := system{client: srv.Client()}
+	for _, tc := range []struct {
+		name string
+		want float64
+	}{{"x_total", 7}, {"x_seconds_sum", 1.5}, {"x_seconds_count", 3}, {"missing", 0}} {
+		got, err := s.metric(srv.URL, tc.name)
+		require.NoError(t, err)
+		require.InDelta(t, tc.want, got, 1e-9, tc.name)
+	}
 }

@@ -27,17 +27,21 @@ type telemetryResult struct {
 	gwCores    float64       // CPU of the gateways during the window, in cores
 	drainAfter time.Duration // time after the agents stopped until the last row was written
 	profiles   []string
+	shortOf    string // set when not every agent connected
 	// stillArriving: rows were still being written 2 minutes after the agents stopped.
 	stillArriving bool
 }
 
-// telemetrySizing picks the fleet for the telemetry scenario: agents sending
-// every interval so the offered rate is 60% of the raw COPY rate (above the
-// 50% target), within maxAgents.
-func telemetrySizing(copyRowsPS float64, maxAgents int) (int, time.Duration) {
-	const interval = 100 * time.Millisecond // 10 frames/s per agent, well under max_frames_per_second
-	n := int(0.6 * copyRowsPS * interval.Seconds())
-	return max(1, min(n, maxAgents)), interval
+// telemetrySizing picks the fleet for the telemetry scenario: agents agents
+// sending every interval so the offered rate is 60% of the raw COPY rate
+// (above the 50% target). The interval is at least 25 ms (40 frames/s, under
+// the gateway's default max_frames_per_second of 50 with the heartbeats) and
+// at most 1 s; a fleet of agents that cannot offer 60% at 25 ms offers less.
+func telemetrySizing(copyRowsPS float64, agents int) (int, time.Duration) {
+	const floor, ceiling = 25 * time.Millisecond, time.Second
+	offered := max(1, 0.6*copyRowsPS)
+	interval := time.Duration(float64(agents) / offered * float64(time.Second)).Round(time.Millisecond)
+	return agents, min(max(interval, floor), ceiling)
 }
 
 // telemetry runs n agents that send TELEMETRY every interval over the
@@ -57,8 +61,11 @@ func telemetry(ctx context.Context, c *cluster.Cluster, s system, db *sql.DB, n 
 		}
 	}
 	defer stop()
-	if err := s.waitFleet(ctx, "t-", n, 4*time.Minute); err != nil {
-		return res, err
+	if err := s.waitFleet(ctx, "t-", n, 3*time.Minute); err != nil {
+		// A fleet that cannot all connect under its own telemetry load is
+		// measured as it stands.
+		progress("telemetry: %v; measuring the agents that are connected", err)
+		res.shortOf = err.Error()
 	}
 	time.Sleep(min(window/2, 3*time.Second)) // warm-up: every agent sending
 	pids := func(ps []*cluster.Proc) []int {
