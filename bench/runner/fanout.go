@@ -17,6 +17,7 @@ type fanOutResult struct {
 	succeeded     int
 	rounds        int           // scheduler dispatch rounds during the fan-out
 	roundAvg      time.Duration // their mean duration
+	pgTop         []string      // what Postgres's sessions did meanwhile
 }
 
 // fanOut posts one echo command to agents prefix0..prefix(n-1), which are

@@ -52,6 +52,7 @@ type Config struct {
 	APIConcurrency int           // load generator connections
 	APIFor         time.Duration // per server
 	Profile        bool          // services serve pprof; CPU profiles of the measuring windows go to OutDir
+	FanOutOverride int           // > 0: FanOutAgents
 }
 
 // Defaults fills the sizes for a full or a quick run.
@@ -74,6 +75,9 @@ func (c *Config) Defaults() {
 	}
 	if conn > 0 {
 		c.ConnAgents = conn
+	}
+	if c.FanOutOverride > 0 {
+		c.FanOutAgents = c.FanOutOverride
 	}
 }
 
@@ -263,7 +267,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	wait = prof.capture(ctx, "fanout", fanOutProfile(cfg.Quick), map[string]string{"scheduler": sys.scheduler, "gateway1": "http://" + sys.gateways[0], "gateway2": "http://" + sys.gateways[1], "api": sys.api})
 	roundsSum0, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_sum")
 	rounds0, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_count")
+	pgs := startPGSampler(ctx, db, 20*time.Millisecond)
 	fan, err := fanOut(ctx, sys, db, "f-", cfg.FanOutAgents)
+	fan.pgTop = pgs.Stop(6)
 	if err != nil {
 		return err
 	}
@@ -306,6 +312,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	fmt.Fprintf(&table, "  fan-out:     one echo command to %d agents, %d per gateway over %d gateways, in %d agentsim processes; figure = last execution's updated_at (terminal) − POST sent;\n"+
 		"               POST answered %s, last dispatch %s; scheduler: %d claim-route-publish rounds (batches of at most 100) averaging %s\n",
 		fan.agents, fan.agents/len(sys.gateways), len(sys.gateways), processes(cfg.FanOutAgents, len(sys.gateways)), ms(fan.post), ms(fan.allDispatched), fan.rounds, ms(fan.roundAvg))
+	fmt.Fprintf(&table, "               Postgres during the fan-out (pg_stat_activity every 20 ms, mean active sessions by wait | query):\n")
+	for _, l := range fan.pgTop {
+		fmt.Fprintf(&table, "                 %s\n", l)
+	}
 	fmt.Fprintf(&table, "  throughput:  %s, commands of %d targets, 8 commands in flight, %d agents on one gateway\n", cfg.Throughput, cfg.FanOut, cfg.Agents)
 	fmt.Fprintf(&table, "  telemetry:   %d agents sending every %s over %d gateways (interval sized to offer 60%% of the COPY limit, at least 25 ms) for %s after warm-up;\n"+
 		"               lag = bench_persisted_at (clock_timestamp() default on a bench-only column) − agent ts: p50 %s, p99 %s; gateway received_at − ts p99 %s;\n"+

@@ -92,22 +92,26 @@ func telemetry(ctx context.Context, c *cluster.Cluster, s system, db *sql.DB, n 
 	stoppedAt := time.Now()
 	res.profiles = wait()
 
-	// Wait until the gateways have written what they hold.
+	// Wait until the gateways have written what they hold: the count of rows
+	// sent since the window opened is non-zero and unchanged for three polls
+	// (a gateway that fell behind writes its backlog in long transactions).
 	var last int64 = -1
-	for {
+	for stable := 0; stable < 3; {
 		var cnt int64
 		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM telemetry WHERE ts >= $1`, t0).Scan(&cnt); err != nil {
 			return res, fmt.Errorf("telemetry: counting rows: %w", err)
 		}
-		if cnt == last {
-			break
+		if cnt > 0 && cnt == last {
+			stable++
+		} else {
+			stable = 0
 		}
 		last = cnt
 		if time.Since(stoppedAt) > 2*time.Minute {
 			res.stillArriving = true // measured as it stands: rows not written by now count as not persisted
 			break
 		}
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(time.Second)
 	}
 	var sent, written int64
 	var p50, p99, recv99 sql.NullFloat64
