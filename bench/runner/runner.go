@@ -298,7 +298,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		{"connections", fmt.Sprintf("%.0f agents/s connect (enroll + upgrade + HELLO)", conn.rate), "≥ 2,000 agents/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(conn.rate, limits.PGInsertTPS), met(conn.rate >= 2000)},
 		{"latency", "p50 " + ms(p50), "≤ 5 ms", "Redis RTT + PG commit " + ms(base), ratio(float64(p50), float64(base)), met(p50 <= 5*time.Millisecond)},
 		{"latency", "p99 " + ms(p99), "≤ 20 ms", "", "", met(p99 <= 20*time.Millisecond)},
-		{"fan-out", fmt.Sprintf("%.2f s POST → %d results durable", fan.durable.Seconds(), fan.agents), "≤ 1 s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), "", met(fan.durable <= time.Second)},
+		{"fan-out", fmt.Sprintf("%.2f s POST → %d results durable", fan.durable.Seconds(), fan.agents), "≤ 1 s", "", "", met(fan.durable <= time.Second)},
 		{"throughput", fmt.Sprintf("%.0f executions/s", tput), "≥ 5,000/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(tput, limits.PGInsertTPS), met(tput >= 5000)},
 		{"telemetry", fmt.Sprintf("%.0f rows/s persisted (%.0f/s offered)", tel.persisted, tel.offered), "≥ 50% of raw COPY", fmt.Sprintf("COPY %.0f rows/s", limits.CopyRowsPS), ratio(tel.persisted, limits.CopyRowsPS), telemetryMet(tel, limits.CopyRowsPS)},
 		{"telemetry", "p99 ingest lag " + ms(tel.lagP99) + " (sent → in table)", "", "", "", ""},
