@@ -16,8 +16,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -31,7 +33,7 @@ import (
 // Config sizes the run.
 type Config struct {
 	Root         string // repository root
-	OutDir       string // where the result table is written
+	OutDir       string // where the result table and chart are written
 	Quick        bool   // small sizes, for CI
 	AdminDB      string // Postgres admin URL
 	RedisURL     string
@@ -41,6 +43,16 @@ type Config struct {
 	FanOut       int // agents per command in the throughput scenario
 	LimitSamples int
 	ConnAgents   int // idle sessions held by one gateway in the connections scenario
+
+	FanOutAgents   int           // agents of the one fan-out command, over two gateways
+	TelemetryMax   int           // agents in the telemetry scenario
+	TelemetryFor   time.Duration // telemetry measuring window
+	CopyRows       int           // rows COPYed for the raw ingest limit
+	APIAgents      int           // agents in the database for the api scenario
+	APIConcurrency int           // load generator connections
+	APIFor         time.Duration // per server
+	Profile        bool          // services serve pprof; CPU profiles of the measuring windows go to OutDir
+	FanOutOverride int           // > 0: FanOutAgents
 }
 
 // Defaults fills the sizes for a full or a quick run.
@@ -54,11 +66,18 @@ func (c *Config) Defaults() {
 	conn := c.ConnAgents
 	if c.Quick {
 		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 100, 100, 5*time.Second, 50, 200, 500
+		c.FanOutAgents, c.TelemetryMax, c.TelemetryFor, c.CopyRows = 500, 200, 4*time.Second, 20000
+		c.APIAgents, c.APIConcurrency, c.APIFor = 10000, 8, 2*time.Second
 	} else {
 		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 1000, 1000, 30*time.Second, 100, 2000, 19000
+		c.FanOutAgents, c.TelemetryMax, c.TelemetryFor, c.CopyRows = 10000, 2000, 20*time.Second, 200000
+		c.APIAgents, c.APIConcurrency, c.APIFor = 10000, 8, 10*time.Second
 	}
 	if conn > 0 {
 		c.ConnAgents = conn
+	}
+	if c.FanOutOverride > 0 {
+		c.FanOutAgents = c.FanOutOverride
 	}
 }
 
@@ -70,6 +89,10 @@ max_per_agent = 64
 
 [agent_management]
 max_agent_connections = 20000
+
+[telemetry]
+batch_size = 1000
+flush_interval = 1
 `
 
 // Row is one line of the result table.
@@ -80,7 +103,10 @@ type Row struct {
 // Run executes the benchmark and writes the table to out and OutDir.
 func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	cfg.Defaults()
-	progress := func(format string, a ...any) { fmt.Fprintf(out, "bench: "+format+"\n", a...) }
+	began := time.Now()
+	progress := func(format string, a ...any) {
+		fmt.Fprintf(out, "bench [%5.1fs]: "+format+"\n", append([]any{time.Since(began).Seconds()}, a...)...)
+	}
 
 	progress("building binaries")
 	bin, err := cluster.Build(cfg.Root)
@@ -122,12 +148,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 
-	progress("measuring the limits of this machine (%d samples each)", cfg.LimitSamples)
-	limits, err := measureLimits(ctx, db, rdb, cfg.LimitSamples)
-	if err != nil {
-		return err
-	}
-
 	prefix := fmt.Sprintf("viworks-bench-%d:", time.Now().UnixNano())
 	keyPath := filepath.Join(work, "signing.key")
 	if _, err := signing.GenerateKeyFile(keyPath); err != nil {
@@ -143,26 +163,58 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		"AGENT_ENROLLMENT_SECRET=bench-enrollment-secret", "LOG_LEVEL=warn", "LOG_FORMAT=text",
 		"RATE_LIMIT_REQUESTS=100000000", // the load comes from one address
 	)}
+	prof := profiler{stamp: time.Now().UTC().Format("20060102T150405Z")}
+	if cfg.Profile {
+		c.Env = append(c.Env, "VIWORKS_PPROF=1")
+		prof.dir = cfg.OutDir
+	}
 	defer c.StopAll(20 * time.Second)
 
-	progress("starting scheduler, agent-gateway and api-server")
+	progress("starting scheduler, two agent-gateways and api-server")
 	sys, err := start(c, confPath)
 	if err != nil {
 		return err
 	}
-	progress("connections: %d idle agents on one gateway", cfg.ConnAgents)
-	conn, err := connections(c, sys, cfg.ConnAgents, progress)
+	sys.prof, sys.db = prof, db
+	report := func(paths []string) {
+		for _, p := range paths {
+			progress("profile %s", p)
+		}
+	}
+	if _, err := db.ExecContext(ctx, persistedColumn); err != nil {
+		return fmt.Errorf("adding the bench's persisted-at column: %w", err)
+	}
+
+	progress("measuring the limits of this machine (%d samples each, COPY of %d rows)", cfg.LimitSamples, cfg.CopyRows)
+	limits, err := measureLimits(ctx, db, rdb, cfg.RedisURL, cfg.LimitSamples)
 	if err != nil {
 		return err
 	}
-	if err := sys.waitOffline(2 * time.Minute); err != nil {
+	const copyBatch = 5000
+	if limits.CopyRowsPS, err = measureCopy(ctx, dbURL, cfg.CopyRows, copyBatch); err != nil {
 		return err
 	}
-	progress("starting %d simulated agents for the command scenarios", cfg.Agents)
-	if _, err := startFleet(c, sys, "agentsim", "b-", cfg.Agents, 0); err != nil {
+	limits.CopyRows = cfg.CopyRows
+
+	progress("api: %d agents in the database, GET %s", cfg.APIAgents, apiPath)
+	api, err := apiScenario(ctx, c, sys, db, cfg.APIAgents, cfg.APIConcurrency, cfg.APIFor, progress)
+	if err != nil {
 		return err
 	}
-	if err := sys.waitOnline(cfg.Agents, 2*time.Minute); err != nil {
+	report(api.profiles)
+
+	progress("connections: %d idle agents on one gateway", cfg.ConnAgents)
+	conn, connFleet, err := connections(c, sys, cfg.ConnAgents, progress)
+	if err != nil {
+		return err
+	}
+	progress("stopping the idle agents; starting %d simulated agents for the command scenarios", cfg.Agents)
+	stopProcs(connFleet)
+	fleet, err := startFleet(c, sys.gateways[:1], "agentsim", "b-", cfg.Agents)
+	if err != nil {
+		return err
+	}
+	if err := sys.waitFleet(ctx, "b-", cfg.Agents, 4*time.Minute); err != nil {
 		return err
 	}
 	b, err := bus.NewRedis(ctx, bus.RedisConfig{URL: cfg.RedisURL, KeyPrefix: prefix})
@@ -176,20 +228,24 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	progress("latency: %d sequential single-target commands", cfg.LatencyN)
+	wait := prof.capture(ctx, "latency", 5*time.Second, map[string]string{"scheduler": sys.scheduler, "gateway": "http://" + sys.gateways[0], "api": sys.api})
 	lat, err := latency(ctx, sys, results, cfg.LatencyN, cfg.Agents)
 	if err != nil {
 		return err
 	}
+	report(wait())
 	breakdown, err := latencyBreakdown(ctx, db)
 	if err != nil {
 		return err
 	}
 	progress("latency breakdown (medians, server clocks): %s", breakdown)
 	progress("throughput: %s with %d agents, %d agents per command", cfg.Throughput, cfg.Agents, cfg.FanOut)
+	wait = prof.capture(ctx, "throughput", cfg.Throughput, map[string]string{"scheduler": sys.scheduler, "gateway": "http://" + sys.gateways[0], "api": sys.api})
 	tput, err := throughput(ctx, sys, results, cfg.Agents, cfg.FanOut, cfg.Throughput, progress)
 	if err != nil {
 		return err
 	}
+	report(wait())
 	var unfinished int
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM executions WHERE status <> 'succeeded'`).Scan(&unfinished); err != nil {
 		return err
@@ -197,6 +253,44 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if unfinished > 0 {
 		return fmt.Errorf("%d executions did not succeed", unfinished)
 	}
+	stopProcs(fleet)
+
+	progress("fan-out: %d agents over %d gateways", cfg.FanOutAgents, len(sys.gateways))
+	fleet, err = startFleet(c, sys.gateways, "fan-agentsim", "f-", cfg.FanOutAgents)
+	if err != nil {
+		return err
+	}
+	if err := sys.waitFleet(ctx, "f-", cfg.FanOutAgents, 4*time.Minute); err != nil {
+		return err
+	}
+	time.Sleep(time.Second) // the connect burst's heartbeats and garbage settle
+	progress("fan-out: one command to all %d agents", cfg.FanOutAgents)
+	wait = prof.capture(ctx, "fanout", fanOutProfile(cfg.Quick), map[string]string{"scheduler": sys.scheduler, "gateway1": "http://" + sys.gateways[0], "gateway2": "http://" + sys.gateways[1], "api": sys.api})
+	roundsSum0, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_sum")
+	rounds0, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_count")
+	pgs := startPGSampler(ctx, db, 20*time.Millisecond)
+	fan, err := fanOut(ctx, sys, db, "f-", cfg.FanOutAgents)
+	fan.pgTop = pgs.Stop(6)
+	if err != nil {
+		return err
+	}
+	report(wait())
+	roundsSum1, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_sum")
+	rounds1, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_count")
+	if n := rounds1 - rounds0; n > 0 {
+		fan.rounds, fan.roundAvg = int(n), time.Duration((roundsSum1-roundsSum0)/n*float64(time.Second))
+	}
+	progress("fan-out: POST answered after %s, last COMMAND dispatched after %s, last result durable after %s; %d dispatch rounds averaging %s",
+		ms(fan.post), ms(fan.allDispatched), ms(fan.durable), fan.rounds, ms(fan.roundAvg))
+	stopProcs(fleet)
+
+	telAgents, telInterval := telemetrySizing(limits.CopyRowsPS, cfg.TelemetryMax)
+	progress("telemetry: %d agents sending every %s over %d gateways (offered %.0f rows/s)", telAgents, telInterval, len(sys.gateways), float64(telAgents)/telInterval.Seconds())
+	tel, err := telemetry(ctx, c, sys, db, telAgents, telInterval, cfg.TelemetryFor, progress)
+	if err != nil {
+		return err
+	}
+	report(tel.profiles)
 
 	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
 	base := limits.RedisRTT + limits.PGCommit
@@ -205,12 +299,45 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		{"connections", fmt.Sprintf("%.0f agents/s connect (enroll + upgrade + HELLO)", conn.rate), "≥ 2,000 agents/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(conn.rate, limits.PGInsertTPS), met(conn.rate >= 2000)},
 		{"latency", "p50 " + ms(p50), "≤ 5 ms", "Redis RTT + PG commit " + ms(base), ratio(float64(p50), float64(base)), met(p50 <= 5*time.Millisecond)},
 		{"latency", "p99 " + ms(p99), "≤ 20 ms", "", "", met(p99 <= 20*time.Millisecond)},
+		{"fan-out", fmt.Sprintf("%.2f s POST → %d results durable", fan.durable.Seconds(), fan.agents), "≤ 1 s", "", "", met(fan.durable <= time.Second)},
 		{"throughput", fmt.Sprintf("%.0f executions/s", tput), "≥ 5,000/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(tput, limits.PGInsertTPS), met(tput >= 5000)},
+		{"telemetry", fmt.Sprintf("%.0f rows/s persisted (%.0f/s offered)", tel.persisted, tel.offered), "≥ 50% of raw COPY", fmt.Sprintf("COPY %.0f rows/s", limits.CopyRowsPS), ratio(tel.persisted, limits.CopyRowsPS), telemetryMet(tel, limits.CopyRowsPS)},
+		{"telemetry", "p99 ingest lag " + ms(tel.lagP99) + " (sent → in table)", "", "", "", ""},
+		{"api", fmt.Sprintf("%.0f req/s GET /agents?limit=100, %d agents", api.real.reqPS, api.agents), "≥ 50% of bare", fmt.Sprintf("bare gin, same bytes %.0f req/s", api.bare.reqPS), ratio(api.real.reqPS, api.bare.reqPS), met(api.real.reqPS >= 0.5*api.bare.reqPS)},
 	}
 	var table bytes.Buffer
-	fmt.Fprintf(&table, "configuration used (TOML, on top of the defaults):\n%s\n", indent(serviceConfig))
-	fmt.Fprintf(&table, "limits measured in this run: Redis PING p50 %s, PUBLISH %.0f/s (one client); Postgres single-row INSERT commit p50 %s, %.0f tx/s (one client)\n\n",
-		ms(limits.RedisRTT), limits.RedisPublishPS, ms(limits.PGCommit), limits.PGInsertTPS)
+	fmt.Fprintf(&table, "service configuration (TOML, on top of the defaults, every scenario):\n%s\n", indent(serviceConfig))
+	fmt.Fprintf(&table, "configuration per scenario:\n")
+	fmt.Fprintf(&table, "  connections: %d idle agentsim agents on one gateway (heartbeat 30 s, telemetry 30 s), up to %d per agentsim process\n", cfg.ConnAgents, perProcess)
+	fmt.Fprintf(&table, "  latency:     %d sequential echo commands, one target each, over %d connected agents on one gateway; result seen via the scheduler wake (after commit)\n", cfg.LatencyN, cfg.Agents)
+	fmt.Fprintf(&table, "  fan-out:     one echo command to %d agents, %d per gateway over %d gateways, in %d agentsim processes; figure = last execution's updated_at (terminal) − POST sent;\n"+
+		"               POST answered %s, last dispatch %s; scheduler: %d claim-route-publish rounds (batches of at most 100) averaging %s\n",
+		fan.agents, fan.agents/len(sys.gateways), len(sys.gateways), processes(cfg.FanOutAgents, len(sys.gateways)), ms(fan.post), ms(fan.allDispatched), fan.rounds, ms(fan.roundAvg))
+	fmt.Fprintf(&table, "               Postgres during the fan-out (pg_stat_activity every 20 ms, mean active sessions by wait | query):\n")
+	for _, l := range fan.pgTop {
+		fmt.Fprintf(&table, "                 %s\n", l)
+	}
+	fmt.Fprintf(&table, "  throughput:  %s, commands of %d targets, 8 commands in flight, %d agents on one gateway\n", cfg.Throughput, cfg.FanOut, cfg.Agents)
+	fmt.Fprintf(&table, "  telemetry:   %d agents sending every %s over %d gateways (interval sized to offer 60%% of the COPY limit, at least 25 ms) for %s after warm-up;\n"+
+		"               lag = bench_persisted_at (clock_timestamp() default on a bench-only column) − agent ts: p50 %s, p99 %s; gateway received_at − ts p99 %s;\n"+
+		"               CPU during the window: agentsim %.2f cores, gateways %.2f cores; last row written %s after the agents stopped\n",
+		tel.agents, tel.interval, len(sys.gateways), tel.window, ms(tel.lagP50), ms(tel.lagP99), ms(tel.recvP99), tel.simCores, tel.gwCores, ms(tel.drainAfter))
+	if tel.shortOf != "" {
+		fmt.Fprintf(&table, "               not every agent connected under the telemetry load: %s\n", tel.shortOf)
+	}
+	if tel.stillArriving {
+		fmt.Fprintf(&table, "               rows were still being written 2 minutes after the agents stopped: the gateways had fallen behind\n")
+	}
+	fmt.Fprintf(&table, "  api:         %d agents inserted directly into the database; %d keep-alive connections, %s per server after a warm-up, response %d bytes;\n"+
+		"               the same Go load generator (this process, GOMAXPROCS=%d) for both, its own CPU counted per request:\n"+
+		"               real API:  %s\n               bare gin:  %s\n",
+		api.agents, api.concurrency, api.dur, api.bodyBytes, runtime.GOMAXPROCS(0), api.real, api.bare)
+	fmt.Fprintf(&table, "\nlimits measured in this run: Redis (%s) PING p50 %s, PUBLISH %.0f/s one client", limits.RedisTool, ms(limits.RedisRTT), limits.RedisPublishPS)
+	if limits.RedisPublishPS50 > 0 {
+		fmt.Fprintf(&table, ", %.0f/s 50 clients", limits.RedisPublishPS50)
+	}
+	fmt.Fprintf(&table, "; Postgres single-row INSERT commit p50 %s, %.0f tx/s (one client); COPY into telemetry %.0f rows/s (pgx CopyFrom, %d rows in COPYs of %d, one connection)\n\n",
+		ms(limits.PGCommit), limits.PGInsertTPS, limits.CopyRowsPS, limits.CopyRows, copyBatch)
 	writeTable(&table, rows)
 	if _, err := out.Write(table.Bytes()); err != nil {
 		return err
@@ -219,13 +346,61 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 			return err
 		}
-		name := filepath.Join(cfg.OutDir, "results-"+time.Now().UTC().Format("20060102T150405Z")+".txt")
+		stamp := time.Now().UTC().Format("20060102T150405Z")
+		name := filepath.Join(cfg.OutDir, "results-"+stamp+".txt")
 		if err := os.WriteFile(name, table.Bytes(), 0o644); err != nil {
+			return err
+		}
+		progress("wrote %s", name)
+		var chart bytes.Buffer
+		if err := latencyChart(&chart, lat, fmt.Sprintf("latency: POST -> succeeded, %d sequential single-target commands (cumulative)", len(lat))); err != nil {
+			return err
+		}
+		name = filepath.Join(cfg.OutDir, "latency-"+stamp+".png")
+		if err := os.WriteFile(name, chart.Bytes(), 0o644); err != nil {
 			return err
 		}
 		progress("wrote %s", name)
 	}
 	return nil
+}
+
+// fanOutProfile is how long the fan-out's CPU profiles run: long enough to
+// see the dispatch rounds of a slow fan-out.
+func fanOutProfile(quick bool) time.Duration {
+	if quick {
+		return 3 * time.Second
+	}
+	return 15 * time.Second
+}
+
+// telemetryMet judges the telemetry row; a fleet too small to offer half the
+// COPY rate (the quick run's) cannot show the target either way.
+func telemetryMet(t telemetryResult, copyRowsPS float64) string {
+	switch {
+	case t.persisted >= 0.5*copyRowsPS:
+		return "yes"
+	case t.offered < 0.5*copyRowsPS && t.persisted >= 0.95*t.offered:
+		return "n/a: offered < 50%"
+	}
+	return "NO"
+}
+
+// stopProcs stops processes together: SIGTERM to all, then each gets until a
+// common deadline before it is killed.
+func stopProcs(procs []*cluster.Proc) {
+	for _, p := range procs {
+		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range procs {
+		select {
+		case <-p.Done:
+		case <-time.After(time.Until(deadline)):
+			_ = p.Cmd.Process.Kill()
+			<-p.Done
+		}
+	}
 }
 
 // latencyBreakdown splits the single-target commands' time by stage, from the
@@ -293,45 +468,51 @@ func writeTable(w io.Writer, rows []Row) {
 
 // system is the running services, seen from outside.
 type system struct {
-	api         string
-	gateway     string // host:port
-	gatewayProc *cluster.Proc
-	token       string
-	client      *http.Client
+	api          string
+	apiProc      *cluster.Proc
+	scheduler    string // base URL
+	db           *sql.DB
+	prof         profiler
+	gateways     []string // host:port of each gateway
+	gatewayProcs []*cluster.Proc
+	token        string
+	client       *http.Client
 }
 
 func start(c *cluster.Cluster, confPath string) (system, error) {
 	if _, err := c.Run("scheduler", "migrate"); err != nil {
 		return system{}, err
 	}
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := cluster.FreePort()
-		if err != nil {
-			return system{}, err
-		}
-		ports[i] = p
-	}
 	var sys system
-	specs := []struct{ label, bin string }{{"scheduler", "scheduler"}, {"agent-gateway", "agent-gateway"}, {"api-server", "api-server"}}
-	for i, s := range specs {
-		p, err := c.Start(s.label, s.bin, []string{"VIWORKS_INSTANCE_ID=bench-" + s.label}, "--config", confPath, "--port", strconv.Itoa(ports[i]))
+	specs := []struct{ label, bin string }{
+		{"scheduler", "scheduler"}, {"agent-gateway-1", "agent-gateway"}, {"agent-gateway-2", "agent-gateway"}, {"api-server", "api-server"},
+	}
+	for _, s := range specs {
+		port, err := cluster.FreePort()
 		if err != nil {
 			return system{}, err
 		}
-		if err := cluster.WaitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[i]), p, 30*time.Second); err != nil {
+		p, err := c.Start(s.label, s.bin, []string{"VIWORKS_INSTANCE_ID=bench-" + s.label}, "--config", confPath, "--port", strconv.Itoa(port))
+		if err != nil {
 			return system{}, err
 		}
-		if s.label == "agent-gateway" {
-			sys.gatewayProc = p
+		if err := cluster.WaitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", port), p, 30*time.Second); err != nil {
+			return system{}, err
+		}
+		switch s.bin {
+		case "agent-gateway":
+			sys.gateways = append(sys.gateways, fmt.Sprintf("127.0.0.1:%d", port))
+			sys.gatewayProcs = append(sys.gatewayProcs, p)
+		case "scheduler":
+			sys.scheduler = fmt.Sprintf("http://127.0.0.1:%d", port)
+		case "api-server":
+			sys.api, sys.apiProc = fmt.Sprintf("http://127.0.0.1:%d", port), p
 		}
 	}
 	tok, err := c.Run("api-server", "token", "--subject", "bench", "--role", "operator", "--ttl", "2h")
 	if err != nil {
 		return system{}, err
 	}
-	sys.api = fmt.Sprintf("http://127.0.0.1:%d", ports[2])
-	sys.gateway = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	sys.token = strings.TrimSpace(tok)
 	sys.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	return sys, nil
@@ -341,57 +522,61 @@ func start(c *cluster.Cluster, confPath string) (system, error) {
 // at most 20,000 files here).
 const perProcess = 9500
 
-// startFleet runs n simulated agents named prefix+index over as many agentsim
-// processes as needed.
-func startFleet(c *cluster.Cluster, sys system, label, prefix string, n, first int) ([]*cluster.Proc, error) {
+// processes is the number of agentsim processes startFleet uses for n agents
+// over gateways gateways.
+func processes(n, gateways int) int {
+	total := 0
+	for g := range gateways {
+		share := n*(g+1)/gateways - n*g/gateways
+		total += (share + perProcess - 1) / perProcess
+	}
+	return total
+}
+
+// startFleet runs n simulated agents named prefix+index, split evenly over
+// the gateways and over as many agentsim processes as each share needs.
+func startFleet(c *cluster.Cluster, gateways []string, label, prefix string, n int, extra ...string) ([]*cluster.Proc, error) {
 	var procs []*cluster.Proc
-	for start := 0; start < n; start += perProcess {
-		count := min(perProcess, n-start)
-		p, err := c.Start(fmt.Sprintf("%s-%d", label, start/perProcess), "agentsim", nil,
-			"--gateway", "ws://"+sys.gateway+"/ws/agent", "--agents", strconv.Itoa(count), "--prefix", prefix,
-			"--start-index", strconv.Itoa(first+start), "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
-			"--log-level", "warn", "--connect-rate", "5000")
-		if err != nil {
-			return procs, err
+	for g, gw := range gateways {
+		lo, hi := n*g/len(gateways), n*(g+1)/len(gateways)
+		for first := lo; first < hi; first += perProcess {
+			count := min(perProcess, hi-first)
+			args := append([]string{"--gateway", "ws://" + gw + "/ws/agent", "--agents", strconv.Itoa(count), "--prefix", prefix,
+				"--start-index", strconv.Itoa(first), "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
+				"--log-level", "warn", "--connect-rate", "5000"}, extra...)
+			p, err := c.Start(fmt.Sprintf("%s-%d", label, len(procs)), "agentsim", nil, args...)
+			if err != nil {
+				return procs, err
+			}
+			procs = append(procs, p)
 		}
-		procs = append(procs, p)
 	}
 	return procs, nil
 }
 
-func (s system) waitOnline(n int, timeout time.Duration) error {
+// waitFleet waits until n agents named prefix* are online and every other
+// agent is offline (a previous scenario's fleet, stopped just before, has
+// gone), reading the agents table.
+func (s system) waitFleet(ctx context.Context, prefix string, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		got, err := s.online()
+		var mine, others int
+		err := s.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE starts_with(id, $1)), count(*) FILTER (WHERE NOT starts_with(id, $1))
+FROM agents WHERE status = 'online'`, prefix).Scan(&mine, &others)
 		if err != nil {
-			return err
+			return fmt.Errorf("counting online agents: %w", err)
 		}
-		if got >= n {
+		if mine >= n && others == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d agents online after %s", got, n, timeout)
+			return fmt.Errorf("after %s: %d of %d %s* agents online, %d others still online", timeout, mine, n, prefix, others)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// waitOffline waits until no agent is online (the connections scenario's
-// agents have gone).
-func (s system) waitOffline(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		got, err := s.online()
-		if err != nil {
-			return err
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		if got == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d agents still online after %s", got, timeout)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -402,34 +587,37 @@ type connResult struct {
 
 // connections connects n idle agents to the gateway and measures its RSS per
 // session and the connect rate, then disconnects them.
-func connections(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, error) {
+func connections(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, []*cluster.Proc, error) {
+	out, procs, err := connect(c, sys, n, progress)
+	if err != nil {
+		stopProcs(procs)
+	}
+	return out, procs, err
+}
+
+func connect(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, []*cluster.Proc, error) {
 	var out connResult
-	pid := sys.gatewayProc.Cmd.Process.Pid
+	pid := sys.gatewayProcs[0].Cmd.Process.Pid
 	before, err := rssKiB(pid)
 	if err != nil {
-		return out, err
+		return out, nil, err
 	}
 	start := time.Now()
-	procs, err := startFleet(c, sys, "conn-agentsim", "c-", n, 0)
+	procs, err := startFleet(c, sys.gateways[:1], "conn-agentsim", "c-", n)
 	if err != nil {
-		return out, err
+		return out, procs, err
 	}
-	defer func() {
-		for _, p := range procs {
-			p.Stop(30 * time.Second)
-		}
-	}()
 	last := time.Now()
 	for {
 		got, err := sys.sessions()
 		if err != nil {
-			return out, err
+			return out, procs, err
 		}
 		if got >= n {
 			break
 		}
 		if time.Since(start) > 5*time.Minute {
-			return out, fmt.Errorf("connections: only %d of %d sessions after 5 minutes", got, n)
+			return out, procs, fmt.Errorf("connections: only %d of %d sessions after 5 minutes", got, n)
 		}
 		if time.Since(last) > 5*time.Second {
 			last = time.Now()
@@ -441,11 +629,11 @@ func connections(c *cluster.Cluster, sys system, n int, progress func(string, ..
 	time.Sleep(3 * time.Second) // let the connect burst's garbage go
 	after, err := rssKiB(pid)
 	if err != nil {
-		return out, err
+		return out, procs, err
 	}
 	out.perSessionKiB = float64(after-before) / float64(n)
 	progress("connections: gateway RSS %d KiB idle, %d KiB with %d sessions", before, after, n)
-	return out, nil
+	return out, procs, nil
 }
 
 func rssKiB(pid int) (int64, error) {
@@ -461,9 +649,16 @@ func rssKiB(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS in /proc status")
 }
 
-// sessions reads the gateway's viworks_gateway_sessions gauge.
+// sessions reads the first gateway's viworks_gateway_sessions gauge.
 func (s system) sessions() (int, error) {
-	resp, err := s.client.Get("http://" + s.gateway + "/metrics")
+	v, err := s.metric("http://"+s.gateways[0], "viworks_gateway_sessions")
+	return int(v), err
+}
+
+// metric sums the samples of one Prometheus metric (every label set) served
+// at base/metrics.
+func (s system) metric(base, name string) (float64, error) {
+	resp, err := s.client.Get(base + "/metrics")
 	if err != nil {
 		return 0, err
 	}
@@ -472,31 +667,23 @@ func (s system) sessions() (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	var sum float64
 	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "viworks_gateway_sessions "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(f), err
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || len(rest) == 0 || (rest[0] != ' ' && rest[0] != '{') {
+			continue
 		}
+		fields := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(fields) == 0 {
+			continue
+		}
+		f, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %s: %w", name, err)
+		}
+		sum += f
 	}
-	return 0, nil
-}
-
-func (s system) online() (int, error) {
-	n, cursor := 0, ""
-	for {
-		var page struct {
-			Items      []json.RawMessage `json:"items"`
-			NextCursor *string           `json:"next_cursor"`
-		}
-		if err := s.do(http.MethodGet, "/api/v1/agents?status=online&limit=1000&cursor="+url.QueryEscape(cursor), nil, &page); err != nil {
-			return 0, err
-		}
-		n += len(page.Items)
-		if page.NextCursor == nil {
-			return n, nil
-		}
-		cursor = *page.NextCursor
-	}
+	return sum, nil
 }
 
 func (s system) do(method, path string, body any, out any) error {
