@@ -114,11 +114,15 @@ func (s *Server) listCommands(c *gin.Context) {
 		if cnt == nil {
 			cnt = map[string]int{}
 		}
-		out.Items = append(out.Items, CommandSummaryView{
-			ID: cmd.ID, Verb: cmd.Verb, Args: redactArgs(cmd.Args), Status: cmd.Status, Priority: cmd.Priority.String(),
-			CreatedBy: cmd.CreatedBy, CreatedAt: cmd.CreatedAt, FinishedAt: cmd.FinishedAt,
-			TimeoutSeconds: cmd.TimeoutSeconds, MaxRetries: cmd.MaxRetries, ExpiresAt: cmd.ExpiresAt, Counts: cnt,
-		})
+		out.Items = append(out.Items, commandSummary(cmd, cnt))
 	}
 	c.JSON(http.StatusOK, out)
+}
+
+func commandSummary(cmd store.Command, counts map[string]int) CommandSummaryView {
+	return CommandSummaryView{
+		ID: cmd.ID, Verb: cmd.Verb, Args: redactArgs(cmd.Args), Status: cmd.Status, Priority: cmd.Priority.String(),
+		CreatedBy: cmd.CreatedBy, CreatedAt: cmd.CreatedAt, FinishedAt: cmd.FinishedAt,
+		TimeoutSeconds: cmd.TimeoutSeconds, MaxRetries: cmd.MaxRetries, ExpiresAt: cmd.ExpiresAt, Counts: counts,
+	}
 }

@@ -325,32 +325,20 @@ type ExecutionView struct {
 	FinishedAt    *time.Time `json:"finished_at"`
 }
 
-// CommandView is the API shape of a command (DESIGN §4).
+// CommandView is the API shape of a command (DESIGN §4): its summary and
+// every execution.
 type CommandView struct {
-	ID             string          `json:"id"`
-	Verb           string          `json:"verb"`
-	Args           json.RawMessage `json:"args"`
-	Status         string          `json:"status"`
-	Priority       string          `json:"priority"`
-	CreatedBy      string          `json:"created_by"`
-	CreatedAt      time.Time       `json:"created_at"`
-	FinishedAt     *time.Time      `json:"finished_at"`
-	TimeoutSeconds int             `json:"timeout_seconds"`
-	MaxRetries     int             `json:"max_retries"`
-	ExpiresAt      time.Time       `json:"expires_at"`
-	Counts         map[string]int  `json:"counts"`
-	Executions     []ExecutionView `json:"executions"`
+	CommandSummaryView
+	Executions []ExecutionView `json:"executions"`
 }
 
 func commandView(cmd store.Command, execs []store.Execution) CommandView {
-	v := CommandView{
-		ID: cmd.ID, Verb: cmd.Verb, Args: redactArgs(cmd.Args), Status: cmd.Status, Priority: cmd.Priority.String(),
-		CreatedBy: cmd.CreatedBy, CreatedAt: cmd.CreatedAt, FinishedAt: cmd.FinishedAt,
-		TimeoutSeconds: cmd.TimeoutSeconds, MaxRetries: cmd.MaxRetries, ExpiresAt: cmd.ExpiresAt,
-		Counts: map[string]int{}, Executions: make([]ExecutionView, 0, len(execs)),
-	}
+	counts := map[string]int{}
 	for _, e := range execs {
-		v.Counts[e.Status]++
+		counts[e.Status]++
+	}
+	v := CommandView{CommandSummaryView: commandSummary(cmd, counts), Executions: make([]ExecutionView, 0, len(execs))}
+	for _, e := range execs {
 		var next *time.Time
 		if e.Status == store.ExecRetrying {
 			t := e.NextAttemptAt

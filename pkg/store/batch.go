@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -76,16 +77,16 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 			}
 		}
 		now := time.Now().UTC()
+		recorded, err := recordResults(tx, s.dialect, b.Results, now)
+		if err != nil {
+			return err
+		}
 		for _, cmd := range cmds {
 			id := cmd.ID
 			changed := false
 			for _, i := range byCommand[id] {
-				recorded, err := recordResult(tx, b.Results[i], now)
-				if err != nil {
-					return err
-				}
-				out.Results[i] = ResultOutcome{CommandID: id, Recorded: recorded}
-				changed = changed || recorded
+				out.Results[i] = ResultOutcome{CommandID: id, Recorded: recorded[i]}
+				changed = changed || recorded[i]
 			}
 			if !changed {
 				continue
@@ -108,10 +109,8 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 		}
 		// Acks after every command lock: nothing here waits for a command row
 		// while holding an execution another transaction needs with its command.
-		for i, a := range b.Acks {
-			if out.Acked[i], err = ackExecution(tx, a, now); err != nil {
-				return err
-			}
+		if out.Acked, err = ackExecutions(tx, s.dialect, b.Acks, now); err != nil {
+			return err
 		}
 		return nil
 	})
@@ -168,6 +167,122 @@ WHERE e.id IN ? ORDER BY c.id`+lock, ids).Scan(&rows).Error
 		}
 	}
 	return cmds, nil
+}
+
+// recordResults writes the results whose command was found (CommandID set)
+// and reports, per result, whether it was recorded. On Postgres that is one
+// statement for the batch; a result repeated within the batch counts once
+// (the first).
+func recordResults(tx *gorm.DB, dialect string, rs []Result, now time.Time) ([]bool, error) {
+	recorded := make([]bool, len(rs))
+	first := map[string]int{}
+	var idx []int
+	for i, r := range rs {
+		if r.CommandID == "" {
+			continue
+		}
+		if _, dup := first[r.ExecutionID]; dup {
+			continue
+		}
+		first[r.ExecutionID] = i
+		idx = append(idx, i)
+	}
+	if len(idx) == 0 {
+		return recorded, nil
+	}
+	if dialect != Postgres {
+		for _, i := range idx {
+			ok, err := recordResult(tx, rs[i], now)
+			if err != nil {
+				return nil, err
+			}
+			recorded[i] = ok
+		}
+		return recorded, nil
+	}
+	var sb strings.Builder
+	args := make([]any, 0, len(idx)*8+1)
+	sb.WriteString(`UPDATE executions AS e SET status = v.status, exit_code = v.exit_code, output = v.output, error = v.error,
+  finished_at = v.finished_at, started_at = coalesce(v.started_at, e.started_at), updated_at = ?
+FROM (VALUES `)
+	args = append(args, now)
+	for n, i := range idx {
+		r := rs[i]
+		if n > 0 {
+			sb.WriteString(",")
+		}
+		sb.WriteString("(?::text, ?::text, ?::text, ?::integer, ?::text, ?::text, ?::timestamptz, ?::timestamptz)")
+		finished := r.FinishedAt.UTC()
+		if r.FinishedAt.IsZero() {
+			finished = now
+		}
+		var started *time.Time
+		if !r.StartedAt.IsZero() {
+			t := r.StartedAt.UTC() // the agent's clock, consistent with finished_at
+			started = &t
+		}
+		args = append(args, r.ExecutionID, r.AgentID, r.Status, r.ExitCode, r.Output, r.Error, finished, started)
+	}
+	sb.WriteString(`) AS v(id, agent_id, status, exit_code, output, error, finished_at, started_at)
+WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status IN ('dispatched', 'running', 'retrying')
+RETURNING e.id`)
+	var ids []string
+	if err := tx.Raw(sb.String(), args...).Scan(&ids).Error; err != nil {
+		return nil, fmt.Errorf("updating executions: %w", err)
+	}
+	for _, id := range ids {
+		recorded[first[id]] = true
+	}
+	return recorded, nil
+}
+
+// ackExecutions moves the acked executions that are still dispatched to
+// running (one statement on Postgres) and reports which moved.
+func ackExecutions(tx *gorm.DB, dialect string, as []Ack, now time.Time) ([]bool, error) {
+	acked := make([]bool, len(as))
+	if len(as) == 0 {
+		return acked, nil
+	}
+	if dialect != Postgres {
+		for i, a := range as {
+			ok, err := ackExecution(tx, a, now)
+			if err != nil {
+				return nil, err
+			}
+			acked[i] = ok
+		}
+		return acked, nil
+	}
+	first := map[string]int{}
+	var sb strings.Builder
+	args := make([]any, 0, len(as)*3+1)
+	sb.WriteString(`UPDATE executions AS e SET status = 'running', started_at = v.at, updated_at = ?
+FROM (VALUES `)
+	args = append(args, now)
+	n := 0
+	for i, a := range as {
+		if _, dup := first[a.ExecutionID]; dup {
+			continue
+		}
+		first[a.ExecutionID] = i
+		if n > 0 {
+			sb.WriteString(",")
+		}
+		n++
+		sb.WriteString("(?::text, ?::text, ?::timestamptz)")
+		args = append(args, a.ExecutionID, a.AgentID, a.At.UTC())
+	}
+	sb.WriteString(`) AS v(id, agent_id, at)
+WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status = 'dispatched'
+RETURNING e.id`)
+	var ids []string
+	if err := tx.Raw(sb.String(), args...).Scan(&ids).Error; err != nil {
+		return nil, fmt.Errorf("acknowledging executions: %w", err)
+	}
+	for _, id := range ids {
+		acked[first[id]] = true
+	}
+	return acked, nil
 }
 
 func recordResult(tx *gorm.DB, r Result, now time.Time) (bool, error) {

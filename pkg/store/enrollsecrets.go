@@ -58,19 +58,7 @@ func (s *Store) CreateEnrollmentSecret(ctx context.Context, ns NewEnrollmentSecr
 	if e.Labels == nil {
 		e.Labels = StringMap{}
 	}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var n int64
-		if err := tx.Model(&EnrollmentSecret{}).Where("revoked_at IS NULL").Count(&n).Error; err != nil {
-			return fmt.Errorf("counting enrollment secrets: %w", err)
-		}
-		if n >= MaxEnrollmentSecrets {
-			return ErrLimitReached
-		}
-		if err := tx.Create(&e).Error; err != nil {
-			return fmt.Errorf("inserting enrollment secret: %w", err)
-		}
-		return insertAudit(tx, ns.Audit, e.ID, now)
-	})
+	err := createCapped(ctx, s.db, &e, "enrollment secret", MaxEnrollmentSecrets, ns.Audit, e.ID, now)
 	if err != nil {
 		return EnrollmentSecret{}, err
 	}
@@ -94,24 +82,7 @@ func (s *Store) ListEnrollmentSecrets(ctx context.Context, p Page) ([]Enrollment
 // RevokeEnrollmentSecret revokes a secret (again: no change, no audit event);
 // an unknown id gives ErrNotFound. Agents enrolled with it keep their credentials.
 func (s *Store) RevokeEnrollmentSecret(ctx context.Context, id string, audit AuditEvent) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		now := time.Now().UTC()
-		res := tx.Model(&EnrollmentSecret{}).Where("id = ? AND revoked_at IS NULL", id).Update("revoked_at", now)
-		if res.Error != nil {
-			return fmt.Errorf("revoking enrollment secret: %w", res.Error)
-		}
-		if res.RowsAffected == 0 {
-			var n int64
-			if err := tx.Model(&EnrollmentSecret{}).Where("id = ?", id).Count(&n).Error; err != nil {
-				return fmt.Errorf("revoking enrollment secret: %w", err)
-			}
-			if n == 0 {
-				return ErrNotFound
-			}
-			return nil
-		}
-		return insertAudit(tx, audit, id, now)
-	})
+	return revokeOnce[EnrollmentSecret](ctx, s.db, id, "enrollment secret", audit)
 }
 
 // EnrollWithSecret spends one use of a live enrollment secret and stores (or
