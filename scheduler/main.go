@@ -35,6 +35,7 @@ func run(args []string) int {
 		s, err := scheduler.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, scheduler.Config{
 			Events:     p.Events,
 			RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
+			BatchSize:  cfg.Command.DispatchBatchSize,
 			StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
 			Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
 		})

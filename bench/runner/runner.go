@@ -86,6 +86,7 @@ const serviceConfig = `[command]
 max_concurrent_commands = 100000
 max_command_queue_size = 1000000
 max_per_agent = 64
+dispatch_batch_size = 1000
 
 [agent_management]
 max_agent_connections = 20000

@@ -154,6 +154,9 @@ type Command struct {
 	MaxCommandQueueSize int `toml:"max_command_queue_size"`
 	// MaxPerAgent is the number of executions one agent may have in flight.
 	MaxPerAgent int `toml:"max_per_agent"`
+	// DispatchBatchSize is how many executions a scheduler claims, signs and
+	// publishes per round.
+	DispatchBatchSize int `toml:"dispatch_batch_size"`
 	// HistoryRetentionDays is how long finished commands are kept, in days.
 	HistoryRetentionDays int `toml:"history_retention_days"`
 	// RetryAttempts is the default number of retries of a failed command (0 = none).
@@ -245,6 +248,7 @@ func Default() Config {
 			CommandTimeout:        60,
 			MaxCommandQueueSize:   1000,
 			MaxPerAgent:           16,
+			DispatchBatchSize:     100,
 			HistoryRetentionDays:  90,
 			RetryAttempts:         3,
 			RetryDelayMs:          1000,

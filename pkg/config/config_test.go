@@ -120,6 +120,7 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 	fromSeed.Security.JWTIssuer = "viworks"
 	fromSeed.Security.JWTAudience = "viworks-api"
 	fromSeed.Command.MaxPerAgent = 16
+	fromSeed.Command.DispatchBatchSize = 100
 	fromSeed.AgentManagement.DrainSeconds = 10
 	fromSeed.AgentManagement.MaxFramesPerSecond = 50
 	fromSeed.Command.HistoryRetentionDays = 90

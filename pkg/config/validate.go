@@ -133,6 +133,7 @@ func (c Config) Validate() error {
 	v.positive("command.command_timeout", cmd.CommandTimeout)
 	v.atLeast("command.max_command_queue_size", cmd.MaxCommandQueueSize, 1)
 	v.atLeast("command.max_per_agent", cmd.MaxPerAgent, 1)
+	v.between("command.dispatch_batch_size", cmd.DispatchBatchSize, 1, 5000)
 	v.atLeast("command.history_retention_days", cmd.HistoryRetentionDays, 1)
 	v.atLeast("command.retry_attempts", cmd.RetryAttempts, 0)
 	v.positive("command.retry_delay_ms", cmd.RetryDelayMs)

@@ -151,6 +151,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{
 		Events:     p.Events,
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
+		BatchSize:  cfg.Command.DispatchBatchSize,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
 		Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
 	})
