@@ -71,7 +71,11 @@ func (s *Server) applyLimit(c *gin.Context, key string) bool {
 	}
 	res, err := s.limiter.Allow(c.Request.Context(), key, s.cfg.RateLimit)
 	if err != nil {
-		s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID)).Warn("rate limiter failed; request let through")
+		// At most one warning per 10 s: an outage must not turn every request into a log line.
+		now := time.Now().UnixNano()
+		if last := s.limiterErr.Load(); now-last > int64(10*time.Second) && s.limiterErr.CompareAndSwap(last, now) {
+			s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID)).Warn("rate limiter failed; requests let through")
+		}
 		return true
 	}
 	// Headers of the tightest limit that applied.

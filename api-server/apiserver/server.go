@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -157,6 +158,7 @@ type Server struct {
 	requests   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	limiter    ratelimit.Limiter // nil: no rate limits
+	limiterErr atomic.Int64      // unix nanos of the last "rate limiter failed" warning
 }
 
 // New builds the API.
