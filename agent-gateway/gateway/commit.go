@@ -141,6 +141,10 @@ func (c *committer) writeBatch(ctx context.Context, jobs []*job) error {
 		}
 		return err
 	}
+	if out.RefreshErr != nil {
+		// The results are durable; the schedulers' sweep repairs the aggregate.
+		c.log.WithError(out.RefreshErr).Warn("updating command status after results failed")
+	}
 	i, a := 0, 0
 	var recorded []string
 	var evs []events.Event

@@ -44,19 +44,28 @@ type ResultOutcome struct {
 
 // BatchOutcome has one ResultOutcome per Batch.Results entry and one Acked
 // flag per Batch.Acks entry (true: the execution moved to running), in order.
+// RefreshErr reports that the results are durable but updating the commands'
+// aggregate status failed; the scheduler's sweep repairs it (it refreshes
+// every unfinished command left without open executions).
 type BatchOutcome struct {
-	Results []ResultOutcome
-	Acked   []bool
+	Results    []ResultOutcome
+	Acked      []bool
+	RefreshErr error
 }
 
-// RecordBatch writes acks and results in one transaction. A result is recorded
-// if its execution belongs to the agent and is not final yet: the first
-// terminal result wins, later duplicates are ignored; a failed result is final
-// too (the agent ran the command; it is not retried), and a result for an
-// execution put back to retrying still counts (the agent did run it). Each
-// command touched is locked once, in id order (so concurrent batches cannot
-// deadlock), and its aggregate recomputed once. Acks move dispatched
-// executions to running.
+// RecordBatch writes acks and results in one transaction, then updates the
+// aggregate status of the commands it finished work of in a second, short one.
+// A result is recorded if its execution belongs to the agent and is not final
+// yet: the first terminal result wins, later duplicates are ignored; a failed
+// result is final too (the agent ran the command; it is not retried), and a
+// result for an execution put back to retrying still counts (the agent did run
+// it). Acks move dispatched executions to running.
+//
+// The first transaction touches executions only, so batches of one command do
+// not queue behind each other; the second locks each command (in id order)
+// and, in a statement after the lock, asks whether executions remain open:
+// whichever batch commits its results last sees none and finalises the
+// command.
 func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) {
 	out := BatchOutcome{Results: make([]ResultOutcome, len(b.Results)), Acked: make([]bool, len(b.Acks))}
 	for _, r := range b.Results {
@@ -64,38 +73,54 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 			return out, fmt.Errorf("recording result: invalid status %q", r.Status)
 		}
 	}
-	var changes []CommandChange
+	var touched []string
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		cmds, err := lockResultCommands(tx, s.dialect, b.Results)
-		if err != nil {
+		if err := resolveResultCommands(tx, b.Results); err != nil {
 			return err
-		}
-		byCommand := map[string][]int{}
-		for i, r := range b.Results {
-			if r.CommandID != "" {
-				byCommand[r.CommandID] = append(byCommand[r.CommandID], i)
-			}
 		}
 		now := time.Now().UTC()
 		recorded, err := recordResults(tx, s.dialect, b.Results, now)
 		if err != nil {
 			return err
 		}
+		seen := map[string]bool{}
+		for i, r := range b.Results {
+			out.Results[i] = ResultOutcome{CommandID: r.CommandID, Recorded: recorded[i]}
+			if recorded[i] && !seen[r.CommandID] {
+				seen[r.CommandID] = true
+				touched = append(touched, r.CommandID)
+			}
+		}
+		if out.Acked, err = ackExecutions(tx, s.dialect, b.Acks, now); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("recording batch: %w", err)
+	}
+	out.RefreshErr = s.refreshFinished(ctx, touched)
+	return out, nil
+}
+
+// refreshFinished updates the aggregate of commands that just had results
+// recorded, in one transaction holding their locks in id order. While a
+// command without max_errors still has open executions its aggregate is
+// "running" and is left alone: one probe of executions_open_idx instead of a
+// recount.
+func (s *Store) refreshFinished(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var changes []CommandChange
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		cmds, err := lockCommands(tx, s.dialect, ids)
+		if err != nil {
+			return err
+		}
 		for _, cmd := range cmds {
-			id := cmd.ID
-			changed := false
-			for _, i := range byCommand[id] {
-				out.Results[i] = ResultOutcome{CommandID: id, Recorded: recorded[i]}
-				changed = changed || recorded[i]
-			}
-			if !changed {
-				continue
-			}
 			if cmd.MaxErrors == nil && cmd.Status == CommandRunning {
-				// A result was recorded, so one execution is final: while any
-				// other is open the aggregate stays running. Asking that is one
-				// index probe; recounting a 10,000-agent fan-out per batch is not.
-				open, err := hasOpenExecutions(tx, id)
+				open, err := hasOpenExecutions(tx, cmd.ID)
 				if err != nil {
 					return err
 				}
@@ -107,66 +132,59 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 				return err
 			}
 		}
-		// Acks after every command lock: nothing here waits for a command row
-		// while holding an execution another transaction needs with its command.
-		if out.Acked, err = ackExecutions(tx, s.dialect, b.Acks, now); err != nil {
-			return err
-		}
 		return nil
 	})
 	if err != nil {
-		return out, fmt.Errorf("recording batch: %w", err)
+		return fmt.Errorf("refreshing commands: %w", err)
 	}
 	s.notify(ctx, changes)
-	return out, nil
+	return nil
 }
 
-// lockResultCommands finds each result's command through its execution
-// (filling in the command id, so a wrong id sent by an agent cannot touch
+// lockCommands locks the commands in id order (one statement) and returns what
+// refreshCommand needs of them.
+func lockCommands(tx *gorm.DB, dialect string, ids []string) ([]lockedCommand, error) {
+	lock := " FOR UPDATE"
+	if dialect == SQLite {
+		lock = "" // the single writer already serialises
+	}
+	var cmds []lockedCommand
+	err := tx.Raw(`SELECT id, status, max_errors, finished_at FROM commands WHERE id IN ? ORDER BY id`+lock, ids).Scan(&cmds).Error
+	if err != nil {
+		return nil, fmt.Errorf("locking commands: %w", err)
+	}
+	return cmds, nil
+}
+
+// resolveResultCommands finds each result's command through its execution,
+// filling in the command id, so a wrong id sent by an agent cannot touch
 // another command; results of unknown executions or of another agent's get
-// none) and locks those commands in id order, all in one statement.
-func lockResultCommands(tx *gorm.DB, dialect string, rs []Result) ([]lockedCommand, error) {
+// none (and are not recorded).
+func resolveResultCommands(tx *gorm.DB, rs []Result) error {
 	if len(rs) == 0 {
-		return nil, nil
+		return nil
 	}
 	ids := make([]string, len(rs))
 	for i, r := range rs {
 		ids[i] = r.ExecutionID
 		rs[i].CommandID = ""
 	}
-	lock := " FOR UPDATE OF c"
-	if dialect == SQLite {
-		lock = "" // the single writer already serialises
+	var rows []struct {
+		ID, CommandID, AgentID string
 	}
-	type row struct {
-		ID          string
-		Status      string
-		MaxErrors   *int
-		FinishedAt  *time.Time
-		ExecutionID string
-		AgentID     string
+	if err := tx.Raw(`SELECT id, command_id, agent_id FROM executions WHERE id IN ?`, ids).Scan(&rows).Error; err != nil {
+		return fmt.Errorf("finding the results' commands: %w", err)
 	}
-	var rows []row
-	err := tx.Raw(`SELECT c.id, c.status, c.max_errors, c.finished_at, e.id AS execution_id, e.agent_id
-FROM executions e JOIN commands c ON c.id = e.command_id
-WHERE e.id IN ? ORDER BY c.id`+lock, ids).Scan(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("locking commands: %w", err)
-	}
-	byExec := make(map[string]row, len(rows))
-	var cmds []lockedCommand
-	for _, r := range rows {
-		byExec[r.ExecutionID] = r
-		if len(cmds) == 0 || cmds[len(cmds)-1].ID != r.ID {
-			cmds = append(cmds, lockedCommand{ID: r.ID, Status: r.Status, MaxErrors: r.MaxErrors, FinishedAt: r.FinishedAt})
-		}
+	byExec := make(map[string]int, len(rows))
+	for i, r := range rows {
+		byExec[r.ID] = i
 	}
 	for i := range rs {
-		if r, ok := byExec[rs[i].ExecutionID]; ok && r.AgentID == rs[i].AgentID {
-			rs[i].CommandID = r.ID
+		if j, ok := byExec[rs[i].ExecutionID]; ok && rows[j].AgentID == rs[i].AgentID {
+			rs[i].CommandID = rows[j].CommandID
 		}
 	}
-	return cmds, nil
+	return nil
 }
 
 // recordResults writes the results whose command was found (CommandID set)

@@ -506,7 +506,17 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, policy RetryPolicy) ([
 	if err != nil {
 		return nil, err
 	}
-	return ended, s.RefreshCommands(ctx, touched)
+	// Repair: an unfinished command left without open executions (a gateway
+	// died between writing results and updating the aggregate) is refreshed.
+	var orphaned []string
+	err = s.db.WithContext(ctx).Raw(`SELECT c.id FROM commands c WHERE c.finished_at IS NULL
+AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.command_id = c.id
+  AND e.status IN ('queued', 'dispatched', 'running', 'retrying'))
+ORDER BY c.created_at LIMIT 100`).Scan(&orphaned).Error
+	if err != nil {
+		return ended, fmt.Errorf("finding commands to repair: %w", err)
+	}
+	return ended, s.RefreshCommands(ctx, append(touched, orphaned...))
 }
 
 // RefreshCommands recomputes the aggregate status of the given commands, each in

@@ -1,0 +1,97 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+// TestConcurrentResultBatchesFinishACommandOnce: result batches of one command
+// are written without waiting for each other, yet whichever commits last
+// finalises the command, exactly once.
+func TestConcurrentResultBatchesFinishACommandOnce(t *testing.T) { each(t, testConcurrentResultBatches) }
+
+func testConcurrentResultBatches(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	const agents, writers = 40, 8
+	var ids []string
+	for i := range agents {
+		id := fmt.Sprintf("fan-%02d", i)
+		online(t, s, id, "gw1", "s-"+id)
+		ids = append(ids, id)
+	}
+	var mu sync.Mutex
+	var changes []store.CommandChange
+	s.ObserveCommands(func(_ context.Context, cs []store.CommandChange) {
+		mu.Lock()
+		defer mu.Unlock()
+		changes = append(changes, cs...)
+	})
+	cmd, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Targeting: store.Targeting{AgentIDs: ids}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "command.create"}})
+	require.NoError(t, err)
+	due, _, err := s.ClaimDue(ctx, store.ClaimOptions{Limit: agents, AckTimeout: time.Minute, PerAgent: 1}, routeAll("gw1"))
+	require.NoError(t, err)
+	require.Len(t, due, agents)
+	require.NoError(t, s.MarkCommandsRunning(ctx, []string{cmd.ID}))
+
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b store.Batch
+			for i := w; i < len(due); i += writers {
+				b.Results = append(b.Results, store.Result{ExecutionID: due[i].ExecutionID, AgentID: due[i].AgentID, Status: store.ExecSucceeded, Output: "ok"})
+			}
+			out, err := s.RecordBatch(ctx, b)
+			if err == nil {
+				err = out.RefreshErr
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got, _, err := s.GetCommand(ctx, cmd.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandSucceeded, got.Status)
+	require.NotNil(t, got.FinishedAt)
+	final := 0
+	for _, c := range changes {
+		if c.Status == store.CommandSucceeded {
+			final++
+		}
+	}
+	require.Equal(t, 1, final, "finalised exactly once: %v", changes)
+}
+
+// TestSweepRepairsAnAggregateLeftBehind: results written without the
+// aggregate update (a gateway died between the two) are repaired by the sweep.
+func TestSweepRepairsAnAggregateLeftBehind(t *testing.T) { each(t, testSweepRepairs) }
+
+func testSweepRepairs(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	online(t, s, "r1", "gw1", "s1")
+	cmd, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Targeting: store.Targeting{AgentIDs: []string{"r1"}}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "command.create"}})
+	require.NoError(t, err)
+	require.NoError(t, s.ExecRawForTest(ctx, `UPDATE executions SET status = 'succeeded', finished_at = ? WHERE command_id = ?`, time.Now().UTC(), cmd.ID))
+	got, _, err := s.GetCommand(ctx, cmd.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandQueued, got.Status, "the aggregate was left behind")
+	_, err = s.Sweep(ctx, time.Now(), store.RetryPolicy{Base: time.Second})
+	require.NoError(t, err)
+	got, _, err = s.GetCommand(ctx, cmd.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.CommandSucceeded, got.Status)
+	require.NotNil(t, got.FinishedAt)
+}
