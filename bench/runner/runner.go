@@ -312,7 +312,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	fmt.Fprintf(&table, "  connections: %d idle agentsim agents on one gateway (heartbeat 30 s, telemetry 30 s), up to %d per agentsim process\n", cfg.ConnAgents, perProcess)
 	fmt.Fprintf(&table, "  latency:     %d sequential echo commands, one target each, over %d connected agents on one gateway; result seen via the scheduler wake (after commit)\n", cfg.LatencyN, cfg.Agents)
 	fmt.Fprintf(&table, "  fan-out:     one echo command to %d agents, %d per gateway over %d gateways, in %d agentsim processes; figure = last execution's updated_at (terminal) − POST sent;\n"+
-		"               POST answered %s, last dispatch %s; scheduler: %d claim-route-publish rounds (batches of at most 100) averaging %s\n",
+		"               POST answered %s, last dispatch %s; scheduler: %d claim-route-publish rounds (dispatch_batch_size above) averaging %s\n",
 		fan.agents, fan.agents/len(sys.gateways), len(sys.gateways), processes(cfg.FanOutAgents, len(sys.gateways)), ms(fan.post), ms(fan.allDispatched), fan.rounds, ms(fan.roundAvg))
 	fmt.Fprintf(&table, "               Postgres during the fan-out (pg_stat_activity every 20 ms, mean active sessions by wait | query):\n")
 	for _, l := range fan.pgTop {
