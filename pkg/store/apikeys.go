@@ -59,16 +59,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewAPIKey) (APIKey, error) 
 
 // ListAPIKeys lists keys oldest first.
 func (s *Store) ListAPIKeys(ctx context.Context, p Page) ([]APIKey, string, error) {
-	q, err := keyset(s.db.WithContext(ctx).Model(&APIKey{}), p, "created_at", false)
-	if err != nil {
-		return nil, "", err
-	}
-	var rows []APIKey
-	if err := q.Find(&rows).Error; err != nil {
-		return nil, "", fmt.Errorf("listing API keys: %w", err)
-	}
-	rows, next := nextCursor(rows, p, func(k APIKey) (time.Time, string) { return k.CreatedAt, k.ID })
-	return rows, next, nil
+	return listOldestFirst(ctx, s.db, p, "API keys", func(k APIKey) (time.Time, string) { return k.CreatedAt, k.ID })
 }
 
 // RevokeAPIKey revokes a key (revoking it again changes nothing and writes no
@@ -141,4 +132,18 @@ func revokeOnce[T any](ctx context.Context, db *gorm.DB, id, what string, audit 
 		}
 		return nil
 	})
+}
+
+// listOldestFirst pages through a table by (created_at, id).
+func listOldestFirst[T any](ctx context.Context, db *gorm.DB, p Page, what string, pos func(T) (time.Time, string)) ([]T, string, error) {
+	q, err := keyset(db.WithContext(ctx).Model(new(T)), p, "created_at", false)
+	if err != nil {
+		return nil, "", err
+	}
+	var rows []T
+	if err := q.Find(&rows).Error; err != nil {
+		return nil, "", fmt.Errorf("listing %s: %w", what, err)
+	}
+	rows, next := nextCursor(rows, p, pos)
+	return rows, next, nil
 }

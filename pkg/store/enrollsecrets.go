@@ -67,16 +67,7 @@ func (s *Store) CreateEnrollmentSecret(ctx context.Context, ns NewEnrollmentSecr
 
 // ListEnrollmentSecrets lists secrets oldest first.
 func (s *Store) ListEnrollmentSecrets(ctx context.Context, p Page) ([]EnrollmentSecret, string, error) {
-	q, err := keyset(s.db.WithContext(ctx).Model(&EnrollmentSecret{}), p, "created_at", false)
-	if err != nil {
-		return nil, "", err
-	}
-	var rows []EnrollmentSecret
-	if err := q.Find(&rows).Error; err != nil {
-		return nil, "", fmt.Errorf("listing enrollment secrets: %w", err)
-	}
-	rows, next := nextCursor(rows, p, func(e EnrollmentSecret) (time.Time, string) { return e.CreatedAt, e.ID })
-	return rows, next, nil
+	return listOldestFirst(ctx, s.db, p, "enrollment secrets", func(e EnrollmentSecret) (time.Time, string) { return e.CreatedAt, e.ID })
 }
 
 // RevokeEnrollmentSecret revokes a secret (again: no change, no audit event);

@@ -15,7 +15,9 @@ import (
 // TestConcurrentResultBatchesFinishACommandOnce: result batches of one command
 // are written without waiting for each other, yet whichever commits last
 // finalises the command, exactly once.
-func TestConcurrentResultBatchesFinishACommandOnce(t *testing.T) { each(t, testConcurrentResultBatches) }
+func TestConcurrentResultBatchesFinishACommandOnce(t *testing.T) {
+	each(t, testConcurrentResultBatches)
+}
 
 func testConcurrentResultBatches(t *testing.T, s *store.Store) {
 	ctx := context.Background()
