@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
+	"github.com/viworks/backend-agent/pkg/ratelimit/ratelimittest"
 	"github.com/viworks/backend-agent/pkg/store"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
@@ -271,24 +271,13 @@ func TestEnrollmentSecretsAPI(t *testing.T) {
 	require.Len(t, a.auditActions("enrollment_secret.revoke"), 1)
 }
 
-func newRedisLimiter(t *testing.T, prefix string) *ratelimit.Redis {
-	url, _ := testenv.Redis(t)
-	opts, err := redis.ParseURL(url)
-	require.NoError(t, err)
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { _ = c.Close() })
-	l, err := ratelimit.NewRedis(c, ratelimit.RedisConfig{KeyPrefix: prefix})
-	require.NoError(t, err)
-	return l
-}
-
 func TestRateLimitSharedAcrossReplicas(t *testing.T) {
 	_, prefix := testenv.Redis(t)
 	st := openPostgres(t, testenv.Postgres(t))
 	cfg := Config{RateLimit: ratelimit.Limit{Requests: 3, Window: time.Minute}}
-	cfg.Limiter = newRedisLimiter(t, prefix)
+	cfg.Limiter = ratelimittest.NewRedis(t, prefix)
 	a1 := newSecAPI(t, st, cfg)
-	cfg.Limiter = newRedisLimiter(t, prefix) // another replica, its own client
+	cfg.Limiter = ratelimittest.NewRedis(t, prefix) // another replica, its own client
 	a2 := newSecAPI(t, st, cfg)
 	a2.tokens = a1.tokens
 

@@ -5,31 +5,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/ratelimit/ratelimittest"
-	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
 func TestMemoryConformance(t *testing.T) {
 	ratelimittest.Run(t, func(t *testing.T) ratelimit.Limiter { return ratelimit.NewMemory(ratelimit.MemoryConfig{}) })
 }
 
-func newRedis(t *testing.T) *ratelimit.Redis {
-	url, prefix := testenv.Redis(t)
-	opts, err := redis.ParseURL(url)
-	require.NoError(t, err)
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { _ = c.Close() })
-	l, err := ratelimit.NewRedis(c, ratelimit.RedisConfig{KeyPrefix: prefix})
-	require.NoError(t, err)
-	return l
-}
-
 func TestRedisConformance(t *testing.T) {
-	ratelimittest.Run(t, func(t *testing.T) ratelimit.Limiter { return newRedis(t) })
+	ratelimittest.Run(t, func(t *testing.T) ratelimit.Limiter { return ratelimittest.NewRedis(t, "") })
 }
 
 func TestMemoryEvictsIdleKeys(t *testing.T) {

@@ -11,10 +11,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/ratelimit"
+	"github.com/viworks/backend-agent/pkg/testenv"
 )
+
+// NewRedis returns a Redis limiter on the test Redis under prefix ("": a
+// fresh one), with its own client, closed at cleanup.
+func NewRedis(t *testing.T, prefix string) *ratelimit.Redis {
+	t.Helper()
+	url, fresh := testenv.Redis(t)
+	if prefix == "" {
+		prefix = fresh
+	}
+	opts, err := redis.ParseURL(url)
+	require.NoError(t, err)
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := ratelimit.NewRedis(c, ratelimit.RedisConfig{KeyPrefix: prefix})
+	require.NoError(t, err)
+	return l
+}
 
 // Run runs the suite.
 func Run(t *testing.T, newLimiter func(t *testing.T) ratelimit.Limiter) {
