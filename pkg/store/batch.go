@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // Ack is an agent's acknowledgement of an execution.
@@ -114,7 +115,7 @@ func (s *Store) refreshFinished(ctx context.Context, ids []string) error {
 	}
 	var changes []CommandChange
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		cmds, err := lockCommands(tx, s.dialect, ids)
+		cmds, err := lockCommands(tx, ids)
 		if err != nil {
 			return err
 		}
@@ -141,15 +142,12 @@ func (s *Store) refreshFinished(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// lockCommands locks the commands in id order (one statement) and returns what
-// refreshCommand needs of them.
-func lockCommands(tx *gorm.DB, dialect string, ids []string) ([]lockedCommand, error) {
-	lock := " FOR UPDATE"
-	if dialect == SQLite {
-		lock = "" // the single writer already serialises
-	}
+// lockCommands is lockCommand for several commands, locked in id order in one
+// statement.
+func lockCommands(tx *gorm.DB, ids []string) ([]lockedCommand, error) {
 	var cmds []lockedCommand
-	err := tx.Raw(`SELECT id, status, max_errors, finished_at FROM commands WHERE id IN ? ORDER BY id`+lock, ids).Scan(&cmds).Error
+	err := tx.Model(&Command{}).Clauses(clause.Locking{Strength: "UPDATE"}).
+		Select("id", "status", "max_errors", "finished_at").Where("id IN ?", ids).Order("id").Scan(&cmds).Error
 	if err != nil {
 		return nil, fmt.Errorf("locking commands: %w", err)
 	}

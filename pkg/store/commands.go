@@ -363,13 +363,15 @@ func refreshCommand(tx *gorm.DB, cmd lockedCommand, changes *[]CommandChange) er
 	return nil
 }
 
-// hasOpenExecutions reports whether any execution of the command has not
-// finished. The status list is literal SQL, as in the partial index
+// openExecution is the condition on an execution (alias e) that has not
+// finished. It is literal SQL, the predicate of the partial index
 // executions_open_idx, so that the planner may use that index for any plan.
+const openExecution = `e.status IN ('queued', 'dispatched', 'running', 'retrying')`
+
+// hasOpenExecutions reports whether any execution of the command has not finished.
 func hasOpenExecutions(tx *gorm.DB, commandID string) (bool, error) {
 	var open bool
-	err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM executions WHERE command_id = ?
-AND status IN ('queued', 'dispatched', 'running', 'retrying'))`, commandID).Scan(&open).Error
+	err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM executions e WHERE e.command_id = ? AND `+openExecution+`)`, commandID).Scan(&open).Error
 	if err != nil {
 		return false, fmt.Errorf("checking for open executions: %w", err)
 	}

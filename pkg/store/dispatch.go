@@ -510,8 +510,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, policy RetryPolicy) ([
 	// died between writing results and updating the aggregate) is refreshed.
 	var orphaned []string
 	err = s.db.WithContext(ctx).Raw(`SELECT c.id FROM commands c WHERE c.finished_at IS NULL
-AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.command_id = c.id
-  AND e.status IN ('queued', 'dispatched', 'running', 'retrying'))
+AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.command_id = c.id AND ` + openExecution + `)
 ORDER BY c.created_at LIMIT 100`).Scan(&orphaned).Error
 	if err != nil {
 		return ended, fmt.Errorf("finding commands to repair: %w", err)
