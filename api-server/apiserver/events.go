@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,7 +89,7 @@ func parseEventFilter(c *gin.Context) (events.Filter, []FieldError) {
 	for _, v := range c.QueryArray("type") {
 		for _, t := range strings.Split(v, ",") {
 			t = strings.TrimSpace(t)
-			if !isEventType(t) {
+			if !slices.Contains(events.Types, t) {
 				errs = append(errs, FieldError{Field: "type", Message: "unknown event type; one of " + strings.Join(events.Types, ", ")})
 				continue
 			}
@@ -111,13 +112,4 @@ func parseEventFilter(c *gin.Context) (events.Filter, []FieldError) {
 		f.CommandID = id
 	}
 	return f, errs
-}
-
-func isEventType(t string) bool {
-	for _, k := range events.Types {
-		if t == k {
-			return true
-		}
-	}
-	return false
 }

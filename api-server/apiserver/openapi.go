@@ -5,8 +5,8 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-
 	"net/http"
+	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/gin-gonic/gin"
@@ -27,8 +27,9 @@ func OpenAPI() (*openapi3.T, error) {
 	return doc, nil
 }
 
-// openapiJSON renders the document once, for GET /api/v1/openapi.json.
-func openapiJSON() ([]byte, error) {
+// openapiJSON renders the document for GET /api/v1/openapi.json, once per
+// process however many servers it builds.
+var openapiJSON = sync.OnceValues(func() ([]byte, error) {
 	doc, err := OpenAPI()
 	if err != nil {
 		return nil, err
@@ -38,7 +39,7 @@ func openapiJSON() ([]byte, error) {
 		return nil, fmt.Errorf("encoding the OpenAPI document: %w", err)
 	}
 	return b, nil
-}
+})
 
 func (s *Server) openapi(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json", s.openapiDoc)
