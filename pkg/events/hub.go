@@ -133,22 +133,27 @@ func (h *Hub) dispatch(evs []Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.clients {
-		for _, e := range evs {
-			if !c.filter.Match(e) {
-				continue
-			}
-			select {
-			case c.ch <- e:
-			default:
-				// Too slow: drop it rather than hold up everyone else; it reconnects.
-				delete(h.clients, c)
-				close(c.ch)
-			}
-			if _, live := h.clients[c]; !live {
-				break
-			}
+		if !c.offer(evs) {
+			// Too slow: drop it rather than hold up everyone else; it reconnects.
+			delete(h.clients, c)
+			close(c.ch)
 		}
 	}
+}
+
+// offer queues the events that pass the client's filter; false: its buffer is full.
+func (c *Client) offer(evs []Event) bool {
+	for _, e := range evs {
+		if !c.filter.Match(e) {
+			continue
+		}
+		select {
+		case c.ch <- e:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Subscribe adds a client.
