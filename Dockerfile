@@ -11,7 +11,8 @@
 FROM --platform=$BUILDPLATFORM golang:1.26 AS build
 ARG TARGETOS
 ARG TARGETARCH
-ENV CGO_ENABLED=0 GOTOOLCHAIN=local
+# The same fixed Go as the Makefile (fetched from the module proxy).
+ENV CGO_ENABLED=0 GOTOOLCHAIN=go1.27.3
 WORKDIR /src
 
 # Dependencies first, so that source edits do not download them again.

@@ -1,4 +1,8 @@
 # ViWorkS Backend Agent — the two set-up commands are `make run` and `make test`.
+# Builds use one fixed Go, fetched by the go command from the module proxy on
+# first use (a machine's own Go may be older; it ignores a toolchain line in go.mod).
+GOTOOLCHAIN ?= go1.27.3
+export GOTOOLCHAIN
 GO       ?= go
 BIN      ?= bin
 PKGS     := ./pkg/... ./api-server/... ./agent-gateway/... ./scheduler/... ./agentsim/... ./standalone/... ./e2e/... ./bench/...
@@ -6,8 +10,15 @@ DATA_DIR    ?= data
 DEMO_AGENTS ?= 5
 LDFLAGS  := -s -w
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+GOVULNCHECK ?= $(shell $(GO) env GOPATH)/bin/govulncheck
+# The Go vulnerability database, fetched as a Go module and indexed locally, so
+# govulncheck needs no network beyond the module proxy.
+VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
+VULNDB_DIR     ?= .cache/vulndb-$(VULNDB_VERSION)
+# Modules whose code ships (govulncheck looks at what a binary can reach).
+SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone
 
-.PHONY: build test lint run bench clean tidy chart-test e2e
+.PHONY: build test lint vulncheck run bench clean tidy chart-test e2e
 
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
@@ -20,11 +31,19 @@ build: ## binaries into ./bin
 test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
-lint: ## gofmt, go vet, staticcheck
+lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
 	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench deploy)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench deploy; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet $(PKGS) ./deploy/charttest/...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) $(PKGS) ./deploy/charttest/...
+
+vulncheck: ## govulncheck of every shipped module against the vulnerability database (fetched as the Go module golang.org/x/vulndb)
+	@test -x $(GOVULNCHECK) || $(GO) install golang.org/x/vuln/cmd/govulncheck@v1.9.0
+	@test -f $(VULNDB_DIR)/index/db.json || { echo 'indexing golang.org/x/vulndb@$(VULNDB_VERSION) (once, ~30 s)'; \
+	  src=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
+	  out=$(abspath $(VULNDB_DIR)); mkdir -p $$out; \
+	  (cd $$src && GOFLAGS=-mod=mod $(GO) run ./cmd/indexdb -vulns data/osv -out $$out); }
+	@for m in $(SHIP_MODULES); do echo "govulncheck $$m"; (cd $$m && $(GOVULNCHECK) -db file://$(abspath $(VULNDB_DIR)) ./...) || exit 1; done
 
 run: build ## the whole product in one process on embedded storage, with demo agents
 	$(BIN)/viworks --data-dir $(DATA_DIR) --demo-agents $(DEMO_AGENTS) --log-format text
