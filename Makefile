@@ -5,7 +5,9 @@ GOTOOLCHAIN ?= go1.27.3
 export GOTOOLCHAIN
 GO       ?= go
 BIN      ?= bin
-PKGS     := ./pkg/... ./api-server/... ./agent-gateway/... ./scheduler/... ./agentsim/... ./standalone/... ./e2e/... ./bench/...
+# Every module of go.work (deploy/charttest runs in `make chart-test`).
+MODULES  := $(filter-out deploy/charttest,$(patsubst ./%,%,$(shell sed -n 's/^[[:space:]]*\(\.\/[^[:space:]]*\)$$/\1/p' go.work)))
+PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 DATA_DIR    ?= data
 DEMO_AGENTS ?= 5
 LDFLAGS  := -s -w
@@ -18,7 +20,11 @@ VULNDB_DIR     ?= .cache/vulndb-$(VULNDB_VERSION)
 # Modules whose code ships (govulncheck looks at what a binary can reach).
 SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone
 
-.PHONY: build test lint vulncheck run bench clean tidy chart-test e2e
+.PHONY: help build test lint vulncheck run bench clean tidy chart-test e2e
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F '\t' '{printf "  make %-12s %s\n", $$1, $$2}'
+
 
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
@@ -58,15 +64,8 @@ chart-test: ## Helm chart + kustomize manifests: helm lint/template, strict deco
 	@command -v helm >/dev/null 2>&1 || test -x "$$($(GO) env GOPATH)/bin/helm" || { echo 'installing helm v3.22.0 with go install (a few minutes)'; $(GO) install helm.sh/helm/v3/cmd/helm@v3.22.0; }
 	cd deploy/charttest && $(GO) test -count=1 ./...
 
-tidy:
-	cd pkg && $(GO) mod tidy
-	cd api-server && $(GO) mod tidy
-	cd agent-gateway && $(GO) mod tidy
-	cd scheduler && $(GO) mod tidy
-	cd agentsim && $(GO) mod tidy
-	cd standalone && $(GO) mod tidy
-	cd bench && $(GO) mod tidy
-	cd e2e && $(GO) mod tidy
+tidy: ## go mod tidy in every module of go.work
+	@for m in $(MODULES) deploy/charttest; do echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
 
-clean:
+clean: ## remove ./bin
 	rm -rf $(BIN)
