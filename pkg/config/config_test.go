@@ -155,7 +155,6 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 		require.Equal(t, tc.want, tc.got, tc.name)
 	}
 
-
 	// The seed's defaults are valid in dev mode (their secret is a placeholder).
 	d = config.Default()
 	d.Server.DevMode = true
