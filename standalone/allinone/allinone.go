@@ -246,6 +246,7 @@ func demoFleet(cfg config.Config, o Options, log logrus.FieldLogger) func(contex
 
 func printBanner(out io.Writer, cfg config.Config, o Options, jwt *auth.JWT) error {
 	ttl := min(24*time.Hour, jwt.MaxLifetime())
+	shown := fmt.Sprintf("%gh", ttl.Hours())
 	token, err := jwt.Issue("admin", auth.RoleAdmin, ttl)
 	if err != nil {
 		return err
@@ -272,6 +273,6 @@ curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/
 
 ready
 `, cfg.ListenAddr(), storage, busName, api, cfg.Server.Port, o.DemoAgents, max(o.DemoAgents-1, 0),
-		cfg.Security.AgentEnrollmentSecret, ttl, o.DataDir, token, api, api)
+		cfg.Security.AgentEnrollmentSecret, shown, o.DataDir, token, api, api)
 	return err
 }
