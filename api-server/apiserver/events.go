@@ -82,6 +82,8 @@ func (s *Server) streamEvents(c *gin.Context) {
 			send("event: end\ndata: {\"reason\":\"token expired\"}\n\n")
 			return
 		case <-revocation.C:
+			// A failed check (database briefly unreachable) keeps the stream
+			// until the next one; the token's exp still bounds it.
 			if revoked, err := s.revoked(ctx, p); err == nil && revoked {
 				send("event: end\ndata: {\"reason\":\"token revoked\"}\n\n")
 				return
