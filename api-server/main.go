@@ -9,6 +9,7 @@ import (
 
 	"github.com/viworks/backend-agent/api-server/apiserver"
 	"github.com/viworks/backend-agent/pkg/config"
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/service"
 )
 
@@ -21,7 +22,13 @@ func run(args []string) int {
 		return token(args[1:])
 	}
 	return service.Main(name, 8080, args, func(p *service.Process) (service.Role, error) {
-		cfg := p.Cfg
+		cfg, secretFile, err := service.DevJWTSecret(p.Cfg, true)
+		if err != nil {
+			return service.Role{}, err
+		}
+		if secretFile != "" {
+			p.Log.WithField("file", secretFile).Warn("dev mode: generated a random JWT secret for this run (the placeholder is never used); mint a token with: api-server token --dev --subject NAME --role admin")
+		}
 		jwt, err := service.NewJWT(cfg)
 		if err != nil {
 			return service.Role{}, err
@@ -39,6 +46,7 @@ func run(args []string) int {
 			RateLimit:         service.RateLimit(cfg),
 			Limiter:           limiter,
 			TrustedProxies:    cfg.Security.TrustedProxies,
+			Events:            events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
 		})
 		if err != nil {
 			return service.Role{}, err

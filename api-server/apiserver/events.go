@@ -24,23 +24,35 @@ const eventWriteTimeout = 10 * time.Second
 // per change with its JSON as `data:`, a keep-alive comment every
 // KeepAlive, and the end of the stream on shutdown. Filters: type (repeated or
 // comma-separated), agent, command. The stream is live only (no replay).
+//
+// One principal holds at most Events.MaxPerOwner streams per replica (beyond
+// it: 429). A stream ends when its token expires, and, for a token exchanged
+// for an API key, within EventRevocationCheck of the key's revocation.
 func (s *Server) streamEvents(c *gin.Context) {
 	f, errs := parseEventFilter(c)
 	if len(errs) > 0 {
 		writeProblem(c, http.StatusBadRequest, "invalid event filter", errs)
 		return
 	}
-	client, err := s.hub.Subscribe(f)
+	p := principal(c)
+	client, err := s.hub.Subscribe(p.Subject, f)
 	if err != nil {
 		c.Header("Retry-After", "5")
-		msg := "the event stream is at capacity on this server; retry later"
-		if errors.Is(err, events.ErrHubClosed) {
-			msg = "the server is shutting down; retry on another replica"
+		switch {
+		case errors.Is(err, events.ErrTooManyForOwner):
+			writeProblem(c, http.StatusTooManyRequests, fmt.Sprintf("at most %d event streams per principal on this server; close one first", s.cfg.Events.MaxPerOwner), nil)
+		case errors.Is(err, events.ErrHubClosed):
+			writeProblem(c, http.StatusServiceUnavailable, "the server is shutting down; retry on another replica", nil)
+		default:
+			writeProblem(c, http.StatusServiceUnavailable, "the event stream is at capacity on this server; retry later", nil)
 		}
-		writeProblem(c, http.StatusServiceUnavailable, msg, nil)
 		return
 	}
 	defer s.hub.Unsubscribe(client)
+	expired := time.NewTimer(time.Until(p.ExpiresAt))
+	defer expired.Stop()
+	revocation := time.NewTicker(s.cfg.EventRevocationCheck)
+	defer revocation.Stop()
 
 	w := c.Writer
 	rc := http.NewResponseController(w)
@@ -66,6 +78,16 @@ func (s *Server) streamEvents(c *gin.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-expired.C:
+			send("event: end\ndata: {\"reason\":\"token expired\"}\n\n")
+			return
+		case <-revocation.C:
+			// A failed check (database briefly unreachable) keeps the stream
+			// until the next one; the token's exp still bounds it.
+			if revoked, err := s.revoked(ctx, p); err == nil && revoked {
+				send("event: end\ndata: {\"reason\":\"token revoked\"}\n\n")
+				return
+			}
 		case <-keepAlive.C:
 			if !send(": keep-alive\n\n") {
 				return

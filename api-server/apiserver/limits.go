@@ -19,9 +19,15 @@ import (
 // window), and again per principal once authenticated. Both use
 // cfg.RateLimit, in the shared Limiter (Redis across replicas). Every answer
 // carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds)
-// of the tighter of the two; a denied request gets 429 with Retry-After. When
-// the limiter fails (Redis down) requests pass and a warning is logged: the
-// API stays available without its limiter.
+// of the tighter of the two; a denied request gets 429 with Retry-After.
+//
+// When the limiter fails (Redis unreachable) the two limits differ, each
+// failure counted in viworks_api_ratelimit_errors_total{limit} with at most
+// one warning per 10 s: the per-IP limit fails closed (503 with Retry-After),
+// since it is what bounds floods of unauthenticated requests and bad tokens;
+// the per-principal limit, reached only by a request that passed the per-IP
+// limit and carries a valid token, fails open so authenticated clients are
+// not cut off by an outage the per-IP limit already guards.
 
 const ctxLimitRemaining = "ratelimit_remaining"
 
@@ -52,7 +58,7 @@ func (s *Server) limitByIP(c *gin.Context) {
 		c.Next()
 		return
 	}
-	if !s.applyLimit(c, "ip:"+ipKey(c.ClientIP())) {
+	if !s.applyLimit(c, limitIP, "ip:"+ipKey(c.ClientIP())) {
 		c.Abort()
 		return
 	}
@@ -62,21 +68,34 @@ func (s *Server) limitByIP(c *gin.Context) {
 // limitPrincipal applies the per-principal limit; it reports whether the
 // request may go on (it wrote the 429 otherwise).
 func (s *Server) limitPrincipal(c *gin.Context, subject string) bool {
-	return s.applyLimit(c, "sub:"+subject)
+	return s.applyLimit(c, limitPrincipal, "sub:"+subject)
 }
 
-func (s *Server) applyLimit(c *gin.Context, key string) bool {
+// The two limits, as named in the metric.
+const (
+	limitIP        = "ip"        // fails closed
+	limitPrincipal = "principal" // fails open
+)
+
+func (s *Server) applyLimit(c *gin.Context, limit, key string) bool {
 	if s.limiter == nil {
 		return true
 	}
 	res, err := s.limiter.Allow(c.Request.Context(), key, s.cfg.RateLimit)
 	if err != nil {
+		s.limitErrs.WithLabelValues(limit).Inc()
+		failOpen := limit == limitPrincipal
 		// At most one warning per 10 s: an outage must not turn every request into a log line.
 		now := time.Now().UnixNano()
 		if last := s.limiterErr.Load(); now-last > int64(10*time.Second) && s.limiterErr.CompareAndSwap(last, now) {
-			s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID)).Warn("rate limiter failed; requests let through")
+			s.log.WithError(err).WithFields(map[string]any{"request_id": c.GetString(ctxRequestID), "limit": limit, "let_through": failOpen}).
+				Warn("rate limiter failed")
 		}
-		return true
+		if !failOpen {
+			c.Header("Retry-After", "2")
+			writeProblem(c, http.StatusServiceUnavailable, "the rate limiter is unavailable; retry shortly", nil)
+		}
+		return failOpen
 	}
 	// Headers of the tightest limit that applied.
 	if prev, ok := c.Get(ctxLimitRemaining); !ok || res.Remaining <= prev.(int) {

@@ -54,6 +54,20 @@ func (s *Server) require(need auth.Role) gin.HandlerFunc {
 			c.Abort()
 			return
 		}
+		revoked, err := s.revoked(c.Request.Context(), p)
+		if err != nil {
+			// Fail closed: a token whose revocation cannot be checked is not accepted.
+			s.internalError(c, "checking token revocation failed", err)
+			c.Abort()
+			return
+		}
+		if revoked {
+			s.audit(c, p.Subject, "auth.failure", c.Request.Method+" "+c.FullPath(), map[string]any{"reason": "API key revoked", "jti": p.TokenID})
+			c.Header("WWW-Authenticate", `Bearer realm="viworks", error="invalid_token"`)
+			writeProblem(c, http.StatusUnauthorized, "the bearer token was revoked", nil)
+			c.Abort()
+			return
+		}
 		if !s.limitPrincipal(c, p.Subject) {
 			c.Abort()
 			return

@@ -33,6 +33,7 @@ type SecurityStore interface {
 	ListAPIKeys(ctx context.Context, p store.Page) ([]store.APIKey, string, error)
 	RevokeAPIKey(ctx context.Context, id string, audit store.AuditEvent) error
 	UseAPIKey(ctx context.Context, keyHash string, now time.Time) (store.APIKey, error)
+	APIKeyRevoked(ctx context.Context, id string) (bool, error)
 
 	CreateEnrollmentSecret(ctx context.Context, ns store.NewEnrollmentSecret) (store.EnrollmentSecret, error)
 	ListEnrollmentSecrets(ctx context.Context, p store.Page) ([]store.EnrollmentSecret, string, error)
@@ -46,7 +47,8 @@ type SecurityStore interface {
 // TokenIssuer signs tokens; the Verifier given to New issues the tokens of
 // POST /auth/token when it implements it (auth.JWT does).
 type TokenIssuer interface {
-	Issue(subject string, role auth.Role, ttl time.Duration) (string, error)
+	IssueSpec(sp auth.Spec) (auth.Issued, error)
+	MaxLifetime() time.Duration
 }
 
 // Prefixes of generated secrets, so leaked ones are recognisable (and
@@ -289,7 +291,8 @@ func (s *Server) revokeAPIKey(c *gin.Context) {
 		writeProblem(c, http.StatusNotFound, "no API key with this id", nil)
 		return
 	}
-	err := s.store.RevokeAPIKey(c.Request.Context(), id, auditEvent(c, "api_key.revoke", nil))
+	err := s.store.RevokeAPIKey(c.Request.Context(), id, auditEvent(c, "api_key.revoke", map[string]any{"tokens_revoked": true}))
+	s.revocations.forget(id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeProblem(c, http.StatusNotFound, "no API key with this id", nil)
@@ -353,19 +356,20 @@ func (s *Server) exchangeToken(c *gin.Context) {
 		s.internalError(c, "looking up API key failed", err)
 		return
 	}
-	ttl := s.cfg.TokenTTL
+	// Never beyond the issuer's maximum lifetime, nor beyond the key's expiry.
+	ttl := min(s.cfg.TokenTTL, issuer.MaxLifetime())
 	if k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < ttl {
 		ttl = k.ExpiresAt.Sub(now)
 	}
 	subject := "apikey:" + k.ID
-	tok, err := issuer.Issue(subject, auth.Role(k.Role), ttl)
+	tok, err := issuer.IssueSpec(auth.Spec{Subject: subject, Role: auth.Role(k.Role), TTL: ttl, APIKeyID: k.ID})
 	if err != nil {
 		s.internalError(c, "issuing token failed", err)
 		return
 	}
-	s.audit(c, subject, "auth.token", k.ID, map[string]any{"role": k.Role, "ttl_seconds": int(ttl.Seconds())})
+	s.audit(c, subject, "auth.token", k.ID, map[string]any{"role": k.Role, "ttl_seconds": int(ttl.Seconds()), "jti": tok.ID})
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, TokenResponse{Token: tok, ExpiresAt: now.Add(ttl).UTC().Truncate(time.Second), TokenType: "Bearer"})
+	c.JSON(http.StatusOK, TokenResponse{Token: tok.Token, ExpiresAt: tok.ExpiresAt.UTC().Truncate(time.Second), TokenType: "Bearer"})
 }
 
 // ---- enrollment secrets ----

@@ -164,7 +164,10 @@ func TestAPIKeysAndTokenExchange(t *testing.T) {
 		require.WithinDuration(t, time.Now().Add(15*time.Minute), tr.ExpiresAt, 5*time.Second)
 		p, err := a.jwt.Verify(tr.Token)
 		require.NoError(t, err)
-		require.Equal(t, auth.Principal{Subject: "apikey:" + created.ID, Role: auth.RoleOperator}, p)
+		require.Equal(t, "apikey:"+created.ID, p.Subject)
+		require.Equal(t, auth.RoleOperator, p.Role)
+		require.Equal(t, created.ID, p.APIKeyID, "the token names its API key")
+		require.NotEmpty(t, p.TokenID)
 		require.Equal(t, http.StatusOK, a.req("Bearer "+tr.Token, "GET", "/api/v1/agents", "").Code)
 	}
 	require.Len(t, a.auditActions("auth.token"), 2)

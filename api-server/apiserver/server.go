@@ -66,7 +66,14 @@ type Config struct {
 	MaxBodyBytes      int64
 	MaxQueued         int              // bound on queued executions (max_command_queue_size); 0: unbounded
 	EventKeepAlive    time.Duration    // comment sent on idle event streams (default 15s)
-	Events            events.HubConfig // bounds of the event stream
+	Events            events.HubConfig // bounds of the event stream (MaxPerOwner: per principal)
+	// EventRevocationCheck is how often an open event stream checks that its
+	// token's API key is not revoked (default 5s).
+	EventRevocationCheck time.Duration
+	// RevocationCacheTTL is how long a replica trusts its last answer on
+	// whether an API key is revoked (default 2s): the bound on how long another
+	// replica still accepts a revoked key's tokens.
+	RevocationCacheTTL time.Duration
 
 	HeartbeatInterval  time.Duration // agents' heartbeat interval (default 30s)
 	StaleAfter         time.Duration // an online agent unseen this long is "stale" (default 2 × HeartbeatInterval)
@@ -98,6 +105,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.EventKeepAlive <= 0 {
 		c.EventKeepAlive = 15 * time.Second
+	}
+	if c.Events.MaxPerOwner <= 0 {
+		c.Events.MaxPerOwner = DefaultEventStreamsPerPrincipal
+	}
+	if c.EventRevocationCheck <= 0 {
+		c.EventRevocationCheck = 5 * time.Second
+	}
+	if c.RevocationCacheTTL <= 0 {
+		c.RevocationCacheTTL = 2 * time.Second
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 30 * time.Second
@@ -146,20 +162,25 @@ func (c Config) Validate() error {
 
 // Server is the REST API.
 type Server struct {
-	cfg        Config
-	store      Store
-	bus        bus.Bus
-	verifier   Verifier
-	log        logrus.FieldLogger
-	engine     *gin.Engine
-	hub        *events.Hub
-	openapiDoc []byte
-	events     *events.Publisher
-	requests   *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
-	limiter    ratelimit.Limiter // nil: no rate limits
-	limiterErr atomic.Int64      // unix nanos of the last "rate limiter failed" warning
+	cfg         Config
+	store       Store
+	bus         bus.Bus
+	verifier    Verifier
+	log         logrus.FieldLogger
+	engine      *gin.Engine
+	hub         *events.Hub
+	openapiDoc  []byte
+	events      *events.Publisher
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	limiter     ratelimit.Limiter // nil: no rate limits
+	limiterErr  atomic.Int64      // unix nanos of the last "rate limiter failed" warning
+	limitErrs   *prometheus.CounterVec
+	revocations *revocations
 }
+
+// DefaultEventStreamsPerPrincipal is Config.Events.MaxPerOwner's default.
+const DefaultEventStreamsPerPrincipal = 4
 
 // New builds the API.
 func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.FieldLogger, cfg Config) (*Server, error) {
@@ -170,6 +191,9 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	s := &Server{
 		cfg: cfg, store: st, bus: b, verifier: v, log: log,
 		hub: events.NewHub(b, log, cfg.Events), events: events.NewPublisher(b, log),
+		revocations: newRevocations(cfg.RevocationCacheTTL),
+		limitErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_ratelimit_errors_total",
+			Help: "Rate-limiter failures (Redis unreachable) by limit: ip requests are refused (503), principal requests let through."}, []string{"limit"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"}),
 		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_api_request_duration_seconds", Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"}),
 	}
@@ -179,7 +203,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	}
 	s.openapiDoc = doc
 	if reg != nil {
-		reg.MustRegister(s.requests, s.latency)
+		reg.MustRegister(s.requests, s.latency, s.limitErrs)
 	}
 	if cfg.RateLimit.Requests > 0 {
 		s.limiter = cfg.Limiter

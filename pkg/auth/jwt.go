@@ -1,5 +1,6 @@
-// Package auth issues and verifies the API's JWTs (HS256 pinned; exp, iss and
-// aud required) and defines the roles of DESIGN §4.
+// Package auth issues and verifies the API's JWTs (HS256 pinned; exp, iat,
+// iss and aud required; a lifetime bounded by Config.MaxLifetime; a jti in
+// every token) and defines the API's roles.
 package auth
 
 import (
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
 )
 
 // Role is the access level carried in a token's "role" claim.
@@ -51,7 +53,18 @@ func ParseRole(s string) (Role, error) {
 type Principal struct {
 	Subject string
 	Role    Role
+	// TokenID is the token's "jti".
+	TokenID string
+	// APIKeyID is the API key the token was exchanged for ("api_key" claim);
+	// empty for tokens minted otherwise.
+	APIKeyID string
+	// ExpiresAt is the token's "exp".
+	ExpiresAt time.Time
 }
+
+// DefaultMaxLifetime bounds exp − iat of the tokens issued and accepted when
+// Config.MaxLifetime is zero.
+const DefaultMaxLifetime = 24 * time.Hour
 
 // Config configures token issuing and verification.
 type Config struct {
@@ -60,6 +73,9 @@ type Config struct {
 	Audience string
 	TTL      time.Duration // default lifetime of issued tokens
 	Leeway   time.Duration // clock skew tolerated on exp/nbf/iat; default 30s
+	// MaxLifetime is the longest exp − iat issued or accepted; a token beyond
+	// it, or without iat, is refused. Default DefaultMaxLifetime.
+	MaxLifetime time.Duration
 }
 
 // Validate reports a configuration that cannot work.
@@ -74,6 +90,9 @@ func (c Config) Validate() error {
 	if c.Audience == "" {
 		errs = append(errs, errors.New("auth: audience is required"))
 	}
+	if c.TTL > c.MaxLifetime && c.MaxLifetime > 0 {
+		errs = append(errs, fmt.Errorf("auth: the default token lifetime %s exceeds the maximum lifetime %s", c.TTL, c.MaxLifetime))
+	}
 	return errors.Join(errs...)
 }
 
@@ -84,14 +103,18 @@ type JWT struct {
 }
 
 type claims struct {
-	Role string `json:"role"`
+	Role     string `json:"role"`
+	APIKeyID string `json:"api_key,omitempty"`
 	jwt.RegisteredClaims
 }
 
 // NewJWT builds an issuer/verifier.
 func NewJWT(cfg Config) (*JWT, error) {
+	if cfg.MaxLifetime <= 0 {
+		cfg.MaxLifetime = DefaultMaxLifetime
+	}
 	if cfg.TTL <= 0 {
-		cfg.TTL = time.Hour
+		cfg.TTL = min(time.Hour, cfg.MaxLifetime)
 	}
 	if cfg.Leeway <= 0 {
 		cfg.Leeway = 30 * time.Second
@@ -110,40 +133,76 @@ func NewJWT(cfg Config) (*JWT, error) {
 	return &JWT{cfg: cfg, parser: p}, nil
 }
 
-// Issue signs a token for subject with role, valid for ttl (0: the configured TTL).
-func (j *JWT) Issue(subject string, role Role, ttl time.Duration) (string, error) {
-	if subject == "" {
-		return "", errors.New("issuing token: subject is required")
+// MaxLifetime is the longest lifetime the JWT issues or accepts.
+func (j *JWT) MaxLifetime() time.Duration { return j.cfg.MaxLifetime }
+
+// Spec describes a token to issue.
+type Spec struct {
+	Subject  string
+	Role     Role
+	TTL      time.Duration // 0: the configured TTL; at most MaxLifetime
+	APIKeyID string        // the API key the token is exchanged for, if any
+}
+
+// Issued is a signed token and the claims a caller records.
+type Issued struct {
+	Token     string
+	ID        string // jti
+	ExpiresAt time.Time
+}
+
+// ErrLifetime is returned for a token lifetime beyond MaxLifetime.
+var ErrLifetime = errors.New("token lifetime exceeds the maximum")
+
+// IssueSpec signs the token sp describes, with a random jti.
+func (j *JWT) IssueSpec(sp Spec) (Issued, error) {
+	if sp.Subject == "" {
+		return Issued{}, errors.New("issuing token: subject is required")
 	}
-	if !role.Valid() {
-		return "", fmt.Errorf("issuing token: unknown role %q", role)
+	if !sp.Role.Valid() {
+		return Issued{}, fmt.Errorf("issuing token: unknown role %q", sp.Role)
 	}
+	ttl := sp.TTL
 	if ttl <= 0 {
 		ttl = j.cfg.TTL
 	}
+	if ttl > j.cfg.MaxLifetime {
+		return Issued{}, fmt.Errorf("issuing token: %w (%s > %s)", ErrLifetime, ttl, j.cfg.MaxLifetime)
+	}
 	now := time.Now()
+	out := Issued{ID: uuid.NewString(), ExpiresAt: now.Add(ttl)}
 	c := claims{
-		Role: string(role),
+		Role:     string(sp.Role),
+		APIKeyID: sp.APIKeyID,
 		RegisteredClaims: jwt.RegisteredClaims{
-			Subject:   subject,
+			ID:        out.ID,
+			Subject:   sp.Subject,
 			Issuer:    j.cfg.Issuer,
 			Audience:  jwt.ClaimStrings{j.cfg.Audience},
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			ExpiresAt: jwt.NewNumericDate(out.ExpiresAt),
 		},
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(j.cfg.Secret)
 	if err != nil {
-		return "", fmt.Errorf("signing token: %w", err)
+		return Issued{}, fmt.Errorf("signing token: %w", err)
 	}
-	return s, nil
+	out.Token = s
+	return out, nil
+}
+
+// Issue signs a token for subject with role, valid for ttl (0: the configured TTL).
+func (j *JWT) Issue(subject string, role Role, ttl time.Duration) (string, error) {
+	t, err := j.IssueSpec(Spec{Subject: subject, Role: role, TTL: ttl})
+	return t.Token, err
 }
 
 // ErrInvalidToken wraps every verification failure.
 var ErrInvalidToken = errors.New("invalid token")
 
-// Verify checks signature, algorithm, typ, exp, iss and aud and returns the principal.
+// Verify checks signature, algorithm, typ, exp, iat, iss, aud and the
+// lifetime (exp − iat at most MaxLifetime) and returns the principal.
 func (j *JWT) Verify(token string) (Principal, error) {
 	var c claims
 	t, err := j.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
@@ -165,5 +224,11 @@ func (j *JWT) Verify(token string) (Principal, error) {
 	if c.Subject == "" {
 		return Principal{}, fmt.Errorf("%w: missing subject", ErrInvalidToken)
 	}
-	return Principal{Subject: c.Subject, Role: role}, nil
+	if c.IssuedAt == nil {
+		return Principal{}, fmt.Errorf("%w: missing iat", ErrInvalidToken)
+	}
+	if life := c.ExpiresAt.Sub(c.IssuedAt.Time); life > j.cfg.MaxLifetime {
+		return Principal{}, fmt.Errorf("%w: lifetime %s exceeds %s", ErrInvalidToken, life, j.cfg.MaxLifetime)
+	}
+	return Principal{Subject: c.Subject, Role: role, TokenID: c.ID, APIKeyID: c.APIKeyID, ExpiresAt: c.ExpiresAt.Time}, nil
 }

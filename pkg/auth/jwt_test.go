@@ -21,7 +21,31 @@ func TestIssueVerifyRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	p, err := j.Verify(tok)
 	require.NoError(t, err)
-	require.Equal(t, Principal{Subject: "alice", Role: RoleOperator}, p)
+	require.Equal(t, "alice", p.Subject)
+	require.Equal(t, RoleOperator, p.Role)
+	require.NotEmpty(t, p.TokenID, "every token carries a jti")
+	require.Empty(t, p.APIKeyID)
+	require.WithinDuration(t, time.Now().Add(time.Minute), p.ExpiresAt, 2*time.Second)
+
+	other, err := j.IssueSpec(Spec{Subject: "apikey:k1", Role: RoleViewer, APIKeyID: "k1"})
+	require.NoError(t, err)
+	p2, err := j.Verify(other.Token)
+	require.NoError(t, err)
+	require.Equal(t, "k1", p2.APIKeyID)
+	require.Equal(t, other.ID, p2.TokenID)
+	require.NotEqual(t, p.TokenID, p2.TokenID)
+}
+
+func TestLifetimeIsBounded(t *testing.T) {
+	j := newTestJWT(t) // MaxLifetime 24h by default
+	require.Equal(t, DefaultMaxLifetime, j.MaxLifetime())
+	_, err := j.Issue("alice", RoleAdmin, 48*time.Hour)
+	require.ErrorIs(t, err, ErrLifetime)
+	_, err = j.Issue("alice", RoleAdmin, 24*time.Hour)
+	require.NoError(t, err, "exactly the maximum is allowed")
+
+	_, err = NewJWT(Config{Secret: []byte("0123456789abcdef0123456789abcdef"), Issuer: "i", Audience: "a", TTL: 2 * time.Hour, MaxLifetime: time.Hour})
+	require.Error(t, err, "a default TTL beyond the maximum")
 }
 
 func TestVerifyRejects(t *testing.T) {
@@ -68,6 +92,9 @@ func TestVerifyRejects(t *testing.T) {
 		{"unknown role", sign(jwt.SigningMethodHS256, secret, with("role", "root"))},
 		{"no subject", sign(jwt.SigningMethodHS256, secret, without("sub"))},
 		{"issued in the future", sign(jwt.SigningMethodHS256, secret, with("iat", now.Add(time.Hour).Unix()))},
+		{"100-year lifetime", sign(jwt.SigningMethodHS256, secret, with("exp", now.Add(100*365*24*time.Hour).Unix()))},
+		{"lifetime just over 24h", sign(jwt.SigningMethodHS256, secret, with("exp", now.Add(24*time.Hour+time.Second).Unix()))},
+		{"no iat", sign(jwt.SigningMethodHS256, secret, without("iat"))},
 		{"no typ", withTyp(nil)},
 		{"typ at+jwt", withTyp("at+jwt")},
 		{"typ not a string", withTyp(7)},
@@ -83,7 +110,7 @@ func TestVerifyRejects(t *testing.T) {
 func TestVerifyLeeway(t *testing.T) {
 	j := newTestJWT(t) // 30s leeway by default
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	c := jwt.MapClaims{"sub": "a", "role": "admin", "iss": "viworks", "aud": "viworks-api", "exp": time.Now().Add(-10 * time.Second).Unix()}
+	c := jwt.MapClaims{"sub": "a", "role": "admin", "iss": "viworks", "aud": "viworks-api", "exp": time.Now().Add(-10 * time.Second).Unix(), "iat": time.Now().Add(-time.Minute).Unix()}
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
 	require.NoError(t, err)
 	_, err = j.Verify(tok)

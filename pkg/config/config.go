@@ -35,9 +35,13 @@ type Server struct {
 	MaxConnections int `toml:"max_connections"`
 	// RequestTimeout is the per-request timeout, in seconds.
 	RequestTimeout int `toml:"request_timeout"`
-	// CorsOrigins lists the origins allowed by CORS ("*" for any).
-	CorsOrigins []string `toml:"cors_origins"`
-	// DevMode relaxes the secret checks for local development (env VIWORKS_DEV_MODE).
+	// MaxEventStreamsPerPrincipal bounds the event streams (GET /api/v1/events)
+	// one principal may hold open on one replica; beyond it the API answers 429.
+	MaxEventStreamsPerPrincipal int `toml:"max_event_streams_per_principal"`
+	// DevMode relaxes the secret checks for local development (env
+	// VIWORKS_DEV_MODE): a placeholder JWT secret is replaced by a random one
+	// generated at start, and the server binds to 127.0.0.1 unless
+	// bind_address is set explicitly.
 	DevMode bool `toml:"dev_mode"`
 	// InstanceID identifies this replica (for example the gateway id); empty means the
 	// binary picks one. When set: 1..64 characters of [A-Za-z0-9._-] (env VIWORKS_INSTANCE_ID).
@@ -82,12 +86,15 @@ type Redis struct {
 	KeyPrefix string `toml:"key_prefix"`
 }
 
-// Security is the [security] section: JWTs, keys, CORS, rate limits and enrollment.
+// Security is the [security] section: JWTs, keys, rate limits and enrollment.
 type Security struct {
 	// JWTSecret is the HMAC key for API tokens (env JWT_SECRET). Secret.
 	JWTSecret string `toml:"jwt_secret"`
 	// JWTExpiration is the lifetime of an issued token, in seconds (env JWT_EXPIRATION).
 	JWTExpiration int `toml:"jwt_expiration"`
+	// MaxTokenLifetime is the longest lifetime (exp − iat) of a token the API
+	// accepts or issues, in seconds (env MAX_TOKEN_LIFETIME).
+	MaxTokenLifetime int `toml:"max_token_lifetime"`
 	// BackendPrivateKeyPath is the path of the key used to sign commands (env BACKEND_PRIVATE_KEY_PATH).
 	BackendPrivateKeyPath string `toml:"backend_private_key_path"`
 	// BackendCertificatePath is the path of the backend certificate (env BACKEND_CERTIFICATE_PATH).
@@ -96,8 +103,6 @@ type Security struct {
 	// private PEM) during a rotation: announced and accepted, no longer used to
 	// sign (env BACKEND_PREVIOUS_KEY_PATH).
 	PreviousSigningKeyPath string `toml:"previous_signing_key_path"`
-	// AllowedOrigins lists the origins allowed to call the API ("*" for any).
-	AllowedOrigins []string `toml:"allowed_origins"`
 	// RateLimitRequests is the number of requests the API allows per client IP
 	// and per principal per window, in bursts of up to that many (env
 	// RATE_LIMIT_REQUESTS).
@@ -191,6 +196,12 @@ type Logging struct {
 	MaxFiles int `toml:"max_files"`
 }
 
+// Defaults of the token and event-stream bounds.
+const (
+	DefaultMaxTokenLifetime            = 86400 // seconds
+	DefaultMaxEventStreamsPerPrincipal = 4
+)
+
 // Default returns the seed's defaults. A binary typically changes Server.Port before
 // passing the result to Flags.Load.
 //
@@ -199,13 +210,13 @@ type Logging struct {
 func Default() Config {
 	return Config{
 		Server: Server{
-			BindAddress:     "0.0.0.0",
-			Port:            8080,
-			Workers:         4,
-			MaxConnections:  1000,
-			RequestTimeout:  30,
-			CorsOrigins:     []string{"*"},
-			ShutdownTimeout: 15,
+			BindAddress:                 "0.0.0.0",
+			Port:                        8080,
+			Workers:                     4,
+			MaxConnections:              1000,
+			RequestTimeout:              30,
+			MaxEventStreamsPerPrincipal: DefaultMaxEventStreamsPerPrincipal,
+			ShutdownTimeout:             15,
 		},
 		Database: Database{
 			URL:            "postgresql://viworks:viworks@localhost/viworks",
@@ -226,9 +237,9 @@ func Default() Config {
 		Security: Security{
 			JWTSecret:              "change-me-in-production",
 			JWTExpiration:          3600,
+			MaxTokenLifetime:       DefaultMaxTokenLifetime,
 			BackendPrivateKeyPath:  "/etc/viworks/backend.key",
 			BackendCertificatePath: "/etc/viworks/backend.crt",
-			AllowedOrigins:         []string{"*"},
 			RateLimitRequests:      100,
 			RateLimitWindow:        60,
 			JWTIssuer:              "viworks",
@@ -271,8 +282,6 @@ func Default() Config {
 
 // clone returns a deep copy (the slices are not shared with c).
 func (c Config) clone() Config {
-	c.Server.CorsOrigins = cloneStrings(c.Server.CorsOrigins)
-	c.Security.AllowedOrigins = cloneStrings(c.Security.AllowedOrigins)
 	c.Security.TrustedProxies = cloneStrings(c.Security.TrustedProxies)
 	return c
 }
@@ -318,6 +327,9 @@ func (c Config) RedisWriteTimeout() time.Duration { return seconds(c.Redis.Write
 
 // JWTExpiration is security.jwt_expiration.
 func (c Config) JWTExpiration() time.Duration { return seconds(c.Security.JWTExpiration) }
+
+// MaxTokenLifetime is security.max_token_lifetime.
+func (c Config) MaxTokenLifetime() time.Duration { return seconds(c.Security.MaxTokenLifetime) }
 
 // RateLimitWindow is security.rate_limit_window.
 func (c Config) RateLimitWindow() time.Duration { return seconds(c.Security.RateLimitWindow) }

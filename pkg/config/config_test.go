@@ -113,7 +113,13 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 	var fromSeed config.Config
 	md, err := toml.Decode(seedTOML, &fromSeed)
 	require.NoError(t, err)
-	require.Empty(t, md.Undecoded())
+	// The seed's two CORS lists were never used and are removed (see TestRemovedKeys).
+	require.ElementsMatch(t, []string{"server.cors_origins", "security.allowed_origins"}, func() (keys []string) {
+		for _, k := range md.Undecoded() {
+			keys = append(keys, k.String())
+		}
+		return keys
+	}())
 
 	fromSeed.Server.ShutdownTimeout = 15
 	fromSeed.Redis.KeyPrefix = "viworks:"
@@ -124,6 +130,8 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 	fromSeed.AgentManagement.DrainSeconds = 10
 	fromSeed.AgentManagement.MaxFramesPerSecond = 50
 	fromSeed.Command.HistoryRetentionDays = 90
+	fromSeed.Server.MaxEventStreamsPerPrincipal = config.DefaultMaxEventStreamsPerPrincipal
+	fromSeed.Security.MaxTokenLifetime = config.DefaultMaxTokenLifetime
 	require.Equal(t, fromSeed, config.Default())
 
 	d := config.Default()
@@ -147,10 +155,6 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 		require.Equal(t, tc.want, tc.got, tc.name)
 	}
 
-	// Default() hands out fresh slices.
-	d.Server.CorsOrigins[0] = "x"
-	require.Equal(t, []string{"*"}, config.Default().Server.CorsOrigins)
-
 	// The seed's defaults are valid in dev mode (their secret is a placeholder).
 	d = config.Default()
 	d.Server.DevMode = true
@@ -164,10 +168,10 @@ func TestPrecedence(t *testing.T) {
 bind_address = "127.0.0.1"
 port = 9000
 workers = 8
-cors_origins = ["https://a.example"]
 
 [security]
 jwt_secret = "`+strongSecret+`"
+trusted_proxies = ["10.0.0.0/8"]
 
 [logging]
 level = "debug"
@@ -210,12 +214,16 @@ format = "text"
 		{name: "LOG_LEVEL wins over RUST_LOG", args: []string{"--config", file},
 			env:  env{"RUST_LOG": "trace", "LOG_LEVEL": "error"},
 			port: 9000, bind: "127.0.0.1", level: "error", format: "text", workers: 8},
-		{name: "dev mode from env", args: nil, env: env{"VIWORKS_DEV_MODE": "true", "JWT_SECRET": "secret"},
+		{name: "dev mode from env binds loopback", args: nil, env: env{"VIWORKS_DEV_MODE": "true", "JWT_SECRET": "secret"},
+			port: 7000, bind: "127.0.0.1", level: "info", format: "json", workers: 4, devMode: true},
+		{name: "dev mode with BACKEND_AGENT_BIND_ADDRESS", args: nil, env: env{"VIWORKS_DEV_MODE": "true", "BACKEND_AGENT_BIND_ADDRESS": "0.0.0.0"},
+			port: 7000, bind: "0.0.0.0", level: "info", format: "json", workers: 4, devMode: true},
+		{name: "dev mode with --bind-address", args: []string{"--dev", "--bind-address", "0.0.0.0"}, env: env{},
 			port: 7000, bind: "0.0.0.0", level: "info", format: "json", workers: 4, devMode: true},
 		{name: "--dev=false over env", args: []string{"--config", file, "--dev=false"}, env: env{"VIWORKS_DEV_MODE": "1"},
 			port: 9000, bind: "127.0.0.1", level: "debug", format: "text", workers: 8, devMode: false},
-		{name: "--dev over default", args: []string{"--dev"}, env: env{},
-			port: 7000, bind: "0.0.0.0", level: "info", format: "json", workers: 4, devMode: true},
+		{name: "--dev over default binds loopback", args: []string{"--dev"}, env: env{},
+			port: 7000, bind: "127.0.0.1", level: "info", format: "json", workers: 4, devMode: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := load(t, base, tc.args, tc.env)
@@ -230,7 +238,7 @@ format = "text"
 		})
 	}
 	// The file's slice did not leak into base.
-	require.Equal(t, []string{"*"}, base.Server.CorsOrigins)
+	require.Empty(t, base.Security.TrustedProxies)
 }
 
 func TestEveryEnvVar(t *testing.T) {
@@ -621,4 +629,32 @@ func TestNilFlagsAndFlagRegistration(t *testing.T) {
 	for _, n := range []string{"config", "bind-address", "port", "log-level", "log-format", "dev"} {
 		require.NotNil(t, fs.Lookup(n), n)
 	}
+}
+
+func TestRemovedKeys(t *testing.T) {
+	for _, key := range []string{"server.cors_origins", "security.allowed_origins"} {
+		t.Run(key, func(t *testing.T) {
+			section, k, _ := strings.Cut(key, ".")
+			file := writeFile(t, "["+section+"]\n"+k+" = [\"*\"]\n")
+			_, err := load(t, config.Default(), []string{"--config", file, "--dev"}, env{})
+			require.ErrorContains(t, err, key+" was removed: the API sends no CORS headers")
+		})
+	}
+}
+
+func TestDevModeFileBindAddress(t *testing.T) {
+	file := writeFile(t, "[server]\nbind_address = \"0.0.0.0\"\n")
+	c, err := load(t, config.Default(), []string{"--config", file, "--dev"}, env{})
+	require.NoError(t, err)
+	require.Equal(t, "0.0.0.0", c.Server.BindAddress, "an explicit bind address wins over dev mode's loopback")
+}
+
+func TestTokenLifetimeKeys(t *testing.T) {
+	c, err := load(t, config.Default(), []string{"--dev"}, env{"MAX_TOKEN_LIFETIME": "3600"})
+	require.NoError(t, err)
+	require.Equal(t, time.Hour, c.MaxTokenLifetime())
+	_, err = load(t, config.Default(), []string{"--dev"}, env{"MAX_TOKEN_LIFETIME": "1800"})
+	require.ErrorContains(t, err, "security.jwt_expiration (JWT_EXPIRATION) must not exceed security.max_token_lifetime")
+	_, err = load(t, config.Default(), []string{"--dev"}, env{"MAX_TOKEN_LIFETIME": "99999999"})
+	require.ErrorContains(t, err, "security.max_token_lifetime (MAX_TOKEN_LIFETIME) must be between 60 and 2592000")
 }

@@ -30,6 +30,10 @@ type Flags struct {
 	fs *flag.FlagSet
 }
 
+// DevBindAddress is where dev mode listens unless server.bind_address is set
+// explicitly (file, BACKEND_AGENT_BIND_ADDRESS or --bind-address).
+const DevBindAddress = "127.0.0.1"
+
 // AddFlags registers --config, --bind-address, --port, --log-level, --log-format and
 // --dev on fs and returns the Flags that Load reads after fs is parsed.
 func AddFlags(fs *flag.FlagSet) *Flags {
@@ -49,6 +53,8 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 // explicitly on the command line, and finally calls Validate. Unknown TOML keys and
 // malformed environment values are errors naming the key or variable. A nil *Flags,
 // or one not made by AddFlags, applies no flags (only ConfigPath is honoured).
+// In dev mode the bind address becomes DevBindAddress unless one of those
+// sources set it.
 //
 // On error the returned Config is the zero value.
 func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
@@ -56,16 +62,24 @@ func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
 		getenv = os.Getenv
 	}
 	cfg := base.clone()
+	explicitBind := false // server.bind_address set by the file, environment or a flag
 	if f != nil && f.ConfigPath != "" {
-		if err := decodeFile(f.ConfigPath, &cfg); err != nil {
+		setsBind, err := decodeFile(f.ConfigPath, &cfg)
+		if err != nil {
 			return Config{}, err
 		}
+		explicitBind = setsBind
 	}
 	if err := applyEnv(&cfg, getenv); err != nil {
 		return Config{}, err
 	}
-	if f != nil {
-		f.apply(&cfg)
+	explicitBind = explicitBind || getenv("BACKEND_AGENT_BIND_ADDRESS") != ""
+	if f != nil && f.apply(&cfg) {
+		explicitBind = true
+	}
+	if cfg.Server.DevMode && !explicitBind {
+		// Dev mode accepts weak secrets: keep it off the network unless asked.
+		cfg.Server.BindAddress = DevBindAddress
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
@@ -73,15 +87,17 @@ func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
 	return cfg, nil
 }
 
-// apply copies the flags that were set on the command line into cfg.
-func (f *Flags) apply(cfg *Config) {
+// apply copies the flags that were set on the command line into cfg; it
+// reports whether --bind-address was one of them.
+func (f *Flags) apply(cfg *Config) (bindSet bool) {
 	if f.fs == nil {
-		return
+		return false
 	}
 	f.fs.Visit(func(fl *flag.Flag) {
 		switch fl.Name {
 		case "bind-address":
 			cfg.Server.BindAddress = f.BindAddress
+			bindSet = true
 		case "port":
 			cfg.Server.Port = f.Port
 		case "log-level":
@@ -92,19 +108,32 @@ func (f *Flags) apply(cfg *Config) {
 			cfg.Server.DevMode = f.Dev
 		}
 	})
+	return bindSet
 }
 
-// decodeFile overlays the TOML file at path onto cfg.
-func decodeFile(path string, cfg *Config) error {
+// removedKeys are keys the product no longer reads, with why: a file that
+// still sets one is refused with this explanation rather than "unknown key".
+var removedKeys = map[string]string{
+	"server.cors_origins":      "was removed: the API sends no CORS headers (browsers cannot call it cross-origin); delete the key, and put a reverse proxy in front if a browser console needs it",
+	"security.allowed_origins": "was removed: the API sends no CORS headers (browsers cannot call it cross-origin); delete the key, and put a reverse proxy in front if a browser console needs it",
+}
+
+// decodeFile overlays the TOML file at path onto cfg; it reports whether the
+// file sets server.bind_address.
+func decodeFile(path string, cfg *Config) (setsBind bool, err error) {
 	md, err := toml.DecodeFile(path, cfg)
 	if err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
+		return false, fmt.Errorf("config file %s: %w", path, err)
 	}
 	var errs []error
 	for _, k := range md.Undecoded() {
+		if why, ok := removedKeys[k.String()]; ok {
+			errs = append(errs, fmt.Errorf("config file %s: %s %s", path, k.String(), why))
+			continue
+		}
 		errs = append(errs, fmt.Errorf("config file %s: unknown key %q", path, k.String()))
 	}
-	return errors.Join(errs...)
+	return md.IsDefined("server", "bind_address"), errors.Join(errs...)
 }
 
 // binding ties an environment variable to the TOML key it overrides.
@@ -129,6 +158,7 @@ var bindings = []binding{
 	{"REDIS_KEY_PREFIX", "redis.key_prefix", func(c *Config) any { return &c.Redis.KeyPrefix }},
 	{"JWT_SECRET", "security.jwt_secret", func(c *Config) any { return &c.Security.JWTSecret }},
 	{"JWT_EXPIRATION", "security.jwt_expiration", func(c *Config) any { return &c.Security.JWTExpiration }},
+	{"MAX_TOKEN_LIFETIME", "security.max_token_lifetime", func(c *Config) any { return &c.Security.MaxTokenLifetime }},
 	{"RATE_LIMIT_REQUESTS", "security.rate_limit_requests", func(c *Config) any { return &c.Security.RateLimitRequests }},
 	{"RATE_LIMIT_WINDOW", "security.rate_limit_window", func(c *Config) any { return &c.Security.RateLimitWindow }},
 	{"BACKEND_PRIVATE_KEY_PATH", "security.backend_private_key_path", func(c *Config) any { return &c.Security.BackendPrivateKeyPath }},

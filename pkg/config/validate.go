@@ -16,6 +16,10 @@ const (
 	MinEnrollmentSecretLen = 16
 )
 
+// MaxTokenLifetimeLimit is the highest security.max_token_lifetime accepted:
+// 30 days, in seconds.
+const MaxTokenLifetimeLimit = 30 * 86400
+
 // placeholders are well-known example secrets that are refused outside dev mode.
 var placeholders = []string{
 	"change-me-in-production",
@@ -24,7 +28,8 @@ var placeholders = []string{
 	"secret",
 }
 
-func isPlaceholder(s string) bool {
+// IsPlaceholder reports whether s is one of the well-known example secrets.
+func IsPlaceholder(s string) bool {
 	s = strings.TrimSpace(s)
 	for _, p := range placeholders {
 		if strings.EqualFold(s, p) {
@@ -48,6 +53,7 @@ func (c Config) Validate() error {
 	v.atLeast("server.max_connections", s.MaxConnections, 1)
 	v.positive("server.request_timeout", s.RequestTimeout)
 	v.positive("server.shutdown_timeout", s.ShutdownTimeout)
+	v.between("server.max_event_streams_per_principal", s.MaxEventStreamsPerPrincipal, 1, 1000)
 	if s.InstanceID != "" && !instanceIDRe.MatchString(s.InstanceID) {
 		v.addf("%s must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'", name("server.instance_id"))
 	}
@@ -80,6 +86,10 @@ func (c Config) Validate() error {
 
 	sec := c.Security
 	v.positive("security.jwt_expiration", sec.JWTExpiration)
+	v.between("security.max_token_lifetime", sec.MaxTokenLifetime, 60, MaxTokenLifetimeLimit)
+	if sec.JWTExpiration > sec.MaxTokenLifetime && sec.MaxTokenLifetime > 0 {
+		v.addf("%s must not exceed security.max_token_lifetime (%d > %d)", name("security.jwt_expiration"), sec.JWTExpiration, sec.MaxTokenLifetime)
+	}
 	v.atLeast("security.rate_limit_requests", sec.RateLimitRequests, 1)
 	v.positive("security.rate_limit_window", sec.RateLimitWindow)
 	for _, p := range sec.TrustedProxies {
@@ -98,7 +108,7 @@ func (c Config) Validate() error {
 		switch {
 		case sec.JWTSecret == "":
 			v.addf("%s is not set; set a random secret of at least %d bytes (or enable dev mode)", jwt, MinJWTSecretLen)
-		case isPlaceholder(sec.JWTSecret):
+		case IsPlaceholder(sec.JWTSecret):
 			v.addf("%s is a placeholder; set a random secret of at least %d bytes (or enable dev mode)", jwt, MinJWTSecretLen)
 		case len(sec.JWTSecret) < MinJWTSecretLen:
 			v.addf("%s is too short; set a random secret of at least %d bytes (or enable dev mode)", jwt, MinJWTSecretLen)
@@ -106,7 +116,7 @@ func (c Config) Validate() error {
 		enr := name("security.agent_enrollment_secret")
 		switch {
 		case sec.AgentEnrollmentSecret == "":
-		case isPlaceholder(sec.AgentEnrollmentSecret):
+		case IsPlaceholder(sec.AgentEnrollmentSecret):
 			v.addf("%s is a placeholder; set a random secret of at least %d bytes (or enable dev mode)", enr, MinEnrollmentSecretLen)
 		case len(sec.AgentEnrollmentSecret) < MinEnrollmentSecretLen:
 			v.addf("%s is too short; set a random secret of at least %d bytes (or enable dev mode)", enr, MinEnrollmentSecretLen)

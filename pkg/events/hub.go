@@ -34,9 +34,10 @@ func (f Filter) Match(e Event) bool {
 
 // HubConfig bounds the hub.
 type HubConfig struct {
-	Buffer     int           // events queued per client before it is dropped as too slow (default 256)
-	MaxClients int           // clients served at once (default 1000)
-	Retry      time.Duration // wait before resubscribing after the bus failed (default 1s)
+	Buffer      int           // events queued per client before it is dropped as too slow (default 256)
+	MaxClients  int           // clients served at once (default 1000)
+	MaxPerOwner int           // clients of one owner (principal) served at once (default 4)
+	Retry       time.Duration // wait before resubscribing after the bus failed (default 1s)
 }
 
 func (c *HubConfig) setDefaults() {
@@ -46,6 +47,9 @@ func (c *HubConfig) setDefaults() {
 	if c.MaxClients <= 0 {
 		c.MaxClients = 1000
 	}
+	if c.MaxPerOwner <= 0 {
+		c.MaxPerOwner = 4
+	}
 	if c.Retry <= 0 {
 		c.Retry = time.Second
 	}
@@ -53,8 +57,9 @@ func (c *HubConfig) setDefaults() {
 
 // Errors of Subscribe.
 var (
-	ErrTooManyClients = errors.New("events: too many clients")
-	ErrHubClosed      = errors.New("events: hub closed")
+	ErrTooManyClients  = errors.New("events: too many clients")
+	ErrTooManyForOwner = errors.New("events: too many clients of this owner")
+	ErrHubClosed       = errors.New("events: hub closed")
 )
 
 // Client is one subscriber. Events arrive on C; C is closed when the hub
@@ -63,6 +68,7 @@ type Client struct {
 	C      <-chan Event
 	ch     chan Event
 	filter Filter
+	owner  string
 }
 
 // Hub holds one bus subscription per process and fans events out to clients.
@@ -73,6 +79,7 @@ type Hub struct {
 
 	mu      sync.Mutex
 	clients map[*Client]struct{}
+	owners  map[string]int // clients per owner
 	closed  bool
 	ready   chan struct{}
 	once    sync.Once
@@ -81,7 +88,7 @@ type Hub struct {
 // NewHub returns a hub on b; Run subscribes.
 func NewHub(b bus.Bus, log logrus.FieldLogger, cfg HubConfig) *Hub {
 	cfg.setDefaults()
-	return &Hub{bus: b, log: log, cfg: cfg, clients: map[*Client]struct{}{}, ready: make(chan struct{})}
+	return &Hub{bus: b, log: log, cfg: cfg, clients: map[*Client]struct{}{}, owners: map[string]int{}, ready: make(chan struct{})}
 }
 
 // Ready is closed once the first bus subscription is live.
@@ -135,8 +142,7 @@ func (h *Hub) dispatch(evs []Event) {
 	for c := range h.clients {
 		if !c.offer(evs) {
 			// Too slow: drop it rather than hold up everyone else; it reconnects.
-			delete(h.clients, c)
-			close(c.ch)
+			h.drop(c)
 		}
 	}
 }
@@ -156,19 +162,34 @@ func (c *Client) offer(evs []Event) bool {
 	return true
 }
 
-// Subscribe adds a client.
-func (h *Hub) Subscribe(f Filter) (*Client, error) {
+// drop removes c and closes its channel; h.mu is held.
+func (h *Hub) drop(c *Client) {
+	delete(h.clients, c)
+	if h.owners[c.owner]--; h.owners[c.owner] <= 0 {
+		delete(h.owners, c.owner)
+	}
+	close(c.ch)
+}
+
+// Subscribe adds a client of owner (the principal it serves): at most
+// MaxClients in all (ErrTooManyClients) and MaxPerOwner of one owner
+// (ErrTooManyForOwner), so that one principal cannot take every stream.
+func (h *Hub) Subscribe(owner string, f Filter) (*Client, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrHubClosed
 	}
+	if h.owners[owner] >= h.cfg.MaxPerOwner {
+		return nil, ErrTooManyForOwner
+	}
 	if len(h.clients) >= h.cfg.MaxClients {
 		return nil, ErrTooManyClients
 	}
 	ch := make(chan Event, h.cfg.Buffer)
-	c := &Client{C: ch, ch: ch, filter: f}
+	c := &Client{C: ch, ch: ch, filter: f, owner: owner}
 	h.clients[c] = struct{}{}
+	h.owners[owner]++
 	return c, nil
 }
 
@@ -177,8 +198,7 @@ func (h *Hub) Unsubscribe(c *Client) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.clients[c]; ok {
-		delete(h.clients, c)
-		close(c.ch)
+		h.drop(c)
 	}
 }
 
@@ -198,7 +218,6 @@ func (h *Hub) Close() {
 	}
 	h.closed = true
 	for c := range h.clients {
-		delete(h.clients, c)
-		close(c.ch)
+		h.drop(c)
 	}
 }

@@ -67,11 +67,11 @@ func next(t *testing.T, c *events.Client) events.Event {
 func TestHubFiltersAndFansOut(t *testing.T) {
 	buses(t, func(t *testing.T, b bus.Bus) {
 		h := startHub(t, b, events.HubConfig{})
-		all, err := h.Subscribe(events.Filter{})
+		all, err := h.Subscribe("alice", events.Filter{})
 		require.NoError(t, err)
-		agentOnly, err := h.Subscribe(events.Filter{AgentID: "a-2"})
+		agentOnly, err := h.Subscribe("alice", events.Filter{AgentID: "a-2"})
 		require.NoError(t, err)
-		typed, err := h.Subscribe(events.Filter{Types: map[string]bool{events.CommandStatus: true}, CommandID: "c-1"})
+		typed, err := h.Subscribe("alice", events.Filter{Types: map[string]bool{events.CommandStatus: true}, CommandID: "c-1"})
 		require.NoError(t, err)
 
 		p := events.NewPublisher(b, quietLog())
@@ -101,11 +101,11 @@ func TestHubFiltersAndFansOut(t *testing.T) {
 func TestHubDropsSlowClientAndLimitsClients(t *testing.T) {
 	buses(t, func(t *testing.T, b bus.Bus) {
 		h := startHub(t, b, events.HubConfig{Buffer: 2, MaxClients: 2})
-		slow, err := h.Subscribe(events.Filter{})
+		slow, err := h.Subscribe("alice", events.Filter{})
 		require.NoError(t, err)
-		_, err = h.Subscribe(events.Filter{})
+		_, err = h.Subscribe("alice", events.Filter{})
 		require.NoError(t, err)
-		_, err = h.Subscribe(events.Filter{})
+		_, err = h.Subscribe("alice", events.Filter{})
 		require.ErrorIs(t, err, events.ErrTooManyClients)
 
 		evs := make([]events.Event, 5)
@@ -127,12 +127,12 @@ func TestHubCloseEndsStreams(t *testing.T) {
 	b := bus.NewMemory()
 	t.Cleanup(func() { _ = b.Close() })
 	h := startHub(t, b, events.HubConfig{})
-	c, err := h.Subscribe(events.Filter{})
+	c, err := h.Subscribe("alice", events.Filter{})
 	require.NoError(t, err)
 	h.Close()
 	_, ok := <-c.C
 	require.False(t, ok)
-	_, err = h.Subscribe(events.Filter{})
+	_, err = h.Subscribe("alice", events.Filter{})
 	require.ErrorIs(t, err, events.ErrHubClosed)
 }
 
@@ -147,4 +147,21 @@ func TestDecodeRejectsGarbage(t *testing.T) {
 func TestNilPublisherDiscards(t *testing.T) {
 	var p *events.Publisher
 	require.NotPanics(t, func() { p.Publish(context.Background(), events.Event{Type: events.AgentOnline}) })
+}
+
+func TestHubLimitsClientsPerOwner(t *testing.T) {
+	b := bus.NewMemory()
+	t.Cleanup(func() { _ = b.Close() })
+	h := startHub(t, b, events.HubConfig{MaxClients: 10, MaxPerOwner: 2})
+	a1, err := h.Subscribe("alice", events.Filter{})
+	require.NoError(t, err)
+	_, err = h.Subscribe("alice", events.Filter{})
+	require.NoError(t, err)
+	_, err = h.Subscribe("alice", events.Filter{})
+	require.ErrorIs(t, err, events.ErrTooManyForOwner)
+	_, err = h.Subscribe("bob", events.Filter{})
+	require.NoError(t, err, "another owner is still served")
+	h.Unsubscribe(a1)
+	_, err = h.Subscribe("alice", events.Filter{})
+	require.NoError(t, err, "a closed stream frees its owner's slot")
 }

@@ -113,7 +113,7 @@ func Start(ctx context.Context, name string, cfg config.Config) (*Process, error
 		return nil, fmt.Errorf("configuring logging: %w", err)
 	}
 	if cfg.Server.DevMode {
-		log.Warn("dev mode: placeholder secrets are accepted; never run like this in production")
+		log.Warn("dev mode: weak secrets are accepted (a placeholder JWT secret is replaced by a random one) and the server binds to 127.0.0.1 unless told otherwise; never run like this in production")
 	}
 	p := &Process{Name: name, InstanceID: InstanceID(cfg), Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
 	st, err := OpenStore(ctx, cfg)

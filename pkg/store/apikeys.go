@@ -147,3 +147,14 @@ func listOldestFirst[T any](ctx context.Context, db *gorm.DB, p Page, what strin
 	rows, next := nextCursor(rows, p, pos)
 	return rows, next, nil
 }
+
+// APIKeyRevoked reports whether the tokens exchanged for key id must be
+// refused: the key is revoked, or unknown (keys are never deleted, so an
+// unknown id was never issued here).
+func (s *Store) APIKeyRevoked(ctx context.Context, id string) (bool, error) {
+	var keys []APIKey
+	if err := s.db.WithContext(ctx).Select("id", "revoked_at").Where("id = ?", id).Limit(1).Find(&keys).Error; err != nil {
+		return false, fmt.Errorf("checking API key revocation: %w", err)
+	}
+	return len(keys) == 0 || keys[0].RevokedAt != nil, nil
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/config"
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/lifecycle"
 	"github.com/viworks/backend-agent/pkg/logging"
 	"github.com/viworks/backend-agent/pkg/service"
@@ -50,6 +51,9 @@ func (o Options) Validate() error {
 	return errors.Join(errs...)
 }
 
+// LoopbackAddress is where the all-in-one listens by default.
+const LoopbackAddress = "127.0.0.1"
+
 // BaseConfig is the configuration the all-in-one starts from: the defaults on
 // port 8080 with the data directory's secrets (created on first start).
 func BaseConfig(dataDir string, create bool) (config.Config, error) {
@@ -64,6 +68,9 @@ func BaseConfig(dataDir string, create bool) (config.Config, error) {
 	}
 	cfg := config.Default()
 	cfg.Server.Port = 8080
+	// The all-in-one is for one machine: loopback unless --bind-address or
+	// BACKEND_AGENT_BIND_ADDRESS says otherwise.
+	cfg.Server.BindAddress = LoopbackAddress
 	cfg.Server.InstanceID = "viworks"
 	cfg.Security.JWTSecret = sec.JWTSecret
 	cfg.Security.AgentEnrollmentSecret = sec.EnrollmentSecret
@@ -168,6 +175,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		MaxQueued:         cfg.Command.MaxCommandQueueSize,
 		HeartbeatInterval: cfg.HeartbeatInterval(), StaleAfter: 2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
 		RateLimit: service.RateLimit(cfg), Limiter: limiter, TrustedProxies: cfg.Security.TrustedProxies,
+		Events: events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
 	})
 	if err != nil {
 		return err
@@ -237,7 +245,9 @@ func demoFleet(cfg config.Config, o Options, log logrus.FieldLogger) func(contex
 }
 
 func printBanner(out io.Writer, cfg config.Config, o Options, jwt *auth.JWT) error {
-	token, err := jwt.Issue("admin", auth.RoleAdmin, 24*time.Hour)
+	ttl := min(24*time.Hour, jwt.MaxLifetime())
+	shown := fmt.Sprintf("%gh", ttl.Hours())
+	token, err := jwt.Issue("admin", auth.RoleAdmin, ttl)
 	if err != nil {
 		return err
 	}
@@ -255,7 +265,7 @@ ViWorkS all-in-one is running on %s (%s, %s)
   REST API     %s/api/v1        agents  ws://localhost:%d/ws/agent
   demo agents  %d (sim-0 ... sim-%d)
   enrollment secret (agents send it as "Authorization: Bearer ..."): %s
-  admin token (24h; more with: bin/viworks token --data-dir %s --subject NAME --role operator):
+  admin token (%s; more with: bin/viworks token --data-dir %s --subject NAME --role operator):
 
 export TOKEN=%s
 curl -s -H "Authorization: Bearer $TOKEN" %s/api/v1/agents
@@ -263,6 +273,6 @@ curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/
 
 ready
 `, cfg.ListenAddr(), storage, busName, api, cfg.Server.Port, o.DemoAgents, max(o.DemoAgents-1, 0),
-		cfg.Security.AgentEnrollmentSecret, o.DataDir, token, api, api)
+		cfg.Security.AgentEnrollmentSecret, shown, o.DataDir, token, api, api)
 	return err
 }
