@@ -136,6 +136,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 		DrainWindow:       0, // one process: there is no other gateway to move to
 		MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
+		TrustReported:     cfg.AgentManagement.TrustReportedAttributes,
 	})
 	if err != nil {
 		return err
