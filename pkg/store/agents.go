@@ -178,10 +178,12 @@ var ErrTooManyLabels = errors.New("too many labels")
 // patch): a nil Site keeps it; a label with a nil value is removed, others are
 // set, labels not named are kept.
 type AttributesPatch struct {
-	Site      *string
-	Labels    map[string]*string
-	MaxLabels int        // bound on the labels the agent ends up with
-	Audit     AuditEvent // written in the same transaction with before and after; Target is the agent id
+	Site   *string
+	Labels map[string]*string
+	// ClearLabels removes every label before Labels apply.
+	ClearLabels bool
+	MaxLabels   int        // bound on the labels the agent ends up with
+	Audit       AuditEvent // written in the same transaction with before and after; Target is the agent id
 }
 
 // AgentAttributes are an agent's trusted site and labels.
@@ -209,6 +211,9 @@ func (s *Store) PatchAgentAttributes(ctx context.Context, id string, p Attribute
 			before.Labels = map[string]string{}
 		}
 		after := AgentAttributes{Site: before.Site, Labels: maps.Clone(before.Labels)}
+		if p.ClearLabels {
+			clear(after.Labels)
+		}
 		if p.Site != nil {
 			after.Site = *p.Site
 		}
