@@ -73,6 +73,10 @@ func (s *Server) securityRoutes(v1 *gin.RouterGroup) {
 	v1.DELETE("/enrollment-secrets/:id", s.require(auth.RoleAdmin), s.revokeEnrollmentSecret)
 }
 
+// NewEnrollmentSecret returns a new enrollment secret and its stored hash,
+// for a secret issued by the product itself (the all-in-one's demo agents).
+func NewEnrollmentSecret() (secret, hash string) { return newSecret(EnrollmentSecretPrefix) }
+
 // newSecret returns prefix + 256 random bits (base64url) and its SHA-256 hash.
 func newSecret(prefix string) (secret, hash string) {
 	b := make([]byte, secretBytes)
