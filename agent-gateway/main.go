@@ -40,6 +40,7 @@ func main() {
 			Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 			DrainWindow:       cfg.DrainWindow(),
 			MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
+			TrustReported:     cfg.AgentManagement.TrustReportedAttributes,
 		})
 		if err != nil {
 			return service.Role{}, err

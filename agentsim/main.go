@@ -5,7 +5,9 @@
 //	    --enrollment-secret S [--site SITE] [--labels k=v,...] \
 //	    [--host-telemetry] [--source-ips N]
 //
-// It runs until SIGINT or SIGTERM. The logic lives in package sim.
+// --site and --labels are only reported: the site and labels that selectors
+// match come from the enrollment secret (or an admin). It runs until SIGINT or
+// SIGTERM. The logic lives in package sim.
 package main
 
 import (

@@ -67,6 +67,13 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	}, &done))
 	first := sys.waitCommand(t, done.ID, 20*time.Second, 10*time.Millisecond)
 	require.Equal(t, "succeeded", first.Status)
+	// The demo agents' site and labels come from the enrollment secret they enrolled with.
+	var demo commandView
+	require.Equal(t, http.StatusAccepted, cli.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
+		"verb": "echo", "args": map[string]any{"message": "demo"}, "selector": map[string]any{"site": "demo", "labels": map[string]string{"role": "demo"}},
+	}, &demo))
+	require.Len(t, demo.Executions, 3)
+	require.Equal(t, "succeeded", sys.waitCommand(t, demo.ID, 20*time.Second, 10*time.Millisecond).Status)
 
 	// Latency in the all-in-one mode, as in the service e2e test.
 	var samples []time.Duration
@@ -116,7 +123,10 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	defer st.Close()
 	n, err := st.CountAudit(context.Background(), "command.create")
 	require.NoError(t, err)
-	require.Equal(t, int64(22), n, "one audit event per created command across restarts")
+	require.Equal(t, int64(23), n, "one audit event per created command across restarts")
+	n, err = st.CountAudit(context.Background(), "enrollment_secret.revoke")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n, "the first run revoked its demo agents' secret when it stopped")
 }
 
 func TestAllInOneBadInput(t *testing.T) {

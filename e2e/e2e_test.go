@@ -137,11 +137,13 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 	c := newCluster(t)
 	sys := startSystem(t, c)
 
-	// 50 simulated agents, 25 on each gateway, in two agentsim processes.
+	// 50 simulated agents, 25 on each gateway, in two agentsim processes,
+	// enrolled with a secret that fixes their site and labels (what they
+	// claim in HELLO is only reported).
+	secret := issueEnrollmentSecret(t, sys.admin(t, c), map[string]any{"name": "e2e fleet", "site": "e2e", "labels": map[string]string{"role": "sim"}})
 	for i, gw := range sys.gateways {
 		c.start(fmt.Sprintf("agentsim-%d", i), "agentsim", nil,
-			"--gateway", gw, "--agents", "25", "--prefix", fmt.Sprintf("e2e-%d-", i),
-			"--enrollment-secret", sys.enrollKey, "--site", "e2e", "--labels", "role=sim")
+			"--gateway", gw, "--agents", "25", "--prefix", fmt.Sprintf("e2e-%d-", i), "--enrollment-secret", secret)
 	}
 	agents := sys.waitOnline(t, 50)
 	perGateway := map[string]int{}

@@ -100,7 +100,8 @@ type enrollRequest struct {
 // random, 256 bits, stored only as a hash; enrolling again rotates it. The
 // secret is the bootstrap AGENT_ENROLLMENT_SECRET or one issued through
 // POST /api/v1/enrollment-secrets (not revoked, not expired, uses left), whose
-// site and labels then win over what the agent claims, now and in every HELLO.
+// site, labels and allowed capabilities then are the agent's trusted ones
+// (what it claims in HELLO is only reported).
 func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	release, ok := g.admit(w)
 	if !ok {
@@ -163,7 +164,7 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 			problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
 			return
 		}
-		details["secret"], details["site"], details["labels"] = sec.ID, sec.Site, sec.Labels
+		details["secret"], details["site"], details["labels"], details["allowed_capabilities"] = sec.ID, sec.Site, sec.Labels, sec.AllowedCapabilities
 	}
 	g.issued.put(hash, req.AgentID, time.Now())
 	g.metrics.enrollments.WithLabelValues("enrolled").Inc()

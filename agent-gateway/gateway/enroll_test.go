@@ -88,15 +88,16 @@ func TestEnrollWithStoredSecrets(t *testing.T) {
 		t.Fatalf("%d denied enrollments audited, want 4", n)
 	}
 
-	// The bootstrap secret still works, and lifts what a secret imposed.
+	// The bootstrap secret still works, and lifts what a secret imposed: the
+	// agent's claims are only reported.
 	if code, _ := enroll("bootstrap-secret-0123", "edge-1", "lab"); code != http.StatusCreated {
 		t.Fatalf("bootstrap enrollment: %d", code)
 	}
 	must(t, st.MarkAgentOnline(ctx, store.AgentSession{ID: "edge-1", Site: "lab", GatewayID: "gw-test", SessionID: "s2", At: time.Now()}))
 	a, err = st.GetAgent(ctx, "edge-1")
 	must(t, err)
-	if a.Site != "lab" {
-		t.Fatalf("site after bootstrap enrollment: %q", a.Site)
+	if a.Site != "" || a.ReportedSite != "lab" {
+		t.Fatalf("site after bootstrap enrollment: %q (reported %q)", a.Site, a.ReportedSite)
 	}
 	v, err := st.VerifyAudit(ctx)
 	must(t, err)

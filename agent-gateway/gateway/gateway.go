@@ -58,6 +58,9 @@ type Config struct {
 	MaxHandshakes     int               // enrollments and upgrades-until-registered in flight; beyond: 503
 	MaxFrameRate      int               // frames per second per agent (bursts of twice that)
 	Events            *events.Publisher // optional: agents online/offline and execution progress are published here
+	// TrustReported takes agents' HELLO site and labels as trusted when
+	// nothing fixed them (trust_reported_attributes; unsafe).
+	TrustReported bool
 }
 
 func (c *Config) setDefaults() {
@@ -185,6 +188,9 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 			}
 			return strings.EqualFold(strings.TrimPrefix(strings.TrimPrefix(origin, "https://"), "http://"), r.Host)
 		},
+	}
+	if cfg.TrustReported {
+		g.log.Warn("agents' HELLO site and labels are trusted for targeting where nothing fixed them (trust_reported_attributes): anyone who can enroll can claim any site")
 	}
 	return g, nil
 }

@@ -325,7 +325,7 @@ func (s *session) register(ctx context.Context, h *protocol.Hello) error {
 	err = s.g.online.submit(ctx, store.AgentSession{
 		ID: s.agentID, Site: h.Site, Version: h.Version, Hostname: h.Hostname, OS: h.OS, Arch: h.Arch,
 		Capabilities: h.Capabilities, Labels: h.Labels, GatewayID: s.g.cfg.GatewayID, SessionID: s.id,
-		At: time.Now(),
+		At: time.Now(), TrustReported: s.g.cfg.TrustReported,
 	})
 	if err != nil {
 		s.g.detach(s)

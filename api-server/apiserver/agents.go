@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
@@ -20,38 +22,53 @@ type AgentHealth struct {
 	UptimeS int64  `json:"uptime_s"`
 }
 
-// AgentView is the API shape of an agent (DESIGN §4).
+// AgentView is the API shape of an agent. Site, Labels and Capabilities are
+// the trusted attributes that selectors and the list filters match
+// (AttributesSource says who set site and labels); the Reported fields are
+// what the agent claimed in its latest HELLO.
 type AgentView struct {
-	ID           string            `json:"id"`
-	Status       string            `json:"status"`
-	Site         string            `json:"site"`
-	Version      string            `json:"version"`
-	Capabilities []string          `json:"capabilities"`
-	Labels       map[string]string `json:"labels"`
-	Hostname     string            `json:"hostname"`
-	OS           string            `json:"os"`
-	Arch         string            `json:"arch"`
-	GatewayID    string            `json:"gateway_id"`
-	ConnectedAt  *time.Time        `json:"connected_at"`
-	LastSeenAt   *time.Time        `json:"last_seen_at"`
-	Health       AgentHealth       `json:"health"`
+	ID                   string            `json:"id"`
+	Status               string            `json:"status"`
+	Site                 string            `json:"site"`
+	Version              string            `json:"version"`
+	Capabilities         []string          `json:"capabilities"`
+	Labels               map[string]string `json:"labels"`
+	AttributesSource     string            `json:"attributes_source"`
+	ReportedSite         string            `json:"reported_site"`
+	ReportedLabels       map[string]string `json:"reported_labels"`
+	ReportedCapabilities []string          `json:"reported_capabilities"`
+	Hostname             string            `json:"hostname"`
+	OS                   string            `json:"os"`
+	Arch                 string            `json:"arch"`
+	GatewayID            string            `json:"gateway_id"`
+	ConnectedAt          *time.Time        `json:"connected_at"`
+	LastSeenAt           *time.Time        `json:"last_seen_at"`
+	Health               AgentHealth       `json:"health"`
 }
 
 func agentView(a store.Agent) AgentView {
-	caps := []string(a.Capabilities)
-	if caps == nil {
-		caps = []string{}
-	}
-	labels := map[string]string(a.Labels)
-	if labels == nil {
-		labels = map[string]string{}
-	}
 	return AgentView{
-		ID: a.ID, Status: a.Status, Site: a.Site, Version: a.Version, Capabilities: caps, Labels: labels,
-		Hostname: a.Hostname, OS: a.OS, Arch: a.Arch, GatewayID: a.GatewayID,
+		ID: a.ID, Status: a.Status, Site: a.Site, Version: a.Version, Capabilities: nonNilList(a.Capabilities), Labels: nonNilMap(a.Labels),
+		AttributesSource: a.AttributesSource, ReportedSite: a.ReportedSite, ReportedLabels: nonNilMap(a.ReportedLabels),
+		ReportedCapabilities: nonNilList(a.ReportedCapabilities),
+		Hostname:             a.Hostname, OS: a.OS, Arch: a.Arch, GatewayID: a.GatewayID,
 		ConnectedAt: a.ConnectedAt, LastSeenAt: a.LastSeenAt,
 		Health: AgentHealth{Status: a.HealthStatus, UptimeS: a.UptimeS},
 	}
+}
+
+func nonNilList(l store.StringList) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+func nonNilMap(m store.StringMap) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // List is the envelope of every list response.
@@ -238,4 +255,92 @@ func (s *Server) agentHealth(c *gin.Context) {
 		v.State = StateOnline
 	}
 	c.JSON(http.StatusOK, v)
+}
+
+// AgentPatchRequest is the body of PATCH /agents/{id}, a JSON merge patch of
+// the agent's trusted attributes: site (null: ""), labels (a label set to
+// null is removed, labels not named are kept; labels null removes all).
+type AgentPatchRequest struct {
+	Site   json.RawMessage `json:"site"`
+	Labels json.RawMessage `json:"labels"`
+}
+
+// parseAgentPatch turns the request into a store patch, naming each problem.
+func parseAgentPatch(req AgentPatchRequest) (store.AttributesPatch, []FieldError) {
+	p := store.AttributesPatch{MaxLabels: protocol.MaxLabels}
+	var errs []FieldError
+	if req.Site == nil && req.Labels == nil {
+		errs = append(errs, FieldError{Field: "site", Message: "give site or labels to change"})
+	}
+	switch {
+	case req.Site == nil:
+	case string(req.Site) == "null":
+		p.Site = new(string)
+	default:
+		var site string
+		if json.Unmarshal(req.Site, &site) != nil {
+			errs = append(errs, FieldError{Field: "site", Message: "must be a string or null"})
+		} else if fe := validSite("site", site); fe != nil {
+			errs = append(errs, *fe)
+		} else {
+			p.Site = &site
+		}
+	}
+	switch {
+	case req.Labels == nil:
+	case string(req.Labels) == "null":
+		p.ClearLabels = true
+	default:
+		if json.Unmarshal(req.Labels, &p.Labels) != nil {
+			errs = append(errs, FieldError{Field: "labels", Message: "must be an object of strings or nulls, or null"})
+			break
+		}
+		keys := make(map[string]string, len(p.Labels))
+		for k, v := range p.Labels {
+			keys[k] = ""
+			if v != nil {
+				keys[k] = *v
+			}
+		}
+		if fe := validLabels("labels", keys); fe != nil {
+			errs = append(errs, *fe)
+		}
+	}
+	return p, errs
+}
+
+// patchAgent changes an agent's trusted site and labels (admin): they match
+// selectors at once, the agent's HELLOs no longer change them (a new
+// enrollment does), and the change is audited with its before and after.
+func (s *Server) patchAgent(c *gin.Context) {
+	id := c.Param("id")
+	if protocol.CheckID("", id) != nil {
+		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
+		return
+	}
+	var req AgentPatchRequest
+	if !readStrict(c, &req) {
+		return
+	}
+	p, errs := parseAgentPatch(req)
+	if len(errs) > 0 {
+		writeProblem(c, http.StatusBadRequest, "invalid agent change", errs)
+		return
+	}
+	p.Audit = auditEvent(c, "agent.update", nil)
+	a, err := s.store.PatchAgentAttributes(c.Request.Context(), id, p)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
+		return
+	case errors.Is(err, store.ErrTooManyLabels):
+		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("the agent would have more than %d labels", protocol.MaxLabels),
+			[]FieldError{{Field: "labels", Message: fmt.Sprintf("at most %d labels in all; remove some with null", protocol.MaxLabels)}})
+		return
+	case err != nil:
+		s.internalError(c, "changing agent attributes failed", err)
+		return
+	}
+	s.events.Publish(c.Request.Context(), events.Event{Type: events.AgentUpdated, AgentID: a.ID})
+	c.JSON(http.StatusOK, agentView(a))
 }

@@ -41,6 +41,7 @@ var routeRoles = map[string]auth.Role{
 	"GET /api/v1/enrollment-secrets":        auth.RoleAdmin,
 	"DELETE /api/v1/enrollment-secrets/:id": auth.RoleAdmin,
 	"GET /api/v1/agents/:id":                auth.RoleViewer,
+	"PATCH /api/v1/agents/:id":              auth.RoleAdmin,
 	"GET /api/v1/agents/:id/health":         auth.RoleViewer,
 	"GET /api/v1/agents/:id/telemetry":      auth.RoleViewer,
 	"GET /api/v1/commands":                  auth.RoleViewer,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -145,7 +146,20 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?limit=1", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?status=bogus", nil)
 	c.do("", http.MethodGet, "/api/v1/agents", nil)
-	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?site=lab&label=role=web&capability=echo&q=web", nil)
+	for _, id := range []string{"web-1", "web-2"} {
+		w := c.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/"+id, map[string]any{"site": "lab", "labels": map[string]any{"role": "web", "gone": nil}})
+		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	}
+	c.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/web-1", map[string]any{"site": 5})
+	c.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/nobody", map[string]any{"site": "lab"})
+	c.do(auth.RoleOperator, http.MethodPatch, "/api/v1/agents/web-1", map[string]any{"site": "lab"})
+	many := map[string]any{}
+	for i := range 32 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	c.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/web-1", map[string]any{"labels": many}) // 422: 33 with role
+	w := c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?site=lab&label=role=web&capability=echo&q=web", nil)
+	require.Contains(t, w.Body.String(), `"web-2"`)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/nobody", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/health", nil)
@@ -153,7 +167,7 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 		{AgentID: "web-1", TS: time.Now().Add(-time.Minute), Metrics: store.JSON(`{"cpu_percent": 12.5, "mem_percent": 40}`)},
 		{AgentID: "web-1", TS: time.Now().Add(-30 * time.Second), Metrics: store.JSON(`{"cpu_percent": 20, "mem_percent": 41}`)},
 	}))
-	w := c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/telemetry?step=5m", nil)
+	w = c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/telemetry?step=5m", nil)
 	require.Contains(t, w.Body.String(), "cpu_percent")
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/telemetry?step=bogus", nil)
 	c.do("", http.MethodGet, "/api/v1/health/database", nil)

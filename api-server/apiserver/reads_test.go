@@ -74,12 +74,18 @@ func (a *readAPI) get(path string) *httptest.ResponseRecorder {
 	return a.do(auth.RoleViewer, http.MethodGet, path, "")
 }
 
+// agent brings an agent online and gives it site and labels as an admin
+// does (PATCH): what it reports in HELLO is not trusted.
 func (a *readAPI) agent(id, site, gw string, caps []string, labels map[string]string) {
 	a.t.Helper()
 	require.NoError(a.t, a.st.MarkAgentOnline(context.Background(), store.AgentSession{
 		ID: id, Site: site, Version: "1.2.3", Hostname: "host-" + id, Capabilities: caps, Labels: labels,
 		GatewayID: gw, SessionID: "s-" + id, At: time.Now(),
 	}))
+	body, err := json.Marshal(map[string]any{"site": site, "labels": labels})
+	require.NoError(a.t, err)
+	w := a.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), string(body))
+	require.Equal(a.t, http.StatusOK, w.Code, w.Body.String())
 }
 
 func agentIDs(t *testing.T, w *httptest.ResponseRecorder) []string {

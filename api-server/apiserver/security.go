@@ -75,6 +75,10 @@ func (s *Server) securityRoutes(v1 *gin.RouterGroup) {
 	v1.DELETE("/enrollment-secrets/:id", s.require(auth.RoleAdmin), s.revokeEnrollmentSecret)
 }
 
+// NewEnrollmentSecret returns a new enrollment secret and its stored hash,
+// for a secret issued by the product itself (the all-in-one's demo agents).
+func NewEnrollmentSecret() (secret, hash string) { return newSecret(EnrollmentSecretPrefix) }
+
 // newSecret returns prefix + 256 random bits (base64url) and its SHA-256 hash.
 func newSecret(prefix string) (secret, hash string) {
 	b := make([]byte, secretBytes)
@@ -103,6 +107,22 @@ func (s *Server) audit(c *gin.Context, actor, action, target string, details map
 func auditEvent(c *gin.Context, action string, details map[string]any) store.AuditEvent {
 	raw, _ := json.Marshal(details)
 	return store.AuditEvent{Actor: principal(c).Subject, Action: action, RequestID: c.GetString(ctxRequestID), ClientIP: c.ClientIP(), Details: raw}
+}
+
+// validSite checks an agent site by the agent protocol's HELLO rules.
+func validSite(field, site string) *FieldError {
+	if protocol.ValidateHello(&protocol.Hello{AgentID: "x", Site: site}) != nil {
+		return &FieldError{Field: field, Message: fmt.Sprintf("at most %d bytes", protocol.MaxShortFieldLen)}
+	}
+	return nil
+}
+
+// validLabels checks agent labels by the agent protocol's HELLO rules.
+func validLabels(field string, labels map[string]string) *FieldError {
+	if protocol.ValidateHello(&protocol.Hello{AgentID: "x", Labels: labels}) != nil {
+		return &FieldError{Field: field, Message: fmt.Sprintf("at most %d labels; keys 1-%d bytes, values at most %d", protocol.MaxLabels, protocol.MaxShortFieldLen, protocol.MaxShortFieldLen)}
+	}
+	return nil
 }
 
 // validName checks a required display name.
@@ -376,28 +396,33 @@ func (s *Server) exchangeToken(c *gin.Context) {
 
 // EnrollmentSecretRequest is the body of POST /api/v1/enrollment-secrets.
 type EnrollmentSecretRequest struct {
-	Name      string            `json:"name"`
-	Site      string            `json:"site"`
-	Labels    map[string]string `json:"labels"`
-	MaxUses   *int              `json:"max_uses"`
-	ExpiresIn *int              `json:"expires_in"` // seconds
-	ExpiresAt *time.Time        `json:"expires_at"`
+	Name   string            `json:"name"`
+	Site   string            `json:"site"`
+	Labels map[string]string `json:"labels"`
+	// AllowedCapabilities restricts the capabilities its agents are
+	// targeted for; absent or null: any they announce.
+	AllowedCapabilities *[]string  `json:"allowed_capabilities"`
+	MaxUses             *int       `json:"max_uses"`
+	ExpiresIn           *int       `json:"expires_in"` // seconds
+	ExpiresAt           *time.Time `json:"expires_at"`
 }
 
 // EnrollmentSecretView is the API shape of an enrollment secret; Secret is
 // set only in the answer to its creation.
 type EnrollmentSecretView struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	Site      string            `json:"site"`
-	Labels    map[string]string `json:"labels"`
-	MaxUses   *int              `json:"max_uses"`
-	Uses      int               `json:"uses"`
-	CreatedBy string            `json:"created_by"`
-	CreatedAt time.Time         `json:"created_at"`
-	ExpiresAt *time.Time        `json:"expires_at"`
-	RevokedAt *time.Time        `json:"revoked_at"`
-	Secret    string            `json:"secret,omitempty"`
+	ID     string            `json:"id"`
+	Name   string            `json:"name"`
+	Site   string            `json:"site"`
+	Labels map[string]string `json:"labels"`
+	// AllowedCapabilities is null when any capability is allowed.
+	AllowedCapabilities []string   `json:"allowed_capabilities"`
+	MaxUses             *int       `json:"max_uses"`
+	Uses                int        `json:"uses"`
+	CreatedBy           string     `json:"created_by"`
+	CreatedAt           time.Time  `json:"created_at"`
+	ExpiresAt           *time.Time `json:"expires_at"`
+	RevokedAt           *time.Time `json:"revoked_at"`
+	Secret              string     `json:"secret,omitempty"`
 }
 
 func enrollmentSecretView(e store.EnrollmentSecret) EnrollmentSecretView {
@@ -405,7 +430,11 @@ func enrollmentSecretView(e store.EnrollmentSecret) EnrollmentSecretView {
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	return EnrollmentSecretView{ID: e.ID, Name: e.Name, Site: e.Site, Labels: labels, MaxUses: e.MaxUses, Uses: e.Uses,
+	var allowed []string
+	if e.AllowedCapabilities != nil {
+		allowed = nonNilList(*e.AllowedCapabilities)
+	}
+	return EnrollmentSecretView{ID: e.ID, Name: e.Name, Site: e.Site, Labels: labels, AllowedCapabilities: allowed, MaxUses: e.MaxUses, Uses: e.Uses,
 		CreatedBy: e.CreatedBy, CreatedAt: e.CreatedAt, ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt}
 }
 
@@ -418,12 +447,16 @@ func (s *Server) createEnrollmentSecret(c *gin.Context) {
 	if fe := validName("name", req.Name, store.MaxEnrollmentNameLen); fe != nil {
 		errs = append(errs, *fe)
 	}
-	// Site and labels follow the agent protocol's HELLO rules.
-	if err := protocol.ValidateHello(&protocol.Hello{AgentID: "x", Site: req.Site}); err != nil {
-		errs = append(errs, FieldError{Field: "site", Message: fmt.Sprintf("at most %d bytes", protocol.MaxShortFieldLen)})
+	if fe := validSite("site", req.Site); fe != nil {
+		errs = append(errs, *fe)
 	}
-	if err := protocol.ValidateHello(&protocol.Hello{AgentID: "x", Labels: req.Labels}); err != nil {
-		errs = append(errs, FieldError{Field: "labels", Message: fmt.Sprintf("at most %d labels; keys 1-%d bytes, values at most %d", protocol.MaxLabels, protocol.MaxShortFieldLen, protocol.MaxShortFieldLen)})
+	if fe := validLabels("labels", req.Labels); fe != nil {
+		errs = append(errs, *fe)
+	}
+	if req.AllowedCapabilities != nil {
+		if err := protocol.ValidateHello(&protocol.Hello{AgentID: "x", Capabilities: *req.AllowedCapabilities}); err != nil {
+			errs = append(errs, FieldError{Field: "allowed_capabilities", Message: fmt.Sprintf("at most %d entries of 1-%d bytes", protocol.MaxCapabilities, protocol.MaxShortFieldLen)})
+		}
 	}
 	if req.MaxUses != nil && (*req.MaxUses < 1 || *req.MaxUses > maxMaxUses) {
 		errs = append(errs, FieldError{Field: "max_uses", Message: fmt.Sprintf("must be from 1 to %d", maxMaxUses)})
@@ -433,10 +466,14 @@ func (s *Server) createEnrollmentSecret(c *gin.Context) {
 		writeProblem(c, http.StatusBadRequest, "invalid enrollment secret request", errs)
 		return
 	}
+	var allowed []string
+	if req.AllowedCapabilities != nil {
+		allowed = append([]string{}, *req.AllowedCapabilities...) // [] (none allowed) stays apart from nil (any)
+	}
 	secret, hash := newSecret(EnrollmentSecretPrefix)
 	e, err := s.store.CreateEnrollmentSecret(c.Request.Context(), store.NewEnrollmentSecret{
-		Name: req.Name, SecretHash: hash, Site: req.Site, Labels: req.Labels, MaxUses: req.MaxUses, CreatedBy: principal(c).Subject, ExpiresAt: exp,
-		Audit: auditEvent(c, "enrollment_secret.create", map[string]any{"name": req.Name, "site": req.Site, "labels": req.Labels, "max_uses": req.MaxUses, "expires_at": exp}),
+		Name: req.Name, SecretHash: hash, Site: req.Site, Labels: req.Labels, AllowedCapabilities: allowed, MaxUses: req.MaxUses, CreatedBy: principal(c).Subject, ExpiresAt: exp,
+		Audit: auditEvent(c, "enrollment_secret.create", map[string]any{"name": req.Name, "site": req.Site, "labels": req.Labels, "allowed_capabilities": allowed, "max_uses": req.MaxUses, "expires_at": exp}),
 	})
 	switch {
 	case errors.Is(err, store.ErrLimitReached):

@@ -31,6 +31,7 @@ type Store interface {
 	Ping(ctx context.Context) error
 
 	GetAgent(ctx context.Context, id string) (store.Agent, error)
+	PatchAgentAttributes(ctx context.Context, id string, p store.AttributesPatch) (store.Agent, error)
 	TelemetrySeries(ctx context.Context, q store.TelemetryQuery) ([]store.TelemetryPoint, error)
 	ListCommands(ctx context.Context, f store.CommandFilter) ([]store.Command, string, error)
 	ExecutionCounts(ctx context.Context, commandIDs []string) (map[string]map[string]int, error)
@@ -233,6 +234,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.GET("/metrics", s.require(auth.RoleViewer), s.summary)
 	v1.GET("/agents", s.require(auth.RoleViewer), s.listAgents)
 	v1.GET("/agents/:id", s.require(auth.RoleViewer), s.getAgent)
+	v1.PATCH("/agents/:id", s.require(auth.RoleAdmin), s.patchAgent)
 	v1.GET("/agents/:id/health", s.require(auth.RoleViewer), s.agentHealth)
 	v1.GET("/agents/:id/telemetry", s.require(auth.RoleViewer), s.agentTelemetry)
 	v1.GET("/commands", s.require(auth.RoleViewer), s.listCommands)

@@ -48,14 +48,17 @@ func (r loadResult) String() string {
 }
 
 // insertAgents registers n agents directly in the database, with the fields an
-// agentsim agent announces, named api-00000...
+// agentsim agent announces (reported, and trusted as if an enrollment secret
+// had fixed them), named api-00000...
 func insertAgents(ctx context.Context, db *sql.DB, n int) error {
 	_, err := db.ExecContext(ctx, `INSERT INTO agents (id, status, site, version, hostname, os, arch, capabilities, labels,
-  gateway_id, session_id, health_status, uptime_s, connected_at, last_seen_at)
-SELECT 'api-' || lpad(i::text, 5, '0'), 'offline', 'site-' || (i % 10), '0.1.0-sim', 'api-' || lpad(i::text, 5, '0'), 'linux', 'amd64',
-  '["echo","sleep","fail","ping","shell"]', jsonb_build_object('env', 'bench', 'rack', 'r' || (i % 40)),
-  'bench-agent-gateway', '', 'healthy', i * 10, now(), now()
-FROM generate_series(0, $1 - 1) AS i`, n)
+  gateway_id, session_id, health_status, uptime_s, connected_at, last_seen_at,
+  reported_site, reported_labels, reported_capabilities, attributes_source)
+SELECT id, 'offline', site, '0.1.0-sim', id, 'linux', 'amd64', caps, labels,
+  'bench-agent-gateway', '', 'healthy', i * 10, now(), now(), site, labels, caps, 'enrollment'
+FROM generate_series(0, $1 - 1) AS i,
+  LATERAL (SELECT 'api-' || lpad(i::text, 5, '0') AS id, 'site-' || (i % 10) AS site,
+    '["echo","sleep","fail","ping","shell"]'::jsonb AS caps, jsonb_build_object('env', 'bench', 'rack', 'r' || (i % 40)) AS labels) AS v`, n)
 	if err != nil {
 		return fmt.Errorf("inserting %d agents: %w", n, err)
 	}

@@ -146,6 +146,12 @@ type AgentManagement struct {
 	TLSCertPath  string `toml:"tls_cert_path"`
 	TLSKeyPath   string `toml:"tls_key_path"`
 	ClientCAPath string `toml:"client_ca_path"`
+	// TrustReportedAttributes takes the site and labels an agent claims in
+	// HELLO as the ones selectors match, when neither its enrollment secret
+	// nor an admin fixed them (env AGENT_TRUST_REPORTED_ATTRIBUTES). Unsafe:
+	// anyone who can enroll an agent can then claim any site and receive the
+	// commands meant for it. Default false: claims are only reported.
+	TrustReportedAttributes bool `toml:"trust_reported_attributes"`
 }
 
 // Command is the [command] section: command dispatch and retries.

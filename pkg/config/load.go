@@ -171,6 +171,7 @@ var bindings = []binding{
 	{"GATEWAY_TLS_CERT", "agent_management.tls_cert_path", func(c *Config) any { return &c.AgentManagement.TLSCertPath }},
 	{"GATEWAY_TLS_KEY", "agent_management.tls_key_path", func(c *Config) any { return &c.AgentManagement.TLSKeyPath }},
 	{"GATEWAY_CLIENT_CA", "agent_management.client_ca_path", func(c *Config) any { return &c.AgentManagement.ClientCAPath }},
+	{"AGENT_TRUST_REPORTED_ATTRIBUTES", "agent_management.trust_reported_attributes", func(c *Config) any { return &c.AgentManagement.TrustReportedAttributes }},
 	{"MAX_CONCURRENT_COMMANDS", "command.max_concurrent_commands", func(c *Config) any { return &c.Command.MaxConcurrentCommands }},
 	{"COMMAND_TIMEOUT", "command.command_timeout", func(c *Config) any { return &c.Command.CommandTimeout }},
 	// RUST_LOG is the seed's name for the log level; LOG_LEVEL, applied after it, wins.

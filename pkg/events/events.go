@@ -24,6 +24,7 @@ const Topic = "events"
 const (
 	AgentOnline     = "agent.online"
 	AgentOffline    = "agent.offline"
+	AgentUpdated    = "agent.updated" // an admin changed its trusted site or labels
 	CommandStatus   = "command.status"
 	ExecutionStatus = "execution.status"
 	AlertFired      = "alert.fired"
@@ -31,7 +32,7 @@ const (
 )
 
 // Types lists every event type, for validating filters.
-var Types = []string{AgentOnline, AgentOffline, CommandStatus, ExecutionStatus, AlertFired, AlertResolved}
+var Types = []string{AgentOnline, AgentOffline, AgentUpdated, CommandStatus, ExecutionStatus, AlertFired, AlertResolved}
 
 // Event is one change. Fields that do not apply to the type are empty.
 type Event struct {

@@ -2,14 +2,19 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
-// AgentSession describes an agent that has just completed its HELLO.
+// AgentSession describes an agent that has just completed its HELLO; Site,
+// Capabilities and Labels are what it claims.
 type AgentSession struct {
 	ID           string
 	Site         string
@@ -22,6 +27,10 @@ type AgentSession struct {
 	GatewayID    string
 	SessionID    string
 	At           time.Time
+	// TrustReported takes the claimed site and labels as trusted when neither
+	// an enrollment secret nor an admin fixed them (trust_reported_attributes;
+	// unsafe: anyone who can enroll can then claim any site).
+	TrustReported bool
 }
 
 // MarkAgentOnline registers (or updates) an agent as online on a gateway session.
@@ -157,6 +166,83 @@ func (s *Store) GetAgent(ctx context.Context, id string) (Agent, error) {
 	}
 	if res.RowsAffected == 0 {
 		return a, ErrNotFound
+	}
+	return a, nil
+}
+
+// ErrTooManyLabels is returned when a change would leave an agent with more
+// labels than AttributesPatch.MaxLabels.
+var ErrTooManyLabels = errors.New("too many labels")
+
+// AttributesPatch changes an agent's trusted site and labels (a JSON merge
+// patch): a nil Site keeps it; a label with a nil value is removed, others are
+// set, labels not named are kept.
+type AttributesPatch struct {
+	Site   *string
+	Labels map[string]*string
+	// ClearLabels removes every label before Labels apply.
+	ClearLabels bool
+	MaxLabels   int        // bound on the labels the agent ends up with
+	Audit       AuditEvent // written in the same transaction with before and after; Target is the agent id
+}
+
+// AgentAttributes are an agent's trusted site and labels.
+type AgentAttributes struct {
+	Site   string            `json:"site"`
+	Labels map[string]string `json:"labels"`
+}
+
+// PatchAgentAttributes applies p to the agent's trusted attributes, which an
+// admin then holds (its HELLOs no longer change them; a new enrollment does),
+// and audits the change. It returns the agent as changed; an unknown agent
+// gives ErrNotFound, too many labels ErrTooManyLabels.
+func (s *Store) PatchAgentAttributes(ctx context.Context, id string, p AttributesPatch) (Agent, error) {
+	var a Agent
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Limit(1).Find(&a)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrNotFound
+		}
+		before := AgentAttributes{Site: a.Site, Labels: maps.Clone(map[string]string(a.Labels))}
+		if before.Labels == nil {
+			before.Labels = map[string]string{}
+		}
+		after := AgentAttributes{Site: before.Site, Labels: maps.Clone(before.Labels)}
+		if p.ClearLabels {
+			clear(after.Labels)
+		}
+		if p.Site != nil {
+			after.Site = *p.Site
+		}
+		for k, v := range p.Labels {
+			if v == nil {
+				delete(after.Labels, k)
+			} else {
+				after.Labels[k] = *v
+			}
+		}
+		if len(after.Labels) > p.MaxLabels {
+			return ErrTooManyLabels
+		}
+		now := time.Now().UTC()
+		a.Site, a.Labels, a.AttributesSource, a.UpdatedAt = after.Site, StringMap(after.Labels), AttributesFromAdmin, now
+		err := tx.Model(&Agent{}).Where("id = ?", id).Updates(map[string]any{"site": a.Site, "labels": a.Labels,
+			"attributes_source": a.AttributesSource, "updated_at": now}).Error
+		if err != nil {
+			return err
+		}
+		audit := p.Audit
+		audit.Details, _ = json.Marshal(map[string]any{"before": before, "after": after}) // strings only: cannot fail
+		return insertAudit(tx, audit, id, now)
+	})
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrTooManyLabels):
+		return Agent{}, err
+	case err != nil:
+		return Agent{}, fmt.Errorf("patching agent attributes: %w", err)
 	}
 	return a, nil
 }

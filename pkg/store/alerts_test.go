@@ -291,6 +291,7 @@ func testAlertConditionQueries(t *testing.T, s *store.Store) {
 	t0 := time.Now().UTC().Truncate(time.Second)
 	at := func(id, site string, labels map[string]string, when time.Time) {
 		require.NoError(t, s.MarkAgentOnline(ctx, store.AgentSession{ID: id, Site: site, Labels: labels, Capabilities: []string{"echo"}, GatewayID: "gw", SessionID: "s-" + id, At: when}))
+		trust(t, s, id, site, labels)
 	}
 	at("p1", "prod", map[string]string{"role": "web"}, t0.Add(-time.Hour))
 	at("p2", "prod", map[string]string{"role": "db"}, t0.Add(-time.Hour))

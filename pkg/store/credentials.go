@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
+	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
 
@@ -21,6 +24,8 @@ type AgentCredential struct {
 	RevokedAt      *time.Time
 	ImposedSite    *string   `gorm:"->"` // set by EnrollWithSecret; nil: nothing imposed
 	ImposedLabels  StringMap `gorm:"->"`
+	// AllowedCapabilities is set by EnrollWithSecret; nil: any.
+	AllowedCapabilities *StringList `gorm:"->"`
 }
 
 // SetAgentCredential stores (or rotates) an agent's credential hash; the old
@@ -60,7 +65,10 @@ type CredentialGrant struct {
 
 // SetAgentCredentials stores (or rotates) a batch of credentials in one
 // statement. When the batch holds several grants for one agent, the last wins,
-// as if they had been stored one after the other.
+// as if they had been stored one after the other. Such an enrollment fixes no
+// attributes: what an earlier enrollment or an admin set is lifted, the agent
+// has site "" and no labels until an admin sets them (or its HELLO does,
+// under trust_reported_attributes).
 func (s *Store) SetAgentCredentials(ctx context.Context, gs []CredentialGrant) error {
 	if len(gs) == 0 {
 		return nil
@@ -77,12 +85,22 @@ func (s *Store) SetAgentCredentials(ctx context.Context, gs []CredentialGrant) e
 		pos[g.AgentID] = len(rows)
 		rows = append(rows, c)
 	}
-	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
-		Columns: []clause.Column{{Name: "agent_id"}},
-		DoUpdates: clause.Assignments(map[string]any{"credential_hash": clause.Column{Table: "excluded", Name: "credential_hash"}, "enrolled_at": clause.Column{Table: "excluded", Name: "enrolled_at"}, "enrolled_from": clause.Column{Table: "excluded", Name: "enrolled_from"}, "revoked_at": nil,
-			// Enrolling with the bootstrap secret lifts what a stored secret imposed.
-			"imposed_site": nil, "imposed_labels": nil}),
-	}).CreateInBatches(&rows, 500).Error
+	ids := slices.Collect(maps.Keys(pos))
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		err := tx.Clauses(clause.OnConflict{
+			Columns: []clause.Column{{Name: "agent_id"}},
+			DoUpdates: clause.Assignments(map[string]any{"credential_hash": clause.Column{Table: "excluded", Name: "credential_hash"}, "enrolled_at": clause.Column{Table: "excluded", Name: "enrolled_at"}, "enrolled_from": clause.Column{Table: "excluded", Name: "enrolled_from"}, "revoked_at": nil,
+				// Enrolling with the bootstrap secret lifts what a stored secret imposed.
+				"imposed_site": nil, "imposed_labels": nil, "allowed_capabilities": nil}),
+		}).CreateInBatches(&rows, 500).Error
+		if err != nil {
+			return err
+		}
+		// ... and what was fixed on the agent itself; capabilities are again
+		// all it reports.
+		return tx.Model(&Agent{}).Where("id IN ?", ids).Updates(map[string]any{"site": "", "labels": StringMap{},
+			"capabilities": gorm.Expr("reported_capabilities"), "attributes_source": AttributesFromNothing, "updated_at": now}).Error
+	})
 	if err != nil {
 		return fmt.Errorf("storing agent credentials: %w", err)
 	}

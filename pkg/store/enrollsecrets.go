@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,19 +23,21 @@ const (
 var ErrUnknownEnrollmentSecret = errors.New("unknown, revoked, expired or used-up enrollment secret")
 
 // EnrollmentSecret is a stored enrollment secret (kept as a SHA-256 hash).
-// Agents that enroll with it get its Site and Labels imposed.
+// Agents that enroll with it get its Site and Labels as their trusted
+// attributes, and are targeted only for the AllowedCapabilities (nil: any).
 type EnrollmentSecret struct {
-	ID         string    `gorm:"primaryKey"`
-	Name       string    `gorm:"not null"`
-	SecretHash string    `gorm:"not null" json:"-"`
-	Site       string    `gorm:"not null"`
-	Labels     StringMap `gorm:"type:jsonb;not null"`
-	MaxUses    *int
-	Uses       int    `gorm:"not null"`
-	CreatedBy  string `gorm:"not null"`
-	CreatedAt  time.Time
-	ExpiresAt  *time.Time
-	RevokedAt  *time.Time
+	ID                  string      `gorm:"primaryKey"`
+	Name                string      `gorm:"not null"`
+	SecretHash          string      `gorm:"not null" json:"-"`
+	Site                string      `gorm:"not null"`
+	Labels              StringMap   `gorm:"type:jsonb;not null"`
+	AllowedCapabilities *StringList `gorm:"type:jsonb"`
+	MaxUses             *int
+	Uses                int    `gorm:"not null"`
+	CreatedBy           string `gorm:"not null"`
+	CreatedAt           time.Time
+	ExpiresAt           *time.Time
+	RevokedAt           *time.Time
 }
 
 // NewEnrollmentSecret is what CreateEnrollmentSecret needs.
@@ -43,10 +46,13 @@ type NewEnrollmentSecret struct {
 	SecretHash string
 	Site       string
 	Labels     map[string]string
-	MaxUses    *int
-	CreatedBy  string
-	ExpiresAt  *time.Time
-	Audit      AuditEvent // written in the same transaction; Target is set to the secret id
+	// AllowedCapabilities restricts the capabilities its agents are targeted
+	// for; nil: any they announce.
+	AllowedCapabilities []string
+	MaxUses             *int
+	CreatedBy           string
+	ExpiresAt           *time.Time
+	Audit               AuditEvent // written in the same transaction; Target is set to the secret id
 }
 
 // CreateEnrollmentSecret stores a secret (and its audit event); beyond
@@ -55,6 +61,10 @@ func (s *Store) CreateEnrollmentSecret(ctx context.Context, ns NewEnrollmentSecr
 	now := time.Now().UTC()
 	e := EnrollmentSecret{ID: uuid.NewString(), Name: ns.Name, SecretHash: ns.SecretHash, Site: ns.Site, Labels: StringMap(ns.Labels),
 		MaxUses: ns.MaxUses, CreatedBy: ns.CreatedBy, CreatedAt: now, ExpiresAt: utcPtr(ns.ExpiresAt)}
+	if ns.AllowedCapabilities != nil {
+		allowed := StringList(ns.AllowedCapabilities)
+		e.AllowedCapabilities = &allowed
+	}
 	if e.Labels == nil {
 		e.Labels = StringMap{}
 	}
@@ -77,10 +87,13 @@ func (s *Store) RevokeEnrollmentSecret(ctx context.Context, id string, audit Aud
 }
 
 // EnrollWithSecret spends one use of a live enrollment secret and stores (or
-// rotates) the agent's credential with the secret's site and labels imposed,
-// in one transaction: the use is counted atomically (a conditional UPDATE), so
-// max_uses holds under concurrent enrollments. A secret that is unknown,
-// revoked, expired or used up gives ErrUnknownEnrollmentSecret.
+// rotates) the agent's credential with the secret's site, labels and allowed
+// capabilities, in one transaction: the use is counted atomically (a
+// conditional UPDATE), so max_uses holds under concurrent enrollments. The
+// site and labels become the agent's trusted attributes at once (replacing
+// what an earlier enrollment or an admin set); its HELLOs only report. A
+// secret that is unknown, revoked, expired or used up gives
+// ErrUnknownEnrollmentSecret.
 func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, credentialHash string, now time.Time) (EnrollmentSecret, error) {
 	now = now.UTC()
 	var e EnrollmentSecret
@@ -110,17 +123,13 @@ func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, crede
 		if err != nil {
 			return fmt.Errorf("storing agent credential: %w", err)
 		}
-		// The imposed columns are read-only in the model; write them directly.
-		err = tx.Exec(`UPDATE agent_credentials SET imposed_site = ?, imposed_labels = ? WHERE agent_id = ?`, e.Site, labels, agentID).Error
+		// The enrollment columns are read-only in the model; write them directly.
+		err = tx.Exec(`UPDATE agent_credentials SET imposed_site = ?, imposed_labels = ?, allowed_capabilities = ? WHERE agent_id = ?`,
+			e.Site, labels, e.AllowedCapabilities, agentID).Error
 		if err != nil {
 			return fmt.Errorf("imposing site and labels: %w", err)
 		}
-		// Impose at once on an existing agent row too; later HELLOs keep it
-		// (MarkAgentOnline reads the imposed values).
-		if err := tx.Model(&Agent{}).Where("id = ?", agentID).Updates(map[string]any{"site": e.Site, "labels": labels}).Error; err != nil {
-			return fmt.Errorf("imposing site and labels: %w", err)
-		}
-		return nil
+		return fixAgentAttributes(tx, agentID, e.Site, labels, e.AllowedCapabilities, now)
 	})
 	if err != nil {
 		return EnrollmentSecret{}, err
@@ -128,34 +137,67 @@ func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, crede
 	return e, nil
 }
 
-// imposedAttributes returns the site and labels that enrollment secrets
-// impose on those of the agents that enrolled with one.
-func imposedAttributes(tx *gorm.DB, agentIDs []string) (map[string]imposed, error) {
-	var rows []struct {
-		AgentID       string
-		ImposedSite   *string
-		ImposedLabels StringMap
+// fixAgentAttributes gives an existing agent row the trusted attributes of
+// its new enrollment: the secret's site and labels, and the capabilities it
+// reported that allowed permits (a new agent gets them at its first HELLO,
+// from its credential).
+func fixAgentAttributes(tx *gorm.DB, agentID, site string, labels StringMap, allowed *StringList, now time.Time) error {
+	var a Agent
+	res := tx.Select("id", "reported_capabilities").Where("id = ?", agentID).Limit(1).Find(&a)
+	if res.Error != nil {
+		return fmt.Errorf("fixing agent attributes: %w", res.Error)
 	}
-	err := tx.Model(&AgentCredential{}).Select("agent_id", "imposed_site", "imposed_labels").
-		Where("agent_id IN ? AND revoked_at IS NULL AND imposed_site IS NOT NULL", agentIDs).Scan(&rows).Error
+	if res.RowsAffected == 0 {
+		return nil
+	}
+	err := tx.Model(&Agent{}).Where("id = ?", agentID).Updates(map[string]any{"site": site, "labels": labels,
+		"capabilities": allowedCapabilities(a.ReportedCapabilities, allowed), "attributes_source": AttributesFromEnrollment, "updated_at": now}).Error
 	if err != nil {
-		return nil, fmt.Errorf("reading imposed agent attributes: %w", err)
+		return fmt.Errorf("fixing agent attributes: %w", err)
 	}
-	out := make(map[string]imposed, len(rows))
-	for _, r := range rows {
-		if r.ImposedSite == nil {
-			continue
+	return nil
+}
+
+// allowedCapabilities returns the reported capabilities that allowed permits
+// (all of them when allowed is nil), in their reported order.
+func allowedCapabilities(reported []string, allowed *StringList) StringList {
+	out := StringList{}
+	for _, c := range reported {
+		if allowed == nil || slices.Contains(*allowed, c) {
+			out = append(out, c)
 		}
+	}
+	return out
+}
+
+// enrollmentAttributes returns what the enrollment secrets of those of the
+// agents that enrolled with one fixed: site and labels (site nil: none, the
+// agent enrolled otherwise) and allowed capabilities (nil: any).
+func enrollmentAttributes(tx *gorm.DB, agentIDs []string) (map[string]enrolled, error) {
+	var rows []struct {
+		AgentID             string
+		ImposedSite         *string
+		ImposedLabels       StringMap
+		AllowedCapabilities *StringList
+	}
+	err := tx.Model(&AgentCredential{}).Select("agent_id", "imposed_site", "imposed_labels", "allowed_capabilities").
+		Where("agent_id IN ? AND revoked_at IS NULL AND (imposed_site IS NOT NULL OR allowed_capabilities IS NOT NULL)", agentIDs).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("reading enrolled agent attributes: %w", err)
+	}
+	out := make(map[string]enrolled, len(rows))
+	for _, r := range rows {
 		labels := r.ImposedLabels
 		if labels == nil {
 			labels = StringMap{}
 		}
-		out[r.AgentID] = imposed{site: *r.ImposedSite, labels: labels}
+		out[r.AgentID] = enrolled{site: r.ImposedSite, labels: labels, allowed: r.AllowedCapabilities}
 	}
 	return out, nil
 }
 
-type imposed struct {
-	site   string
-	labels StringMap
+type enrolled struct {
+	site    *string
+	labels  StringMap
+	allowed *StringList
 }

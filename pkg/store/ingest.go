@@ -14,6 +14,12 @@ import (
 // MarkAgentsOnline registers (or updates) a batch of agents as online in one
 // statement. When the batch holds several sessions of one agent, the latest
 // (by At, then by position) wins.
+//
+// What a session claims is stored as reported. The trusted site and labels are
+// kept when an enrollment secret or an admin fixed them; else a new agent gets
+// its enrollment secret's (from its credential), or, only with TrustReported,
+// its claims, or nothing (site "", no labels). The trusted capabilities are
+// the claimed ones that the agent's enrollment secret allows.
 func (s *Store) MarkAgentsOnline(ctx context.Context, as []AgentSession) error {
 	if len(as) == 0 {
 		return nil
@@ -22,23 +28,28 @@ func (s *Store) MarkAgentsOnline(ctx context.Context, as []AgentSession) error {
 	for i, a := range as {
 		ids[i] = a.ID
 	}
-	// An enrollment secret's site and labels win over what the agent claims.
-	forced, err := imposedAttributes(s.db.WithContext(ctx), ids)
+	fixed, err := enrollmentAttributes(s.db.WithContext(ctx), ids)
 	if err != nil {
 		return fmt.Errorf("marking agents online: %w", err)
 	}
 	latest := make(map[string]int, len(as))
 	rows := make([]Agent, 0, len(as))
 	for _, a := range as {
-		if f, ok := forced[a.ID]; ok {
-			a.Site, a.Labels = f.site, map[string]string(f.labels)
-		}
 		at := a.At.UTC()
 		row := Agent{
-			ID: a.ID, Status: AgentOnline, Site: a.Site, Version: a.Version, Hostname: a.Hostname,
-			OS: a.OS, Arch: a.Arch, Capabilities: a.Capabilities, Labels: a.Labels,
+			ID: a.ID, Status: AgentOnline, Version: a.Version, Hostname: a.Hostname,
+			OS: a.OS, Arch: a.Arch, Labels: StringMap{},
 			GatewayID: a.GatewayID, SessionID: a.SessionID, HealthStatus: "",
 			ConnectedAt: &at, LastSeenAt: &at, CreatedAt: at, UpdatedAt: at,
+			ReportedSite: a.Site, ReportedLabels: a.Labels, ReportedCapabilities: a.Capabilities,
+		}
+		f, enrolledWithSecret := fixed[a.ID]
+		row.Capabilities = allowedCapabilities(a.Capabilities, f.allowed)
+		switch {
+		case enrolledWithSecret && f.site != nil:
+			row.Site, row.Labels, row.AttributesSource = *f.site, f.labels, AttributesFromEnrollment
+		case a.TrustReported:
+			row.Site, row.Labels, row.AttributesSource = a.Site, a.Labels, AttributesFromReported
 		}
 		// One row per agent: Postgres refuses to update a row twice in one statement.
 		if i, ok := latest[a.ID]; ok {
@@ -50,13 +61,19 @@ func (s *Store) MarkAgentsOnline(ctx context.Context, as []AgentSession) error {
 		latest[a.ID] = len(rows)
 		rows = append(rows, row)
 	}
-	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{
-		Columns: []clause.Column{{Name: "id"}},
-		DoUpdates: clause.AssignmentColumns([]string{
-			"status", "site", "version", "hostname", "os", "arch", "capabilities", "labels",
-			"gateway_id", "session_id", "connected_at", "last_seen_at", "updated_at",
-		}),
-	}).CreateInBatches(&rows, 500).Error
+	set := clause.AssignmentColumns([]string{
+		"status", "version", "hostname", "os", "arch", "capabilities",
+		"reported_site", "reported_labels", "reported_capabilities",
+		"gateway_id", "session_id", "connected_at", "last_seen_at", "updated_at",
+	})
+	// Site and labels an enrollment or an admin fixed stay; a HELLO never changes them.
+	for _, col := range []string{"site", "labels", "attributes_source"} {
+		set = append(set, clause.Assignment{Column: clause.Column{Name: col}, Value: gorm.Expr(
+			"CASE WHEN agents.attributes_source IN (?, ?) THEN agents."+col+" ELSE excluded."+col+" END",
+			AttributesFromEnrollment, AttributesFromAdmin)})
+	}
+	err = s.db.WithContext(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "id"}}, DoUpdates: set}).
+		CreateInBatches(&rows, 500).Error
 	if err != nil {
 		return fmt.Errorf("marking agents online: %w", err)
 	}

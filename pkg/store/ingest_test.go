@@ -65,7 +65,7 @@ func testMarkAgentsOnline(t *testing.T, s *store.Store) {
 	require.Equal(t, "s2", a.SessionID)
 	require.Equal(t, "h1", a.Hostname)
 	require.Equal(t, "gw1", a.GatewayID)
-	require.Equal(t, map[string]string{"env": "a"}, map[string]string(a.Labels))
+	require.Equal(t, map[string]string{"env": "a"}, map[string]string(a.ReportedLabels))
 	b, err := s.GetAgent(ctx, "o-2")
 	require.NoError(t, err)
 	require.Equal(t, []string{"echo"}, []string(b.Capabilities))

@@ -157,6 +157,12 @@ func scanJSON(src any, dst any) error {
 }
 
 // Agent is a registered OS agent.
+//
+// Site, Labels and Capabilities are the trusted attributes that selectors and
+// the agent list filters match: site and labels fixed at enrollment or by an
+// admin (AttributesSource says which), capabilities those announced that the
+// agent's enrollment secret allows. The Reported fields are what the agent
+// claimed in its latest HELLO; they never widen what a selector matches.
 type Agent struct {
 	ID           string     `gorm:"primaryKey"`
 	Status       string     `gorm:"not null"`
@@ -170,12 +176,26 @@ type Agent struct {
 	GatewayID    string     `gorm:"not null"`
 	SessionID    string     `gorm:"not null"`
 	HealthStatus string     `gorm:"not null"`
-	UptimeS      int64      `gorm:"column:uptime_s;not null"`
-	ConnectedAt  *time.Time
-	LastSeenAt   *time.Time
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+
+	UptimeS     int64 `gorm:"column:uptime_s;not null"`
+	ConnectedAt *time.Time
+	LastSeenAt  *time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+
+	ReportedSite         string     `gorm:"not null"`
+	ReportedLabels       StringMap  `gorm:"type:jsonb;not null"`
+	ReportedCapabilities StringList `gorm:"type:jsonb;not null"`
+	AttributesSource     string     `gorm:"not null"` // one of the AttributesFrom constants
 }
+
+// Where an agent's trusted site and labels come from (Agent.AttributesSource).
+const (
+	AttributesFromNothing    = ""           // nothing fixed them: site "", no labels
+	AttributesFromEnrollment = "enrollment" // the enrollment secret the agent enrolled with
+	AttributesFromAdmin      = "admin"      // PATCH /api/v1/agents/{id}
+	AttributesFromReported   = "reported"   // the agent's HELLO, under trust_reported_attributes
+)
 
 // Targeting modes.
 const (

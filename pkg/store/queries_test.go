@@ -17,6 +17,7 @@ func register(t *testing.T, s *store.Store, id, site, gw string, caps []string, 
 	require.NoError(t, s.MarkAgentOnline(context.Background(), store.AgentSession{
 		ID: id, Site: site, Capabilities: caps, Labels: labels, GatewayID: gw, SessionID: "s-" + id, At: time.Now(),
 	}))
+	trust(t, s, id, site, labels)
 }
 
 func ids(agents []store.Agent) []string {

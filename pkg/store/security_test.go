@@ -118,11 +118,12 @@ func TestEnrollmentSecretsStore(t *testing.T) {
 			require.Equal(t, "dc1", a.Site)
 			require.Equal(t, store.StringMap{"role": "edge"}, a.Labels)
 		}
-		// An agent without an imposing secret keeps what it claims.
+		// An agent without an imposing secret only reports what it claims.
 		require.NoError(t, s.MarkAgentOnline(ctx, store.AgentSession{ID: "free", Site: "lab", GatewayID: "gw", SessionID: "s", At: time.Now()}))
 		a, err := s.GetAgent(ctx, "free")
 		require.NoError(t, err)
-		require.Equal(t, "lab", a.Site)
+		require.Equal(t, "", a.Site)
+		require.Equal(t, "lab", a.ReportedSite)
 
 		// Revoked and expired secrets enroll nobody.
 		past := time.Now().Add(-time.Second)

@@ -95,6 +95,7 @@ func online(t *testing.T, s *store.Store, id, gw, session string) {
 		ID: id, Site: "lab", Capabilities: []string{"echo", "sleep"}, Labels: map[string]string{"role": "web"},
 		GatewayID: gw, SessionID: session, At: time.Now(),
 	}))
+	trust(t, s, id, "lab", map[string]string{"role": "web"})
 }
 
 func routeAll(gw string) store.Router {

@@ -10,11 +10,26 @@ import (
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
+// agentWith brings an agent online announcing caps, with the site and labels
+// an admin gives it (what it reports in HELLO is not trusted).
 func agentWith(t *testing.T, s *store.Store, id, site string, labels map[string]string, caps ...string) {
 	t.Helper()
 	require.NoError(t, s.MarkAgentOnline(context.Background(), store.AgentSession{
 		ID: id, Site: site, Labels: labels, Capabilities: caps, GatewayID: "gw", SessionID: "s-" + id, At: time.Now(),
 	}))
+	trust(t, s, id, site, labels)
+}
+
+// trust sets an agent's trusted site and labels as an admin does.
+func trust(t *testing.T, s *store.Store, id, site string, labels map[string]string) {
+	t.Helper()
+	p := store.AttributesPatch{Site: &site, Labels: map[string]*string{}, MaxLabels: 32,
+		Audit: store.AuditEvent{Actor: "admin", Action: "agent.update"}}
+	for k, v := range labels {
+		p.Labels[k] = &v
+	}
+	_, err := s.PatchAgentAttributes(context.Background(), id, p)
+	require.NoError(t, err)
 }
 
 func newCmd(verb string, t store.Targeting) store.NewCommand {

@@ -215,6 +215,9 @@ func testAgentOffline(t *testing.T, s *store.Store) {
 	base := time.Now().UTC().Truncate(time.Second)
 	up := func(id, site string, at time.Time) {
 		require.NoError(t, s.MarkAgentOnline(ctx, store.AgentSession{ID: id, Site: site, GatewayID: "gw", SessionID: "s-" + id, At: at}))
+		// Alert selectors match the trusted site, which an admin sets.
+		_, err := s.PatchAgentAttributes(ctx, id, store.AttributesPatch{Site: &site, MaxLabels: 32, Audit: store.AuditEvent{Actor: "admin", Action: "agent.update"}})
+		require.NoError(t, err)
 	}
 	down := func(id string, at time.Time) {
 		ok, err := s.MarkAgentOffline(ctx, id, "s-"+id, at)

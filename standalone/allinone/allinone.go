@@ -143,6 +143,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 		DrainWindow:       0, // one process: there is no other gateway to move to
 		MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
+		TrustReported:     cfg.AgentManagement.TrustReportedAttributes,
 	})
 	if err != nil {
 		return err
@@ -188,7 +189,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		if err := printBanner(out, cfg, o, jwt); err != nil {
 			return err
 		}
-		return runAll(ctx, log, api.Run, gw.Run, sched.Run, demoFleet(cfg, o, log))
+		return runAll(ctx, log, api.Run, gw.Run, sched.Run, demoFleet(cfg, o, st, log))
 	}
 	drain := func(ctx context.Context) {
 		api.Drain(ctx)
@@ -225,17 +226,33 @@ func runAll(ctx context.Context, log logrus.FieldLogger, parts ...func(context.C
 	return err
 }
 
-func demoFleet(cfg config.Config, o Options, log logrus.FieldLogger) func(context.Context) error {
+// demoFleet runs the demo agents. They enroll as an operator's agents would:
+// with an enrollment secret that fixes their site ("demo") and labels
+// (role=demo), issued at start for as many agents, revoked when they stop.
+func demoFleet(cfg config.Config, o Options, st *store.Store, log logrus.FieldLogger) func(context.Context) error {
 	if o.DemoAgents == 0 {
 		return nil
 	}
 	return func(ctx context.Context) error {
+		secret, hash := apiserver.NewEnrollmentSecret()
+		uses := o.DemoAgents
+		sec, err := st.CreateEnrollmentSecret(ctx, store.NewEnrollmentSecret{Name: "demo agents", SecretHash: hash, Site: "demo",
+			Labels: map[string]string{"role": "demo"}, MaxUses: &uses, CreatedBy: "viworks",
+			Audit: store.AuditEvent{Actor: "viworks", Action: "enrollment_secret.create", Details: store.JSON(`{"name":"demo agents","site":"demo"}`)}})
+		if err != nil {
+			return fmt.Errorf("issuing the demo agents' enrollment secret: %w", err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := st.RevokeEnrollmentSecret(ctx, sec.ID, store.AuditEvent{Actor: "viworks", Action: "enrollment_secret.revoke", Details: store.JSON(`{}`)}); err != nil {
+				log.WithError(err).Warn("revoking the demo agents' enrollment secret failed")
+			}
+		}()
 		opts := sim.DefaultOptions()
 		opts.Gateway = fmt.Sprintf("ws://127.0.0.1:%d/ws/agent", cfg.Server.Port)
 		opts.Agents = o.DemoAgents
-		opts.EnrollmentSecret = cfg.Security.AgentEnrollmentSecret
-		opts.Site = "demo"
-		opts.Labels = map[string]string{"role": "demo"}
+		opts.EnrollmentSecret = secret
 		fleet, err := sim.NewFleet(opts, log.WithField("component", "demo-agents"))
 		if err != nil {
 			return fmt.Errorf("starting demo agents: %w", err)

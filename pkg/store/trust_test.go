@@ -1,0 +1,268 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/store"
+)
+
+func hello(t *testing.T, s *store.Store, a store.AgentSession) {
+	t.Helper()
+	a.GatewayID, a.SessionID, a.At = "gw", "s-"+a.ID, time.Now()
+	require.NoError(t, s.MarkAgentOnline(context.Background(), a))
+}
+
+func enrollmentSecret(t *testing.T, s *store.Store, hash, site string, labels map[string]string, allowed []string) {
+	t.Helper()
+	_, err := s.CreateEnrollmentSecret(context.Background(), store.NewEnrollmentSecret{Name: hash, SecretHash: hash, Site: site, Labels: labels,
+		AllowedCapabilities: allowed, CreatedBy: "admin", Audit: store.AuditEvent{Actor: "admin", Action: "enrollment_secret.create"}})
+	require.NoError(t, err)
+}
+
+// A rogue agent enrolled with the bootstrap secret claims site=prod, tier=db
+// in its HELLO: no selector matches it, in mode all or any, nor does the
+// agent list filter; the agent enrolled with a prod secret is matched.
+func TestReportedAttributesDoNotTarget(t *testing.T) {
+	each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		enrollmentSecret(t, s, "prod-db", "prod", map[string]string{"tier": "db"}, nil)
+		_, err := s.EnrollWithSecret(ctx, "prod-db", "db-1", "cred-db", time.Now())
+		require.NoError(t, err)
+		hello(t, s, store.AgentSession{ID: "db-1", Site: "lab", Capabilities: []string{"exec"}})
+		require.NoError(t, s.SetAgentCredential(ctx, "rogue", "cred-rogue", "bootstrap"))
+		hello(t, s, store.AgentSession{ID: "rogue", Site: "prod", Labels: map[string]string{"tier": "db"}, Capabilities: []string{"exec"}})
+
+		sel := &store.Selector{Site: "prod", Labels: map[string]string{"tier": "db"}}
+		_, execs, err := s.CreateCommand(ctx, newCmd("exec", store.Targeting{Selector: sel}))
+		require.NoError(t, err)
+		require.Equal(t, []string{"db-1"}, execAgents(execs))
+		for range 3 {
+			c := newCmd("exec", store.Targeting{Selector: sel})
+			c.Mode = store.ModeAny
+			_, execs, err := s.CreateCommand(ctx, c)
+			require.NoError(t, err)
+			require.Equal(t, []string{"db-1"}, execAgents(execs))
+		}
+		_, _, err = s.CreateCommand(ctx, newCmd("exec", store.Targeting{Selector: &store.Selector{Labels: map[string]string{"tier": "db"}, Capability: "exec"}}))
+		require.NoError(t, err)
+		_, _, err = s.CreateCommand(ctx, newCmd("exec", store.Targeting{Selector: &store.Selector{Site: "lab"}}))
+		require.ErrorIs(t, err, store.ErrNoMatchingAgents, "db-1's own claim is not trusted either")
+
+		listed, err := s.ListAgents(ctx, store.AgentFilter{Site: "prod", Limit: 10})
+		require.NoError(t, err)
+		require.Equal(t, []string{"db-1"}, ids(listed))
+		listed, err = s.ListAgents(ctx, store.AgentFilter{Labels: map[string]string{"tier": "db"}, Limit: 10})
+		require.NoError(t, err)
+		require.Equal(t, []string{"db-1"}, ids(listed))
+
+		rogue, err := s.GetAgent(ctx, "rogue")
+		require.NoError(t, err)
+		require.Equal(t, "", rogue.Site)
+		require.Empty(t, rogue.Labels)
+		require.Equal(t, store.AttributesFromNothing, rogue.AttributesSource)
+		require.Equal(t, "prod", rogue.ReportedSite)
+		require.Equal(t, store.StringMap{"tier": "db"}, rogue.ReportedLabels)
+		db, err := s.GetAgent(ctx, "db-1")
+		require.NoError(t, err)
+		require.Equal(t, "prod", db.Site)
+		require.Equal(t, store.AttributesFromEnrollment, db.AttributesSource)
+		require.Equal(t, "lab", db.ReportedSite)
+	})
+}
+
+func TestPatchAgentAttributes(t *testing.T) {
+	each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		hello(t, s, store.AgentSession{ID: "a1", Site: "prod", Labels: map[string]string{"tier": "db"}, Capabilities: []string{"echo"}})
+		_, _, err := s.CreateCommand(ctx, newCmd("echo", store.Targeting{Selector: &store.Selector{Site: "prod"}}))
+		require.ErrorIs(t, err, store.ErrNoMatchingAgents)
+
+		prod, db, keep := "prod", "db", "x"
+		a, err := s.PatchAgentAttributes(ctx, "a1", store.AttributesPatch{Site: &prod, Labels: map[string]*string{"tier": &db, "keep": &keep}, MaxLabels: 2,
+			Audit: store.AuditEvent{Actor: "alice", Action: "agent.update"}})
+		require.NoError(t, err)
+		require.Equal(t, "prod", a.Site)
+		require.Equal(t, store.AttributesFromAdmin, a.AttributesSource)
+		_, execs, err := s.CreateCommand(ctx, newCmd("echo", store.Targeting{Selector: &store.Selector{Site: "prod", Labels: map[string]string{"tier": "db"}}}))
+		require.NoError(t, err, "the change matches at once")
+		require.Equal(t, []string{"a1"}, execAgents(execs))
+
+		// A later HELLO does not change what the admin set.
+		hello(t, s, store.AgentSession{ID: "a1", Site: "lab", Capabilities: []string{"echo"}})
+		a, err = s.GetAgent(ctx, "a1")
+		require.NoError(t, err)
+		require.Equal(t, "prod", a.Site)
+		require.Equal(t, store.StringMap{"tier": "db", "keep": "x"}, a.Labels)
+		require.Equal(t, "lab", a.ReportedSite)
+
+		// Merge patch: null removes a label, absent ones stay, no site keeps it.
+		a, err = s.PatchAgentAttributes(ctx, "a1", store.AttributesPatch{Labels: map[string]*string{"tier": nil}, MaxLabels: 2,
+			Audit: store.AuditEvent{Actor: "alice", Action: "agent.update"}})
+		require.NoError(t, err)
+		require.Equal(t, "prod", a.Site)
+		require.Equal(t, store.StringMap{"keep": "x"}, a.Labels)
+		_, _, err = s.CreateCommand(ctx, newCmd("echo", store.Targeting{Selector: &store.Selector{Labels: map[string]string{"tier": "db"}}}))
+		require.ErrorIs(t, err, store.ErrNoMatchingAgents)
+
+		one, two := "1", "2"
+		_, err = s.PatchAgentAttributes(ctx, "a1", store.AttributesPatch{Labels: map[string]*string{"a": &one, "b": &two}, MaxLabels: 2,
+			Audit: store.AuditEvent{Actor: "alice", Action: "agent.update"}})
+		require.ErrorIs(t, err, store.ErrTooManyLabels)
+		_, err = s.PatchAgentAttributes(ctx, "nobody", store.AttributesPatch{Site: &prod, MaxLabels: 2,
+			Audit: store.AuditEvent{Actor: "alice", Action: "agent.update"}})
+		require.ErrorIs(t, err, store.ErrNotFound)
+
+		audits, _, err := s.ListAudit(ctx, store.AuditFilter{Action: "agent.update"})
+		require.NoError(t, err)
+		require.Len(t, audits, 2)
+		first := audits[0]
+		if first.ID > audits[1].ID {
+			first = audits[1]
+		}
+		require.Equal(t, "alice", first.Actor)
+		require.Equal(t, "a1", first.Target)
+		var d struct{ Before, After store.AgentAttributes }
+		require.NoError(t, json.Unmarshal(first.Details, &d))
+		require.Equal(t, store.AgentAttributes{Site: "", Labels: map[string]string{}}, d.Before)
+		require.Equal(t, store.AgentAttributes{Site: "prod", Labels: map[string]string{"tier": "db", "keep": "x"}}, d.After)
+
+		// Enrolling again replaces what the admin set with what that enrollment fixes.
+		require.NoError(t, s.SetAgentCredential(ctx, "a1", "cred-a1", "bootstrap"))
+		a, err = s.GetAgent(ctx, "a1")
+		require.NoError(t, err)
+		require.Equal(t, "", a.Site)
+		require.Empty(t, a.Labels)
+		require.Equal(t, store.AttributesFromNothing, a.AttributesSource)
+	})
+}
+
+func TestAllowedCapabilities(t *testing.T) {
+	each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		// An agent already registered is restricted at its enrollment.
+		hello(t, s, store.AgentSession{ID: "e1", Capabilities: []string{"echo", "exec"}})
+		enrollmentSecret(t, s, "echo-only", "edge", nil, []string{"echo"})
+		_, err := s.EnrollWithSecret(ctx, "echo-only", "e1", "cred-e1", time.Now())
+		require.NoError(t, err)
+		a, err := s.GetAgent(ctx, "e1")
+		require.NoError(t, err)
+		require.Equal(t, store.StringList{"echo"}, a.Capabilities)
+		// ... and at every HELLO.
+		hello(t, s, store.AgentSession{ID: "e1", Capabilities: []string{"exec", "echo", "sleep"}})
+		a, err = s.GetAgent(ctx, "e1")
+		require.NoError(t, err)
+		require.Equal(t, store.StringList{"echo"}, a.Capabilities)
+		require.Equal(t, store.StringList{"exec", "echo", "sleep"}, a.ReportedCapabilities)
+		require.Equal(t, "edge", a.Site)
+
+		_, _, err = s.CreateCommand(ctx, newCmd("exec", store.Targeting{Selector: &store.Selector{Capability: "exec"}}))
+		require.ErrorIs(t, err, store.ErrNoMatchingAgents)
+		_, _, err = s.CreateCommand(ctx, newCmd("exec", store.Targeting{AgentIDs: []string{"e1"}}))
+		var incapable *store.IncapableAgentsError
+		require.ErrorAs(t, err, &incapable)
+		require.Equal(t, []string{"e1"}, incapable.IDs)
+		_, _, err = s.CreateCommand(ctx, newCmd("exec", store.Targeting{Selector: &store.Selector{Site: "edge"}}))
+		require.ErrorAs(t, err, &incapable, "fail-fast uses the allowed capabilities")
+		listed, err := s.ListAgents(ctx, store.AgentFilter{Capability: "exec", Limit: 10})
+		require.NoError(t, err)
+		require.Empty(t, listed)
+
+		list, _, err := s.ListEnrollmentSecrets(ctx, store.Page{})
+		require.NoError(t, err)
+		require.Len(t, list, 1)
+		require.Equal(t, &store.StringList{"echo"}, list[0].AllowedCapabilities)
+
+		// A secret without a list allows any capability; the bootstrap secret lifts the list.
+		enrollmentSecret(t, s, "any", "edge", nil, nil)
+		_, err = s.EnrollWithSecret(ctx, "any", "e2", "cred-e2", time.Now())
+		require.NoError(t, err)
+		hello(t, s, store.AgentSession{ID: "e2", Capabilities: []string{"exec"}})
+		require.NoError(t, s.SetAgentCredential(ctx, "e1", "cred-e1b", "bootstrap"))
+		hello(t, s, store.AgentSession{ID: "e1", Capabilities: []string{"exec"}})
+		for _, id := range []string{"e1", "e2"} {
+			a, err := s.GetAgent(ctx, id)
+			require.NoError(t, err)
+			require.Equal(t, store.StringList{"exec"}, a.Capabilities, id)
+		}
+	})
+}
+
+func TestTrustReportedAttributes(t *testing.T) {
+	each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		hello(t, s, store.AgentSession{ID: "r1", Site: "prod", Labels: map[string]string{"tier": "db"}, TrustReported: true})
+		a, err := s.GetAgent(ctx, "r1")
+		require.NoError(t, err)
+		require.Equal(t, "prod", a.Site)
+		require.Equal(t, store.StringMap{"tier": "db"}, a.Labels)
+		require.Equal(t, store.AttributesFromReported, a.AttributesSource)
+		hello(t, s, store.AgentSession{ID: "r1", Site: "lab", TrustReported: true})
+		a, err = s.GetAgent(ctx, "r1")
+		require.NoError(t, err)
+		require.Equal(t, "lab", a.Site, "each HELLO's claims, while nothing fixed them")
+		// Without the switch the claims are no longer trusted.
+		hello(t, s, store.AgentSession{ID: "r1", Site: "lab"})
+		a, err = s.GetAgent(ctx, "r1")
+		require.NoError(t, err)
+		require.Equal(t, "", a.Site)
+
+		// What an enrollment secret or an admin fixed wins even then.
+		enrollmentSecret(t, s, "dc1", "dc1", nil, nil)
+		_, err = s.EnrollWithSecret(ctx, "dc1", "e1", "cred-e1", time.Now())
+		require.NoError(t, err)
+		hello(t, s, store.AgentSession{ID: "e1", Site: "prod", TrustReported: true})
+		trust(t, s, "r1", "admin-site", nil)
+		hello(t, s, store.AgentSession{ID: "r1", Site: "prod", TrustReported: true})
+		for id, site := range map[string]string{"e1": "dc1", "r1": "admin-site"} {
+			a, err := s.GetAgent(ctx, id)
+			require.NoError(t, err)
+			require.Equal(t, site, a.Site, id)
+		}
+	})
+}
+
+// Upgrading keeps HELLO's former claims as reported and as trusted only what
+// an enrollment secret imposed (simulated by undoing 0008 on a migrated
+// database and writing rows as the old schema did).
+func TestMigrateTrustedAttributes(t *testing.T) {
+	each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		for _, q := range []string{
+			`ALTER TABLE agents DROP COLUMN reported_site`, `ALTER TABLE agents DROP COLUMN reported_labels`,
+			`ALTER TABLE agents DROP COLUMN reported_capabilities`, `ALTER TABLE agents DROP COLUMN attributes_source`,
+			`ALTER TABLE enrollment_secrets DROP COLUMN allowed_capabilities`, `ALTER TABLE agent_credentials DROP COLUMN allowed_capabilities`,
+			`DELETE FROM schema_migrations WHERE version = 8`,
+		} {
+			require.NoError(t, s.ExecRawForTest(ctx, q), q)
+		}
+		now := time.Now().UTC()
+		for _, id := range []string{"claimed", "imposed"} {
+			require.NoError(t, s.ExecRawForTest(ctx, `INSERT INTO agents (id, status, site, version, hostname, os, arch, capabilities, labels,
+  gateway_id, session_id, health_status, uptime_s, created_at, updated_at)
+VALUES (?, 'offline', 'prod', '', '', '', '', '["exec"]', '{"tier":"db"}', '', '', '', 0, ?, ?)`, id, now, now))
+		}
+		require.NoError(t, s.ExecRawForTest(ctx, `INSERT INTO agent_credentials (agent_id, credential_hash, enrolled_at, enrolled_from, imposed_site, imposed_labels)
+VALUES ('imposed', 'h', ?, 'secret:x', 'prod', '{"tier":"db"}')`, now))
+		_, err := s.Migrate(ctx)
+		require.NoError(t, err)
+
+		claimed, err := s.GetAgent(ctx, "claimed")
+		require.NoError(t, err)
+		require.Equal(t, "", claimed.Site)
+		require.Empty(t, claimed.Labels)
+		require.Equal(t, "prod", claimed.ReportedSite)
+		require.Equal(t, store.StringMap{"tier": "db"}, claimed.ReportedLabels)
+		require.Equal(t, store.StringList{"exec"}, claimed.ReportedCapabilities)
+		require.Equal(t, store.StringList{"exec"}, claimed.Capabilities)
+		imposed, err := s.GetAgent(ctx, "imposed")
+		require.NoError(t, err)
+		require.Equal(t, "prod", imposed.Site)
+		require.Equal(t, store.StringMap{"tier": "db"}, imposed.Labels)
+		require.Equal(t, store.AttributesFromEnrollment, imposed.AttributesSource)
+	})
+}
