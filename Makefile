@@ -8,7 +8,9 @@ BIN      ?= bin
 PKGS     := ./pkg/... ./api-server/... ./agent-gateway/... ./scheduler/... ./agentsim/... ./standalone/... ./e2e/... ./bench/...
 DATA_DIR    ?= data
 DEMO_AGENTS ?= 5
+PORT        ?= 8080
 LDFLAGS  := -s -w
+GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 GOVULNCHECK ?= $(shell $(GO) env GOPATH)/bin/govulncheck
 # The Go vulnerability database, fetched as a Go module and indexed locally, so
@@ -22,11 +24,12 @@ SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone
 
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/api-server ./api-server
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/agent-gateway ./agent-gateway
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/scheduler ./scheduler
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/agentsim ./agentsim
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/viworks ./standalone
+	@echo 'building the binaries into $(BIN)/ (the first build fetches modules and compiles for a few minutes)'
+	$(GOBUILD) -o $(BIN)/api-server ./api-server
+	$(GOBUILD) -o $(BIN)/agent-gateway ./agent-gateway
+	$(GOBUILD) -o $(BIN)/scheduler ./scheduler
+	$(GOBUILD) -o $(BIN)/agentsim ./agentsim
+	$(GOBUILD) -o $(BIN)/viworks ./standalone
 
 test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
@@ -45,8 +48,11 @@ vulncheck: ## govulncheck of every shipped module against the vulnerability data
 	  (cd $$src && GOFLAGS=-mod=mod $(GO) run ./cmd/indexdb -vulns data/osv -out $$out); }
 	@for m in $(SHIP_MODULES); do echo "govulncheck $$m"; (cd $$m && $(GOVULNCHECK) -db file://$(abspath $(VULNDB_DIR)) ./...) || exit 1; done
 
-run: build ## the whole product in one process on embedded storage, with demo agents
-	$(BIN)/viworks --data-dir $(DATA_DIR) --demo-agents $(DEMO_AGENTS) --log-format text
+run: ## the whole product in one process on embedded storage, with demo agents (PORT=8080, DATA_DIR=data, DEMO_AGENTS=5)
+	@mkdir -p $(BIN)
+	@echo 'building $(BIN)/viworks (the first build fetches modules and compiles for a few minutes)'
+	@$(GOBUILD) -o $(BIN)/viworks ./standalone
+	$(BIN)/viworks --data-dir $(DATA_DIR) --port $(PORT) --demo-agents $(DEMO_AGENTS) --log-format text
 
 bench: ## real services on loopback; prints each figure beside its target and this machine's limits (BENCH_QUICK=1: small)
 	$(GO) run ./bench

@@ -319,6 +319,12 @@ func TestRateLimitClientIPAndProxies(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, direct("1.1.1.1"))
 	require.Equal(t, http.StatusUnauthorized, direct("2.2.2.2"))
 	require.Equal(t, http.StatusTooManyRequests, direct("3.3.3.3"))
+	// The address's budget is spent: health checks still answer (probes never get 429).
+	for _, path := range []string{"/api/v1/health", "/api/v1/health/database", "/api/v1/health/redis"} {
+		w := a.req("", "GET", path, "", "RemoteAddr", "198.51.100.7:5000")
+		require.Equal(t, http.StatusOK, w.Code, "%s: %s", path, w.Body.String())
+		require.Empty(t, w.Header().Get("RateLimit-Remaining"), path)
+	}
 
 	_, err := New(a.st, bus.NewMemory(), a.jwt, nil, logrus.New(), Config{TrustedProxies: []string{"not-a-cidr"}})
 	require.Error(t, err)
