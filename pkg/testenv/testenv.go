@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,12 +29,48 @@ const (
 	EnvRequire  = "VIWORKS_REQUIRE_SERVICES"
 )
 
+// announced holds, per service, whether this test binary already printed the
+// line that says what its tests use (or that they skip).
+var announced sync.Map
+
+// announce prints one line per test binary and service to stderr (go test
+// shows it with -v and whenever the package fails), so a run never uses a
+// machine's services, or skips them, silently.
+func announce(what, line string) {
+	if _, done := announced.LoadOrStore(what, true); !done {
+		fmt.Fprintf(os.Stderr, "testenv: %s: %s\n", suite(), line)
+	}
+}
+
 func unavailable(t testing.TB, what string, err error) {
 	t.Helper()
 	if os.Getenv(EnvRequire) == "1" {
 		t.Fatalf("%s is required (VIWORKS_REQUIRE_SERVICES=1) but unavailable: %v", what, err)
 	}
+	announce(what, fmt.Sprintf("skipping the %s-backed tests: %v (VIWORKS_REQUIRE_SERVICES=1 fails instead)", what, err))
 	t.Skipf("skipping: %s unavailable (%v); set VIWORKS_REQUIRE_SERVICES=1 to fail instead", what, err)
+}
+
+// suite names the package under test from its test binary ("store.test":
+// "store"), in the letters a database name may hold.
+func suite() string {
+	name := strings.TrimSuffix(filepath.Base(os.Args[0]), ".test")
+	name = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '_'
+	}, name)
+	if len(name) > 32 {
+		name = name[:32]
+	}
+	if name == "" {
+		name = "pkg"
+	}
+	return name
 }
 
 // RandomSuffix returns n random hex bytes.
@@ -59,7 +98,9 @@ func Postgres(t testing.TB) string {
 		_ = db.Close()
 		unavailable(t, "postgres", err)
 	}
-	name := "viworks_test_" + RandomSuffix(6)
+	// Named after the package, so a leftover database says whose it is.
+	name := "viworks_test_" + suite() + "_" + RandomSuffix(6)
+	announce("postgres", fmt.Sprintf("using postgres at %s (databases viworks_test_%s_*, dropped after each test)", hostOf(admin), suite()))
 	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
 		_ = db.Close()
 		t.Fatalf("creating test database: %v", err)
@@ -98,7 +139,8 @@ func Redis(t testing.TB) (redisURL, prefix string) {
 		_ = c.Close()
 		unavailable(t, "redis", err)
 	}
-	prefix = fmt.Sprintf("viworks-test-%s:", RandomSuffix(6))
+	prefix = fmt.Sprintf("viworks-test-%s-%s:", suite(), RandomSuffix(6))
+	announce("redis", fmt.Sprintf("using redis at %s (keys viworks-test-%s-*, deleted after each test)", opts.Addr, suite()))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -109,4 +151,12 @@ func Redis(t testing.TB) (redisURL, prefix string) {
 		_ = c.Close()
 	})
 	return redisURL, prefix
+}
+
+// hostOf is the host:port of a database URL, without credentials.
+func hostOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return "the configured server"
 }
