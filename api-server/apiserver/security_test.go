@@ -82,6 +82,9 @@ func (a *secAPI) req(authz, method, path, body string, hdr ...string) *httptest.
 	case authz != "":
 		r.Header.Set("Authorization", "Bearer "+a.tokens[auth.Role(authz)])
 	}
+	if body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if hdr[i] == "RemoteAddr" {
 			r.RemoteAddr = hdr[i+1]
@@ -89,9 +92,7 @@ func (a *secAPI) req(authz, method, path, body string, hdr ...string) *httptest.
 		}
 		r.Header.Set(hdr[i], hdr[i+1])
 	}
-	w := httptest.NewRecorder()
-	a.srv.Handler().ServeHTTP(w, r)
-	return w
+	return serve(a.t, a.srv.Handler(), r)
 }
 
 func (a *secAPI) auditActions(action string) []store.AuditEvent {
