@@ -20,7 +20,10 @@ VULNDB_DIR     ?= .cache/vulndb-$(VULNDB_VERSION)
 # Modules whose code ships (govulncheck looks at what a binary can reach).
 SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone
 
-.PHONY: build test lint vulncheck run bench clean tidy chart-test e2e
+# Redocly's OpenAPI linter, from the npm registry through npx.
+REDOCLY_VERSION ?= 2.77.0
+
+.PHONY: build test lint openapi-lint vulncheck run bench clean tidy chart-test e2e
 
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
@@ -39,6 +42,9 @@ lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
 	$(GO) vet $(PKGS) ./deploy/charttest/...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) $(PKGS) ./deploy/charttest/...
+
+openapi-lint: ## Redocly's linter on api-server/apiserver/openapi.yaml, the file the binaries embed (rules in redocly.yaml; needs npx)
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --yes @redocly/cli@$(REDOCLY_VERSION) lint
 
 vulncheck: ## govulncheck of every shipped module against the vulnerability database (fetched as the Go module golang.org/x/vulndb)
 	@test -x $(GOVULNCHECK) || $(GO) install golang.org/x/vuln/cmd/govulncheck@v1.9.0

@@ -22,9 +22,6 @@ var openapiYAML []byte
 // OpenAPI returns the API's OpenAPI 3 document, loaded and validated.
 func OpenAPI() (*openapi3.T, error) { return loadOpenAPI() }
 
-// OpenAPIYAML is the document's source, as embedded (for linters).
-func OpenAPIYAML() []byte { return slices.Clone(openapiYAML) }
-
 func loadOpenAPI() (*openapi3.T, error) {
 	doc, err := openapi3.NewLoader().LoadFromData(openapiYAML)
 	if err != nil {
