@@ -34,7 +34,8 @@ build: ## binaries into ./bin
 	$(GOBUILD) -o $(BIN)/agentsim ./agentsim
 	$(GOBUILD) -o $(BIN)/viworks ./standalone
 
-test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis)
+test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis; the first lines say which)
+	@$(GO) run ./pkg/testenv/cmd/testenv
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
