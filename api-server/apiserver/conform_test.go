@@ -156,3 +156,18 @@ func TestBodiesMustBeJSON(t *testing.T) {
 	}
 	require.NotZero(t, n)
 }
+
+// TestUnknownQueryParametersAreBounded: a flood of unknown parameters costs a
+// bounded answer.
+func TestUnknownQueryParametersAreBounded(t *testing.T) {
+	a := newAlertAPI(t)
+	var q []string
+	for i := range 500 {
+		q = append(q, fmt.Sprintf("p%03d=x", i))
+	}
+	w := a.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?"+strings.Join(q, "&"), "")
+	fields := problemFields(t, w, http.StatusBadRequest)
+	require.Len(t, fields, maxUnknownParams)
+	require.Equal(t, "p000", fields[0])
+	require.Contains(t, decode[Problem](t, w).Detail, "500 unknown")
+}

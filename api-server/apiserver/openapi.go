@@ -20,9 +20,7 @@ import (
 var openapiYAML []byte
 
 // OpenAPI returns the API's OpenAPI 3 document, loaded and validated.
-func OpenAPI() (*openapi3.T, error) { return loadOpenAPI() }
-
-func loadOpenAPI() (*openapi3.T, error) {
+func OpenAPI() (*openapi3.T, error) {
 	doc, err := openapi3.NewLoader().LoadFromData(openapiYAML)
 	if err != nil {
 		return nil, fmt.Errorf("loading the OpenAPI document: %w", err)
@@ -36,7 +34,7 @@ func loadOpenAPI() (*openapi3.T, error) {
 // openapiJSON renders the document for GET /api/v1/openapi.json, once per
 // process however many servers it builds.
 var openapiJSON = sync.OnceValues(func() ([]byte, error) {
-	doc, err := loadOpenAPI()
+	doc, err := OpenAPI()
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +49,9 @@ func (s *Server) openapi(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json", s.openapiDoc)
 }
 
+// maxUnknownParams bounds the unknown query parameters a 400 names.
+const maxUnknownParams = 16
+
 // operation is what the server enforces of one documented operation.
 type operation struct {
 	query     map[string]bool // declared query parameters
@@ -59,10 +60,10 @@ type operation struct {
 }
 
 // operations indexes the document's operations by "METHOD /gin/path", once
-// per process; the routes of other helpers' operations are covered as soon as
-// the document declares them.
+// per process: a route is held to the document as soon as it declares it
+// (TestOpenAPIDocumentMatchesRoutes sees that every route is declared).
 var operations = sync.OnceValues(func() (map[string]operation, error) {
-	doc, err := loadOpenAPI()
+	doc, err := OpenAPI()
 	if err != nil {
 		return nil, err
 	}
@@ -121,15 +122,19 @@ func (s *Server) conforms(c *gin.Context) bool {
 	if !ok { // unmatched routes answer 404/405 on their own
 		return true
 	}
-	var errs []FieldError
+	var unknown []string
 	for name := range c.Request.URL.Query() {
 		if !op.query[name] {
-			errs = append(errs, FieldError{Field: name, Message: "unknown query parameter"})
+			unknown = append(unknown, name)
 		}
 	}
-	if len(errs) > 0 {
-		sort.Slice(errs, func(i, j int) bool { return errs[i].Field < errs[j].Field })
-		writeProblem(c, http.StatusBadRequest, "unknown query parameters", errs)
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		errs := make([]FieldError, 0, min(len(unknown), maxUnknownParams))
+		for _, name := range unknown[:min(len(unknown), maxUnknownParams)] {
+			errs = append(errs, FieldError{Field: name, Message: "unknown query parameter"})
+		}
+		writeProblem(c, http.StatusBadRequest, fmt.Sprintf("%d unknown query parameters", len(unknown)), errs)
 		return false
 	}
 	if op.bodyTypes != nil && c.Request.ContentLength != 0 {
