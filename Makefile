@@ -10,7 +10,9 @@ MODULES  := $(filter-out deploy/charttest,$(patsubst ./%,%,$(shell sed -n 's/^[[
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 DATA_DIR    ?= data
 DEMO_AGENTS ?= 5
+PORT        ?= 8080
 LDFLAGS  := -s -w
+GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 GOVULNCHECK ?= $(shell $(GO) env GOPATH)/bin/govulncheck
 # The Go vulnerability database, fetched as a Go module and indexed locally, so
@@ -20,21 +22,25 @@ VULNDB_DIR     ?= .cache/vulndb-$(VULNDB_VERSION)
 # Modules whose code ships (govulncheck looks at what a binary can reach).
 SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone
 
-.PHONY: help build test lint vulncheck run bench clean tidy chart-test e2e
+# Redocly's OpenAPI linter, from the npm registry through npx.
+REDOCLY_VERSION ?= 2.77.0
+
+.PHONY: help build test lint openapi-lint vulncheck run bench clean tidy chart-test e2e
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F '\t' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/api-server ./api-server
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/agent-gateway ./agent-gateway
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/scheduler ./scheduler
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/agentsim ./agentsim
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/viworks ./standalone
+	@echo 'building the binaries into $(BIN)/ (the first build fetches modules and compiles for a few minutes)'
+	$(GOBUILD) -o $(BIN)/api-server ./api-server
+	$(GOBUILD) -o $(BIN)/agent-gateway ./agent-gateway
+	$(GOBUILD) -o $(BIN)/scheduler ./scheduler
+	$(GOBUILD) -o $(BIN)/agentsim ./agentsim
+	$(GOBUILD) -o $(BIN)/viworks ./standalone
 
-test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis)
+test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis; the first lines say which)
+	@$(GO) run ./pkg/testenv/cmd/testenv
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
@@ -42,6 +48,9 @@ lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
 	$(GO) vet $(PKGS) ./deploy/charttest/...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) $(PKGS) ./deploy/charttest/...
+
+openapi-lint: ## Redocly's linter on api-server/apiserver/openapi.yaml, the file the binaries embed (rules in redocly.yaml; needs npx)
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --yes @redocly/cli@$(REDOCLY_VERSION) lint
 
 vulncheck: ## govulncheck of every shipped module against the vulnerability database (fetched as the Go module golang.org/x/vulndb)
 	@test -x $(GOVULNCHECK) || $(GO) install golang.org/x/vuln/cmd/govulncheck@v1.9.0
@@ -51,8 +60,11 @@ vulncheck: ## govulncheck of every shipped module against the vulnerability data
 	  (cd $$src && GOFLAGS=-mod=mod $(GO) run ./cmd/indexdb -vulns data/osv -out $$out); }
 	@for m in $(SHIP_MODULES); do echo "govulncheck $$m"; (cd $$m && $(GOVULNCHECK) -db file://$(abspath $(VULNDB_DIR)) ./...) || exit 1; done
 
-run: build ## the whole product in one process on embedded storage, with demo agents
-	$(BIN)/viworks --data-dir $(DATA_DIR) --demo-agents $(DEMO_AGENTS) --log-format text
+run: ## the whole product in one process on embedded storage, with demo agents (PORT=8080, DATA_DIR=data, DEMO_AGENTS=5)
+	@mkdir -p $(BIN)
+	@echo 'building $(BIN)/viworks (the first build fetches modules and compiles for a few minutes)'
+	@$(GOBUILD) -o $(BIN)/viworks ./standalone
+	$(BIN)/viworks --data-dir $(DATA_DIR) --port $(PORT) --demo-agents $(DEMO_AGENTS) --log-format text
 
 bench: ## real services on loopback; prints each figure beside its target and this machine's limits (BENCH_QUICK=1: small)
 	$(GO) run ./bench

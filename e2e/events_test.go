@@ -152,8 +152,14 @@ func TestEventsAcrossReplicas(t *testing.T) {
 		case "command.status":
 			if ev.Data.CommandID == cmd.ID {
 				seen["command "+ev.Data.Status] = true
+				if ev.Data.Status == "succeeded" {
+					require.True(t, seen["ev-0 succeeded"] && seen["ev-1 succeeded"],
+						"the command's success arrives after its executions' (causal order): %v", seen)
+				}
 			}
 		case "execution.status":
+			// running too (an ack in the same write as its result has no running event)
+			require.Equal(t, cmd.ID, ev.Data.CommandID, "every execution event names its command (%s %s)", ev.Data.AgentID, ev.Data.Status)
 			seen[ev.Data.AgentID+" "+ev.Data.Status] = true
 		}
 		return seen["command queued"] && seen["command succeeded"] &&

@@ -35,13 +35,14 @@ func quickstart(t *testing.T) string {
 
 // TestReadmeQuickStart runs `make run` as the README says, in a fresh working
 // directory (bin/ linked to the build, data/ new), then the README's tour
-// commands verbatim, on the default port. It needs no Postgres or Redis.
+// commands verbatim but for the port: a free one, passed as `make run PORT=N`
+// (the README's port 8080 may be taken on a developer's machine). It needs no
+// Postgres or Redis.
 func TestReadmeQuickStart(t *testing.T) {
-	for _, port := range []int{8080} {
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		require.NoError(t, err, "the quick start uses port %d; it must be free", port)
-		_ = ln.Close()
-	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
 	root, err := filepath.Abs("..")
 	require.NoError(t, err)
 	work := t.TempDir()
@@ -50,7 +51,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	started := time.Now()
-	run := exec.CommandContext(ctx, "make", "-C", root, "run", "DATA_DIR="+filepath.Join(work, "data"))
+	run := exec.CommandContext(ctx, "make", "-C", root, "run", "DATA_DIR="+filepath.Join(work, "data"), fmt.Sprintf("PORT=%d", port))
 	run.Dir = work
 	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := run.StdoutPipe()
@@ -94,7 +95,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	// for sim-0 explicitly so the test does not race the simulator.
 	tok, err := exec.Command(filepath.Join(root, "bin", "viworks"), "token", "--data-dir", filepath.Join(work, "data"), "--subject", "readme-test", "--role", "viewer").Output()
 	require.NoError(t, err)
-	cli := api{base: "http://127.0.0.1:8080", token: strings.TrimSpace(string(tok))}
+	cli := api{base: fmt.Sprintf("http://127.0.0.1:%d", port), token: strings.TrimSpace(string(tok))}
 	require.Eventually(t, func() bool {
 		var list agentList
 		if cli.do(t, http.MethodGet, "/api/v1/agents?status=online", nil, &list) != http.StatusOK {
@@ -108,7 +109,7 @@ func TestReadmeQuickStart(t *testing.T) {
 		return false
 	}, 30*time.Second, 100*time.Millisecond, "sim-0 never came online")
 
-	script := quickstart(t)
+	script := strings.ReplaceAll(quickstart(t), "localhost:8080", fmt.Sprintf("localhost:%d", port))
 	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
 	cmd.Dir = work
 	out, err := cmd.CombinedOutput()

@@ -8,7 +8,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/bus"
-	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -23,7 +22,6 @@ var errStopped = errors.New("gateway is stopping")
 type committer struct {
 	store   Store
 	bus     bus.Bus
-	events  *events.Publisher
 	log     logrus.FieldLogger
 	in      chan *job
 	done    chan struct{}
@@ -43,8 +41,8 @@ type jobReply struct {
 	err     error
 }
 
-func newCommitter(st Store, b bus.Bus, ev *events.Publisher, log logrus.FieldLogger, size prometheus.Histogram) *committer {
-	return &committer{store: st, bus: b, events: ev, log: log, in: make(chan *job, 1024), done: make(chan struct{}), max: 500, writers: 4, size: size}
+func newCommitter(st Store, b bus.Bus, log logrus.FieldLogger, size prometheus.Histogram) *committer {
+	return &committer{store: st, bus: b, log: log, in: make(chan *job, 1024), done: make(chan struct{}), max: 500, writers: 4, size: size}
 }
 
 // enqueue queues j without waiting for its transaction (errors are logged).
@@ -145,9 +143,10 @@ func (c *committer) writeBatch(ctx context.Context, jobs []*job) error {
 		// The results are durable; the schedulers' sweep repairs the aggregate.
 		c.log.WithError(out.RefreshErr).Warn("updating command status after results failed")
 	}
-	i, a := 0, 0
+	// The execution.status events of the batch are the store's to publish
+	// (its observer, in commit order with the command changes they cause).
+	i := 0
 	var recorded []string
-	var evs []events.Event
 	for _, j := range jobs {
 		var reply jobReply
 		if j.result != nil {
@@ -155,20 +154,10 @@ func (c *committer) writeBatch(ctx context.Context, jobs []*job) error {
 			i++
 			if reply.outcome.Recorded {
 				recorded = append(recorded, reply.outcome.CommandID)
-				evs = append(evs, events.Event{Type: events.ExecutionStatus, ExecutionID: j.result.ExecutionID,
-					CommandID: reply.outcome.CommandID, AgentID: j.result.AgentID, Status: j.result.Status})
 			}
-		}
-		if j.ack != nil {
-			if out.Acked[a] {
-				evs = append(evs, events.Event{Type: events.ExecutionStatus, ExecutionID: j.ack.ExecutionID,
-					AgentID: j.ack.AgentID, Status: store.ExecRunning})
-			}
-			a++
 		}
 		j.reply <- reply
 	}
-	c.events.Publish(ctx, evs...)
 	if len(recorded) > 0 {
 		// One wake per batch: finished work frees capacity for the schedulers.
 		wake := bus.Encode(bus.Wake{Reason: bus.WakeResult, CommandIDs: recorded})

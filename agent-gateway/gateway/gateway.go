@@ -57,7 +57,7 @@ type Config struct {
 	DrainWindow       time.Duration     // sessions are closed spread over this on shutdown
 	MaxHandshakes     int               // enrollments and upgrades-until-registered in flight; beyond: 503
 	MaxFrameRate      int               // frames per second per agent (bursts of twice that)
-	Events            *events.Publisher // optional: agents online/offline and execution progress are published here
+	Events            *events.Publisher // optional: agents online/offline are published here (execution progress: the store's observer)
 	// TrustReported takes agents' HELLO site and labels as trusted when
 	// nothing fixed them (trust_reported_attributes; unsafe).
 	TrustReported bool
@@ -161,7 +161,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	g := &Gateway{
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
 		metrics:   m,
-		commits:   newCommitter(st, b, cfg.Events, log, m.batchSize),
+		commits:   newCommitter(st, b, log, m.batchSize),
 		online:    newGroup("online", st.MarkAgentsOnline, log, m),
 		audits:    newGroup("audit", st.RecordAudits, log, m),
 		grants:    newGroup("credential", st.SetAgentCredentials, log, m),

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,11 +132,37 @@ func parseAgentFilter(c *gin.Context) (store.AgentFilter, []FieldError) {
 		}
 		f.IDPrefix = q
 	}
-	f.After = c.Query("cursor")
-	if len(f.After) > 256 {
-		errs = append(errs, FieldError{Field: "cursor", Message: "too long"})
+	if raw := c.Query("cursor"); raw != "" {
+		after, ok := decodeAgentCursor(raw)
+		if !ok {
+			errs = append(errs, FieldError{Field: "cursor", Message: "is not a cursor returned by this list"})
+		}
+		f.After = after
 	}
 	return f, errs
+}
+
+// agentCursorTag marks the agent list's cursors, opaque to clients, so that
+// a value this list did not hand out is refused instead of read as an id.
+const agentCursorTag = "agent|"
+
+func encodeAgentCursor(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(agentCursorTag + id))
+}
+
+func decodeAgentCursor(raw string) (string, bool) {
+	if len(raw) > 512 {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(raw)
+	if err != nil {
+		return "", false
+	}
+	id, ok := strings.CutPrefix(string(b), agentCursorTag)
+	if !ok || protocol.CheckID("", id) != nil {
+		return "", false
+	}
+	return id, true
 }
 
 // parseLabels fills f.Labels from key=value items, or names the first problem.
@@ -178,7 +205,7 @@ func (s *Server) listAgents(c *gin.Context) {
 	out := List[AgentView]{Items: make([]AgentView, 0, min(len(agents), limit))}
 	for i, a := range agents {
 		if i == limit {
-			next := agents[limit-1].ID
+			next := encodeAgentCursor(agents[limit-1].ID)
 			out.NextCursor = &next
 			break
 		}

@@ -70,9 +70,7 @@ func (a *alertAPI) do(role auth.Role, method, path, body string) *httptest.Respo
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	w := httptest.NewRecorder()
-	a.srv.Handler().ServeHTTP(w, req)
-	return w
+	return serve(a.t, a.srv.Handler(), req)
 }
 
 func decode[T any](t *testing.T, w *httptest.ResponseRecorder) T {

@@ -109,8 +109,7 @@ func TestEveryRouteDeniesByDefault(t *testing.T) {
 	// the refusals below are about what each one changes.
 	req := httptest.NewRequest(http.MethodGet, "/api/v1/agents", nil)
 	req.Header.Set("Authorization", "Bearer "+forge(secret, hs256, adminClaims(now, now.Add(time.Hour))))
-	w := httptest.NewRecorder()
-	a.srv.Handler().ServeHTTP(w, req)
+	w := serve(t, a.srv.Handler(), req)
 	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
 
 	routes := a.srv.engine.Routes()
@@ -136,9 +135,7 @@ func TestEveryRouteDeniesByDefault(t *testing.T) {
 				if token != "" {
 					req.Header.Set("Authorization", "Bearer "+token)
 				}
-				w := httptest.NewRecorder()
-				a.srv.Handler().ServeHTTP(w, req)
-				return w
+				return serve(t, a.srv.Handler(), req)
 			}
 			refused := map[string]string{
 				"no token":        "",
@@ -158,8 +155,7 @@ func TestEveryRouteDeniesByDefault(t *testing.T) {
 				if name == "not bearer auth" {
 					req := httptest.NewRequest(r.Method, path, nil)
 					req.SetBasicAuth("admin", "admin")
-					w = httptest.NewRecorder()
-					a.srv.Handler().ServeHTTP(w, req)
+					w = serve(t, a.srv.Handler(), req)
 				}
 				require.Equal(t, http.StatusUnauthorized, w.Code, "%s: %s", name, w.Body.String())
 				require.Equal(t, "application/problem+json", w.Header().Get("Content-Type"), name)

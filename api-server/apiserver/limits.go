@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -52,9 +53,10 @@ func (s *Server) clientContext(c *gin.Context) {
 	c.Next()
 }
 
-// limitByIP applies the per-address limit to every request but health checks.
+// limitByIP applies the per-address limit to every request but health checks
+// (probes of load balancers and orchestrators must never get a 429).
 func (s *Server) limitByIP(c *gin.Context) {
-	if c.FullPath() == "/api/v1/health" {
+	if strings.HasPrefix(c.FullPath(), "/api/v1/health") {
 		c.Next()
 		return
 	}

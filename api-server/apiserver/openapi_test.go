@@ -63,8 +63,7 @@ func (c *contract) do(role auth.Role, method, path string, body any, header ...s
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	w := httptest.NewRecorder()
-	c.api.srv.Handler().ServeHTTP(w, req)
+	w := serve(c.t, c.api.srv.Handler(), req)
 
 	route, params, err := c.router.FindRoute(req)
 	require.NoError(c.t, err, "%s %s is not in the OpenAPI document", method, path)
@@ -108,8 +107,7 @@ func TestOpenAPIDocumentMatchesRoutes(t *testing.T) {
 	sort.Strings(registered)
 	require.Equal(t, registered, documented)
 
-	w := httptest.NewRecorder()
-	a.srv.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/v1/openapi.json", nil))
+	w := serve(t, a.srv.Handler(), httptest.NewRequest(http.MethodGet, "/api/v1/openapi.json", nil))
 	require.Equal(t, http.StatusOK, w.Code)
 	served, err := openapi3.NewLoader().LoadFromData(w.Body.Bytes())
 	require.NoError(t, err)
@@ -160,6 +158,8 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/web-1", map[string]any{"labels": many}) // 422: 33 with role
 	w := c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?site=lab&label=role=web&capability=echo&q=web", nil)
 	require.Contains(t, w.Body.String(), `"web-2"`)
+	w = c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?label=role=web&label=role=web&sort=id", nil)
+	require.Equal(t, []string{"sort"}, problemFields(t, w, http.StatusBadRequest), "sorts are not offered: refused, not ignored")
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/nobody", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/health", nil)
@@ -167,7 +167,7 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 		{AgentID: "web-1", TS: time.Now().Add(-time.Minute), Metrics: store.JSON(`{"cpu_percent": 12.5, "mem_percent": 40}`)},
 		{AgentID: "web-1", TS: time.Now().Add(-30 * time.Second), Metrics: store.JSON(`{"cpu_percent": 20, "mem_percent": 41}`)},
 	}))
-	w = c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/telemetry?step=5m", nil)
+	w = c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/telemetry?step=5m&metric=cpu_percent&metric=mem_percent", nil)
 	require.Contains(t, w.Body.String(), "cpu_percent")
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents/web-1/telemetry?step=bogus", nil)
 	c.do("", http.MethodGet, "/api/v1/health/database", nil)
@@ -195,7 +195,7 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil)
 	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil) // 409: already final
 
-	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/events?type=agent.online", nil)
+	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/events?type=agent.online&type=command.status", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/events?type=nope", nil)
 
 	w = c.do(auth.RoleAdmin, http.MethodPost, "/api/v1/alert-rules",
@@ -238,6 +238,10 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 
 	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/audit?action=command.create&limit=5", nil)
 	c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/audit?from=yesterday", nil)
+	// Every recorded action, the revocations (no details) included.
+	w = c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/audit?limit=1000", nil)
+	require.Contains(t, w.Body.String(), "api_key.revoke")
+	require.Contains(t, w.Body.String(), "enrollment_secret.revoke")
 	w = c.do(auth.RoleAdmin, http.MethodGet, "/api/v1/audit/verify", nil)
 	require.Contains(t, w.Body.String(), `"ok":true`)
 

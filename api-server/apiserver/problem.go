@@ -78,6 +78,10 @@ func (s *Server) require(need auth.Role) gin.HandlerFunc {
 			c.Abort()
 			return
 		}
+		if !s.conforms(c) {
+			c.Abort()
+			return
+		}
 		c.Set(ctxPrincipal, p)
 		c.Next()
 	}

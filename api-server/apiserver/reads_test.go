@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -183,6 +184,11 @@ func testAgentsListAPI(t *testing.T, a *readAPI) {
 		{"limit=0", "limit"},
 		{"limit=1001", "limit"},
 		{"cursor=" + strings.Repeat("c", 257), "cursor"},
+		{"cursor=garbage", "cursor"},
+		{"cursor=web-1", "cursor"}, // an id is not a cursor: only next_cursor values are
+		{"cursor=" + base64.RawURLEncoding.EncodeToString([]byte("agent|a b")), "cursor"},
+		{"sort=id", "sort"},
+		{"stauts=online", "stauts"},
 	}
 	for _, tc := range bad {
 		require.Equal(t, []string{tc.field}, problemFields(t, a.get("/api/v1/agents?"+tc.query), http.StatusBadRequest), tc.query)

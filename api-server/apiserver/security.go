@@ -96,7 +96,7 @@ func HashSecret(secret string) string {
 
 // audit records a security event outside any other write; failures are logged.
 func (s *Server) audit(c *gin.Context, actor, action, target string, details map[string]any) {
-	raw, _ := json.Marshal(details)
+	raw := auditDetails(details)
 	e := store.AuditEvent{Actor: actor, Action: action, Target: target, RequestID: c.GetString(ctxRequestID), ClientIP: c.ClientIP(), Details: raw}
 	if err := s.store.RecordAudit(context.WithoutCancel(c.Request.Context()), e); err != nil {
 		s.log.WithError(err).WithFields(map[string]any{"action": action, "request_id": e.RequestID}).Warn("writing audit event failed")
@@ -105,8 +105,17 @@ func (s *Server) audit(c *gin.Context, actor, action, target string, details map
 
 // auditEvent is the audit event of the current request by its principal.
 func auditEvent(c *gin.Context, action string, details map[string]any) store.AuditEvent {
+	return store.AuditEvent{Actor: principal(c).Subject, Action: action, RequestID: c.GetString(ctxRequestID), ClientIP: c.ClientIP(), Details: auditDetails(details)}
+}
+
+// auditDetails encodes an event's details: always a JSON object, {} when
+// there are none (never null, which the API document does not allow).
+func auditDetails(details map[string]any) []byte {
+	if details == nil {
+		details = map[string]any{}
+	}
 	raw, _ := json.Marshal(details)
-	return store.AuditEvent{Actor: principal(c).Subject, Action: action, RequestID: c.GetString(ctxRequestID), ClientIP: c.ClientIP(), Details: raw}
+	return raw
 }
 
 // validSite checks an agent site by the agent protocol's HELLO rules.
@@ -201,7 +210,7 @@ func (s *Server) listAudit(c *gin.Context) {
 	out := List[AuditEventView]{Items: make([]AuditEventView, 0, len(events)), NextCursor: nextPtr(next)}
 	for _, e := range events {
 		details := json.RawMessage(e.Details)
-		if len(details) == 0 {
+		if len(details) == 0 || string(details) == "null" { // recorded before details were always an object
 			details = json.RawMessage(`{}`)
 		}
 		out.Items = append(out.Items, AuditEventView{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Target: e.Target,

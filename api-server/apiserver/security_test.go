@@ -82,6 +82,9 @@ func (a *secAPI) req(authz, method, path, body string, hdr ...string) *httptest.
 	case authz != "":
 		r.Header.Set("Authorization", "Bearer "+a.tokens[auth.Role(authz)])
 	}
+	if body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if hdr[i] == "RemoteAddr" {
 			r.RemoteAddr = hdr[i+1]
@@ -89,9 +92,7 @@ func (a *secAPI) req(authz, method, path, body string, hdr ...string) *httptest.
 		}
 		r.Header.Set(hdr[i], hdr[i+1])
 	}
-	w := httptest.NewRecorder()
-	a.srv.Handler().ServeHTTP(w, r)
-	return w
+	return serve(a.t, a.srv.Handler(), r)
 }
 
 func (a *secAPI) auditActions(action string) []store.AuditEvent {
@@ -322,6 +323,12 @@ func TestRateLimitClientIPAndProxies(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, direct("1.1.1.1"))
 	require.Equal(t, http.StatusUnauthorized, direct("2.2.2.2"))
 	require.Equal(t, http.StatusTooManyRequests, direct("3.3.3.3"))
+	// The address's budget is spent: health checks still answer (probes never get 429).
+	for _, path := range []string{"/api/v1/health", "/api/v1/health/database", "/api/v1/health/redis"} {
+		w := a.req("", "GET", path, "", "RemoteAddr", "198.51.100.7:5000")
+		require.Equal(t, http.StatusOK, w.Code, "%s: %s", path, w.Body.String())
+		require.Empty(t, w.Header().Get("RateLimit-Remaining"), path)
+	}
 
 	_, err := New(a.st, bus.NewMemory(), a.jwt, nil, logrus.New(), Config{TrustedProxies: []string{"not-a-cidr"}})
 	require.Error(t, err)

@@ -171,6 +171,7 @@ type Server struct {
 	engine      *gin.Engine
 	hub         *events.Hub
 	openapiDoc  []byte
+	ops         map[string]operation // the document's operations by "METHOD /gin/path"
 	events      *events.Publisher
 	requests    *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
@@ -203,6 +204,9 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 		return nil, err
 	}
 	s.openapiDoc = doc
+	if s.ops, err = operations(); err != nil {
+		return nil, err
+	}
 	if reg != nil {
 		reg.MustRegister(s.requests, s.latency, s.limitErrs)
 	}
@@ -219,7 +223,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	if err := e.SetTrustedProxies(cfg.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("apiserver: trusted proxies: %w", err)
 	}
-	e.Use(s.recoverer, s.observe, s.clientContext, s.limitByIP)
+	e.Use(s.recoverer, s.observe, s.clientContext, s.limitByIP, s.conform)
 	e.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "no such endpoint", nil) })
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, "method not allowed on this endpoint", nil)

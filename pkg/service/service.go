@@ -93,13 +93,22 @@ type Process struct {
 }
 
 // StartEvents publishes the live event stream of this process on its bus,
-// including every command status change its store commits.
+// including every command and execution status change its store commits, in
+// the store's commit order (an execution's result before the command status
+// it leads to).
 func (p *Process) StartEvents() {
 	p.Events = events.NewPublisher(p.Bus, p.Log)
 	p.Store.ObserveCommands(func(ctx context.Context, changes []store.CommandChange) {
 		evs := make([]events.Event, len(changes))
 		for i, c := range changes {
 			evs[i] = events.Event{Type: events.CommandStatus, CommandID: c.CommandID, Status: c.Status}
+		}
+		p.Events.Publish(ctx, evs...)
+	})
+	p.Store.ObserveExecutions(func(ctx context.Context, changes []store.ExecutionChange) {
+		evs := make([]events.Event, len(changes))
+		for i, c := range changes {
+			evs[i] = events.Event{Type: events.ExecutionStatus, ExecutionID: c.ExecutionID, CommandID: c.CommandID, AgentID: c.AgentID, Status: c.Status}
 		}
 		p.Events.Publish(ctx, evs...)
 	})

@@ -75,6 +75,11 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 		}
 	}
 	var touched []string
+	var moved []ExecutionChange
+	// Until its execution changes are observed, the batch holds back the
+	// command changes of concurrent batches in this process.
+	seq := s.batches.begin()
+	defer s.batches.end(seq)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := resolveResultCommands(tx, b.Results); err != nil {
 			return err
@@ -87,19 +92,30 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 		seen := map[string]bool{}
 		for i, r := range b.Results {
 			out.Results[i] = ResultOutcome{CommandID: r.CommandID, Recorded: recorded[i]}
-			if recorded[i] && !seen[r.CommandID] {
-				seen[r.CommandID] = true
-				touched = append(touched, r.CommandID)
+			if recorded[i] {
+				moved = append(moved, ExecutionChange{ExecutionID: r.ExecutionID, CommandID: r.CommandID, AgentID: r.AgentID, Status: r.Status})
+				if !seen[r.CommandID] {
+					seen[r.CommandID] = true
+					touched = append(touched, r.CommandID)
+				}
 			}
 		}
-		if out.Acked, err = ackExecutions(tx, s.dialect, b.Acks, now); err != nil {
+		acked, err := ackExecutions(tx, s.dialect, b.Acks, now)
+		if err != nil {
 			return err
+		}
+		for i, cmd := range acked {
+			if out.Acked[i] = cmd != ""; out.Acked[i] {
+				moved = append(moved, ExecutionChange{ExecutionID: b.Acks[i].ExecutionID, CommandID: cmd, AgentID: b.Acks[i].AgentID, Status: ExecRunning})
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return out, fmt.Errorf("recording batch: %w", err)
 	}
+	s.notifyExecutions(ctx, moved)
+	s.batches.end(seq)
 	out.RefreshErr = s.refreshFinished(ctx, touched)
 	return out, nil
 }
@@ -137,6 +153,11 @@ func (s *Store) refreshFinished(ctx context.Context, ids []string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("refreshing commands: %w", err)
+	}
+	if len(changes) > 0 {
+		// Batches whose results this transaction saw may not have been
+		// observed yet: their execution changes come first.
+		s.batches.wait(ctx, batchObserveWait)
 	}
 	s.notify(ctx, changes)
 	return nil
@@ -254,18 +275,18 @@ RETURNING e.id`)
 
 // ackExecutions moves the acked executions that are still dispatched to
 // running (one statement on Postgres) and reports which moved.
-func ackExecutions(tx *gorm.DB, dialect string, as []Ack, now time.Time) ([]bool, error) {
-	acked := make([]bool, len(as))
+func ackExecutions(tx *gorm.DB, dialect string, as []Ack, now time.Time) ([]string, error) {
+	acked := make([]string, len(as))
 	if len(as) == 0 {
 		return acked, nil
 	}
 	if dialect != Postgres {
 		for i, a := range as {
-			ok, err := ackExecution(tx, a, now)
+			cmd, err := ackExecution(tx, a, now)
 			if err != nil {
 				return nil, err
 			}
-			acked[i] = ok
+			acked[i] = cmd
 		}
 		return acked, nil
 	}
@@ -290,13 +311,13 @@ FROM (VALUES `)
 	}
 	sb.WriteString(`) AS v(id, agent_id, at)
 WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status = 'dispatched'
-RETURNING e.id`)
-	var ids []string
-	if err := tx.Raw(sb.String(), args...).Scan(&ids).Error; err != nil {
+RETURNING e.id, e.command_id`)
+	var rows []struct{ ID, CommandID string }
+	if err := tx.Raw(sb.String(), args...).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("acknowledging executions: %w", err)
 	}
-	for _, id := range ids {
-		acked[first[id]] = true
+	for _, r := range rows {
+		acked[first[r.ID]] = r.CommandID
 	}
 	return acked, nil
 }
@@ -323,12 +344,19 @@ func recordResult(tx *gorm.DB, r Result, now time.Time) (bool, error) {
 }
 
 // ackExecution moves a dispatched execution of the acking agent to running.
-func ackExecution(db *gorm.DB, a Ack, now time.Time) (bool, error) {
+func ackExecution(db *gorm.DB, a Ack, now time.Time) (string, error) {
 	res := db.Model(&Execution{}).
 		Where("id = ? AND agent_id = ? AND status = ?", a.ExecutionID, a.AgentID, ExecDispatched).
 		Updates(map[string]any{"status": ExecRunning, "started_at": a.At.UTC(), "updated_at": now})
 	if res.Error != nil {
-		return false, fmt.Errorf("acknowledging execution: %w", res.Error)
+		return "", fmt.Errorf("acknowledging execution: %w", res.Error)
 	}
-	return res.RowsAffected > 0, nil
+	if res.RowsAffected == 0 {
+		return "", nil
+	}
+	var cmd string
+	if err := db.Raw(`SELECT command_id FROM executions WHERE id = ?`, a.ExecutionID).Scan(&cmd).Error; err != nil {
+		return "", fmt.Errorf("finding the acknowledged execution's command: %w", err)
+	}
+	return cmd, nil
 }

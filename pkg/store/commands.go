@@ -286,7 +286,11 @@ func (s *Store) GetCommand(ctx context.Context, id string) (Command, []Execution
 
 // AckExecution moves a dispatched execution of agentID to running (see RecordBatch).
 func (s *Store) AckExecution(ctx context.Context, executionID, agentID string, at time.Time) (bool, error) {
-	return ackExecution(s.db.WithContext(ctx), Ack{ExecutionID: executionID, AgentID: agentID, At: at}, time.Now().UTC())
+	out, err := s.RecordBatch(ctx, Batch{Acks: []Ack{{ExecutionID: executionID, AgentID: agentID, At: at}}})
+	if err != nil {
+		return false, err
+	}
+	return out.Acked[0], nil
 }
 
 // RecordResult records one result (see RecordBatch) and returns the command id

@@ -79,6 +79,9 @@ type Store struct {
 	db      *gorm.DB
 	dialect string
 	observe func(context.Context, []CommandChange)
+	// observeExecutions is called with the execution changes of result batches.
+	observeExecutions func(context.Context, []ExecutionChange)
+	batches           batchOrder
 }
 
 // Dialect returns Postgres or SQLite.
