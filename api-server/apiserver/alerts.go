@@ -341,6 +341,8 @@ func validateWebhook(req WebhookRequest) (string, []FieldError) {
 		errs = append(errs, FieldError{Field: "url", Message: "must use http or https"})
 	case u.Host == "" || u.Hostname() == "":
 		errs = append(errs, FieldError{Field: "url", Message: "must name a host"})
+	case u.User != nil:
+		errs = append(errs, FieldError{Field: "url", Message: "must not carry user info (user:password@); receivers authenticate deliveries by their signature"})
 	case strings.ContainsFunc(req.URL, func(r rune) bool { return r <= 0x20 || r == 0x7f }):
 		errs = append(errs, FieldError{Field: "url", Message: "must not contain spaces or control characters"})
 	}
@@ -366,6 +368,11 @@ func (s *Server) createWebhook(c *gin.Context) {
 	secret, errs := validateWebhook(req)
 	if len(errs) > 0 {
 		writeProblem(c, http.StatusBadRequest, "invalid webhook", errs)
+		return
+	}
+	if err := s.cfg.Webhooks.CheckURL(c.Request.Context(), s.cfg.Resolver, req.URL); err != nil {
+		writeProblem(c, http.StatusUnprocessableEntity, "the webhook's target is not allowed",
+			[]FieldError{{Field: "url", Message: err.Error()}})
 		return
 	}
 	enabled := req.Enabled == nil || *req.Enabled
