@@ -30,6 +30,14 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
+		args, err := service.ArgsKeyring(cfg, p.Log)
+		if err != nil {
+			return service.Role{}, err
+		}
+		targets, err := service.WebhookTargets(cfg)
+		if err != nil {
+			return service.Role{}, err
+		}
 		api, err := apiserver.New(p.Store, p.Bus, jwt, p.Registry, p.Log, apiserver.Config{
 			DefaultTimeout:    cfg.CommandTimeout(),
 			DefaultMaxRetries: cfg.Command.RetryAttempts,
@@ -39,6 +47,8 @@ func run(args []string) int {
 			RateLimit:         service.RateLimit(cfg),
 			Limiter:           limiter,
 			TrustedProxies:    cfg.Security.TrustedProxies,
+			Args:              args,
+			Webhooks:          targets,
 		})
 		if err != nil {
 			return service.Role{}, err

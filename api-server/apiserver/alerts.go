@@ -113,7 +113,8 @@ type DeliveryView struct {
 	Attempts      int             `json:"attempts"`
 	LastError     string          `json:"last_error"`
 	ResponseCode  *int            `json:"response_code"`
-	ResponseBody  string          `json:"response_body"`
+	ResponseBody  string          `json:"response_body"`  // empty unless the server keeps answers' bodies
+	ResponseBytes *int64          `json:"response_bytes"` // size of the answer's body (counted up to 64 KiB)
 	Payload       json.RawMessage `json:"payload"`
 	CreatedAt     time.Time       `json:"created_at"`
 	LastAttemptAt *time.Time      `json:"last_attempt_at"`
@@ -127,7 +128,7 @@ func deliveryView(d store.WebhookDelivery) DeliveryView {
 	}
 	return DeliveryView{ID: d.ID, WebhookID: d.WebhookID, AlertID: d.AlertID, Event: d.Event, Status: d.Status,
 		Attempts: d.Attempts, LastError: d.LastError, ResponseCode: d.ResponseCode, ResponseBody: d.ResponseBody,
-		Payload: payload, CreatedAt: d.CreatedAt, LastAttemptAt: d.LastAttemptAt, DeliveredAt: d.DeliveredAt}
+		ResponseBytes: d.ResponseBytes, Payload: payload, CreatedAt: d.CreatedAt, LastAttemptAt: d.LastAttemptAt, DeliveredAt: d.DeliveredAt}
 }
 
 // maskURL hides a password in the URL's user info.

@@ -29,23 +29,23 @@ var ErrRefused = errors.New("address not allowed")
 // nonPublic are the ranges, besides those netip's predicates name, that are
 // not public unicast.
 var nonPublic = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),          // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),      // shared address space (CGNAT)
-	netip.MustParsePrefix("192.0.0.0/24"),       // IETF protocol assignments
-	netip.MustParsePrefix("192.0.2.0/24"),       // documentation
-	netip.MustParsePrefix("198.18.0.0/15"),      // benchmarking
-	netip.MustParsePrefix("198.51.100.0/24"),    // documentation
-	netip.MustParsePrefix("203.0.113.0/24"),     // documentation
-	netip.MustParsePrefix("240.0.0.0/4"),        // reserved, and the broadcast address
-	netip.MustParsePrefix("64:ff9b::/96"),       // NAT64: reaches IPv4 addresses
-	netip.MustParsePrefix("64:ff9b:1::/48"),     // local-use NAT64
-	netip.MustParsePrefix("100::/64"),           // discard-only
-	netip.MustParsePrefix("2001::/23"),          // IETF protocol assignments (Teredo, ORCHIDs, ...)
-	netip.MustParsePrefix("2001:db8::/32"),      // documentation
-	netip.MustParsePrefix("2002::/16"),          // 6to4: embeds IPv4 addresses
-	netip.MustParsePrefix("3fff::/20"),          // documentation
-	netip.MustParsePrefix("5f00::/16"),          // segment routing SIDs
-	netip.MustParsePrefix("fec0::/10"),          // deprecated site-local
+	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),   // shared address space (CGNAT)
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"),    // documentation
+	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+	netip.MustParsePrefix("198.51.100.0/24"), // documentation
+	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
+	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, and the broadcast address
+	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64: reaches IPv4 addresses
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
+	netip.MustParsePrefix("100::/64"),        // discard-only
+	netip.MustParsePrefix("2001::/23"),       // IETF protocol assignments (Teredo, ORCHIDs, ...)
+	netip.MustParsePrefix("2001:db8::/32"),   // documentation
+	netip.MustParsePrefix("2002::/16"),       // 6to4: embeds IPv4 addresses
+	netip.MustParsePrefix("3fff::/20"),       // documentation
+	netip.MustParsePrefix("5f00::/16"),       // segment routing SIDs
+	netip.MustParsePrefix("fec0::/10"),       // deprecated site-local
 }
 
 // Policy is the set of addresses outgoing connections may reach. The zero

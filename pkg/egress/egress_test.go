@@ -47,7 +47,9 @@ func TestCheckAddr(t *testing.T) {
 // fakeResolver answers every name with its addresses.
 type fakeResolver []netip.Addr
 
-func (f fakeResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) { return f, nil }
+func (f fakeResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return f, nil
+}
 
 type failingResolver struct{}
 

@@ -68,6 +68,7 @@ func BaseConfig(dataDir string, create bool) (config.Config, error) {
 	cfg.Security.JWTSecret = sec.JWTSecret
 	cfg.Security.AgentEnrollmentSecret = sec.EnrollmentSecret
 	cfg.Security.BackendPrivateKeyPath = sec.SigningKeyPath
+	cfg.Security.ArgsEncryptionKey = sec.ArgsKey
 	return cfg, nil
 }
 
@@ -144,7 +145,17 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
-	alerter, err := alerting.New(st, log, p.Registry, alerting.Config{Events: p.Events})
+	args, err := service.ArgsKeyring(cfg, log)
+	if err != nil {
+		return err
+	}
+	targets, err := service.WebhookTargets(cfg)
+	if err != nil {
+		return err
+	}
+	alerter, err := alerting.New(st, log, p.Registry, alerting.Config{
+		Events: p.Events, Targets: targets, StoreResponseBody: cfg.Alerts.WebhookStoreResponseBody,
+	})
 	if err != nil {
 		return err
 	}
@@ -153,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 		BatchSize:  cfg.Command.DispatchBatchSize,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-		Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
+		Signer: signer, Args: args, Tasks: []scheduler.Task{alerter.Tick},
 	})
 	if err != nil {
 		return err
@@ -168,6 +179,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		MaxQueued:         cfg.Command.MaxCommandQueueSize,
 		HeartbeatInterval: cfg.HeartbeatInterval(), StaleAfter: 2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
 		RateLimit: service.RateLimit(cfg), Limiter: limiter, TrustedProxies: cfg.Security.TrustedProxies,
+		Args: args, Webhooks: targets,
 	})
 	if err != nil {
 		return err
