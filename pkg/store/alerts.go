@@ -1045,14 +1045,14 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, limit int, l
 // DeliveryOutcome is the result of one attempt to send a delivery (with its
 // retries).
 type DeliveryOutcome struct {
-	ID           string
-	Status       string // DeliveryDelivered, DeliveryFailed, or DeliveryPending (interrupted; sent again later)
-	Attempts     int    // HTTP attempts made this time (added to the row's count)
-	LastError    string // without secrets
-	ResponseCode *int
+	ID            string
+	Status        string // DeliveryDelivered, DeliveryFailed, or DeliveryPending (interrupted; sent again later)
+	Attempts      int    // HTTP attempts made this time (added to the row's count)
+	LastError     string // without secrets
+	ResponseCode  *int
 	ResponseBody  string // truncated to MaxResponseBodySize bytes; empty unless kept
 	ResponseBytes *int64 // size of the answer's body, up to MaxResponseRead
-	At           time.Time
+	At            time.Time
 }
 
 // RecordDelivery stores the outcome of sending a claimed delivery and frees
