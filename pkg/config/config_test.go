@@ -645,7 +645,9 @@ func TestArgsKeyAndWebhookCIDRs(t *testing.T) {
 			c.Security.ArgsEncryptionKey = strings.Repeat("0f", 32)
 			c.Security.ArgsPreviousKeys = []string{"nope!"}
 		}, "security.args_previous_keys[0]"},
-		{"cidrs", func(c *config.Config) { c.Alerts.WebhookAllowedCIDRs = []string{"10.0.0.0/8", "fd00::/8", "192.168.1.5"} }, ""},
+		{"cidrs", func(c *config.Config) {
+			c.Alerts.WebhookAllowedCIDRs = []string{"10.0.0.0/8", "fd00::/8", "192.168.1.5"}
+		}, ""},
 		{"bad cidr", func(c *config.Config) { c.Alerts.WebhookAllowedCIDRs = []string{"10.0.0.0/33"} }, "alerts.webhook_allowed_cidrs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
