@@ -37,6 +37,14 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
+		args, err := service.ArgsKeyring(cfg, p.Log)
+		if err != nil {
+			return service.Role{}, err
+		}
+		targets, err := service.WebhookTargets(cfg)
+		if err != nil {
+			return service.Role{}, err
+		}
 		api, err := apiserver.New(p.Store, p.Bus, jwt, p.Registry, p.Log, apiserver.Config{
 			DefaultTimeout:    cfg.CommandTimeout(),
 			DefaultMaxRetries: cfg.Command.RetryAttempts,
@@ -47,6 +55,8 @@ func run(args []string) int {
 			Limiter:           limiter,
 			TrustedProxies:    cfg.Security.TrustedProxies,
 			Events:            events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
+			Args:              args,
+			Webhooks:          targets,
 		})
 		if err != nil {
 			return service.Role{}, err

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	_ "github.com/jackc/pgx/v5/stdlib" // raw SQL on the database the services share
 	"github.com/stretchr/testify/require"
 )
 
@@ -172,6 +174,29 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 			require.Equal(t, 0, *e.ExitCode)
 			require.Equal(t, 1, e.Attempts, "each execution ran once")
 		}
+	})
+
+	t.Run("secret args reach the agent and leave the database", func(t *testing.T) {
+		// The simulator refuses a password that is not a string: success means the
+		// agent got the plaintext in a COMMAND it verified.
+		var created commandView
+		require.Equal(t, http.StatusAccepted, sys.api.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
+			"verb": "create_panel_user", "args": map[string]any{"username": "e2e-user", "password": "e2e-pass-4711"},
+			"agent_targets": []string{ids[0]},
+		}, &created))
+		done := sys.waitCommand(t, created.ID, 10*time.Second, 10*time.Millisecond)
+		require.Equal(t, "succeeded", done.Status)
+		require.Equal(t, "created panel user e2e-user", done.Executions[0].Output)
+		db, err := sql.Open("pgx", c.getenv("DATABASE_URL"))
+		require.NoError(t, err)
+		defer db.Close()
+		require.Eventually(t, func() bool {
+			var args string
+			var sealed bool
+			require.NoError(t, db.QueryRow(`SELECT args::text, args_sealed FROM commands WHERE id = $1`, created.ID).Scan(&args, &sealed))
+			require.NotContains(t, args, "e2e-pass-4711", "never in plaintext")
+			return !sealed && strings.Contains(args, `"purged"`)
+		}, 10*time.Second, 50*time.Millisecond, "the ciphertext is purged once the command is final")
 	})
 
 	t.Run("failing verb is recorded as failed", func(t *testing.T) {

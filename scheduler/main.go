@@ -28,7 +28,17 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
-		alerter, err := alerting.New(p.Store, p.Log, p.Registry, alerting.Config{Events: p.Events})
+		args, err := service.ArgsKeyring(cfg, p.Log)
+		if err != nil {
+			return service.Role{}, err
+		}
+		targets, err := service.WebhookTargets(cfg)
+		if err != nil {
+			return service.Role{}, err
+		}
+		alerter, err := alerting.New(p.Store, p.Log, p.Registry, alerting.Config{
+			Events: p.Events, Targets: targets, StoreResponseBody: cfg.Alerts.WebhookStoreResponseBody,
+		})
 		if err != nil {
 			return service.Role{}, err
 		}
@@ -37,7 +47,7 @@ func run(args []string) int {
 			RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 			BatchSize:  cfg.Command.DispatchBatchSize,
 			StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-			Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
+			Signer: signer, Args: args, Tasks: []scheduler.Task{alerter.Tick},
 		})
 		if err != nil {
 			return service.Role{}, err

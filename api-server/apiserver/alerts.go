@@ -113,7 +113,8 @@ type DeliveryView struct {
 	Attempts      int             `json:"attempts"`
 	LastError     string          `json:"last_error"`
 	ResponseCode  *int            `json:"response_code"`
-	ResponseBody  string          `json:"response_body"`
+	ResponseBody  string          `json:"response_body"`  // empty unless the server keeps answers' bodies
+	ResponseBytes *int64          `json:"response_bytes"` // size of the answer's body (counted up to 64 KiB)
 	Payload       json.RawMessage `json:"payload"`
 	CreatedAt     time.Time       `json:"created_at"`
 	LastAttemptAt *time.Time      `json:"last_attempt_at"`
@@ -127,7 +128,7 @@ func deliveryView(d store.WebhookDelivery) DeliveryView {
 	}
 	return DeliveryView{ID: d.ID, WebhookID: d.WebhookID, AlertID: d.AlertID, Event: d.Event, Status: d.Status,
 		Attempts: d.Attempts, LastError: d.LastError, ResponseCode: d.ResponseCode, ResponseBody: d.ResponseBody,
-		Payload: payload, CreatedAt: d.CreatedAt, LastAttemptAt: d.LastAttemptAt, DeliveredAt: d.DeliveredAt}
+		ResponseBytes: d.ResponseBytes, Payload: payload, CreatedAt: d.CreatedAt, LastAttemptAt: d.LastAttemptAt, DeliveredAt: d.DeliveredAt}
 }
 
 // maskURL hides a password in the URL's user info.
@@ -341,6 +342,8 @@ func validateWebhook(req WebhookRequest) (string, []FieldError) {
 		errs = append(errs, FieldError{Field: "url", Message: "must use http or https"})
 	case u.Host == "" || u.Hostname() == "":
 		errs = append(errs, FieldError{Field: "url", Message: "must name a host"})
+	case u.User != nil:
+		errs = append(errs, FieldError{Field: "url", Message: "must not carry user info (user:password@); receivers authenticate deliveries by their signature"})
 	case strings.ContainsFunc(req.URL, func(r rune) bool { return r <= 0x20 || r == 0x7f }):
 		errs = append(errs, FieldError{Field: "url", Message: "must not contain spaces or control characters"})
 	}
@@ -366,6 +369,11 @@ func (s *Server) createWebhook(c *gin.Context) {
 	secret, errs := validateWebhook(req)
 	if len(errs) > 0 {
 		writeProblem(c, http.StatusBadRequest, "invalid webhook", errs)
+		return
+	}
+	if err := s.cfg.Webhooks.CheckURL(c.Request.Context(), s.cfg.Resolver, req.URL); err != nil {
+		writeProblem(c, http.StatusUnprocessableEntity, "the webhook's target is not allowed",
+			[]FieldError{{Field: "url", Message: err.Error()}})
 		return
 	}
 	enabled := req.Enabled == nil || *req.Enabled

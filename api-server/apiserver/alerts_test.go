@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/egress"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -44,7 +47,9 @@ func newAlertAPI(t *testing.T) *alertAPI {
 	require.NoError(t, err)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv, err := New(st, bus.NewMemory(), jwt, prometheus.NewRegistry(), log, Config{})
+	allowed, err := egress.NewPolicy([]string{"10.0.0.0/8"}) // as alerts.webhook_allowed_cidrs
+	require.NoError(t, err)
+	srv, err := New(st, bus.NewMemory(), jwt, prometheus.NewRegistry(), log, Config{Webhooks: allowed, Resolver: testResolver{}})
 	require.NoError(t, err)
 	api := &alertAPI{t: t, srv: srv, st: st, dbPath: path, tokens: map[auth.Role]string{}}
 	for _, r := range []auth.Role{auth.RoleViewer, auth.RoleOperator, auth.RoleAdmin} {
@@ -53,6 +58,23 @@ func newAlertAPI(t *testing.T) *alertAPI {
 		api.tokens[r] = tok
 	}
 	return api
+}
+
+// testResolver resolves the test's names without DNS: *.loopback.test to
+// 127.0.0.1, *.metadata.test to 169.254.169.254, *.public.test to a public
+// address; anything else does not resolve.
+type testResolver struct{}
+
+func (testResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	switch {
+	case strings.HasSuffix(host, ".loopback.test"):
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	case strings.HasSuffix(host, ".metadata.test"):
+		return []netip.Addr{netip.MustParseAddr("93.184.216.34"), netip.MustParseAddr("169.254.169.254")}, nil
+	case strings.HasSuffix(host, ".public.test"):
+		return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
 // do sends a request as role ("" for none) and returns the recorder.
@@ -300,7 +322,7 @@ func TestWebhooksAPI(t *testing.T) {
 	require.True(t, gen.Enabled)
 
 	given := "my-own-secret-value-1234"
-	w = a.do(auth.RoleAdmin, http.MethodPost, "/api/v1/webhooks", `{"url":"http://user:hunter2pass@127.0.0.1:9/x","secret":"`+given+`","enabled":false}`)
+	w = a.do(auth.RoleAdmin, http.MethodPost, "/api/v1/webhooks", `{"url":"http://10.1.2.3:9/x","secret":"`+given+`","enabled":false}`)
 	require.Equal(t, http.StatusCreated, w.Code, w.Body.String())
 	own := decode[WebhookView](t, w)
 	require.Equal(t, given, own.Secret)
@@ -320,6 +342,7 @@ func TestWebhooksAPI(t *testing.T) {
 		{`{"url":"https://example.test/x","secret":"` + strings.Repeat("s", 257) + `"}`, []string{"secret"}},
 		{`{"url":"ftp://x","secret":""}`, []string{"url", "secret"}},
 		{`{"url":"https://example.test/x","name":"x"}`, []string{"body"}},
+		{`{"url":"https://user:hunter2pass@example.test/x"}`, []string{"url"}},
 	}
 	for _, tc := range bad {
 		require.Equal(t, tc.fields, problemFields(t, a.do(auth.RoleAdmin, http.MethodPost, "/api/v1/webhooks", tc.body), 400), tc.body)
@@ -339,7 +362,7 @@ func TestWebhooksAPI(t *testing.T) {
 	require.Len(t, list.Items, 3)
 	require.Equal(t, gen.ID, list.Items[0].ID)
 	require.Equal(t, "https://hooks.example.test/alerts?token=tok-123", list.Items[0].URL)
-	require.Equal(t, "http://user:xxxxx@127.0.0.1:9/x", list.Items[1].URL)
+	require.Equal(t, "http://10.1.2.3:9/x", list.Items[1].URL, "an allow-listed private address")
 
 	// Audit: actor, request id, no secret (nor the URL's query or password).
 	rows := a.audit("webhook.create")
@@ -386,6 +409,37 @@ func TestWebhooksAPI(t *testing.T) {
 	require.Equal(t, int64(1), n)
 	list = decode[List[WebhookView]](t, a.do(auth.RoleAdmin, http.MethodGet, "/api/v1/webhooks", ""))
 	require.Len(t, list.Items, 2)
+}
+
+// TestWebhookTargetsRefused: webhooks cannot be pointed at this host, the
+// cloud metadata service or private networks (SSRF); 422 naming url.
+func TestWebhookTargetsRefused(t *testing.T) {
+	a := newAlertAPI(t)
+	for _, u := range []string{
+		"http://127.0.0.1:8080/x",
+		"http://169.254.169.254/latest/meta-data/",
+		"http://[::1]:8080/x",
+		"http://[fe80::1]/x",
+		"http://192.168.1.10/x",
+		"http://172.16.0.1/x",
+		"http://100.64.0.1/x",
+		"http://0.0.0.0:8080/x",
+		"http://[::ffff:127.0.0.1]/x",
+		"http://localhost:8080/x",
+		"http://hook.loopback.test/x",
+		"http://hook.metadata.test/x",
+	} {
+		w := a.do(auth.RoleAdmin, http.MethodPost, "/api/v1/webhooks", `{"url":"`+u+`"}`)
+		require.Equal(t, []string{"url"}, problemFields(t, w, http.StatusUnprocessableEntity), u)
+	}
+	// Public addresses and the allow-listed 10.0.0.0/8 are accepted.
+	for _, u := range []string{"https://hook.public.test/x", "http://10.0.0.7:9000/x", "https://93.184.216.34/x"} {
+		w := a.do(auth.RoleAdmin, http.MethodPost, "/api/v1/webhooks", `{"url":"`+u+`"}`)
+		require.Equal(t, http.StatusCreated, w.Code, u+": "+w.Body.String())
+	}
+	n, err := a.st.CountAudit(context.Background(), "webhook.create")
+	require.NoError(t, err)
+	require.Equal(t, int64(3), n, "refused webhooks are not created")
 }
 
 func TestWebhookURLHelpers(t *testing.T) {

@@ -198,8 +198,17 @@ func (s *Server) createCommand(c *gin.Context) {
 		targeting.Selector = &store.Selector{Site: req.Selector.Site, Labels: req.Selector.Labels, Capability: req.Selector.Capability}
 	}
 	details, _ := json.Marshal(map[string]any{"verb": req.Verb, "args": json.RawMessage(redactArgs(args)), "targeting": targeting, "mode": req.Mode, "priority": prio.String()})
+	sealed := false
+	if s.cfg.Args != nil {
+		out, ok, err := s.cfg.Args.Seal(args)
+		if err != nil {
+			s.internalError(c, "sealing command args failed", err)
+			return
+		}
+		args, sealed = store.JSON(out), ok
+	}
 	nc := store.NewCommand{
-		Verb: req.Verb, Args: args, Priority: prio, CreatedBy: p.Subject,
+		Verb: req.Verb, Args: args, ArgsSealed: sealed, Priority: prio, CreatedBy: p.Subject,
 		TimeoutSeconds: timeout, MaxRetries: retries, TTLSeconds: ttl, Mode: req.Mode, Targeting: targeting,
 		MaxErrors: req.MaxErrors, MaxQueued: s.cfg.MaxQueued,
 		Audit: store.AuditEvent{Actor: p.Subject, Action: "command.create", RequestID: c.GetString(ctxRequestID), Details: details},

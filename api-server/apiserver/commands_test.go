@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
@@ -409,7 +410,7 @@ func TestIsSecretKey(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {
-			require.Equal(t, tc.secret, isSecretKey(tc.key))
+			require.Equal(t, tc.secret, argseal.IsSecretKey(tc.key))
 		})
 	}
 }

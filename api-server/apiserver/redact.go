@@ -4,25 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"strings"
 
+	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
-var secretWords = []string{"password", "passwd", "secret", "token", "key", "credential", "private"}
-
-func isSecretKey(k string) bool {
-	k = strings.ToLower(k)
-	for _, w := range secretWords {
-		if strings.Contains(k, w) {
-			return true
-		}
-	}
-	return false
-}
-
-// redactArgs replaces the values of secret-looking keys (at any depth) so that
-// args can be shown and audited without their secrets.
+// redactArgs replaces the values of secret-looking keys (argseal.IsSecretKey,
+// at any depth) so that args can be shown and audited without their secrets
+// (nor, when sealed, their ciphertexts).
 func redactArgs(args store.JSON) json.RawMessage {
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(args))
@@ -41,7 +30,7 @@ func redactValue(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, val := range t {
-			if isSecretKey(k) {
+			if argseal.IsSecretKey(k) {
 				t[k] = "REDACTED"
 			} else {
 				t[k] = redactValue(val)

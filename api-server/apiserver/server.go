@@ -15,8 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/egress"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/store"
@@ -86,6 +88,16 @@ type Config struct {
 	TrustedProxies []string          // CIDRs whose X-Forwarded-For is believed (security.trusted_proxies)
 	TokenTTL       time.Duration     // lifetime of tokens from POST /auth/token; default 15m
 	IdempotencyTTL time.Duration     // how long Idempotency-Keys are kept; default 24h
+
+	// Args seals the secret values of command args before they are stored
+	// (security.args_encryption_key); nil stores them as given (dev mode).
+	Args *argseal.Keyring
+	// Webhooks decides which webhook URLs may be created
+	// (alerts.webhook_allowed_cidrs); nil: public addresses only.
+	Webhooks *egress.Policy
+	// Resolver resolves webhook host names when they are created; nil: the
+	// system resolver.
+	Resolver egress.Resolver
 }
 
 func (c *Config) setDefaults() {

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/config"
 )
 
@@ -166,8 +167,11 @@ func checkDeployment(t *testing.T, m *manifest, e expect, component string, port
 	switch component {
 	case "agent-gateway":
 		required = append(required, "AGENT_ENROLLMENT_SECRET")
+		assert.NotContains(t, env, "ARGS_ENCRYPTION_KEY", "%s: the gateway never needs the args key", what)
 	case "scheduler":
-		required = append(required, "BACKEND_PRIVATE_KEY_PATH")
+		required = append(required, "BACKEND_PRIVATE_KEY_PATH", "ARGS_ENCRYPTION_KEY")
+	case "api-server":
+		required = append(required, "ARGS_ENCRYPTION_KEY")
 	}
 	for _, n := range required {
 		assert.Contains(t, env, n, "%s: env", what)
@@ -268,6 +272,7 @@ func fieldRef(env map[string]corev1.EnvVar, name string) string {
 var placeholderSecrets = map[string]string{
 	"JWT_SECRET":              strings.Repeat("j", 48),
 	"AGENT_ENROLLMENT_SECRET": strings.Repeat("e", 32),
+	"ARGS_ENCRYPTION_KEY":     strings.Repeat("ab", 32),
 	"DATABASE_URL":            "postgres://viworks:pw@postgres:5432/viworks",
 	"REDIS_URL":               "redis://redis:6379/0",
 }
@@ -533,6 +538,10 @@ func checkSecretRefs(t *testing.T, m *manifest, e expect) {
 		}
 		if v, ok := s.Data["AGENT_ENROLLMENT_SECRET"]; ok {
 			assert.GreaterOrEqual(t, len(v), config.MinEnrollmentSecretLen, "%s: AGENT_ENROLLMENT_SECRET", what)
+		}
+		if v, ok := s.Data["ARGS_ENCRYPTION_KEY"]; ok {
+			_, err := argseal.ParseKey(string(v))
+			assert.NoError(t, err, "%s: ARGS_ENCRYPTION_KEY", what)
 		}
 		if v, ok := s.Data["signing.key"]; ok {
 			assert.Contains(t, string(v), "-----BEGIN PRIVATE KEY-----", "%s: signing.key", what)

@@ -21,6 +21,7 @@ type Config struct {
 	Command         Command         `toml:"command"`
 	Telemetry       Telemetry       `toml:"telemetry"`
 	Logging         Logging         `toml:"logging"`
+	Alerts          Alerts          `toml:"alerts"`
 }
 
 // Server is the [server] section: the HTTP listener and process lifecycle.
@@ -119,6 +120,25 @@ type Security struct {
 	// AgentEnrollmentSecret is a bootstrap enrollment secret accepted by the gateway;
 	// empty disables it (env AGENT_ENROLLMENT_SECRET). Secret.
 	AgentEnrollmentSecret string `toml:"agent_enrollment_secret"`
+	// ArgsEncryptionKey encrypts the secret values of command args at rest:
+	// 32 bytes as 64 hex digits or base64 (env ARGS_ENCRYPTION_KEY). The API
+	// server (sealing) and the scheduler (opening) need it; required outside
+	// dev mode by both. Secret.
+	ArgsEncryptionKey string `toml:"args_encryption_key"`
+	// ArgsPreviousKeys are earlier args encryption keys during a rotation:
+	// they still open what they sealed, never seal. Secret.
+	ArgsPreviousKeys []string `toml:"args_previous_keys"`
+}
+
+// Alerts is the [alerts] section: webhook delivery.
+type Alerts struct {
+	// WebhookAllowedCIDRs lists the non-public networks (CIDRs or addresses)
+	// webhooks may still reach, such as a receiver on the private network;
+	// default none: only public unicast addresses.
+	WebhookAllowedCIDRs []string `toml:"webhook_allowed_cidrs"`
+	// WebhookStoreResponseBody keeps the first 512 bytes of a receiver's answer
+	// in the delivery log; default off: only the status code and length.
+	WebhookStoreResponseBody bool `toml:"webhook_store_response_body"`
 }
 
 // AgentManagement is the [agent_management] section: agent connections.
@@ -289,6 +309,8 @@ func Default() Config {
 // clone returns a deep copy (the slices are not shared with c).
 func (c Config) clone() Config {
 	c.Security.TrustedProxies = cloneStrings(c.Security.TrustedProxies)
+	c.Security.ArgsPreviousKeys = cloneStrings(c.Security.ArgsPreviousKeys)
+	c.Alerts.WebhookAllowedCIDRs = cloneStrings(c.Alerts.WebhookAllowedCIDRs)
 	return c
 }
 

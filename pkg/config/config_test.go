@@ -256,6 +256,7 @@ func TestEveryEnvVar(t *testing.T) {
 		"BACKEND_PRIVATE_KEY_PATH":        "/k",
 		"BACKEND_CERTIFICATE_PATH":        "/c",
 		"AGENT_ENROLLMENT_SECRET":         "enroll-0123456789",
+		"ARGS_ENCRYPTION_KEY":             strings.Repeat("ab", 32),
 		"MAX_AGENT_CONNECTIONS":           "5000",
 		"AGENT_HEARTBEAT_INTERVAL":        "7",
 		"AGENT_TRUST_REPORTED_ATTRIBUTES": "true",
@@ -284,6 +285,7 @@ func TestEveryEnvVar(t *testing.T) {
 	want.Security.BackendPrivateKeyPath = "/k"
 	want.Security.BackendCertificatePath = "/c"
 	want.Security.AgentEnrollmentSecret = "enroll-0123456789"
+	want.Security.ArgsEncryptionKey = strings.Repeat("ab", 32)
 	want.AgentManagement.MaxAgentConnections = 5000
 	want.AgentManagement.HeartbeatInterval = 7
 	want.AgentManagement.TrustReportedAttributes = true
@@ -659,4 +661,50 @@ func TestTokenLifetimeKeys(t *testing.T) {
 	require.ErrorContains(t, err, "security.jwt_expiration (JWT_EXPIRATION) must not exceed security.max_token_lifetime")
 	_, err = load(t, config.Default(), []string{"--dev"}, env{"MAX_TOKEN_LIFETIME": "99999999"})
 	require.ErrorContains(t, err, "security.max_token_lifetime (MAX_TOKEN_LIFETIME) must be between 60 and 2592000")
+}
+
+// TestArgsKeyAndWebhookCIDRs: the args key must decode to 32 bytes and not be
+// a placeholder; the webhook allow-list must hold CIDRs or addresses; the keys
+// are redacted.
+func TestArgsKeyAndWebhookCIDRs(t *testing.T) {
+	base := config.Default()
+	base.Security.JWTSecret = strongSecret
+	for _, tc := range []struct {
+		name   string
+		edit   func(c *config.Config)
+		errSub string
+	}{
+		{"no key", func(*config.Config) {}, ""},
+		{"hex key", func(c *config.Config) { c.Security.ArgsEncryptionKey = strings.Repeat("0f", 32) }, ""},
+		{"base64 key", func(c *config.Config) { c.Security.ArgsEncryptionKey = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=" }, ""},
+		{"placeholder", func(c *config.Config) { c.Security.ArgsEncryptionKey = "change-me-in-production" }, "security.args_encryption_key (ARGS_ENCRYPTION_KEY) is a placeholder"},
+		{"short", func(c *config.Config) { c.Security.ArgsEncryptionKey = "c2hvcnQ=" }, "decodes to 5 bytes"},
+		{"previous bad", func(c *config.Config) {
+			c.Security.ArgsEncryptionKey = strings.Repeat("0f", 32)
+			c.Security.ArgsPreviousKeys = []string{"nope!"}
+		}, "security.args_previous_keys[0]"},
+		{"cidrs", func(c *config.Config) {
+			c.Alerts.WebhookAllowedCIDRs = []string{"10.0.0.0/8", "fd00::/8", "192.168.1.5"}
+		}, ""},
+		{"bad cidr", func(c *config.Config) { c.Alerts.WebhookAllowedCIDRs = []string{"10.0.0.0/33"} }, "alerts.webhook_allowed_cidrs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.edit(&c)
+			err := c.Validate()
+			if tc.errSub == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.errSub)
+			require.NotContains(t, err.Error(), "change-me")
+		})
+	}
+	c := base
+	c.Security.ArgsEncryptionKey = strings.Repeat("0f", 32)
+	c.Security.ArgsPreviousKeys = []string{strings.Repeat("1e", 32)}
+	r := c.Redacted()
+	require.Equal(t, config.RedactedValue, r.Security.ArgsEncryptionKey)
+	require.Equal(t, []string{config.RedactedValue}, r.Security.ArgsPreviousKeys)
+	require.Equal(t, strings.Repeat("1e", 32), c.Security.ArgsPreviousKeys[0], "the original is not changed")
 }

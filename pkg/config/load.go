@@ -164,6 +164,7 @@ var bindings = []binding{
 	{"BACKEND_PRIVATE_KEY_PATH", "security.backend_private_key_path", func(c *Config) any { return &c.Security.BackendPrivateKeyPath }},
 	{"BACKEND_CERTIFICATE_PATH", "security.backend_certificate_path", func(c *Config) any { return &c.Security.BackendCertificatePath }},
 	{"BACKEND_PREVIOUS_KEY_PATH", "security.previous_signing_key_path", func(c *Config) any { return &c.Security.PreviousSigningKeyPath }},
+	{"ARGS_ENCRYPTION_KEY", "security.args_encryption_key", func(c *Config) any { return &c.Security.ArgsEncryptionKey }},
 	{"AGENT_ENROLLMENT_SECRET", "security.agent_enrollment_secret", func(c *Config) any { return &c.Security.AgentEnrollmentSecret }},
 	{"MAX_AGENT_CONNECTIONS", "agent_management.max_agent_connections", func(c *Config) any { return &c.AgentManagement.MaxAgentConnections }},
 	{"AGENT_HEARTBEAT_INTERVAL", "agent_management.heartbeat_interval", func(c *Config) any { return &c.AgentManagement.HeartbeatInterval }},

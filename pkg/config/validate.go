@@ -8,6 +8,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/viworks/backend-agent/pkg/argseal"
+	"github.com/viworks/backend-agent/pkg/egress"
 )
 
 // Minimum secret lengths outside dev mode, in bytes.
@@ -120,6 +123,27 @@ func (c Config) Validate() error {
 			v.addf("%s is a placeholder; set a random secret of at least %d bytes (or enable dev mode)", enr, MinEnrollmentSecretLen)
 		case len(sec.AgentEnrollmentSecret) < MinEnrollmentSecretLen:
 			v.addf("%s is too short; set a random secret of at least %d bytes (or enable dev mode)", enr, MinEnrollmentSecretLen)
+		}
+	}
+
+	for i, k := range append([]string{sec.ArgsEncryptionKey}, sec.ArgsPreviousKeys...) {
+		key := name("security.args_encryption_key")
+		if i > 0 {
+			key = fmt.Sprintf("security.args_previous_keys[%d]", i-1)
+		}
+		switch {
+		case k == "" && i == 0:
+		case IsPlaceholder(k) && !s.DevMode:
+			v.addf("%s is a placeholder; set 32 random bytes as hex or base64 (or enable dev mode)", key)
+		default:
+			if _, err := argseal.ParseKey(k); err != nil {
+				v.addf("%s %s", key, err.Error())
+			}
+		}
+	}
+	for _, p := range c.Alerts.WebhookAllowedCIDRs {
+		if _, err := egress.ParsePrefix(p); err != nil {
+			v.addf("%s: %s", name("alerts.webhook_allowed_cidrs"), err.Error())
 		}
 	}
 

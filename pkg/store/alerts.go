@@ -56,7 +56,8 @@ const (
 	MaxRuleNameLen      = 128
 	MaxAlertWindow      = 30 * 24 * 3600 // seconds: agent_offline, agent_unhealthy, command_failure_rate
 	MaxMetricWindow     = 24 * 3600      // seconds: metric_threshold scans every sample in its window
-	MaxResponseBodySize = 512            // bytes of a receiver's response body kept in the log
+	MaxResponseBodySize = 512            // bytes of a receiver's response body kept in the log (when configured)
+	MaxResponseRead     = 64 << 10       // bytes of a receiver's response body read (and counted)
 	maxPageLimit        = 1000
 	defaultPageLimit    = 50
 )
@@ -113,7 +114,8 @@ type WebhookDelivery struct {
 	Attempts      int    `gorm:"not null"`
 	LastError     string `gorm:"not null"`
 	ResponseCode  *int
-	ResponseBody  string `gorm:"not null"`
+	ResponseBody  string `gorm:"not null"` // empty unless alerts.webhook_store_response_body
+	ResponseBytes *int64 // size of the answer's body (read up to MaxResponseRead)
 	ClaimedUntil  *time.Time
 	LastAttemptAt *time.Time
 	DeliveredAt   *time.Time
@@ -1043,13 +1045,14 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, limit int, l
 // DeliveryOutcome is the result of one attempt to send a delivery (with its
 // retries).
 type DeliveryOutcome struct {
-	ID           string
-	Status       string // DeliveryDelivered, DeliveryFailed, or DeliveryPending (interrupted; sent again later)
-	Attempts     int    // HTTP attempts made this time (added to the row's count)
-	LastError    string // without secrets
-	ResponseCode *int
-	ResponseBody string // truncated to MaxResponseBodySize bytes
-	At           time.Time
+	ID            string
+	Status        string // DeliveryDelivered, DeliveryFailed, or DeliveryPending (interrupted; sent again later)
+	Attempts      int    // HTTP attempts made this time (added to the row's count)
+	LastError     string // without secrets
+	ResponseCode  *int
+	ResponseBody  string // truncated to MaxResponseBodySize bytes; empty unless kept
+	ResponseBytes *int64 // size of the answer's body, up to MaxResponseRead
+	At            time.Time
 }
 
 // RecordDelivery stores the outcome of sending a claimed delivery and frees
@@ -1064,7 +1067,7 @@ func (s *Store) RecordDelivery(ctx context.Context, o DeliveryOutcome) error {
 	upd := map[string]any{
 		"status": o.Status, "attempts": gorm.Expr("attempts + ?", o.Attempts),
 		"last_error": cleanText(o.LastError, 1024), "response_code": o.ResponseCode,
-		"response_body": cleanText(o.ResponseBody, MaxResponseBodySize),
+		"response_body": cleanText(o.ResponseBody, MaxResponseBodySize), "response_bytes": o.ResponseBytes,
 		"claimed_until": nil, "updated_at": at,
 	}
 	if o.Attempts > 0 {

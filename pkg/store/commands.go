@@ -44,6 +44,7 @@ var (
 type NewCommand struct {
 	Verb           string
 	Args           JSON
+	ArgsSealed     bool // Args hold argseal envelopes, to purge once the command is final
 	Priority       Priority
 	CreatedBy      string
 	TimeoutSeconds int
@@ -71,7 +72,7 @@ func (s *Store) CreateCommand(ctx context.Context, nc NewCommand) (Command, []Ex
 		return Command{}, nil, fmt.Errorf("encoding targeting: %w", err)
 	}
 	cmd := Command{
-		ID: uuid.NewString(), Verb: nc.Verb, Args: nc.Args, Priority: nc.Priority, Status: CommandQueued,
+		ID: uuid.NewString(), Verb: nc.Verb, Args: nc.Args, ArgsSealed: nc.ArgsSealed, Priority: nc.Priority, Status: CommandQueued,
 		CreatedBy: nc.CreatedBy, TimeoutSeconds: nc.TimeoutSeconds, MaxRetries: nc.MaxRetries,
 		TTLSeconds: nc.TTLSeconds, Mode: nc.Mode, Targeting: targeting, MaxConcurrency: nc.MaxConcurrency,
 		MaxErrors: nc.MaxErrors, ExpiresAt: now.Add(time.Duration(nc.TTLSeconds) * time.Second),

@@ -128,6 +128,7 @@ type DueExecution struct {
 	Attempts       int // including the attempt being dispatched
 	Verb           string
 	Args           JSON
+	ArgsSealed     bool // Args hold argseal envelopes, opened to build the COMMAND
 	CreatedBy      string
 	ExpiresAt      time.Time
 	TimeoutSeconds int
@@ -174,7 +175,7 @@ func (s *Store) ClaimDue(ctx context.Context, o ClaimOptions, route Router) ([]D
 		}
 		var due []DueExecution
 		err := tx.Raw(`SELECT e.id AS execution_id, e.command_id, e.agent_id, e.priority, e.attempts + 1 AS attempts,
-       c.verb, c.args, c.created_by, c.expires_at, c.timeout_seconds, c.max_concurrency
+       c.verb, c.args, c.args_sealed, c.created_by, c.expires_at, c.timeout_seconds, c.max_concurrency
 FROM executions e
 JOIN commands c ON c.id = e.command_id
 JOIN agents a ON a.id = e.agent_id

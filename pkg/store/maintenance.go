@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/viworks/backend-agent/pkg/argseal"
 )
 
 // Leader is a leadership lease: on Postgres a session-level advisory lock held
@@ -136,4 +138,36 @@ func (s *Store) deleteBatches(ctx context.Context, maxBatches int, what string, 
 		}
 	}
 	return total, nil
+}
+
+// PurgeSealedArgs removes the encrypted secret values from the args of up to
+// limit final commands (argseal.Purge: each envelope becomes a "purged"
+// marker) and clears their args_sealed flag; it returns how many commands it
+// purged. A command is final once finished_at is set: no execution of it is
+// dispatched again, so its secrets are no longer needed.
+func (s *Store) PurgeSealedArgs(ctx context.Context, limit int) (int, error) {
+	var rows []struct {
+		ID   string
+		Args JSON
+	}
+	err := s.db.WithContext(ctx).Model(&Command{}).Select("id, args").
+		Where("args_sealed AND finished_at IS NOT NULL").Order("finished_at").Limit(limit).Scan(&rows).Error
+	if err != nil {
+		return 0, fmt.Errorf("finding sealed args to purge: %w", err)
+	}
+	n := 0
+	for _, r := range rows {
+		purged, _, err := argseal.Purge(r.Args)
+		if err != nil {
+			// Args the API stored are JSON; should they not be, drop them whole.
+			purged = JSON(`{}`)
+		}
+		res := s.db.WithContext(ctx).Model(&Command{}).Where("id = ? AND args_sealed", r.ID).
+			Updates(map[string]any{"args": JSON(purged), "args_sealed": false})
+		if res.Error != nil {
+			return n, fmt.Errorf("purging sealed args: %w", res.Error)
+		}
+		n += int(res.RowsAffected)
+	}
+	return n, nil
 }

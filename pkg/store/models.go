@@ -226,6 +226,7 @@ type Command struct {
 	ID             string   `gorm:"primaryKey"`
 	Verb           string   `gorm:"not null"`
 	Args           JSON     `gorm:"type:jsonb;not null"`
+	ArgsSealed     bool     `gorm:"not null"` // Args hold encrypted values (argseal), purged once final
 	Priority       Priority `gorm:"not null"`
 	Status         string   `gorm:"not null"`
 	CreatedBy      string   `gorm:"not null"`

@@ -28,6 +28,13 @@
 // condition holds a new alert opens. Each fire and each resolve queues one
 // delivery per enabled webhook, in the same transaction.
 //
+// Deliveries connect only to public unicast addresses or to those the
+// Targets policy allows (package egress), checked on the address each
+// connection dials, so neither DNS answers nor redirects (never followed: a
+// 3xx is a failed delivery) reach this host, the cloud metadata service or a
+// private network unless allowed. The delivery log keeps each answer's status
+// code and size, and its first 512 bytes only when StoreResponseBody is set.
+//
 // Deliveries are POSTed as JSON (Event) with go-retryablehttp: connection
 // errors and 5xx answers (except 501) are retried with capped exponential
 // backoff, other answers are final (2xx delivered, anything else failed).
@@ -56,6 +63,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/viworks/backend-agent/pkg/egress"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/store"
 )
@@ -91,7 +99,15 @@ type Config struct {
 	RetryMax     int           // retries after the first attempt; default 3, negative: none
 	RetryWaitMin time.Duration // first backoff; default 1s
 	RetryWaitMax time.Duration // backoff cap; default 30s
-	HTTPClient   *http.Client  // optional (tests); default: no redirects followed, HTTPTimeout per attempt
+
+	// Targets decides which addresses deliveries may connect to, checked on
+	// every address dialed (alerts.webhook_allowed_cidrs); nil: public
+	// unicast addresses only.
+	Targets *egress.Policy
+	// StoreResponseBody keeps the first 512 bytes of each answer in the
+	// delivery log (alerts.webhook_store_response_body); default: only the
+	// status code and the body's size.
+	StoreResponseBody bool
 
 	Concurrency      int           // deliveries sent at once; default 8
 	MaxDeliveries    int           // deliveries per Deliver call; default and at most 1000
@@ -220,14 +236,13 @@ func New(st Store, log logrus.FieldLogger, reg prometheus.Registerer, cfg Config
 	if err != nil {
 		return nil, err
 	}
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{
-			Timeout:   cfg.HTTPTimeout,
-			Transport: http.DefaultTransport.(*http.Transport).Clone(),
-			// A redirect is an answer like any other non-2xx: failed, not followed.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	hc := &http.Client{
+		Timeout: cfg.HTTPTimeout,
+		// Every connection, whatever the name resolved to, is checked against
+		// the targets policy at dial time; no proxy is used.
+		Transport: cfg.Targets.Transport(cfg.HTTPTimeout),
+		// A redirect is an answer like any other non-2xx: failed, not followed.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	c := &retryablehttp.Client{
 		HTTPClient:   hc,
@@ -249,11 +264,15 @@ func New(st Store, log logrus.FieldLogger, reg prometheus.Registerer, cfg Config
 
 type attemptsKey struct{}
 
-// checkRetry retries connection errors (but not TLS, scheme or redirect
-// errors, as go-retryablehttp's default policy) and 5xx answers but 501.
+// checkRetry retries connection errors (but not refused targets, nor TLS,
+// scheme or redirect errors, as go-retryablehttp's default policy) and 5xx
+// answers but 501.
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
+	}
+	if errors.Is(err, egress.ErrRefused) {
+		return false, nil // a refused target stays refused
 	}
 	if err != nil {
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
@@ -597,8 +616,12 @@ func (a *Alerter) send(ctx context.Context, d store.PendingDelivery) store.Deliv
 		code := resp.StatusCode
 		out.ResponseCode = &code
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, store.MaxResponseBodySize))
-		out.ResponseBody = string(b)
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // let the connection be reused
+		if a.cfg.StoreResponseBody {
+			out.ResponseBody = string(b)
+		}
+		rest, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, store.MaxResponseRead-int64(len(b)))) // also lets the connection be reused
+		n := int64(len(b)) + rest
+		out.ResponseBytes = &n
 	}
 	switch {
 	case err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300:

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/egress"
 	"github.com/viworks/backend-agent/pkg/store"
 	"github.com/viworks/backend-agent/pkg/testenv"
 	"github.com/viworks/backend-agent/scheduler/alerting"
@@ -119,13 +121,17 @@ func (r *receiver) got() []alerting.Event {
 	return append([]alerting.Event(nil), r.events...)
 }
 
-func fastConfig() alerting.Config {
-	return alerting.Config{HTTPTimeout: 2 * time.Second, RetryMax: 2, RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond}
+// fastConfig retries quickly and allows the loopback receivers of these tests
+// (as alerts.webhook_allowed_cidrs would): loopback is refused by default.
+func fastConfig(t *testing.T) alerting.Config {
+	allowLoopback, err := egress.NewPolicy([]string{"127.0.0.1/32", "::1"})
+	require.NoError(t, err)
+	return alerting.Config{HTTPTimeout: 2 * time.Second, RetryMax: 2, RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond, Targets: allowLoopback}
 }
 
 func newAlerter(t *testing.T, s *store.Store, reg prometheus.Registerer) *alerting.Alerter {
 	t.Helper()
-	a, err := alerting.New(s, quiet(), reg, fastConfig())
+	a, err := alerting.New(s, quiet(), reg, fastConfig(t))
 	require.NoError(t, err)
 	return a
 }
@@ -439,7 +445,8 @@ func testDeliveryRetries(t *testing.T, s *store.Store) {
 
 	d = delivery("chatty")
 	require.Equal(t, store.DeliveryDelivered, d.Status)
-	require.Equal(t, strings.Repeat("x", 512), d.ResponseBody, "at most 512 bytes of the answer are kept")
+	require.Empty(t, d.ResponseBody, "the answer's body is not kept by default")
+	require.Equal(t, int64(2000), *d.ResponseBytes, "only its size")
 
 	d = delivery("wrongKey")
 	require.Equal(t, store.DeliveryFailed, d.Status, "the receiver refuses a signature made with another secret")
@@ -460,6 +467,99 @@ func testDeliveryRetries(t *testing.T, s *store.Store) {
 	// Failed is final: nothing is sent again.
 	require.NoError(t, a.Deliver(ctx))
 	require.Equal(t, int32(3), down.hits.Load())
+}
+
+// With StoreResponseBody, at most 512 bytes of the answer are kept.
+func TestDeliveryStoresResponseBodyWhenConfigured(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		cfg := fastConfig(t)
+		cfg.StoreResponseBody = true
+		a, err := alerting.New(s, quiet(), nil, cfg)
+		require.NoError(t, err)
+		chatty := newReceiver(t, secret)
+		chatty.body = strings.Repeat("x", 2000)
+		h := hook(t, s, chatty.srv.URL, secret)
+		fire(t, s, a)
+		require.NoError(t, a.Deliver(ctx))
+		ds, _, err := s.ListDeliveries(ctx, store.DeliveryFilter{WebhookID: h.ID})
+		require.NoError(t, err)
+		require.Len(t, ds, 1)
+		require.Equal(t, strings.Repeat("x", 512), ds[0].ResponseBody)
+		require.Equal(t, int64(2000), *ds[0].ResponseBytes)
+	})
+}
+
+// fire opens one agent_offline alert, queueing a delivery to every webhook.
+func fire(t *testing.T, s *store.Store, a *alerting.Alerter) {
+	t.Helper()
+	ctx := context.Background()
+	rule(t, s, "any-offline", store.AlertAgentOffline, `{"seconds":0}`)
+	now := time.Now().UTC()
+	require.NoError(t, s.MarkAgentOnline(ctx, store.AgentSession{ID: "a", GatewayID: "gw", SessionID: "s", At: now.Add(-time.Minute)}))
+	_, err := s.MarkAgentOffline(ctx, "a", "s", now.Add(-time.Second))
+	require.NoError(t, err)
+	require.NoError(t, a.Evaluate(ctx, now))
+}
+
+// TestDeliveryRefusedAtDialTime: a webhook stored with a name that resolves
+// to loopback (as after DNS rebinding: the name was public when created) gets
+// no connection; the refusal is final, not retried.
+func TestDeliveryRefusedAtDialTime(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		cfg := fastConfig(t)
+		cfg.Targets = nil // the default: public addresses only
+		a, err := alerting.New(s, quiet(), nil, cfg)
+		require.NoError(t, err)
+		r := newReceiver(t, secret)
+		_, port, err := net.SplitHostPort(r.srv.Listener.Addr().String())
+		require.NoError(t, err)
+		metadata := hook(t, s, "http://169.254.169.254/latest/meta-data/", secret)
+		rebound := hook(t, s, "http://localhost:"+port+"/hook", secret)
+		fire(t, s, a)
+		require.NoError(t, a.Deliver(ctx))
+		for _, h := range []store.Webhook{rebound, metadata} {
+			ds, _, err := s.ListDeliveries(ctx, store.DeliveryFilter{WebhookID: h.ID})
+			require.NoError(t, err)
+			require.Len(t, ds, 1)
+			require.Equal(t, store.DeliveryFailed, ds[0].Status)
+			require.Equal(t, 1, ds[0].Attempts, "a refused target is not retried")
+			require.Contains(t, ds[0].LastError, "not allowed")
+			require.Nil(t, ds[0].ResponseCode)
+		}
+		require.Zero(t, r.hits.Load(), "the receiver on loopback got no request")
+	})
+}
+
+// TestDeliveryRedirectNotFollowed: an allowed receiver redirecting to a
+// refused address (here 127.0.0.2, not allow-listed) does not make the
+// alerter call that address: the 3xx is a failed delivery.
+func TestDeliveryRedirectNotFollowed(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		a := newAlerter(t, s, nil)
+		var inner atomic.Int32
+		l, err := net.Listen("tcp", "127.0.0.2:0")
+		require.NoError(t, err)
+		target := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { inner.Add(1) }))
+		target.Listener = l
+		target.Start()
+		t.Cleanup(target.Close)
+		redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target.URL+"/internal", http.StatusTemporaryRedirect)
+		}))
+		t.Cleanup(redirector.Close)
+		h := hook(t, s, redirector.URL, secret)
+		fire(t, s, a)
+		require.NoError(t, a.Deliver(ctx))
+		ds, _, err := s.ListDeliveries(ctx, store.DeliveryFilter{WebhookID: h.ID})
+		require.NoError(t, err)
+		require.Len(t, ds, 1)
+		require.Equal(t, store.DeliveryFailed, ds[0].Status)
+		require.Equal(t, http.StatusTemporaryRedirect, *ds[0].ResponseCode)
+		require.Zero(t, inner.Load(), "the redirect target got no request")
+	})
 }
 
 // A Deliver call cut short leaves its delivery pending; the next call sends it.

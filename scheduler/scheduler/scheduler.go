@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
@@ -39,6 +40,7 @@ type Store interface {
 	DeleteTelemetryBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
 	DeleteCommandsFinishedBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
 	DeleteIdempotencyKeysBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
+	PurgeSealedArgs(ctx context.Context, limit int) (int, error)
 }
 
 // Task is extra leader-only maintenance (alert evaluation, say), run every sweep.
@@ -64,6 +66,10 @@ type Config struct {
 
 	// Signer signs every COMMAND (required).
 	Signer *signing.Signer
+	// Args opens the encrypted secret values of command args to build the
+	// COMMAND (security.args_encryption_key); nil: commands with sealed args
+	// cannot be dispatched.
+	Args *argseal.Keyring
 	// Events, optional, receives executions dispatched and timed out and agents marked offline.
 	Events *events.Publisher
 }
@@ -276,6 +282,7 @@ func (s *Scheduler) maintenanceLoop(ctx context.Context) {
 		now := s.cfg.Now()
 		s.sweep(ctx, now)
 		s.releaseStale(ctx, now)
+		s.purgeArgs(ctx)
 		if now.Sub(lastRetention) >= s.cfg.RetentionInterval {
 			lastRetention = now
 			s.retention(ctx, now)
@@ -313,6 +320,18 @@ func (s *Scheduler) releaseStale(ctx context.Context, now time.Time) {
 	if len(stale) > 0 {
 		s.poke()
 	}
+}
+
+// purgeSealedBatch bounds the commands whose sealed args one sweep purges.
+const purgeSealedBatch = 500
+
+// purgeArgs removes the encrypted secrets of commands that became final.
+func (s *Scheduler) purgeArgs(ctx context.Context) {
+	n, err := s.store.PurgeSealedArgs(ctx, purgeSealedBatch)
+	if err != nil && ctx.Err() == nil {
+		s.log.WithError(err).Error("purging sealed command args failed")
+	}
+	s.metrics.deleted.WithLabelValues("sealed_args").Add(float64(n))
 }
 
 func (s *Scheduler) retention(ctx context.Context, now time.Time) {
@@ -452,9 +471,20 @@ func (s *Scheduler) commandFrame(d store.DueExecution) ([]byte, error) {
 	if d.ExpiresAt.Before(expires) {
 		expires = d.ExpiresAt
 	}
+	args := json.RawMessage(d.Args)
+	if d.ArgsSealed {
+		if s.cfg.Args == nil {
+			return nil, errors.New("the command's args are sealed and no args encryption key is configured")
+		}
+		opened, err := s.cfg.Args.Open(args)
+		if err != nil {
+			return nil, fmt.Errorf("opening sealed args: %w", err)
+		}
+		args = opened
+	}
 	cmd := protocol.Command{
 		CommandID: d.CommandID, ExecutionID: d.ExecutionID, AgentID: d.AgentID, Verb: d.Verb,
-		Args: json.RawMessage(d.Args), RequestedBy: d.CreatedBy, IssuedAt: now, ExpiresAt: expires, Nonce: nonce(),
+		Args: args, RequestedBy: d.CreatedBy, IssuedAt: now, ExpiresAt: expires, Nonce: nonce(),
 	}
 	if err := s.cfg.Signer.Sign(&cmd); err != nil {
 		return nil, fmt.Errorf("signing command: %w", err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/signing"
@@ -219,4 +222,89 @@ func TestLeaderPurgesExpiredIdempotencyKeys(t *testing.T) {
 	_, claimed, err = e.store.BeginIdempotent(ctx, "alice", "fresh", "h", time.Minute)
 	require.NoError(t, err)
 	require.False(t, claimed, "an unexpired key is kept")
+}
+
+// TestSealedArgsReachTheAgentAndArePurged: a command whose password is sealed
+// at rest is dispatched with the plaintext in a validly signed COMMAND (the
+// agent needs it), and once the command is final the leader purges the
+// ciphertext from the database.
+func TestSealedArgsReachTheAgentAndArePurged(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	deliveries := gateway(t, e, "gw-s", "agent-s")
+	raw := make([]byte, argseal.KeySize)
+	_, _ = rand.Read(raw)
+	keys, err := argseal.NewKeyring(hex.EncodeToString(raw))
+	require.NoError(t, err)
+	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond, Args: keys})
+
+	sealed, ok, err := keys.Seal([]byte(`{"username":"ops","password":"hunter2-plain"}`))
+	require.NoError(t, err)
+	require.True(t, ok)
+	cmd, _, err := e.store.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(sealed), ArgsSealed: true,
+		Targeting: store.Targeting{AgentIDs: []string{"agent-s"}}, TimeoutSeconds: 30, TTLSeconds: 3600, CreatedBy: "alice",
+		Audit: store.AuditEvent{Actor: "alice", Action: "command.create"}})
+	require.NoError(t, err)
+	db, err := sql.Open("pgx", e.url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	stored := func() (string, bool) {
+		var args string
+		var flag bool
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT args::text, args_sealed FROM commands WHERE id = $1`, cmd.ID).Scan(&args, &flag))
+		return args, flag
+	}
+	args, flag := stored()
+	require.True(t, flag)
+	require.NotContains(t, args, "hunter2")
+	_, err = e.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID}))
+	require.NoError(t, err)
+
+	f, _ := next(t, deliveries)
+	require.Equal(t, protocol.TypeCommand, f.Type)
+	c := f.Payload.(*protocol.Command)
+	require.JSONEq(t, `{"username":"ops","password":"hunter2-plain"}`, string(c.Args), "the agent gets the plaintext")
+	signingKeys, err := e.store.SigningKeys(ctx)
+	require.NoError(t, err)
+	pub, err := signing.DecodePublicKey(signingKeys[0].PublicKey)
+	require.NoError(t, err)
+	require.NoError(t, signing.NewVerifier(map[string]ed25519.PublicKey{signingKeys[0].KeyID: pub}).Verify(*c), "signed over the plaintext args")
+
+	// Still in flight: the ciphertext stays (a retry needs it).
+	time.Sleep(100 * time.Millisecond)
+	_, flag = stored()
+	require.True(t, flag)
+
+	_, _, err = e.store.RecordResult(ctx, store.Result{ExecutionID: c.ExecutionID, AgentID: "agent-s", Status: store.ExecSucceeded, FinishedAt: time.Now()})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, flag := stored(); return !flag }, 5*time.Second, 20*time.Millisecond, "purged once final")
+	args, _ = stored()
+	require.NotContains(t, args, "v1:", "no ciphertext left")
+	require.JSONEq(t, `{"username":"ops","password":{"$sealed":"purged"}}`, args)
+}
+
+// TestSealedArgsWithoutKeyAreNotDispatched: a scheduler without the key
+// cannot open sealed args and sends nothing (never the envelopes).
+func TestSealedArgsWithoutKeyAreNotDispatched(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	deliveries := gateway(t, e, "gw-n", "agent-n")
+	raw := make([]byte, argseal.KeySize)
+	_, _ = rand.Read(raw)
+	keys, err := argseal.NewKeyring(hex.EncodeToString(raw))
+	require.NoError(t, err)
+	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond})
+	sealed, _, err := keys.Seal([]byte(`{"password":"p"}`))
+	require.NoError(t, err)
+	cmd, _, err := e.store.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(sealed), ArgsSealed: true,
+		Targeting: store.Targeting{AgentIDs: []string{"agent-n"}}, TimeoutSeconds: 30, TTLSeconds: 3600, CreatedBy: "alice",
+		Audit: store.AuditEvent{Actor: "alice", Action: "command.create"}})
+	require.NoError(t, err)
+	_, err = e.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID}))
+	require.NoError(t, err)
+	select {
+	case d := <-deliveries:
+		t.Fatalf("a COMMAND was sent: %s", d.Frame)
+	case <-time.After(500 * time.Millisecond):
+	}
 }

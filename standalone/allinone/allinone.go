@@ -75,6 +75,7 @@ func BaseConfig(dataDir string, create bool) (config.Config, error) {
 	cfg.Security.JWTSecret = sec.JWTSecret
 	cfg.Security.AgentEnrollmentSecret = sec.EnrollmentSecret
 	cfg.Security.BackendPrivateKeyPath = sec.SigningKeyPath
+	cfg.Security.ArgsEncryptionKey = sec.ArgsKey
 	return cfg, nil
 }
 
@@ -152,7 +153,17 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
-	alerter, err := alerting.New(st, log, p.Registry, alerting.Config{Events: p.Events})
+	args, err := service.ArgsKeyring(cfg, log)
+	if err != nil {
+		return err
+	}
+	targets, err := service.WebhookTargets(cfg)
+	if err != nil {
+		return err
+	}
+	alerter, err := alerting.New(st, log, p.Registry, alerting.Config{
+		Events: p.Events, Targets: targets, StoreResponseBody: cfg.Alerts.WebhookStoreResponseBody,
+	})
 	if err != nil {
 		return err
 	}
@@ -161,7 +172,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 		BatchSize:  cfg.Command.DispatchBatchSize,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-		Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
+		Signer: signer, Args: args, Tasks: []scheduler.Task{alerter.Tick},
 	})
 	if err != nil {
 		return err
@@ -177,6 +188,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		HeartbeatInterval: cfg.HeartbeatInterval(), StaleAfter: 2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
 		RateLimit: service.RateLimit(cfg), Limiter: limiter, TrustedProxies: cfg.Security.TrustedProxies,
 		Events: events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
+		Args:   args, Webhooks: targets,
 	})
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ const (
 	JWTSecretFile        = "jwt.secret"
 	EnrollmentSecretFile = "enrollment.secret"
 	SigningKeyFile       = "signing.key" // Ed25519, PKCS#8 PEM: the command signing key
+	ArgsKeyFile          = "args.key"    // 32 bytes, base64: encrypts secret command args at rest
 	DatabaseFile         = "viworks.db"
 )
 
@@ -26,6 +27,7 @@ type Secrets struct {
 	JWTSecret        string
 	EnrollmentSecret string
 	SigningKeyPath   string
+	ArgsKey          string
 	Created          bool // at least one was generated on this start
 }
 
@@ -53,6 +55,9 @@ func LoadSecrets(dir string, create bool) (Secrets, error) {
 		return s, err
 	}
 	if s.EnrollmentSecret, err = secretFile(filepath.Join(dir, EnrollmentSecretFile), create, &s.Created); err != nil {
+		return s, err
+	}
+	if s.ArgsKey, err = secretFile(filepath.Join(dir, ArgsKeyFile), create, &s.Created); err != nil {
 		return s, err
 	}
 	s.SigningKeyPath = filepath.Join(dir, SigningKeyFile)

@@ -161,10 +161,10 @@ key cannot be found. Renders nothing.
 {{- $k := .Values.signing }}
 {{- if not $s.existingSecret }}
 {{- if not .Values.database.url }}
-{{- fail "viworks: set database.url (postgres://USER:PASS@HOST:5432/DB) or secrets.existingSecret (a Secret with DATABASE_URL, REDIS_URL, JWT_SECRET, AGENT_ENROLLMENT_SECRET, signing.key)" }}
+{{- fail "viworks: set database.url (postgres://USER:PASS@HOST:5432/DB) or secrets.existingSecret (a Secret with DATABASE_URL, REDIS_URL, JWT_SECRET, AGENT_ENROLLMENT_SECRET, ARGS_ENCRYPTION_KEY, signing.key)" }}
 {{- end }}
 {{- if not .Values.redis.url }}
-{{- fail "viworks: set redis.url (redis://HOST:6379/0) or secrets.existingSecret (a Secret with DATABASE_URL, REDIS_URL, JWT_SECRET, AGENT_ENROLLMENT_SECRET, signing.key)" }}
+{{- fail "viworks: set redis.url (redis://HOST:6379/0) or secrets.existingSecret (a Secret with DATABASE_URL, REDIS_URL, JWT_SECRET, AGENT_ENROLLMENT_SECRET, ARGS_ENCRYPTION_KEY, signing.key)" }}
 {{- end }}
 {{- if and $s.jwtSecret (lt (len $s.jwtSecret) 32) }}
 {{- fail "viworks: secrets.jwtSecret must be at least 32 bytes (or leave it empty to generate one)" }}
@@ -255,6 +255,13 @@ Environment of a service container. Call with (dict "root" $ "component" NAME).
     secretKeyRef:
       name: {{ $secret }}
       key: JWT_SECRET
+{{- if or (eq .component "api-server") (eq .component "scheduler") }}
+- name: ARGS_ENCRYPTION_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: ARGS_ENCRYPTION_KEY
+{{- end }}
 {{- if eq .component "agent-gateway" }}
 - name: AGENT_ENROLLMENT_SECRET
   valueFrom:
