@@ -319,10 +319,13 @@ type ExecutionView struct {
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
 	ExitCode      *int       `json:"exit_code"`
 	Output        string     `json:"output"`
-	Error         string     `json:"error"`
-	DispatchedAt  *time.Time `json:"dispatched_at"`
-	StartedAt     *time.Time `json:"started_at"`
-	FinishedAt    *time.Time `json:"finished_at"`
+	// OutputTruncated says the agent's output was cut to the protocol's
+	// output limit (it then ends with the truncation marker).
+	OutputTruncated bool       `json:"output_truncated"`
+	Error           string     `json:"error"`
+	DispatchedAt    *time.Time `json:"dispatched_at"`
+	StartedAt       *time.Time `json:"started_at"`
+	FinishedAt      *time.Time `json:"finished_at"`
 }
 
 // CommandView is the API shape of a command (DESIGN §4): its summary and
@@ -346,7 +349,7 @@ func commandView(cmd store.Command, execs []store.Execution) CommandView {
 		}
 		v.Executions = append(v.Executions, ExecutionView{
 			ID: e.ID, AgentID: e.AgentID, Status: e.Status, Attempts: e.Attempts, NextAttemptAt: next,
-			ExitCode: e.ExitCode, Output: e.Output, Error: e.Error, DispatchedAt: e.DispatchedAt,
+			ExitCode: e.ExitCode, Output: e.Output, OutputTruncated: e.OutputTruncated, Error: e.Error, DispatchedAt: e.DispatchedAt,
 			StartedAt: e.StartedAt, FinishedAt: e.FinishedAt,
 		})
 	}

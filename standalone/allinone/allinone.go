@@ -135,6 +135,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		TelemetryBatch:    cfg.Telemetry.BatchSize,
 		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 		DrainWindow:       0, // one process: there is no other gateway to move to
+		HelloTimeout:      cfg.HelloTimeout(),
 		MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
 	})
 	if err != nil {
