@@ -78,6 +78,11 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 		if json.Unmarshal(req.Args, &obj) != nil {
 			errs = append(errs, FieldError{Field: "args", Message: "must be a JSON object"})
 		}
+		// An echo prints its message: one longer than the agent protocol's
+		// output limit could only come back cut.
+		if msg, ok := obj["message"].(string); ok && req.Verb == "echo" && len(msg) > protocol.MaxOutputBytes {
+			errs = append(errs, FieldError{Field: "args.message", Message: fmt.Sprintf("an echo's message must be at most %d bytes (the agent protocol's output limit)", protocol.MaxOutputBytes)})
+		}
 	}
 	hasSelector := req.Selector != nil && (req.Selector.Site != "" || len(req.Selector.Labels) > 0 || req.Selector.Capability != "")
 	switch {
@@ -88,7 +93,7 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 	default:
 		for i, id := range req.AgentTargets {
 			if protocol.CheckID("", id) != nil {
-				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be 1-128 bytes without whitespace or control characters"})
+				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be " + protocol.IDRule})
 				break
 			}
 		}
