@@ -255,7 +255,10 @@ func printBanner(out io.Writer, cfg config.Config, o Options, jwt *auth.JWT) err
 ViWorkS all-in-one is running on %s (%s, %s)
   REST API     %s/api/v1        agents  ws://localhost:%d/ws/agent
   demo agents  %d (sim-0 ... sim-%d)
-  enrollment secret (agents send it as "Authorization: Bearer ..."): %s
+  enrollment secret: %s
+    (an agent sends it once in the JSON body of POST http://localhost:%d/agent/v1/enroll,
+     {"enrollment_secret": "...", "agent_id": "..."}, and then connects with the
+     credential it gets back as "Authorization: Bearer ..."; see docs/protocol.md)
   admin token (24h; more with: bin/viworks token --data-dir %s --subject NAME --role operator):
 
 export TOKEN=%s
@@ -264,6 +267,6 @@ curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/
 
 ready
 `, cfg.ListenAddr(), storage, busName, api, cfg.Server.Port, o.DemoAgents, max(o.DemoAgents-1, 0),
-		cfg.Security.AgentEnrollmentSecret, o.DataDir, token, api, api)
+		cfg.Security.AgentEnrollmentSecret, cfg.Server.Port, o.DataDir, token, api, api)
 	return err
 }
