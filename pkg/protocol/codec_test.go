@@ -547,6 +547,10 @@ var fuzzSeeds = []string{
 	``,
 	`"x"`,
 	`{"type":"TELEMETRY","payload":{"ts":"0001-01-01T00:00:00Z","metrics":{"a":1}}}`,
+	`{"type":"TELEMETRY","payload":{"ts":"2025-03-04T05:06:07Z","metrics":{"a":"x","b":2,"":3}}}`,
+	`{"type":"HEARTBEAT","payload":{"status":"healthy","running_commands":1.5,"uptime_s":"1"}}`,
+	`{"type":"HELLO","payload":{"agent_id":"a","protocol_versions":[1,2],"labels":{"k":1}}}`,
+	`{"type":"COMMAND_RESULT","payload":{"execution_id":"e","status":"failed","output":"\u00e9\u00e9\u00e9","output_truncated":true}}`,
 }
 
 func FuzzDecode(f *testing.F) {
