@@ -540,8 +540,8 @@ func (s *session) handleResult(ctx context.Context, r *protocol.CommandResult) b
 	}
 	// Every outcome ends the agent's duty to re-send: a result that cannot be
 	// stored would be refused again after every reconnect.
-	s.sendFrame(protocol.TypeResultAck, protocol.ResultAck{ExecutionID: r.ExecutionID, Outcome: out.Outcome})
 	s.g.metrics.resultAcks.WithLabelValues(out.Outcome).Inc()
+	s.sendFrame(protocol.TypeResultAck, protocol.ResultAck{ExecutionID: r.ExecutionID, Outcome: out.Outcome})
 	if out.Recorded {
 		s.g.metrics.results.WithLabelValues(r.Status).Inc()
 		return true

@@ -176,7 +176,7 @@ func TestDecodeCommandRequestInvalid(t *testing.T) {
 		{name: "echo message beyond the output limit", body: body(t, map[string]any{"verb": "echo", "args": map[string]any{"message": strings.Repeat("m", protocol.MaxOutputBytes+1)}}), fields: []string{"args.message"}, message: "output limit"},
 
 		// agent ids outside the safe alphabet
-		{name: "target right-to-left override", body: body(t, map[string]any{"agent_targets": []string{"gw‮1"}}), fields: []string{"agent_targets[0]"}},
+		{name: "target right-to-left override", body: body(t, map[string]any{"agent_targets": []string{"gw\u202e1"}}), fields: []string{"agent_targets[0]"}},
 		{name: "target path traversal", body: body(t, map[string]any{"agent_targets": []string{"../../etc"}}), fields: []string{"agent_targets[0]"}},
 		{name: "target with a slash", body: body(t, map[string]any{"agent_targets": []string{"spiffe://site/agent:7"}}), fields: []string{"agent_targets[0]"}},
 		{name: "target non-ASCII", body: body(t, map[string]any{"agent_targets": []string{"gw/ü-1"}}), fields: []string{"agent_targets[0]"}},
