@@ -39,6 +39,7 @@ func main() {
 			TelemetryBatch:    cfg.Telemetry.BatchSize,
 			Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 			DrainWindow:       cfg.DrainWindow(),
+			HelloTimeout:      cfg.HelloTimeout(),
 			MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
 			TrustReported:     cfg.AgentManagement.TrustReportedAttributes,
 		})

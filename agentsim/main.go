@@ -1,5 +1,4 @@
-// Command agentsim runs a fleet of simulated OS agents against a gateway
-// (DESIGN §7):
+// Command agentsim runs a fleet of simulated OS agents against a gateway:
 //
 //	agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX \
 //	    --enrollment-secret S [--site SITE] [--labels k=v,...] \
@@ -8,6 +7,11 @@
 // --site and --labels are only reported: the site and labels that selectors
 // match come from the enrollment secret (or an admin). It runs until SIGINT or
 // SIGTERM. The logic lives in package sim.
+//
+//	agentsim conformance --agent-cmd 'COMMAND' [--timeout 10s] [--agent-log FILE]
+//
+// checks any agent binary against the protocol (docs/protocol.md, Conformance
+// kit): it plays the gateway on loopback and prints PASS/FAIL per check.
 package main
 
 import (
@@ -21,7 +25,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := sim.Main(ctx, os.Args[1:], os.Stderr)
+	var code int
+	if len(os.Args) > 1 && os.Args[1] == "conformance" {
+		code = sim.ConformanceMain(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	} else {
+		code = sim.Main(ctx, os.Args[1:], os.Stderr)
+	}
 	stop()
 	os.Exit(code)
 }

@@ -40,6 +40,9 @@ type Store interface {
 	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 }
 
+// DefaultHelloTimeout is Config.HelloTimeout's default.
+const DefaultHelloTimeout = 10 * time.Second
+
 // Config configures a gateway.
 type Config struct {
 	GatewayID         string
@@ -48,7 +51,8 @@ type Config struct {
 	TelemetryInterval time.Duration
 	MaxConnections    int
 	ReadLimit         int64
-	HandshakeTimeout  time.Duration // upgrade to HELLO
+	HandshakeTimeout  time.Duration // the HTTP upgrade
+	HelloTimeout      time.Duration // upgrade to a valid HELLO; beyond it the socket is closed with 1008
 	WriteTimeout      time.Duration
 	SendQueue         int               // frames buffered per session before it is dropped as slow
 	FlushInterval     time.Duration     // heartbeat (last_seen) and telemetry flush period
@@ -78,6 +82,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.HelloTimeout <= 0 {
+		c.HelloTimeout = DefaultHelloTimeout
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
@@ -131,6 +138,7 @@ type Gateway struct {
 	base     context.Context // sessions' context: holds nothing of the upgrade request
 
 	enrollLimit failureLimiter
+	logLimit    logLimiter    // agents' repeated mistakes are logged a few times, then counted
 	admission   chan struct{} // bounded handshakes: a reconnect storm queues at the agents, not in Postgres
 	waiting     atomic.Int64  // requests waiting for a handshake slot
 	admitted    atomic.Int64  // handshakes admitted since start (for the memory trim after a storm)
@@ -170,6 +178,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		sessions:  map[string]*session{},
 		health:    map[string]store.HealthUpdate{},
 		telKick:   make(chan struct{}, 1),
+		logLimit:  logLimiter{every: logEvery, last: map[string]time.Time{}},
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bytes"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,7 +23,8 @@ type metrics struct {
 	bytesOut         prometheus.Counter
 	protocolErrors   *prometheus.CounterVec
 	results          *prometheus.CounterVec
-	duplicateResults prometheus.Counter
+	resultAcks       *prometheus.CounterVec
+	telemetryRefused *prometheus.CounterVec
 	delivered        prometheus.Counter
 	undelivered      prometheus.Counter
 	telemetryStored  prometheus.Counter
@@ -50,7 +53,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		bytesOut:         prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_sent_bytes_total", Help: "WebSocket message payload bytes written to agents."}),
 		protocolErrors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_protocol_errors_total", Help: "Frames refused, by kind."}, []string{"kind"}),
 		results:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_results_total", Help: "Command results recorded, by status."}, []string{"status"}),
-		duplicateResults: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_duplicate_results_total", Help: "Results ignored because the execution was already final."}),
+		resultAcks:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_result_acks_total", Help: "RESULT_ACK frames sent, by outcome (stored, duplicate, unknown_execution, not_yours)."}, []string{"outcome"}),
+		telemetryRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_refused_total", Help: "Telemetry refused on receipt: metric values that are not numbers (invalid_value), samples whose ts is out of the window (ts_out_of_window)."}, []string{"reason"}),
 		delivered:        prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_deliveries_total", Help: "Frames from the bus queued to an agent."}),
 		undelivered:      prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_undelivered_total", Help: "Frames from the bus whose agent session is not here."}),
 		telemetryStored:  prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_stored_total", Help: "Telemetry samples (rows) written to the database."}),
@@ -69,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.sessions, m.rejected, m.closed, m.sessionsClosed, m.frames, m.framesOut, m.bytesIn, m.bytesOut,
-			m.protocolErrors, m.results, m.duplicateResults, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped,
+			m.protocolErrors, m.results, m.resultAcks, m.telemetryRefused, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped,
 			m.batchSize, m.enrollments, m.presenceHealed, m.handshake, m.flush, m.groupSize, m.groupLatency)
 	}
 	return m
@@ -94,4 +98,35 @@ func frameType(frame []byte) string {
 		}
 	}
 	return "other"
+}
+
+// logEvery is how often one kind of agent mistake is logged; the ones in
+// between are only counted (in the metrics and the next line's "suppressed").
+const logEvery = 10 * time.Second
+
+// logLimiter lets one log line per kind through per interval, so an agent
+// repeating a mistake cannot flood the log.
+type logLimiter struct {
+	every      time.Duration
+	mu         sync.Mutex
+	last       map[string]time.Time
+	suppressed map[string]int
+}
+
+// allow reports whether a line of kind may be logged now, and how many of it
+// were suppressed since the last one.
+func (l *logLimiter) allow(kind string, now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[kind]; ok && now.Sub(t) < l.every {
+		if l.suppressed == nil {
+			l.suppressed = map[string]int{}
+		}
+		l.suppressed[kind]++
+		return false, 0
+	}
+	l.last[kind] = now
+	n := l.suppressed[kind]
+	delete(l.suppressed, kind)
+	return true, n
 }

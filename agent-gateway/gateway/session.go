@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,7 +226,7 @@ func (s *session) handshake(ctx context.Context, release func(), started time.Ti
 		}
 	}()
 	s.conn.SetReadLimit(s.g.cfg.ReadLimit)
-	_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.HandshakeTimeout))
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.HelloTimeout))
 
 	hello, ok := s.readHello()
 	if !ok {
@@ -234,14 +237,14 @@ func (s *session) handshake(ctx context.Context, release func(), started time.Ti
 		s.g.metrics.protocolErrors.WithLabelValues("identity_mismatch").Inc()
 		s.logger().WithFields(logrus.Fields{"agent_id": s.authID, "claimed_agent_id": hello.AgentID}).Warn("HELLO names another agent; closing")
 		s.g.audit(ctx, "agent:"+s.authID, "agent.identity_mismatch", hello.AgentID, map[string]any{"client": s.remote})
-		if b, err := protocol.Encode(protocol.TypeError, "", protocol.ErrorPayload{Code: protocol.ErrCodeIdentity, Message: "agent_id does not match the credential"}); err == nil {
-			_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
-			if s.conn.WriteMessage(websocket.TextMessage, b) == nil {
-				s.g.metrics.framesOut.WithLabelValues(protocol.TypeError).Inc()
-				s.g.metrics.bytesOut.Add(float64(len(b)))
-			}
-		}
-		s.closeFromReader(protocol.ClosePolicyViolation, "agent_id does not match the credential")
+		s.refuseHello(protocol.ErrorPayload{Code: protocol.ErrCodeIdentity, Message: "agent_id does not match the credential", Field: "payload.agent_id"})
+		return false
+	}
+	version, ok := protocol.Negotiate(hello.ProtocolVersions)
+	if !ok {
+		s.g.metrics.protocolErrors.WithLabelValues("unsupported_version").Inc()
+		s.refuseHello(protocol.ErrorPayload{Code: protocol.ErrCodeUnsupported, Field: "payload.protocol_versions",
+			Message: "no protocol version in common; this gateway speaks " + versionList()})
 		return false
 	}
 	s.agentID = s.authID // the same id; keeps no string of the HELLO alive
@@ -267,6 +270,9 @@ func (s *session) handshake(ctx context.Context, release func(), started time.Ti
 		HeartbeatIntervalS: int(s.g.cfg.HeartbeatInterval / time.Second),
 		TelemetryIntervalS: int(s.g.cfg.TelemetryInterval / time.Second),
 		ServerTime:         time.Now().UTC(),
+		ProtocolVersion:    version,
+		OutputLimit:        protocol.MaxOutputBytes,
+		MaxFrameBytes:      s.g.cfg.ReadLimit,
 	})
 	s.g.metrics.handshake.Observe(time.Since(started).Seconds())
 	s.logger().Info("agent connected")
@@ -284,22 +290,62 @@ func (s *session) serve(ctx context.Context) {
 	s.readLoop(ctx)
 }
 
+// versionList names the protocol versions this gateway speaks, for ERROR frames.
+func versionList() string {
+	vs := make([]string, len(protocol.SupportedVersions))
+	for i, v := range protocol.SupportedVersions {
+		vs[i] = strconv.Itoa(v)
+	}
+	return strings.Join(vs, ", ")
+}
+
+// refuseHello answers a HELLO that cannot open a session with an ERROR frame
+// (written at once: nothing else is queued yet), then closes with 1008.
+func (s *session) refuseHello(e protocol.ErrorPayload) {
+	e.FrameType = protocol.TypeHello
+	if b, err := protocol.Encode(protocol.TypeError, "", e); err == nil {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+		if s.conn.WriteMessage(websocket.TextMessage, b) == nil {
+			s.g.metrics.framesOut.WithLabelValues(protocol.TypeError).Inc()
+			s.g.metrics.bytesOut.Add(float64(len(b)))
+		}
+	}
+	reason := e.Message
+	if len(reason) > 120 { // a close reason must fit in a control frame
+		reason = reason[:120]
+	}
+	s.closeFromReader(protocol.ClosePolicyViolation, reason)
+}
+
 func (s *session) readHello() (*protocol.Hello, bool) {
 	_, data, err := s.conn.ReadMessage()
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		// A socket that says nothing holds a connection slot for free: close it.
+		s.g.metrics.protocolErrors.WithLabelValues("hello_timeout").Inc()
+		s.shutdown("hello_timeout", protocol.ClosePolicyViolation, "no HELLO within "+s.g.cfg.HelloTimeout.String(), false)
+		return nil, false
+	}
 	if err != nil {
 		s.readFailed(err)
 		return nil, false
 	}
 	s.g.metrics.bytesIn.Add(float64(len(data)))
 	f, err := protocol.Decode(data)
-	if err != nil {
+	var de *protocol.DecodeError
+	switch {
+	case errors.As(err, &de) && de.CloseCode == 0:
+		s.g.metrics.protocolErrors.WithLabelValues("invalid_hello").Inc()
+		s.refuseHello(protocol.ErrorPayload{Code: protocol.ErrCodeInvalidPayload, Message: de.Error(), Field: de.Field})
+		return nil, false
+	case err != nil && !errors.Is(err, protocol.ErrUnknownType):
 		s.rejectFrame(f, err)
 		return nil, false
 	}
 	hello, ok := f.Payload.(*protocol.Hello)
 	if !ok {
 		s.g.metrics.protocolErrors.WithLabelValues("hello_required").Inc()
-		s.closeFromReader(protocol.ClosePolicyViolation, "first frame must be HELLO")
+		s.refuseHello(protocol.ErrorPayload{Code: protocol.ErrCodeInvalidPayload, Message: "the first frame must be HELLO", Field: "type"})
 		return nil, false
 	}
 	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
@@ -401,17 +447,50 @@ func (s *session) process(ctx context.Context, data []byte) bool {
 // processFrame decodes and handles one frame; false ends the session.
 func (s *session) processFrame(ctx context.Context, data []byte) bool {
 	f, err := protocol.Decode(data)
-	if err != nil {
-		if errors.Is(err, protocol.ErrUnknownType) {
-			s.g.metrics.protocolErrors.WithLabelValues("unknown_type").Inc()
-			s.sendFrame(protocol.TypeError, protocol.ErrorPayload{Code: protocol.ErrCodeUnknownType, Message: err.Error()})
-			return true
+	if f.Type == protocol.TypeTelemetry && len(f.Dropped) > 0 {
+		s.g.metrics.telemetryRefused.WithLabelValues("invalid_value").Add(float64(len(f.Dropped)))
+		if err == nil { // a refused frame is answered below
+			s.refuse(f.Type, protocol.ErrCodeInvalidPayload, f.Dropped)
 		}
+	}
+	var de *protocol.DecodeError
+	switch {
+	case errors.Is(err, protocol.ErrUnknownType):
+		s.g.metrics.protocolErrors.WithLabelValues("unknown_type").Inc()
+		s.sendFrame(protocol.TypeError, protocol.ErrorPayload{Code: protocol.ErrCodeUnknownType, Message: err.Error(), FrameType: truncate(f.Type, 64)})
+		return true
+	case errors.As(err, &de) && de.CloseCode == 0:
+		// A bad field costs the frame, not the session.
+		s.g.metrics.protocolErrors.WithLabelValues("invalid_field").Inc()
+		s.refuse(f.Type, protocol.ErrCodeInvalidPayload, []*protocol.DecodeError{de})
+		return true
+	case err != nil:
 		s.rejectFrame(f, err)
 		return false
 	}
 	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
 	return s.handle(ctx, f)
+}
+
+// refuse tells the agent, in one ERROR frame, which fields of a frame were
+// refused (the first named, the others counted), and logs it rate-limited.
+func (s *session) refuse(frameType, code string, errs []*protocol.DecodeError) {
+	msg := errs[0].Error()
+	if len(errs) > 1 {
+		msg += fmt.Sprintf(" (and %d more)", len(errs)-1)
+	}
+	s.sendFrame(protocol.TypeError, protocol.ErrorPayload{Code: code, Message: msg, Field: errs[0].Field, FrameType: frameType})
+	if ok, suppressed := s.g.logLimit.allow("refused_"+code, time.Now()); ok {
+		s.logger().WithFields(logrus.Fields{"frame_type": frameType, "field": errs[0].Field, "suppressed": suppressed}).
+			WithError(errs[0]).Warn("refused a frame's field")
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
@@ -424,6 +503,15 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 		// Presence is refreshed in the gateway's next flush, in one round trip for all agents.
 		s.g.noteHealth(store.HealthUpdate{AgentID: s.agentID, Status: p.Status, UptimeS: p.UptimeS, At: time.Now()})
 	case *protocol.Telemetry:
+		now := time.Now()
+		if p.TS.Before(now.Add(-protocol.TelemetryMaxAge)) || p.TS.After(now.Add(protocol.TelemetryMaxAhead)) {
+			// Stored, a sample from far ahead would outlive retention; from
+			// long ago it would rewrite history.
+			s.g.metrics.telemetryRefused.WithLabelValues("ts_out_of_window").Inc()
+			s.refuse(f.Type, protocol.ErrCodeOutOfWindow, []*protocol.DecodeError{{Field: "payload.ts",
+				Reason: fmt.Sprintf("must be within %s before and %s after the gateway's clock (%s)", protocol.TelemetryMaxAge, protocol.TelemetryMaxAhead, now.UTC().Format(time.RFC3339))}})
+			return true
+		}
 		raw, _ := json.Marshal(p.Metrics)
 		s.g.addTelemetry(store.TelemetrySample{AgentID: s.agentID, TS: p.TS.UTC(), Metrics: raw, ReceivedAt: time.Now().UTC()})
 	case *protocol.Ack:
@@ -444,18 +532,24 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 func (s *session) handleResult(ctx context.Context, r *protocol.CommandResult) bool {
 	out, err := s.g.commits.submit(ctx, &job{result: &store.Result{
 		ExecutionID: r.ExecutionID, CommandID: r.CommandID, AgentID: s.agentID, Status: r.Status, ExitCode: r.ExitCode,
-		Output: r.Output, Error: r.Error, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		Output: r.Output, OutputTruncated: r.OutputTruncated, Error: r.Error, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}})
 	if err != nil {
 		s.logger().WithError(err).WithField("execution_id", r.ExecutionID).Error("recording result failed")
 		return true
 	}
-	s.sendFrame(protocol.TypeResultAck, protocol.ResultAck{ExecutionID: r.ExecutionID})
-	if !out.Recorded {
-		s.g.metrics.duplicateResults.Inc()
+	// Every outcome ends the agent's duty to re-send: a result that cannot be
+	// stored would be refused again after every reconnect.
+	s.g.metrics.resultAcks.WithLabelValues(out.Outcome).Inc()
+	s.sendFrame(protocol.TypeResultAck, protocol.ResultAck{ExecutionID: r.ExecutionID, Outcome: out.Outcome})
+	if out.Recorded {
+		s.g.metrics.results.WithLabelValues(r.Status).Inc()
 		return true
 	}
-	s.g.metrics.results.WithLabelValues(r.Status).Inc()
+	if ok, suppressed := s.g.logLimit.allow("result_"+out.Outcome, time.Now()); ok {
+		s.logger().WithFields(logrus.Fields{"execution_id": r.ExecutionID, "outcome": out.Outcome, "suppressed": suppressed}).
+			Warn("result not stored")
+	}
 	return true
 }
 

@@ -128,7 +128,7 @@ func parseAgentFilter(c *gin.Context) (store.AgentFilter, []FieldError) {
 	}
 	if q, ok := c.GetQuery("q"); ok {
 		if protocol.CheckID("", q) != nil {
-			errs = append(errs, FieldError{Field: "q", Message: "must be an id prefix of 1-128 bytes without whitespace or control characters"})
+			errs = append(errs, FieldError{Field: "q", Message: "must be an id prefix of " + protocol.IDRule})
 		}
 		f.IDPrefix = q
 	}

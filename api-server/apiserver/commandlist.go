@@ -47,7 +47,7 @@ func parseCommandFilter(c *gin.Context) (store.CommandFilter, []FieldError) {
 	}
 	if v, ok := c.GetQuery("agent"); ok {
 		if protocol.CheckID("", v) != nil {
-			errs = append(errs, FieldError{Field: "agent", Message: "must be an agent id of 1-128 bytes without whitespace or control characters"})
+			errs = append(errs, FieldError{Field: "agent", Message: "must be an agent id of " + protocol.IDRule})
 		}
 		f.AgentID = v
 	}

@@ -78,6 +78,11 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 		if json.Unmarshal(req.Args, &obj) != nil {
 			errs = append(errs, FieldError{Field: "args", Message: "must be a JSON object"})
 		}
+		// An echo prints its message: one longer than the agent protocol's
+		// output limit could only come back cut.
+		if msg, ok := obj["message"].(string); ok && req.Verb == "echo" && len(msg) > protocol.MaxOutputBytes {
+			errs = append(errs, FieldError{Field: "args.message", Message: fmt.Sprintf("an echo's message must be at most %d bytes (the agent protocol's output limit)", protocol.MaxOutputBytes)})
+		}
 	}
 	hasSelector := req.Selector != nil && (req.Selector.Site != "" || len(req.Selector.Labels) > 0 || req.Selector.Capability != "")
 	switch {
@@ -88,7 +93,7 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 	default:
 		for i, id := range req.AgentTargets {
 			if protocol.CheckID("", id) != nil {
-				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be 1-128 bytes without whitespace or control characters"})
+				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be " + protocol.IDRule})
 				break
 			}
 		}
@@ -328,10 +333,13 @@ type ExecutionView struct {
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
 	ExitCode      *int       `json:"exit_code"`
 	Output        string     `json:"output"`
-	Error         string     `json:"error"`
-	DispatchedAt  *time.Time `json:"dispatched_at"`
-	StartedAt     *time.Time `json:"started_at"`
-	FinishedAt    *time.Time `json:"finished_at"`
+	// OutputTruncated says the agent's output was cut to the protocol's
+	// output limit (it then ends with the truncation marker).
+	OutputTruncated bool       `json:"output_truncated"`
+	Error           string     `json:"error"`
+	DispatchedAt    *time.Time `json:"dispatched_at"`
+	StartedAt       *time.Time `json:"started_at"`
+	FinishedAt      *time.Time `json:"finished_at"`
 }
 
 // CommandView is the API shape of a command (DESIGN §4): its summary and
@@ -355,7 +363,7 @@ func commandView(cmd store.Command, execs []store.Execution) CommandView {
 		}
 		v.Executions = append(v.Executions, ExecutionView{
 			ID: e.ID, AgentID: e.AgentID, Status: e.Status, Attempts: e.Attempts, NextAttemptAt: next,
-			ExitCode: e.ExitCode, Output: e.Output, Error: e.Error, DispatchedAt: e.DispatchedAt,
+			ExitCode: e.ExitCode, Output: e.Output, OutputTruncated: e.OutputTruncated, Error: e.Error, DispatchedAt: e.DispatchedAt,
 			StartedAt: e.StartedAt, FinishedAt: e.FinishedAt,
 		})
 	}

@@ -113,9 +113,9 @@ func TestDecodeCommandRequestValid(t *testing.T) {
 			want: CommandRequest{Verb: "restart_service", AgentTargets: []string{"a", "a"}},
 		},
 		{
-			name: "unicode and punctuation in agent ids",
-			body: body(t, map[string]any{"agent_targets": []string{"gw/ü-1", "spiffe://site/agent:7", "\u00a0nbsp"}}),
-			want: CommandRequest{Verb: "restart_service", AgentTargets: []string{"gw/ü-1", "spiffe://site/agent:7", "\u00a0nbsp"}},
+			name: "punctuation of the id alphabet in agent ids",
+			body: body(t, map[string]any{"agent_targets": []string{"gw-1.eu", "site:agent_7", "...x"}}),
+			want: CommandRequest{Verb: "restart_service", AgentTargets: []string{"gw-1.eu", "site:agent_7", "...x"}},
 		},
 		{
 			name: "surrounding whitespace",
@@ -174,6 +174,15 @@ func TestDecodeCommandRequestInvalid(t *testing.T) {
 		{name: "args string", body: body(t, map[string]any{"args": raw(`"x"`)}), fields: []string{"args"}},
 		{name: "args number", body: body(t, map[string]any{"args": raw(`42`)}), fields: []string{"args"}},
 		{name: "args bool", body: body(t, map[string]any{"args": raw(`true`)}), fields: []string{"args"}},
+		{name: "echo message beyond the output limit", body: body(t, map[string]any{"verb": "echo", "args": map[string]any{"message": strings.Repeat("m", protocol.MaxOutputBytes+1)}}), fields: []string{"args.message"}, message: "output limit"},
+
+		// agent ids outside the safe alphabet
+		{name: "target right-to-left override", body: body(t, map[string]any{"agent_targets": []string{"gw\u202e1"}}), fields: []string{"agent_targets[0]"}},
+		{name: "target path traversal", body: body(t, map[string]any{"agent_targets": []string{"../../etc"}}), fields: []string{"agent_targets[0]"}},
+		{name: "target with a slash", body: body(t, map[string]any{"agent_targets": []string{"spiffe://site/agent:7"}}), fields: []string{"agent_targets[0]"}},
+		{name: "target non-ASCII", body: body(t, map[string]any{"agent_targets": []string{"gw/ü-1"}}), fields: []string{"agent_targets[0]"}},
+		{name: "target no-break space", body: body(t, map[string]any{"agent_targets": []string{"\u00a0nbsp"}}), fields: []string{"agent_targets[0]"}},
+		{name: "target only dots", body: body(t, map[string]any{"agent_targets": []string{".."}}), fields: []string{"agent_targets[0]"}},
 
 		// agent_targets
 		{name: "targets missing", body: body(t, map[string]any{"agent_targets": nil}), fields: []string{"agent_targets"}},

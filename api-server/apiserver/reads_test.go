@@ -241,15 +241,19 @@ func testAgentDetailAndHealthAPI(t *testing.T, a *readAPI) {
 	require.Equal(t, AgentHealth{Status: "degraded", UptimeS: 7}, h.Health)
 	require.InDelta(t, 600, *h.SecondsSinceSeen, 5)
 
-	// Ids with a slash or other reserved characters, percent-encoded.
-	a.agent("spiffe://site/agent:7", "prod", "gw1", nil, nil)
-	escaped := url.PathEscape("spiffe://site/agent:7")
-	for _, path := range []string{"/api/v1/agents/" + escaped, "/api/v1/agents/" + escaped + "/health"} {
+	// Ids with every punctuation of the id alphabet.
+	a.agent("site:agent-7.eu_1", "prod", "gw1", nil, nil)
+	for _, path := range []string{"/api/v1/agents/site:agent-7.eu_1", "/api/v1/agents/site:agent-7.eu_1/health"} {
 		w := a.get(path)
 		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
-		require.Contains(t, w.Body.String(), `"spiffe://site/agent:7"`)
+		require.Contains(t, w.Body.String(), `"site:agent-7.eu_1"`)
 	}
 
+	// Outside the alphabet no agent can exist: a slash, a right-to-left
+	// override, a path that climbs.
+	for _, id := range []string{"spiffe://site/agent:7", "gw\u202e1", "../../etc", ".."} {
+		problemFields(t, a.get("/api/v1/agents/"+url.PathEscape(id)), http.StatusNotFound)
+	}
 	for _, path := range []string{"/api/v1/agents/nope", "/api/v1/agents/nope/health", "/api/v1/agents/nope/telemetry", "/api/v1/agents/" + strings.Repeat("x", 129)} {
 		problemFields(t, a.get(path), http.StatusNotFound)
 	}

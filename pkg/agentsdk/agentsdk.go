@@ -58,7 +58,9 @@ import (
 
 // Result is what a handler reports for one execution. The execution succeeded
 // when ExitCode is 0 and Error is empty, and failed otherwise. Output and Error
-// are truncated to protocol.MaxOutputBytes and protocol.MaxErrorBytes.
+// longer than protocol.MaxOutputBytes and protocol.MaxErrorBytes are cut and
+// end with protocol.TruncationMarker; a cut output is reported with
+// output_truncated, so the platform shows it was cut.
 type Result struct {
 	ExitCode int
 	Output   string
@@ -444,14 +446,15 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg,
 		log: cfg.Logger.WithField("agent_id", cfg.AgentID),
 		hello: protocol.Hello{
-			AgentID:      cfg.AgentID,
-			Site:         cfg.Site,
-			Version:      cfg.Version,
-			Capabilities: append([]string{}, cfg.Capabilities...),
-			Labels:       labels,
-			Hostname:     cfg.Hostname,
-			OS:           cfg.OS,
-			Arch:         cfg.Arch,
+			ProtocolVersions: protocol.SupportedVersions,
+			AgentID:          cfg.AgentID,
+			Site:             cfg.Site,
+			Version:          cfg.Version,
+			Capabilities:     append([]string{}, cfg.Capabilities...),
+			Labels:           labels,
+			Hostname:         cfg.Hostname,
+			OS:               cfg.OS,
+			Arch:             cfg.Arch,
 		},
 		created: time.Now(),
 		sem:     make(chan struct{}, cfg.MaxConcurrent),

@@ -268,7 +268,8 @@ func TestHelloAndAuthHeader(t *testing.T) {
 	h := c.welcome(t, "sess-1")
 	require.Equal(t, protocol.Hello{
 		AgentID: testAgentID, Site: "lab", Version: "1.2.3",
-		Capabilities: []string{"echo", "sleep"}, Labels: map[string]string{"role": "gateway"},
+		ProtocolVersions: protocol.SupportedVersions,
+		Capabilities:     []string{"echo", "sleep"}, Labels: map[string]string{"role": "gateway"},
 		Hostname: "host-1", OS: cfg.withDefaults().OS, Arch: cfg.withDefaults().Arch,
 	}, *h)
 
@@ -301,6 +302,39 @@ func TestEchoCommand(t *testing.T) {
 
 	c.send(t, protocol.TypeResultAck, protocol.ResultAck{ExecutionID: "e1"})
 	require.Eventually(t, func() bool { return a.PendingResults() == 0 }, waitFor, 5*time.Millisecond)
+}
+
+// An output beyond the protocol's limit used to be cut silently; it is sent
+// cut with the marker and output_truncated, so the platform shows it.
+func TestLargeOutputMarkedTruncated(t *testing.T) {
+	g := newGateway(t)
+	a, _ := start(t, baseConfig(g))
+	c := g.accept(t)
+	c.welcome(t, "s")
+	c.command(t, "e1", "echo", map[string]string{"message": strings.Repeat("x", 200<<10)})
+	c.expectAck(t, "e1", protocol.AckReceived)
+	c.expectAck(t, "e1", protocol.AckStarted)
+	for {
+		require.NoError(t, c.ws.SetReadDeadline(time.Now().Add(waitFor)))
+		_, data, err := c.ws.ReadMessage()
+		require.NoError(t, err)
+		var env struct {
+			Type    string
+			Payload struct {
+				Output          string `json:"output"`
+				OutputTruncated bool   `json:"output_truncated"`
+			}
+		}
+		require.NoError(t, json.Unmarshal(data, &env))
+		if env.Type != protocol.TypeCommandResult {
+			continue
+		}
+		require.True(t, env.Payload.OutputTruncated, "the agent marks what it cut")
+		require.LessOrEqual(t, len(env.Payload.Output), protocol.MaxOutputBytes, "as sent, before any gateway cuts it")
+		require.True(t, strings.HasSuffix(env.Payload.Output, protocol.TruncationMarker))
+		break
+	}
+	require.Equal(t, 1, a.PendingResults())
 }
 
 func TestUnknownVerb(t *testing.T) {
@@ -608,14 +642,14 @@ func TestServerFramesIgnoredOrLogged(t *testing.T) {
 	msgs := map[string]bool{}
 	for _, e := range hook.AllEntries() {
 		msgs[e.Message] = true
-		if e.Message == "gateway sent ERROR" {
+		if e.Message == "gateway refused a frame" {
 			require.Equal(t, "unknown_type", e.Data["code"])
 			require.Equal(t, testAgentID, e.Data["agent_id"])
 		}
 	}
 	require.True(t, msgs["ignoring frame of unknown type"])
 	require.True(t, msgs["ignoring malformed frame"])
-	require.True(t, msgs["gateway sent ERROR"])
+	require.True(t, msgs["gateway refused a frame"])
 }
 
 func TestUnauthorizedBacksOff(t *testing.T) {
@@ -684,13 +718,16 @@ func TestParseRetryAfter(t *testing.T) {
 	require.Equal(t, 10*time.Second, parseRetryAfter(now.Add(10*time.Second).Format(http.TimeFormat), now))
 }
 
-func TestTruncateUTF8(t *testing.T) {
+func TestTruncate(t *testing.T) {
 	s := strings.Repeat("é", protocol.MaxOutputBytes) // 2 bytes each
-	out := truncateUTF8(s, protocol.MaxOutputBytes)
+	out, cut := protocol.Truncate(s, protocol.MaxOutputBytes)
+	require.True(t, cut)
 	require.LessOrEqual(t, len(out), protocol.MaxOutputBytes)
 	require.True(t, utf8.ValidString(out))
-	require.Equal(t, "a\uFFFDb", truncateUTF8("a\xffb", 10))
-	require.Equal(t, "abc", truncateUTF8("abc", 10))
+	require.True(t, strings.HasSuffix(out, protocol.TruncationMarker))
+	out, cut = protocol.Truncate("a\xffb", 10)
+	require.Equal(t, "a\uFFFDb", out)
+	require.False(t, cut)
 }
 
 func TestResultStatus(t *testing.T) {
@@ -712,7 +749,7 @@ func TestConfigValidate(t *testing.T) {
 		"http url":     {func(c *Config) { c.URL = "http://gw/ws/agent" }, "scheme must be ws or wss"},
 		"no host":      {func(c *Config) { c.URL = "ws:///ws/agent" }, "no host"},
 		"no agent id":  {func(c *Config) { c.AgentID = "" }, "AgentID is required"},
-		"spaced id":    {func(c *Config) { c.AgentID = "a b" }, "AgentID contains whitespace"},
+		"spaced id":    {func(c *Config) { c.AgentID = "a b" }, "AgentID may contain only"},
 		"long id":      {func(c *Config) { c.AgentID = strings.Repeat("a", 129) }, "AgentID is longer"},
 		"no cred":      {func(c *Config) { c.Credential = "" }, "Credential, EnrollmentSecret or CredentialFile is required"},
 		"cred newline": {func(c *Config) { c.Credential = "a\nb" }, "Credential contains"},

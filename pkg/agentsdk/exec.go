@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
@@ -249,10 +247,14 @@ func (a *Agent) storeResult(cmd protocol.Command, res Result, startedAt, finishe
 		CommandID:   commandID,
 		Status:      res.Status(),
 		ExitCode:    res.ExitCode,
-		Output:      truncateUTF8(res.Output, protocol.MaxOutputBytes),
-		Error:       truncateUTF8(res.Error, protocol.MaxErrorBytes),
 		StartedAt:   startedAt,
 		FinishedAt:  finishedAt,
+	}
+	r.Output, r.OutputTruncated = protocol.Truncate(res.Output, protocol.MaxOutputBytes)
+	r.Error, _ = protocol.Truncate(res.Error, protocol.MaxErrorBytes)
+	if r.OutputTruncated {
+		a.log.WithFields(logrus.Fields{"execution_id": cmd.ExecutionID, "output_bytes": len(res.Output), "limit": protocol.MaxOutputBytes}).
+			Warn("output longer than the protocol's output limit; sent cut and marked truncated")
 	}
 	frame, err := protocol.Encode(protocol.TypeCommandResult, "", r)
 	if err != nil {
@@ -297,6 +299,13 @@ func (a *Agent) handleResultAck(p *protocol.ResultAck) {
 	a.mu.Unlock()
 	if !ok {
 		a.log.WithField("execution_id", trunc(p.ExecutionID, protocol.MaxIDLen)).Debug("RESULT_ACK for no pending result")
+		return
+	}
+	switch p.Outcome {
+	case protocol.OutcomeStored, protocol.OutcomeDuplicate, "": // "": a gateway older than outcomes
+	default:
+		// Not stored, and re-sending would not change that: dropped.
+		a.log.WithFields(logrus.Fields{"execution_id": p.ExecutionID, "outcome": trunc(p.Outcome, 64)}).Warn("gateway did not store the result")
 	}
 }
 
@@ -315,20 +324,4 @@ func (a *Agent) handleCancel(p *protocol.Cancel) {
 	}
 	log.Info("execution cancelled by the platform")
 	e.cancel(cause)
-}
-
-// truncateUTF8 makes s valid UTF-8 and cuts it to at most n bytes on a rune
-// boundary, so the gateway's length check holds after the JSON round trip.
-func truncateUTF8(s string, n int) string {
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
 }

@@ -386,7 +386,8 @@ func (a *Agent) handleFrame(ctx context.Context, s *session, data []byte) {
 	case *protocol.Cancel:
 		a.handleCancel(p)
 	case *protocol.ErrorPayload:
-		a.log.WithFields(logrus.Fields{"code": p.Code, "message": trunc(p.Message, 1024)}).Warn("gateway sent ERROR")
+		a.log.WithFields(logrus.Fields{"code": trunc(p.Code, 64), "message": trunc(p.Message, 1024), "field": trunc(p.Field, 256), "frame_type": trunc(p.FrameType, 64)}).
+			Warn("gateway refused a frame")
 	case *protocol.Welcome:
 		a.log.Debug("ignoring WELCOME within a session")
 	}

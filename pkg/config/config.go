@@ -156,6 +156,9 @@ type AgentManagement struct {
 	// DrainSeconds is the window over which a stopping gateway closes its
 	// sessions, so agents reconnect elsewhere without a stampede (env AGENT_DRAIN_SECONDS).
 	DrainSeconds int `toml:"drain_seconds"`
+	// HelloTimeoutSeconds is how long a new WebSocket may take to send a valid
+	// HELLO before it is closed with 1008 (env AGENT_HELLO_TIMEOUT).
+	HelloTimeoutSeconds int `toml:"hello_timeout_seconds"`
 	// MaxFramesPerSecond is each agent's sustained frame rate; bursts of twice
 	// that are allowed, beyond it the session is closed.
 	MaxFramesPerSecond int `toml:"max_frames_per_second"`
@@ -278,6 +281,7 @@ func Default() Config {
 			MaxReconnectAttempts: 5,
 			ReconnectBackoffMs:   1000,
 			DrainSeconds:         10,
+			HelloTimeoutSeconds:  DefaultHelloTimeoutSeconds,
 			MaxFramesPerSecond:   50,
 		},
 		Command: Command{
@@ -377,6 +381,12 @@ func (c Config) ConnectionTimeout() time.Duration {
 func (c Config) ReconnectBackoff() time.Duration {
 	return milliseconds(c.AgentManagement.ReconnectBackoffMs)
 }
+
+// DefaultHelloTimeoutSeconds is agent_management.hello_timeout_seconds' default.
+const DefaultHelloTimeoutSeconds = 10
+
+// HelloTimeout is agent_management.hello_timeout_seconds.
+func (c Config) HelloTimeout() time.Duration { return seconds(c.AgentManagement.HelloTimeoutSeconds) }
 
 // DrainWindow is agent_management.drain_seconds.
 func (c Config) DrainWindow() time.Duration { return seconds(c.AgentManagement.DrainSeconds) }

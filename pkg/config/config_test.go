@@ -128,6 +128,7 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 	fromSeed.Command.MaxPerAgent = 16
 	fromSeed.Command.DispatchBatchSize = 100
 	fromSeed.AgentManagement.DrainSeconds = 10
+	fromSeed.AgentManagement.HelloTimeoutSeconds = config.DefaultHelloTimeoutSeconds
 	fromSeed.AgentManagement.MaxFramesPerSecond = 50
 	fromSeed.Command.HistoryRetentionDays = 90
 	fromSeed.Server.MaxEventStreamsPerPrincipal = config.DefaultMaxEventStreamsPerPrincipal

@@ -169,6 +169,7 @@ var bindings = []binding{
 	{"MAX_AGENT_CONNECTIONS", "agent_management.max_agent_connections", func(c *Config) any { return &c.AgentManagement.MaxAgentConnections }},
 	{"AGENT_HEARTBEAT_INTERVAL", "agent_management.heartbeat_interval", func(c *Config) any { return &c.AgentManagement.HeartbeatInterval }},
 	{"AGENT_DRAIN_SECONDS", "agent_management.drain_seconds", func(c *Config) any { return &c.AgentManagement.DrainSeconds }},
+	{"AGENT_HELLO_TIMEOUT", "agent_management.hello_timeout_seconds", func(c *Config) any { return &c.AgentManagement.HelloTimeoutSeconds }},
 	{"GATEWAY_TLS_CERT", "agent_management.tls_cert_path", func(c *Config) any { return &c.AgentManagement.TLSCertPath }},
 	{"GATEWAY_TLS_KEY", "agent_management.tls_key_path", func(c *Config) any { return &c.AgentManagement.TLSKeyPath }},
 	{"GATEWAY_CLIENT_CA", "agent_management.client_ca_path", func(c *Config) any { return &c.AgentManagement.ClientCAPath }},

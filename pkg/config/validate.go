@@ -154,6 +154,7 @@ func (c Config) Validate() error {
 	v.atLeast("agent_management.max_reconnect_attempts", a.MaxReconnectAttempts, 0)
 	v.positive("agent_management.reconnect_backoff_ms", a.ReconnectBackoffMs)
 	v.atLeast("agent_management.drain_seconds", a.DrainSeconds, 0)
+	v.positive("agent_management.hello_timeout_seconds", a.HelloTimeoutSeconds)
 	v.atLeast("agent_management.max_frames_per_second", a.MaxFramesPerSecond, 1)
 	if (a.TLSCertPath == "") != (a.TLSKeyPath == "") {
 		v.addf("agent_management.tls_cert_path and tls_key_path (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY) must be set together")

@@ -4,6 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -21,7 +26,11 @@ const (
 // version does not know. It is answered with an ERROR frame, not a close.
 var ErrUnknownType = errors.New("unknown frame type")
 
-// DecodeError is a frame that cannot be accepted; CloseCode says how to close.
+// DecodeError is a frame, or one field of it, that cannot be accepted.
+// CloseCode is the close code when the frame ends the session (it is not
+// valid UTF-8 or not JSON: 1007); it is 0 when only the frame is refused: the
+// gateway answers it with an ERROR frame naming Field and drops it, and the
+// session stays (a refused HELLO still ends the handshake with 1008).
 type DecodeError struct {
 	CloseCode int
 	Field     string
@@ -35,8 +44,9 @@ func (e *DecodeError) Error() string {
 	return e.Field + ": " + e.Reason
 }
 
+// invalid refuses a frame for one field.
 func invalid(field, reason string) *DecodeError {
-	return &DecodeError{CloseCode: ClosePolicyViolation, Field: field, Reason: reason}
+	return &DecodeError{Field: field, Reason: reason}
 }
 
 // Frame is a decoded, validated frame: Type plus one typed payload.
@@ -44,22 +54,27 @@ type Frame struct {
 	Type    string
 	ID      string
 	Payload any
+	// Dropped lists the values left out of an accepted frame (telemetry
+	// metrics that are not numbers), or of a frame refused because none was
+	// left, in field order.
+	Dropped []*DecodeError
 }
 
-// Decode parses and validates one frame sent by an agent. Malformed JSON yields a
-// DecodeError with close code 1007, an invalid payload one with 1008, and an
-// unknown type ErrUnknownType (wrapped, with the envelope's Type still set).
+// Decode parses and validates one frame sent by an agent. Text that is not
+// UTF-8 or not a JSON object yields a DecodeError with close code 1007; an
+// invalid field one without a close code that names the field; an unknown
+// type ErrUnknownType (wrapped, with the envelope's Type still set).
 func Decode(data []byte) (Frame, error) {
 	if !utf8.Valid(data) {
 		return Frame{}, &DecodeError{CloseCode: CloseInvalidPayload, Reason: "frame is not valid UTF-8"}
 	}
 	var env Envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		return Frame{}, &DecodeError{CloseCode: CloseInvalidPayload, Reason: "malformed JSON: " + err.Error()}
+		return Frame{}, &DecodeError{CloseCode: CloseInvalidPayload, Reason: "malformed JSON: the frame must be one JSON object with a string type and id"}
 	}
 	f := Frame{Type: env.Type, ID: env.ID}
 	if len(env.ID) > MaxIDLen {
-		return f, invalid("id", "too long")
+		return f, invalid("id", fmt.Sprintf("longer than %d bytes", MaxIDLen))
 	}
 	var p interface{ validate() error }
 	switch env.Type {
@@ -68,7 +83,13 @@ func Decode(data []byte) (Frame, error) {
 	case TypeHeartbeat:
 		p = &Heartbeat{}
 	case TypeTelemetry:
-		p = &Telemetry{}
+		t, dropped, err := decodeTelemetry(env.Payload)
+		f.Dropped = dropped
+		if err != nil {
+			return f, err
+		}
+		f.Payload = t
+		return f, nil
 	case TypeAck:
 		p = &Ack{}
 	case TypeCommandResult:
@@ -78,17 +99,119 @@ func Decode(data []byte) (Frame, error) {
 	default:
 		return f, fmt.Errorf("%w %q", ErrUnknownType, truncate(env.Type, 64))
 	}
-	if len(env.Payload) == 0 || string(env.Payload) == "null" {
-		return f, invalid("payload", "is required")
-	}
-	if err := json.Unmarshal(env.Payload, p); err != nil {
-		return f, &DecodeError{CloseCode: CloseInvalidPayload, Field: "payload", Reason: "malformed: " + err.Error()}
+	if err := decodeFields("payload", env.Payload, p); err != nil {
+		return f, err
 	}
 	if err := p.validate(); err != nil {
 		return f, err
 	}
 	f.Payload = p
 	return f, nil
+}
+
+// decodeFields decodes a JSON object into the struct dst field by field, so a
+// value of the wrong type is refused naming its field (prefix.name) in the
+// protocol's words. Unknown names are ignored; null is the zero value.
+func decodeFields(prefix string, raw json.RawMessage, dst any) error {
+	var fields map[string]json.RawMessage
+	if len(raw) == 0 || string(raw) == "null" {
+		return invalid(prefix, "is required")
+	}
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return invalid(prefix, "an object is required")
+	}
+	v := reflect.ValueOf(dst).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		r, ok := fields[name]
+		if name == "" || name == "-" || !ok || string(r) == "null" {
+			continue
+		}
+		if err := json.Unmarshal(r, v.Field(i).Addr().Interface()); err != nil {
+			return invalid(prefix+"."+name, TypeName(sf.Type)+" is required")
+		}
+	}
+	return nil
+}
+
+var (
+	timeType = reflect.TypeFor[time.Time]()
+	rawType  = reflect.TypeFor[json.RawMessage]()
+)
+
+// TypeName names the JSON value a Go field type takes, as the protocol's
+// documentation and ERROR frames say it ("a number", "a list of strings").
+func TypeName(t reflect.Type) string {
+	switch {
+	case t == timeType:
+		return "an RFC 3339 timestamp"
+	case t == rawType:
+		return "a JSON value"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return "an integer"
+	case reflect.Float64, reflect.Float32:
+		return "a number"
+	case reflect.Slice:
+		return "a list of " + plural(TypeName(t.Elem()))
+	case reflect.Map:
+		return "an object of " + plural(TypeName(t.Elem()))
+	}
+	return "a " + t.Kind().String()
+}
+
+func plural(name string) string {
+	_, noun, _ := strings.Cut(name, " ")
+	return noun + "s"
+}
+
+// telemetryWire is TELEMETRY as received: each metric is checked on its own.
+type telemetryWire struct {
+	TS      time.Time                  `json:"ts"`
+	Metrics map[string]json.RawMessage `json:"metrics"`
+}
+
+// decodeTelemetry keeps the metrics that are numbers and lists the others as
+// dropped; a frame left without metrics is refused.
+func decodeTelemetry(raw json.RawMessage) (*Telemetry, []*DecodeError, error) {
+	var w telemetryWire
+	if err := decodeFields("payload", raw, &w); err != nil {
+		return nil, nil, err
+	}
+	if w.TS.IsZero() {
+		return nil, nil, invalid("payload.ts", "is required")
+	}
+	if len(w.Metrics) == 0 {
+		return nil, nil, invalid("payload.metrics", "is required")
+	}
+	if len(w.Metrics) > MaxMetrics {
+		return nil, nil, invalid("payload.metrics", fmt.Sprintf("more than %d entries", MaxMetrics))
+	}
+	t := &Telemetry{TS: w.TS, Metrics: make(map[string]float64, len(w.Metrics))}
+	var dropped []*DecodeError
+	for _, name := range slices.Sorted(maps.Keys(w.Metrics)) {
+		field := "payload.metrics." + truncate(name, 64)
+		var v float64
+		switch {
+		case name == "" || len(name) > MaxShortFieldLen:
+			dropped = append(dropped, invalid("payload.metrics", fmt.Sprintf("names must be 1..%d bytes", MaxShortFieldLen)))
+		case json.Unmarshal(w.Metrics[name], &v) != nil:
+			dropped = append(dropped, invalid(field, "a number is required"))
+		default:
+			t.Metrics[name] = v
+		}
+	}
+	if len(t.Metrics) == 0 {
+		return nil, dropped, dropped[0]
+	}
+	return t, dropped, nil
 }
 
 // Encode builds a frame for sending.
@@ -139,9 +262,14 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// CheckID is the rule for every identifier on the wire (agent, execution,
-// command ids, nonces): 1..MaxIDLen bytes without whitespace or control
-// characters. field names it in the error ("" for none).
+// IDRule describes the identifier rule CheckID applies, for error messages.
+const IDRule = "1-128 bytes of A-Z a-z 0-9 . _ : - and not only dots"
+
+// CheckID is the one rule for identifiers (agent, execution and command ids,
+// nonces) wherever they enter: the wire, enrollment, certificates and API
+// paths. An id is 1..MaxIDLen bytes of A-Z a-z 0-9 . _ : - and not only
+// dots, so it is safe in a path, a log line and a terminal, and two distinct
+// ids never collapse into one. field names it in the error ("" for none).
 func CheckID(field, v string) error {
 	if v == "" {
 		return invalid(field, "is required")
@@ -149,12 +277,39 @@ func CheckID(field, v string) error {
 	if len(v) > MaxIDLen {
 		return invalid(field, fmt.Sprintf("is longer than %d bytes", MaxIDLen))
 	}
-	for _, r := range v {
-		if r <= ' ' || r == 0x7f {
-			return invalid(field, "contains whitespace or control characters")
+	for i := range len(v) {
+		if !idByte(v[i]) {
+			return invalid(field, "may contain only A-Z a-z 0-9 . _ : -")
 		}
 	}
+	if strings.Trim(v, ".") == "" {
+		return invalid(field, "must not be only dots")
+	}
 	return nil
+}
+
+func idByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
+}
+
+// TruncationMarker ends an output that was cut to the output limit.
+const TruncationMarker = "\n[output truncated]"
+
+// Truncate makes s valid UTF-8 and, when it is longer than n bytes, cuts it on
+// a rune boundary and appends TruncationMarker so the whole is at most n bytes;
+// it reports whether it cut.
+func Truncate(s string, n int) (string, bool) {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if len(s) <= n {
+		return s, false
+	}
+	cut := max(n-len(TruncationMarker), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + TruncationMarker, true
 }
 
 func checkShort(field, v string) error {
@@ -164,12 +319,23 @@ func checkShort(field, v string) error {
 	return nil
 }
 
+// MaxProtocolVersions bounds HELLO's protocol_versions list.
+const MaxProtocolVersions = 16
+
 func (h *Hello) validate() error {
 	if err := CheckID("payload.agent_id", h.AgentID); err != nil {
 		return err
 	}
-	for name, v := range map[string]string{"site": h.Site, "version": h.Version, "hostname": h.Hostname, "os": h.OS, "arch": h.Arch} {
-		if err := checkShort("payload."+name, v); err != nil {
+	if len(h.ProtocolVersions) > MaxProtocolVersions {
+		return invalid("payload.protocol_versions", fmt.Sprintf("more than %d entries", MaxProtocolVersions))
+	}
+	for _, v := range h.ProtocolVersions {
+		if v < 1 {
+			return invalid("payload.protocol_versions", "entries must be positive integers")
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"site", h.Site}, {"version", h.Version}, {"hostname", h.Hostname}, {"os", h.OS}, {"arch", h.Arch}} {
+		if err := checkShort("payload."+f.name, f.v); err != nil {
 			return err
 		}
 	}
@@ -207,24 +373,6 @@ func (h *Heartbeat) validate() error {
 	return nil
 }
 
-func (t *Telemetry) validate() error {
-	if t.TS.IsZero() {
-		return invalid("payload.ts", "is required")
-	}
-	if len(t.Metrics) == 0 {
-		return invalid("payload.metrics", "is required")
-	}
-	if len(t.Metrics) > MaxMetrics {
-		return invalid("payload.metrics", fmt.Sprintf("more than %d entries", MaxMetrics))
-	}
-	for k := range t.Metrics {
-		if k == "" || len(k) > MaxShortFieldLen {
-			return invalid("payload.metrics", "names must be 1..256 bytes")
-		}
-	}
-	return nil
-}
-
 func (a *Ack) validate() error {
 	if err := CheckID("payload.execution_id", a.ExecutionID); err != nil {
 		return err
@@ -250,12 +398,13 @@ func (r *CommandResult) validate() error {
 	default:
 		return invalid("payload.status", "must be succeeded or failed")
 	}
-	if len(r.Output) > MaxOutputBytes {
-		return invalid("payload.output", fmt.Sprintf("longer than %d bytes", MaxOutputBytes))
+	// Too long a text is stored cut, never refused: refusing a result the
+	// agent re-sends after every reconnect would lock it out for good.
+	var cut bool
+	if r.Output, cut = Truncate(r.Output, MaxOutputBytes); cut {
+		r.OutputTruncated = true
 	}
-	if len(r.Error) > MaxErrorBytes {
-		return invalid("payload.error", fmt.Sprintf("longer than %d bytes", MaxErrorBytes))
-	}
+	r.Error, _ = Truncate(r.Error, MaxErrorBytes)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
@@ -179,6 +180,9 @@ func TestDecodeValid(t *testing.T) {
 	}
 }
 
+// refused is the close code of a frame that is only refused, not closed on.
+const refused = 0
+
 func TestDecodeRejects(t *testing.T) {
 	long := func(n int) string { return strings.Repeat("a", n) }
 	cases := []struct {
@@ -188,7 +192,7 @@ func TestDecodeRejects(t *testing.T) {
 		field string // "" when the error names no field
 		typ   string // Frame.Type expected alongside the error
 	}{
-		// 1007: not JSON / not UTF-8 / wrong JSON types.
+		// 1007: not UTF-8, not JSON.
 		{name: "empty input", data: []byte(``), code: CloseInvalidPayload},
 		{name: "malformed JSON", data: []byte(`{"type":"HELLO",`), code: CloseInvalidPayload},
 		{name: "not JSON at all", data: []byte(`hello there`), code: CloseInvalidPayload},
@@ -200,94 +204,100 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "invalid UTF-8 in payload", data: []byte("{\"type\":\"HELLO\",\"payload\":{\"agent_id\":\"a\xff\"}}"), code: CloseInvalidPayload},
 		{name: "invalid UTF-8 outside strings", data: []byte("\xc3\x28"), code: CloseInvalidPayload},
 		{name: "truncated UTF-8 sequence", data: []byte("{\"type\":\"HELLO\",\"payload\":{\"agent_id\":\"\xe2\x82\"}}"), code: CloseInvalidPayload},
-		{name: "payload a number", data: rawFrame(TypeHeartbeat, `5`), code: CloseInvalidPayload, field: "payload", typ: TypeHeartbeat},
-		{name: "payload a string", data: rawFrame(TypeHello, `"agent"`), code: CloseInvalidPayload, field: "payload", typ: TypeHello},
-		{name: "payload an array", data: rawFrame(TypeAck, `[]`), code: CloseInvalidPayload, field: "payload", typ: TypeAck},
-		{name: "uptime a string", data: rawFrame(TypeHeartbeat, `{"status":"healthy","uptime_s":"5"}`), code: CloseInvalidPayload, field: "payload", typ: TypeHeartbeat},
-		{name: "uptime fractional", data: rawFrame(TypeHeartbeat, `{"status":"healthy","uptime_s":1.5}`), code: CloseInvalidPayload, field: "payload", typ: TypeHeartbeat},
-		{name: "capabilities not a list", data: rawFrame(TypeHello, `{"agent_id":"a","capabilities":"x"}`), code: CloseInvalidPayload, field: "payload", typ: TypeHello},
-		{name: "metric not numeric", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"cpu":"high"}}`), code: CloseInvalidPayload, field: "payload", typ: TypeTelemetry},
-		{name: "metric out of float range", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"cpu":1e400}}`), code: CloseInvalidPayload, field: "payload", typ: TypeTelemetry},
-		{name: "ts not RFC 3339", data: rawFrame(TypeTelemetry, `{"ts":"yesterday","metrics":{"cpu":1}}`), code: CloseInvalidPayload, field: "payload", typ: TypeTelemetry},
-		{name: "exit_code a bool", data: rawFrame(TypeCommandResult, `{"execution_id":"e","status":"failed","exit_code":true}`), code: CloseInvalidPayload, field: "payload", typ: TypeCommandResult},
+		{name: "payload a number", data: rawFrame(TypeHeartbeat, `5`), code: refused, field: "payload", typ: TypeHeartbeat},
+		{name: "payload a string", data: rawFrame(TypeHello, `"agent"`), code: refused, field: "payload", typ: TypeHello},
+		{name: "payload an array", data: rawFrame(TypeAck, `[]`), code: refused, field: "payload", typ: TypeAck},
+		{name: "uptime a string", data: rawFrame(TypeHeartbeat, `{"status":"healthy","uptime_s":"5"}`), code: refused, field: "payload.uptime_s", typ: TypeHeartbeat},
+		{name: "uptime fractional", data: rawFrame(TypeHeartbeat, `{"status":"healthy","uptime_s":1.5}`), code: refused, field: "payload.uptime_s", typ: TypeHeartbeat},
+		{name: "capabilities not a list", data: rawFrame(TypeHello, `{"agent_id":"a","capabilities":"x"}`), code: refused, field: "payload.capabilities", typ: TypeHello},
+		{name: "metric not numeric", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"cpu":"high"}}`), code: refused, field: "payload.metrics.cpu", typ: TypeTelemetry},
+		{name: "metric out of float range", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"cpu":1e400}}`), code: refused, field: "payload.metrics.cpu", typ: TypeTelemetry},
+		{name: "ts not RFC 3339", data: rawFrame(TypeTelemetry, `{"ts":"yesterday","metrics":{"cpu":1}}`), code: refused, field: "payload.ts", typ: TypeTelemetry},
+		{name: "exit_code a bool", data: rawFrame(TypeCommandResult, `{"execution_id":"e","status":"failed","exit_code":true}`), code: refused, field: "payload.exit_code", typ: TypeCommandResult},
 
-		// 1008: envelope rules.
-		{name: "missing type", data: []byte(`{"payload":{"agent_id":"a"}}`), code: ClosePolicyViolation, field: "type"},
-		{name: "empty type", data: []byte(`{"type":"","payload":{"agent_id":"a"}}`), code: ClosePolicyViolation, field: "type"},
-		{name: "JSON null frame", data: []byte(`null`), code: ClosePolicyViolation, field: "type"},
-		{name: "empty object", data: []byte(`{}`), code: ClosePolicyViolation, field: "type"},
-		{name: "id too long", data: []byte(`{"type":"ACK","id":"` + long(MaxIDLen+1) + `","payload":{"execution_id":"e","state":"received"}}`), code: ClosePolicyViolation, field: "id", typ: TypeAck},
-		{name: "missing payload", data: []byte(`{"type":"HEARTBEAT"}`), code: ClosePolicyViolation, field: "payload", typ: TypeHeartbeat},
-		{name: "null payload", data: rawFrame(TypeHello, `null`), code: ClosePolicyViolation, field: "payload", typ: TypeHello},
+		// Refused (ERROR frame, session stays): payload types, envelope rules.
+		{name: "missing type", data: []byte(`{"payload":{"agent_id":"a"}}`), code: refused, field: "type"},
+		{name: "empty type", data: []byte(`{"type":"","payload":{"agent_id":"a"}}`), code: refused, field: "type"},
+		{name: "JSON null frame", data: []byte(`null`), code: refused, field: "type"},
+		{name: "empty object", data: []byte(`{}`), code: refused, field: "type"},
+		{name: "id too long", data: []byte(`{"type":"ACK","id":"` + long(MaxIDLen+1) + `","payload":{"execution_id":"e","state":"received"}}`), code: refused, field: "id", typ: TypeAck},
+		{name: "missing payload", data: []byte(`{"type":"HEARTBEAT"}`), code: refused, field: "payload", typ: TypeHeartbeat},
+		{name: "null payload", data: rawFrame(TypeHello, `null`), code: refused, field: "payload", typ: TypeHello},
 
 		// 1008: HELLO.
-		{name: "hello agent_id missing", data: rawFrame(TypeHello, `{}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello agent_id empty", data: rawFrame(TypeHello, `{"agent_id":""}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello agent_id too long", data: rawFrame(TypeHello, `{"agent_id":"`+long(MaxIDLen+1)+`"}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello agent_id multibyte too long", data: rawFrame(TypeHello, `{"agent_id":"`+strings.Repeat("é", MaxIDLen/2+1)+`"}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello agent_id with space", data: rawFrame(TypeHello, `{"agent_id":"gw 1"}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello agent_id with tab", data: rawFrame(TypeHello, `{"agent_id":"gw\t1"}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello agent_id with newline", data: rawFrame(TypeHello, `{"agent_id":"gw1\n"}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello agent_id with NUL", data: rawFrame(TypeHello, `{"agent_id":"gw\u00001"}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello agent_id with DEL", data: rawFrame(TypeHello, `{"agent_id":"gw\u007f"}`), code: ClosePolicyViolation, field: "payload.agent_id", typ: TypeHello},
-		{name: "hello site too long", data: rawFrame(TypeHello, `{"agent_id":"a","site":"`+long(MaxShortFieldLen+1)+`"}`), code: ClosePolicyViolation, field: "payload.site", typ: TypeHello},
-		{name: "hello version too long", data: rawFrame(TypeHello, `{"agent_id":"a","version":"`+long(MaxShortFieldLen+1)+`"}`), code: ClosePolicyViolation, field: "payload.version", typ: TypeHello},
-		{name: "hello hostname too long", data: rawFrame(TypeHello, `{"agent_id":"a","hostname":"`+long(MaxShortFieldLen+1)+`"}`), code: ClosePolicyViolation, field: "payload.hostname", typ: TypeHello},
-		{name: "hello os too long", data: rawFrame(TypeHello, `{"agent_id":"a","os":"`+long(MaxShortFieldLen+1)+`"}`), code: ClosePolicyViolation, field: "payload.os", typ: TypeHello},
-		{name: "hello arch too long", data: rawFrame(TypeHello, `{"agent_id":"a","arch":"`+long(MaxShortFieldLen+1)+`"}`), code: ClosePolicyViolation, field: "payload.arch", typ: TypeHello},
-		{name: "hello too many capabilities", data: objFrame(t, TypeHello, map[string]any{"agent_id": "a", "capabilities": manyStrings(MaxCapabilities+1, numbered("c"))}), code: ClosePolicyViolation, field: "payload.capabilities", typ: TypeHello},
-		{name: "hello empty capability", data: rawFrame(TypeHello, `{"agent_id":"a","capabilities":["ok",""]}`), code: ClosePolicyViolation, field: "payload.capabilities", typ: TypeHello},
-		{name: "hello capability too long", data: rawFrame(TypeHello, `{"agent_id":"a","capabilities":["`+long(MaxShortFieldLen+1)+`"]}`), code: ClosePolicyViolation, field: "payload.capabilities", typ: TypeHello},
+		{name: "hello agent_id missing", data: rawFrame(TypeHello, `{}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id empty", data: rawFrame(TypeHello, `{"agent_id":""}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id too long", data: rawFrame(TypeHello, `{"agent_id":"`+long(MaxIDLen+1)+`"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id multibyte too long", data: rawFrame(TypeHello, `{"agent_id":"`+strings.Repeat("é", MaxIDLen/2+1)+`"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id with space", data: rawFrame(TypeHello, `{"agent_id":"gw 1"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id with tab", data: rawFrame(TypeHello, `{"agent_id":"gw\t1"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id with newline", data: rawFrame(TypeHello, `{"agent_id":"gw1\n"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id with NUL", data: rawFrame(TypeHello, `{"agent_id":"gw\u00001"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id right-to-left override", data: rawFrame(TypeHello, `{"agent_id":"gw\u202e1"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id path traversal", data: rawFrame(TypeHello, `{"agent_id":"../../etc"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id lone surrogate", data: rawFrame(TypeHello, `{"agent_id":"gw\ud800"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id only dots", data: rawFrame(TypeHello, `{"agent_id":".."}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello agent_id slash", data: rawFrame(TypeHello, `{"agent_id":"a/b"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello protocol_versions not integers", data: rawFrame(TypeHello, `{"agent_id":"a","protocol_versions":["1"]}`), code: refused, field: "payload.protocol_versions", typ: TypeHello},
+		{name: "hello protocol_versions zero", data: rawFrame(TypeHello, `{"agent_id":"a","protocol_versions":[0]}`), code: refused, field: "payload.protocol_versions", typ: TypeHello},
+		{name: "heartbeat running_commands fractional", data: rawFrame(TypeHeartbeat, `{"status":"healthy","running_commands":1.5}`), code: refused, field: "payload.running_commands", typ: TypeHeartbeat},
+		{name: "hello agent_id with DEL", data: rawFrame(TypeHello, `{"agent_id":"gw\u007f"}`), code: refused, field: "payload.agent_id", typ: TypeHello},
+		{name: "hello site too long", data: rawFrame(TypeHello, `{"agent_id":"a","site":"`+long(MaxShortFieldLen+1)+`"}`), code: refused, field: "payload.site", typ: TypeHello},
+		{name: "hello version too long", data: rawFrame(TypeHello, `{"agent_id":"a","version":"`+long(MaxShortFieldLen+1)+`"}`), code: refused, field: "payload.version", typ: TypeHello},
+		{name: "hello hostname too long", data: rawFrame(TypeHello, `{"agent_id":"a","hostname":"`+long(MaxShortFieldLen+1)+`"}`), code: refused, field: "payload.hostname", typ: TypeHello},
+		{name: "hello os too long", data: rawFrame(TypeHello, `{"agent_id":"a","os":"`+long(MaxShortFieldLen+1)+`"}`), code: refused, field: "payload.os", typ: TypeHello},
+		{name: "hello arch too long", data: rawFrame(TypeHello, `{"agent_id":"a","arch":"`+long(MaxShortFieldLen+1)+`"}`), code: refused, field: "payload.arch", typ: TypeHello},
+		{name: "hello too many capabilities", data: objFrame(t, TypeHello, map[string]any{"agent_id": "a", "capabilities": manyStrings(MaxCapabilities+1, numbered("c"))}), code: refused, field: "payload.capabilities", typ: TypeHello},
+		{name: "hello empty capability", data: rawFrame(TypeHello, `{"agent_id":"a","capabilities":["ok",""]}`), code: refused, field: "payload.capabilities", typ: TypeHello},
+		{name: "hello capability too long", data: rawFrame(TypeHello, `{"agent_id":"a","capabilities":["`+long(MaxShortFieldLen+1)+`"]}`), code: refused, field: "payload.capabilities", typ: TypeHello},
 		{name: "hello too many labels", data: objFrame(t, TypeHello, map[string]any{"agent_id": "a", "labels": func() map[string]string {
 			m := map[string]string{}
 			for _, k := range manyStrings(MaxLabels+1, numbered("k")) {
 				m[k] = "v"
 			}
 			return m
-		}()}), code: ClosePolicyViolation, field: "payload.labels", typ: TypeHello},
-		{name: "hello empty label key", data: rawFrame(TypeHello, `{"agent_id":"a","labels":{"":"v"}}`), code: ClosePolicyViolation, field: "payload.labels", typ: TypeHello},
-		{name: "hello label key too long", data: rawFrame(TypeHello, `{"agent_id":"a","labels":{"`+long(MaxShortFieldLen+1)+`":"v"}}`), code: ClosePolicyViolation, field: "payload.labels", typ: TypeHello},
-		{name: "hello label value too long", data: rawFrame(TypeHello, `{"agent_id":"a","labels":{"k":"`+long(MaxShortFieldLen+1)+`"}}`), code: ClosePolicyViolation, field: "payload.labels", typ: TypeHello},
+		}()}), code: refused, field: "payload.labels", typ: TypeHello},
+		{name: "hello empty label key", data: rawFrame(TypeHello, `{"agent_id":"a","labels":{"":"v"}}`), code: refused, field: "payload.labels", typ: TypeHello},
+		{name: "hello label key too long", data: rawFrame(TypeHello, `{"agent_id":"a","labels":{"`+long(MaxShortFieldLen+1)+`":"v"}}`), code: refused, field: "payload.labels", typ: TypeHello},
+		{name: "hello label value too long", data: rawFrame(TypeHello, `{"agent_id":"a","labels":{"k":"`+long(MaxShortFieldLen+1)+`"}}`), code: refused, field: "payload.labels", typ: TypeHello},
 
 		// 1008: HEARTBEAT.
-		{name: "heartbeat status missing", data: rawFrame(TypeHeartbeat, `{"uptime_s":1}`), code: ClosePolicyViolation, field: "payload.status", typ: TypeHeartbeat},
-		{name: "heartbeat status unknown", data: rawFrame(TypeHeartbeat, `{"status":"ok"}`), code: ClosePolicyViolation, field: "payload.status", typ: TypeHeartbeat},
-		{name: "heartbeat status wrong case", data: rawFrame(TypeHeartbeat, `{"status":"Healthy"}`), code: ClosePolicyViolation, field: "payload.status", typ: TypeHeartbeat},
-		{name: "heartbeat negative uptime", data: rawFrame(TypeHeartbeat, `{"status":"healthy","uptime_s":-1}`), code: ClosePolicyViolation, field: "payload.uptime_s", typ: TypeHeartbeat},
-		{name: "heartbeat negative running", data: rawFrame(TypeHeartbeat, `{"status":"healthy","running_commands":-1}`), code: ClosePolicyViolation, field: "payload.running_commands", typ: TypeHeartbeat},
-		{name: "heartbeat running too large", data: rawFrame(TypeHeartbeat, `{"status":"healthy","running_commands":`+itoa(MaxRunningCommands+1)+`}`), code: ClosePolicyViolation, field: "payload.running_commands", typ: TypeHeartbeat},
+		{name: "heartbeat status missing", data: rawFrame(TypeHeartbeat, `{"uptime_s":1}`), code: refused, field: "payload.status", typ: TypeHeartbeat},
+		{name: "heartbeat status unknown", data: rawFrame(TypeHeartbeat, `{"status":"ok"}`), code: refused, field: "payload.status", typ: TypeHeartbeat},
+		{name: "heartbeat status wrong case", data: rawFrame(TypeHeartbeat, `{"status":"Healthy"}`), code: refused, field: "payload.status", typ: TypeHeartbeat},
+		{name: "heartbeat negative uptime", data: rawFrame(TypeHeartbeat, `{"status":"healthy","uptime_s":-1}`), code: refused, field: "payload.uptime_s", typ: TypeHeartbeat},
+		{name: "heartbeat negative running", data: rawFrame(TypeHeartbeat, `{"status":"healthy","running_commands":-1}`), code: refused, field: "payload.running_commands", typ: TypeHeartbeat},
+		{name: "heartbeat running too large", data: rawFrame(TypeHeartbeat, `{"status":"healthy","running_commands":`+itoa(MaxRunningCommands+1)+`}`), code: refused, field: "payload.running_commands", typ: TypeHeartbeat},
 
 		// 1008: TELEMETRY.
-		{name: "telemetry ts missing", data: rawFrame(TypeTelemetry, `{"metrics":{"cpu":1}}`), code: ClosePolicyViolation, field: "payload.ts", typ: TypeTelemetry},
-		{name: "telemetry ts zero", data: rawFrame(TypeTelemetry, `{"ts":"0001-01-01T00:00:00Z","metrics":{"cpu":1}}`), code: ClosePolicyViolation, field: "payload.ts", typ: TypeTelemetry},
-		{name: "telemetry metrics missing", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z"}`), code: ClosePolicyViolation, field: "payload.metrics", typ: TypeTelemetry},
-		{name: "telemetry metrics empty", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{}}`), code: ClosePolicyViolation, field: "payload.metrics", typ: TypeTelemetry},
+		{name: "telemetry ts missing", data: rawFrame(TypeTelemetry, `{"metrics":{"cpu":1}}`), code: refused, field: "payload.ts", typ: TypeTelemetry},
+		{name: "telemetry ts zero", data: rawFrame(TypeTelemetry, `{"ts":"0001-01-01T00:00:00Z","metrics":{"cpu":1}}`), code: refused, field: "payload.ts", typ: TypeTelemetry},
+		{name: "telemetry metrics missing", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z"}`), code: refused, field: "payload.metrics", typ: TypeTelemetry},
+		{name: "telemetry metrics empty", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{}}`), code: refused, field: "payload.metrics", typ: TypeTelemetry},
 		{name: "telemetry too many metrics", data: objFrame(t, TypeTelemetry, map[string]any{"ts": ts1, "metrics": func() map[string]float64 {
 			m := map[string]float64{}
 			for _, k := range manyStrings(MaxMetrics+1, numbered("m")) {
 				m[k] = 1
 			}
 			return m
-		}()}), code: ClosePolicyViolation, field: "payload.metrics", typ: TypeTelemetry},
-		{name: "telemetry empty metric name", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"":1}}`), code: ClosePolicyViolation, field: "payload.metrics", typ: TypeTelemetry},
-		{name: "telemetry metric name too long", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"`+long(MaxShortFieldLen+1)+`":1}}`), code: ClosePolicyViolation, field: "payload.metrics", typ: TypeTelemetry},
+		}()}), code: refused, field: "payload.metrics", typ: TypeTelemetry},
+		{name: "telemetry empty metric name", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"":1}}`), code: refused, field: "payload.metrics", typ: TypeTelemetry},
+		{name: "telemetry metric name too long", data: rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"`+long(MaxShortFieldLen+1)+`":1}}`), code: refused, field: "payload.metrics", typ: TypeTelemetry},
 
 		// 1008: ACK.
-		{name: "ack execution_id missing", data: rawFrame(TypeAck, `{"state":"received"}`), code: ClosePolicyViolation, field: "payload.execution_id", typ: TypeAck},
-		{name: "ack execution_id whitespace", data: rawFrame(TypeAck, `{"execution_id":"e 1","state":"received"}`), code: ClosePolicyViolation, field: "payload.execution_id", typ: TypeAck},
-		{name: "ack execution_id too long", data: rawFrame(TypeAck, `{"execution_id":"`+long(MaxIDLen+1)+`","state":"received"}`), code: ClosePolicyViolation, field: "payload.execution_id", typ: TypeAck},
-		{name: "ack state missing", data: rawFrame(TypeAck, `{"execution_id":"e"}`), code: ClosePolicyViolation, field: "payload.state", typ: TypeAck},
-		{name: "ack state unknown", data: rawFrame(TypeAck, `{"execution_id":"e","state":"finished"}`), code: ClosePolicyViolation, field: "payload.state", typ: TypeAck},
+		{name: "ack execution_id missing", data: rawFrame(TypeAck, `{"state":"received"}`), code: refused, field: "payload.execution_id", typ: TypeAck},
+		{name: "ack execution_id whitespace", data: rawFrame(TypeAck, `{"execution_id":"e 1","state":"received"}`), code: refused, field: "payload.execution_id", typ: TypeAck},
+		{name: "ack execution_id too long", data: rawFrame(TypeAck, `{"execution_id":"`+long(MaxIDLen+1)+`","state":"received"}`), code: refused, field: "payload.execution_id", typ: TypeAck},
+		{name: "ack state missing", data: rawFrame(TypeAck, `{"execution_id":"e"}`), code: refused, field: "payload.state", typ: TypeAck},
+		{name: "ack state unknown", data: rawFrame(TypeAck, `{"execution_id":"e","state":"finished"}`), code: refused, field: "payload.state", typ: TypeAck},
 
 		// 1008: COMMAND_RESULT.
-		{name: "result execution_id missing", data: rawFrame(TypeCommandResult, `{"status":"succeeded"}`), code: ClosePolicyViolation, field: "payload.execution_id", typ: TypeCommandResult},
-		{name: "result execution_id control char", data: rawFrame(TypeCommandResult, `{"execution_id":"e\u0001","status":"succeeded"}`), code: ClosePolicyViolation, field: "payload.execution_id", typ: TypeCommandResult},
-		{name: "result command_id whitespace", data: rawFrame(TypeCommandResult, `{"execution_id":"e","command_id":"c 1","status":"succeeded"}`), code: ClosePolicyViolation, field: "payload.command_id", typ: TypeCommandResult},
-		{name: "result command_id too long", data: rawFrame(TypeCommandResult, `{"execution_id":"e","command_id":"`+long(MaxIDLen+1)+`","status":"succeeded"}`), code: ClosePolicyViolation, field: "payload.command_id", typ: TypeCommandResult},
-		{name: "result status missing", data: rawFrame(TypeCommandResult, `{"execution_id":"e"}`), code: ClosePolicyViolation, field: "payload.status", typ: TypeCommandResult},
-		{name: "result status unknown", data: rawFrame(TypeCommandResult, `{"execution_id":"e","status":"timed_out"}`), code: ClosePolicyViolation, field: "payload.status", typ: TypeCommandResult},
-		{name: "result output oversize", data: objFrame(t, TypeCommandResult, map[string]any{"execution_id": "e", "status": "succeeded", "output": long(MaxOutputBytes + 1)}), code: ClosePolicyViolation, field: "payload.output", typ: TypeCommandResult},
-		{name: "result error oversize", data: objFrame(t, TypeCommandResult, map[string]any{"execution_id": "e", "status": "failed", "error": long(MaxErrorBytes + 1)}), code: ClosePolicyViolation, field: "payload.error", typ: TypeCommandResult},
+		{name: "result execution_id missing", data: rawFrame(TypeCommandResult, `{"status":"succeeded"}`), code: refused, field: "payload.execution_id", typ: TypeCommandResult},
+		{name: "result execution_id control char", data: rawFrame(TypeCommandResult, `{"execution_id":"e\u0001","status":"succeeded"}`), code: refused, field: "payload.execution_id", typ: TypeCommandResult},
+		{name: "result command_id whitespace", data: rawFrame(TypeCommandResult, `{"execution_id":"e","command_id":"c 1","status":"succeeded"}`), code: refused, field: "payload.command_id", typ: TypeCommandResult},
+		{name: "result command_id too long", data: rawFrame(TypeCommandResult, `{"execution_id":"e","command_id":"`+long(MaxIDLen+1)+`","status":"succeeded"}`), code: refused, field: "payload.command_id", typ: TypeCommandResult},
+		{name: "result status missing", data: rawFrame(TypeCommandResult, `{"execution_id":"e"}`), code: refused, field: "payload.status", typ: TypeCommandResult},
+		{name: "result status unknown", data: rawFrame(TypeCommandResult, `{"execution_id":"e","status":"timed_out"}`), code: refused, field: "payload.status", typ: TypeCommandResult},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -305,6 +315,72 @@ func TestDecodeRejects(t *testing.T) {
 				require.True(t, strings.HasPrefix(de.Error(), tc.field+": "), "error text %q names the field", de.Error())
 			}
 		})
+	}
+}
+
+// Too long a result text is stored cut with a marker, never refused: the
+// agent would re-send a refused result after every reconnect.
+func TestDecodeTruncatesResultTexts(t *testing.T) {
+	for _, tc := range []struct {
+		name, output, errText string
+		truncated             bool
+	}{
+		{"200 KiB output", strings.Repeat("o", 200<<10), "", true},
+		{"output at the limit", strings.Repeat("o", MaxOutputBytes), "", false},
+		{"multibyte output", strings.Repeat("é", MaxOutputBytes), "", true},
+		{"long error", "", strings.Repeat("e", MaxErrorBytes+1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := Decode(objFrame(t, TypeCommandResult, map[string]any{"execution_id": "e", "status": "failed", "output": tc.output, "error": tc.errText}))
+			require.NoError(t, err)
+			r := f.Payload.(*CommandResult)
+			require.Equal(t, tc.truncated, r.OutputTruncated)
+			require.LessOrEqual(t, len(r.Output), MaxOutputBytes)
+			require.LessOrEqual(t, len(r.Error), MaxErrorBytes)
+			require.True(t, utf8.ValidString(r.Output))
+			if tc.truncated {
+				require.True(t, strings.HasSuffix(r.Output, TruncationMarker))
+			}
+			if len(tc.errText) > MaxErrorBytes {
+				require.True(t, strings.HasSuffix(r.Error, TruncationMarker))
+			}
+		})
+	}
+}
+
+// One metric that is not a number is dropped and named; the others are kept.
+func TestDecodeTelemetryDropsBadMetrics(t *testing.T) {
+	f, err := Decode(rawFrame(TypeTelemetry, `{"ts":"2025-03-04T05:06:07Z","metrics":{"cpu_percent":"high","mem_percent":40,"load":[1]}}`))
+	require.NoError(t, err)
+	require.Equal(t, map[string]float64{"mem_percent": 40}, f.Payload.(*Telemetry).Metrics)
+	require.Len(t, f.Dropped, 2)
+	require.Equal(t, "payload.metrics.cpu_percent: a number is required", f.Dropped[0].Error())
+	require.Equal(t, "payload.metrics.load", f.Dropped[1].Field)
+}
+
+func TestNegotiate(t *testing.T) {
+	for _, tc := range []struct {
+		offered []int
+		want    int
+		ok      bool
+	}{
+		{nil, 1, true},
+		{[]int{1}, 1, true},
+		{[]int{1, 7}, 1, true},
+		{[]int{7, 9}, 0, false},
+	} {
+		v, ok := Negotiate(tc.offered)
+		require.Equal(t, tc.ok, ok, "%v", tc.offered)
+		require.Equal(t, tc.want, v, "%v", tc.offered)
+	}
+}
+
+func TestCheckID(t *testing.T) {
+	for _, ok := range []string{"a", "web-01", "host.example.com", "agent_1:eu", "...a", strings.Repeat("x", MaxIDLen)} {
+		require.NoError(t, CheckID("id", ok), ok)
+	}
+	for _, bad := range []string{"", ".", "..", "../../etc", "a/b", "a\\b", "gw\u202e1", "a\ufffd", "é", "a b", strings.Repeat("x", MaxIDLen+1)} {
+		require.Error(t, CheckID("id", bad), bad)
 	}
 }
 
@@ -471,6 +547,10 @@ var fuzzSeeds = []string{
 	``,
 	`"x"`,
 	`{"type":"TELEMETRY","payload":{"ts":"0001-01-01T00:00:00Z","metrics":{"a":1}}}`,
+	`{"type":"TELEMETRY","payload":{"ts":"2025-03-04T05:06:07Z","metrics":{"a":"x","b":2,"":3}}}`,
+	`{"type":"HEARTBEAT","payload":{"status":"healthy","running_commands":1.5,"uptime_s":"1"}}`,
+	`{"type":"HELLO","payload":{"agent_id":"a","protocol_versions":[1,2],"labels":{"k":1}}}`,
+	`{"type":"COMMAND_RESULT","payload":{"execution_id":"e","status":"failed","output":"\u00e9\u00e9\u00e9","output_truncated":true}}`,
 }
 
 func FuzzDecode(f *testing.F) {
@@ -485,13 +565,24 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			var de *DecodeError
 			if errors.As(err, &de) {
-				if de.CloseCode != CloseInvalidPayload && de.CloseCode != ClosePolicyViolation {
+				if de.CloseCode != CloseInvalidPayload && de.CloseCode != refused {
 					t.Fatalf("DecodeError with close code %d: %v", de.CloseCode, err)
+				}
+				if de.CloseCode == refused && (de.Field == "" || strings.Contains(de.Reason, "json")) {
+					t.Fatalf("a refused frame must name its field in the protocol's words: %v", err)
 				}
 			} else if !errors.Is(err, ErrUnknownType) {
 				t.Fatalf("error is neither a DecodeError nor ErrUnknownType: %v", err)
 			}
 			return
+		}
+		for _, d := range fr.Dropped {
+			if d.CloseCode != refused || !strings.HasPrefix(d.Field, "payload.metrics") {
+				t.Fatalf("dropped value %v is not a refused metric", d)
+			}
+		}
+		if r, ok := fr.Payload.(*CommandResult); ok && (len(r.Output) > MaxOutputBytes || len(r.Error) > MaxErrorBytes) {
+			t.Fatalf("result texts beyond the limits: %d, %d bytes", len(r.Output), len(r.Error))
 		}
 		b, err := Encode(fr.Type, fr.ID, fr.Payload)
 		if err != nil {

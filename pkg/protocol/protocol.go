@@ -1,13 +1,14 @@
-// Package protocol defines the agent wire protocol of DESIGN §3: the JSON envelope,
-// the frame types and their payloads, and strict decoding with validation.
+// Package protocol defines the agent wire protocol (docs/protocol.md): the JSON
+// envelope, the frame types and their payloads, and strict decoding with validation.
 package protocol
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
-// Frame types (DESIGN §3).
+// Frame types.
 const (
 	TypeHello         = "HELLO"
 	TypeWelcome       = "WELCOME"
@@ -32,7 +33,37 @@ const (
 	MaxErrorBytes      = 4 << 10
 	DefaultReadLimit   = 1 << 20
 	MaxRunningCommands = 1 << 20
+
+	// TelemetryMaxAge and TelemetryMaxAhead bound a TELEMETRY sample's ts
+	// around the gateway's clock: older or further ahead is refused.
+	TelemetryMaxAge   = time.Hour
+	TelemetryMaxAhead = 5 * time.Minute
 )
+
+// Protocol versions. An agent lists the versions it speaks in HELLO
+// (protocol_versions; none means version 1); WELCOME names the one chosen.
+const (
+	ProtocolV1 = 1
+	// CurrentVersion is the newest version this build speaks.
+	CurrentVersion = ProtocolV1
+)
+
+// SupportedVersions are the protocol versions this build speaks, oldest first.
+var SupportedVersions = []int{ProtocolV1}
+
+// Negotiate picks the newest version both sides speak from an agent's list
+// (empty: version 1); ok is false when there is none.
+func Negotiate(offered []int) (version int, ok bool) {
+	if len(offered) == 0 {
+		return ProtocolV1, true
+	}
+	for _, v := range offered {
+		if v > version && slices.Contains(SupportedVersions, v) {
+			version = v
+		}
+	}
+	return version, version != 0
+}
 
 // Envelope is the outer JSON object of every frame.
 type Envelope struct {
@@ -43,14 +74,15 @@ type Envelope struct {
 
 // Hello is the first frame an agent sends after the upgrade.
 type Hello struct {
-	AgentID      string            `json:"agent_id"`
-	Site         string            `json:"site"`
-	Version      string            `json:"version"`
-	Capabilities []string          `json:"capabilities"`
-	Labels       map[string]string `json:"labels"`
-	Hostname     string            `json:"hostname"`
-	OS           string            `json:"os"`
-	Arch         string            `json:"arch"`
+	ProtocolVersions []int             `json:"protocol_versions,omitempty"`
+	AgentID          string            `json:"agent_id"`
+	Site             string            `json:"site"`
+	Version          string            `json:"version"`
+	Capabilities     []string          `json:"capabilities"`
+	Labels           map[string]string `json:"labels"`
+	Hostname         string            `json:"hostname"`
+	OS               string            `json:"os"`
+	Arch             string            `json:"arch"`
 }
 
 // Welcome answers HELLO.
@@ -61,6 +93,9 @@ type Welcome struct {
 	SigningKeyID       string    `json:"signing_key_id"`
 	SigningPublicKey   string    `json:"signing_public_key"`
 	ServerTime         time.Time `json:"server_time"`
+	ProtocolVersion    int       `json:"protocol_version"`
+	OutputLimit        int       `json:"output_limit"`    // bytes of COMMAND_RESULT output stored; beyond: truncated
+	MaxFrameBytes      int64     `json:"max_frame_bytes"` // a larger frame closes the session (1009)
 }
 
 // Health states an agent reports in HEARTBEAT.
@@ -118,19 +153,33 @@ const (
 
 // CommandResult is the outcome of one execution.
 type CommandResult struct {
-	ExecutionID string    `json:"execution_id"`
-	CommandID   string    `json:"command_id"`
-	Status      string    `json:"status"`
-	ExitCode    int       `json:"exit_code"`
-	Output      string    `json:"output"`
-	Error       string    `json:"error"`
-	StartedAt   time.Time `json:"started_at"`
-	FinishedAt  time.Time `json:"finished_at"`
+	ExecutionID string `json:"execution_id"`
+	CommandID   string `json:"command_id"`
+	Status      string `json:"status"`
+	ExitCode    int    `json:"exit_code"`
+	Output      string `json:"output"`
+	// OutputTruncated says the output was cut to the output limit (by the
+	// agent, or by the gateway on receipt).
+	OutputTruncated bool      `json:"output_truncated,omitempty"`
+	Error           string    `json:"error"`
+	StartedAt       time.Time `json:"started_at"`
+	FinishedAt      time.Time `json:"finished_at"`
 }
 
-// ResultAck tells the agent its result is durable.
+// Outcomes of a COMMAND_RESULT, told in RESULT_ACK. Each ends the agent's
+// duty to re-send the result.
+const (
+	OutcomeStored           = "stored"            // recorded now
+	OutcomeDuplicate        = "duplicate"         // the execution already had its result
+	OutcomeUnknownExecution = "unknown_execution" // no such execution
+	OutcomeNotYours         = "not_yours"         // the execution belongs to another agent
+)
+
+// ResultAck tells the agent what became of its result; after a stored or
+// duplicate outcome the result is durable.
 type ResultAck struct {
 	ExecutionID string `json:"execution_id"`
+	Outcome     string `json:"outcome"`
 }
 
 // Cancel asks the agent to stop an execution.
@@ -144,10 +193,15 @@ const (
 	ErrCodeUnknownType    = "unknown_type"
 	ErrCodeInvalidPayload = "invalid_payload"
 	ErrCodeIdentity       = "identity_mismatch"
+	ErrCodeUnsupported    = "unsupported_version"
+	ErrCodeOutOfWindow    = "ts_out_of_window"
 )
 
-// ErrorPayload is sent to the agent when a frame cannot be processed.
+// ErrorPayload is sent to the agent when a frame, or a field of it, cannot be
+// processed.
 type ErrorPayload struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Field     string `json:"field,omitempty"`      // the field refused, e.g. payload.metrics.cpu_percent
+	FrameType string `json:"frame_type,omitempty"` // the type of the frame it was in
 }

@@ -25,9 +25,11 @@ type Result struct {
 	Status      string // succeeded or failed
 	ExitCode    int
 	Output      string
-	Error       string
-	StartedAt   time.Time
-	FinishedAt  time.Time
+	// OutputTruncated says Output was cut to the protocol's output limit.
+	OutputTruncated bool
+	Error           string
+	StartedAt       time.Time
+	FinishedAt      time.Time
 }
 
 // Batch is what a gateway writes together: the acks and results that arrived
@@ -37,10 +39,19 @@ type Batch struct {
 	Results []Result
 }
 
+// What became of a result (ResultOutcome.Outcome).
+const (
+	ResultStored           = "stored"            // recorded now
+	ResultDuplicate        = "duplicate"         // the execution was already final, or repeated in the batch
+	ResultUnknownExecution = "unknown_execution" // no such execution
+	ResultNotYours         = "not_yours"         // the execution belongs to another agent
+)
+
 // ResultOutcome says what became of one result.
 type ResultOutcome struct {
 	CommandID string
-	Recorded  bool // false: unknown, another agent's, or already final (a duplicate)
+	Recorded  bool   // Outcome is ResultStored
+	Outcome   string // ResultStored, ResultDuplicate, ResultUnknownExecution or ResultNotYours
 }
 
 // BatchOutcome has one ResultOutcome per Batch.Results entry and one Acked
@@ -81,7 +92,8 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 	seq := s.batches.begin()
 	defer s.batches.end(seq)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := resolveResultCommands(tx, b.Results); err != nil {
+		unresolved, err := resolveResultCommands(tx, b.Results)
+		if err != nil {
 			return err
 		}
 		now := time.Now().UTC()
@@ -91,7 +103,14 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 		}
 		seen := map[string]bool{}
 		for i, r := range b.Results {
-			out.Results[i] = ResultOutcome{CommandID: r.CommandID, Recorded: recorded[i]}
+			outcome := unresolved[i]
+			switch {
+			case recorded[i]:
+				outcome = ResultStored
+			case outcome == "":
+				outcome = ResultDuplicate
+			}
+			out.Results[i] = ResultOutcome{CommandID: r.CommandID, Recorded: recorded[i], Outcome: outcome}
 			if recorded[i] {
 				moved = append(moved, ExecutionChange{ExecutionID: r.ExecutionID, CommandID: r.CommandID, AgentID: r.AgentID, Status: r.Status})
 				if !seen[r.CommandID] {
@@ -178,10 +197,12 @@ func lockCommands(tx *gorm.DB, ids []string) ([]lockedCommand, error) {
 // resolveResultCommands finds each result's command through its execution,
 // filling in the command id, so a wrong id sent by an agent cannot touch
 // another command; results of unknown executions or of another agent's get
-// none (and are not recorded).
-func resolveResultCommands(tx *gorm.DB, rs []Result) error {
+// none (and are not recorded): for those it reports ResultUnknownExecution or
+// ResultNotYours, per result ("" for a resolved one).
+func resolveResultCommands(tx *gorm.DB, rs []Result) ([]string, error) {
+	unresolved := make([]string, len(rs))
 	if len(rs) == 0 {
-		return nil
+		return unresolved, nil
 	}
 	ids := make([]string, len(rs))
 	for i, r := range rs {
@@ -192,18 +213,24 @@ func resolveResultCommands(tx *gorm.DB, rs []Result) error {
 		ID, CommandID, AgentID string
 	}
 	if err := tx.Raw(`SELECT id, command_id, agent_id FROM executions WHERE id IN ?`, ids).Scan(&rows).Error; err != nil {
-		return fmt.Errorf("finding the results' commands: %w", err)
+		return nil, fmt.Errorf("finding the results' commands: %w", err)
 	}
 	byExec := make(map[string]int, len(rows))
 	for i, r := range rows {
 		byExec[r.ID] = i
 	}
 	for i := range rs {
-		if j, ok := byExec[rs[i].ExecutionID]; ok && rows[j].AgentID == rs[i].AgentID {
+		j, ok := byExec[rs[i].ExecutionID]
+		switch {
+		case !ok:
+			unresolved[i] = ResultUnknownExecution
+		case rows[j].AgentID != rs[i].AgentID:
+			unresolved[i] = ResultNotYours
+		default:
 			rs[i].CommandID = rows[j].CommandID
 		}
 	}
-	return nil
+	return unresolved, nil
 }
 
 // recordResults writes the results whose command was found (CommandID set)
@@ -238,9 +265,9 @@ func recordResults(tx *gorm.DB, dialect string, rs []Result, now time.Time) ([]b
 		return recorded, nil
 	}
 	var sb strings.Builder
-	args := make([]any, 0, len(idx)*8+1)
-	sb.WriteString(`UPDATE executions AS e SET status = v.status, exit_code = v.exit_code, output = v.output, error = v.error,
-  finished_at = v.finished_at, started_at = coalesce(v.started_at, e.started_at), updated_at = ?
+	args := make([]any, 0, len(idx)*9+1)
+	sb.WriteString(`UPDATE executions AS e SET status = v.status, exit_code = v.exit_code, output = v.output,
+  output_truncated = v.output_truncated, error = v.error, finished_at = v.finished_at, started_at = coalesce(v.started_at, e.started_at), updated_at = ?
 FROM (VALUES `)
 	args = append(args, now)
 	for n, i := range idx {
@@ -248,7 +275,7 @@ FROM (VALUES `)
 		if n > 0 {
 			sb.WriteString(",")
 		}
-		sb.WriteString("(?::text, ?::text, ?::text, ?::integer, ?::text, ?::text, ?::timestamptz, ?::timestamptz)")
+		sb.WriteString("(?::text, ?::text, ?::text, ?::integer, ?::text, ?::boolean, ?::text, ?::timestamptz, ?::timestamptz)")
 		finished := r.FinishedAt.UTC()
 		if r.FinishedAt.IsZero() {
 			finished = now
@@ -258,9 +285,9 @@ FROM (VALUES `)
 			t := r.StartedAt.UTC() // the agent's clock, consistent with finished_at
 			started = &t
 		}
-		args = append(args, r.ExecutionID, r.AgentID, r.Status, r.ExitCode, r.Output, r.Error, finished, started)
+		args = append(args, r.ExecutionID, r.AgentID, r.Status, r.ExitCode, r.Output, r.OutputTruncated, r.Error, finished, started)
 	}
-	sb.WriteString(`) AS v(id, agent_id, status, exit_code, output, error, finished_at, started_at)
+	sb.WriteString(`) AS v(id, agent_id, status, exit_code, output, output_truncated, error, finished_at, started_at)
 WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status IN ('dispatched', 'running', 'retrying')
 RETURNING e.id`)
 	var ids []string
@@ -328,7 +355,7 @@ func recordResult(tx *gorm.DB, r Result, now time.Time) (bool, error) {
 		finished = now
 	}
 	upd := map[string]any{
-		"status": r.Status, "exit_code": r.ExitCode, "output": r.Output, "error": r.Error,
+		"status": r.Status, "exit_code": r.ExitCode, "output": r.Output, "output_truncated": r.OutputTruncated, "error": r.Error,
 		"finished_at": finished, "updated_at": now,
 	}
 	if !r.StartedAt.IsZero() {

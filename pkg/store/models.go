@@ -257,12 +257,14 @@ type Execution struct {
 	GatewayID     string `gorm:"not null"`
 	ExitCode      *int
 	Output        string `gorm:"not null"`
-	Error         string `gorm:"not null"`
-	DispatchedAt  *time.Time
-	StartedAt     *time.Time
-	FinishedAt    *time.Time
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// OutputTruncated says Output was cut to the agent protocol's output limit.
+	OutputTruncated bool   `gorm:"not null"`
+	Error           string `gorm:"not null"`
+	DispatchedAt    *time.Time
+	StartedAt       *time.Time
+	FinishedAt      *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 // TelemetrySample is one TELEMETRY frame.

@@ -160,7 +160,7 @@ func testCommandLifecycle(t *testing.T, s *store.Store) {
 	_, rec, err := s.RecordResult(ctx, store.Result{ExecutionID: byAgent["a1"].ExecutionID, AgentID: "a2", Status: "succeeded"})
 	require.NoError(t, err)
 	require.False(t, rec, "an agent cannot report another agent's execution")
-	_, rec, err = s.RecordResult(ctx, store.Result{ExecutionID: byAgent["a1"].ExecutionID, AgentID: "a1", Status: "succeeded", Output: "hi", FinishedAt: time.Now()})
+	_, rec, err = s.RecordResult(ctx, store.Result{ExecutionID: byAgent["a1"].ExecutionID, AgentID: "a1", Status: "succeeded", Output: "hi", OutputTruncated: true, FinishedAt: time.Now()})
 	require.NoError(t, err)
 	require.True(t, rec)
 	_, rec, err = s.RecordResult(ctx, store.Result{ExecutionID: byAgent["a1"].ExecutionID, AgentID: "a1", Status: "failed", Output: "dup"})
@@ -179,8 +179,24 @@ func testCommandLifecycle(t *testing.T, s *store.Store) {
 		{CommandID: cmd.ID, Status: store.CommandPartiallySucceeded},
 	}, changes, "every committed status change is observed once")
 	require.Equal(t, "hi", gotExecs[0].Output)
+	require.True(t, gotExecs[0].OutputTruncated)
+	require.False(t, gotExecs[1].OutputTruncated)
 	require.Equal(t, store.ExecSucceeded, gotExecs[0].Status)
 	require.Equal(t, store.ExecFailed, gotExecs[1].Status)
+
+	// One batch reports per result what became of it.
+	out, err := s.RecordBatch(ctx, store.Batch{Results: []store.Result{
+		{ExecutionID: byAgent["a1"].ExecutionID, AgentID: "a1", Status: "succeeded"},
+		{ExecutionID: "made-up", AgentID: "a1", Status: "succeeded"},
+		{ExecutionID: byAgent["a2"].ExecutionID, AgentID: "a1", Status: "succeeded"},
+	}})
+	require.NoError(t, err)
+	outcomes := []string{}
+	for _, r := range out.Results {
+		outcomes = append(outcomes, r.Outcome)
+		require.False(t, r.Recorded)
+	}
+	require.Equal(t, []string{store.ResultDuplicate, store.ResultUnknownExecution, store.ResultNotYours}, outcomes)
 
 	_, _, err = s.GetCommand(ctx, "00000000-0000-0000-0000-000000000000")
 	require.ErrorIs(t, err, store.ErrNotFound)

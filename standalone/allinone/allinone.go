@@ -143,6 +143,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		TelemetryBatch:    cfg.Telemetry.BatchSize,
 		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 		DrainWindow:       0, // one process: there is no other gateway to move to
+		HelloTimeout:      cfg.HelloTimeout(),
 		MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
 		TrustReported:     cfg.AgentManagement.TrustReportedAttributes,
 	})
@@ -293,7 +294,10 @@ func printBanner(out io.Writer, cfg config.Config, o Options, jwt *auth.JWT) err
 ViWorkS all-in-one is running on %s (%s, %s)
   REST API     %s/api/v1        agents  ws://localhost:%d/ws/agent
   demo agents  %d (sim-0 ... sim-%d)
-  enrollment secret (agents send it as "Authorization: Bearer ..."): %s
+  enrollment secret: %s
+    (an agent sends it once in the JSON body of POST http://localhost:%d/agent/v1/enroll,
+     {"enrollment_secret": "...", "agent_id": "..."}, and then connects with the
+     credential it gets back as "Authorization: Bearer ..."; see docs/protocol.md)
   admin token (%s; more with: bin/viworks token --data-dir %s --subject NAME --role operator):
 
 export TOKEN=%s
@@ -302,6 +306,6 @@ curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/
 
 ready
 `, cfg.ListenAddr(), storage, busName, api, cfg.Server.Port, o.DemoAgents, max(o.DemoAgents-1, 0),
-		cfg.Security.AgentEnrollmentSecret, shown, o.DataDir, token, api, api)
+		cfg.Security.AgentEnrollmentSecret, cfg.Server.Port, shown, o.DataDir, token, api, api)
 	return err
 }
