@@ -27,6 +27,11 @@ func main() {
 			return service.Role{}, err
 		}
 		p.TLS = tlsConfig
+		// Failed enrollments are counted in Redis, shared by every gateway.
+		limiter, err := service.RateLimiter(p.Bus)
+		if err != nil {
+			return service.Role{}, err
+		}
 		gw, err := gateway.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, gateway.Config{
 			Events:            p.Events,
 			GatewayID:         p.InstanceID, // also its service_instances id
@@ -40,6 +45,9 @@ func main() {
 			Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 			DrainWindow:       cfg.DrainWindow(),
 			MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
+
+			BootstrapMaxAgents: cfg.AgentManagement.BootstrapMaxAgents,
+			Limiter:            limiter,
 		})
 		if err != nil {
 			return service.Role{}, err

@@ -141,6 +141,11 @@ type AgentManagement struct {
 	TLSCertPath  string `toml:"tls_cert_path"`
 	TLSKeyPath   string `toml:"tls_key_path"`
 	ClientCAPath string `toml:"client_ca_path"`
+	// BootstrapMaxAgents caps the agent identities the bootstrap enrollment
+	// secret creates, across every gateway (env AGENT_ENROLLMENT_MAX_AGENTS);
+	// 0 (the default) is unlimited. Production installs issue scoped secrets
+	// through the API instead.
+	BootstrapMaxAgents int `toml:"bootstrap_max_agents"`
 }
 
 // Command is the [command] section: command dispatch and retries.

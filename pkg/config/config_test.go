@@ -235,27 +235,28 @@ format = "text"
 
 func TestEveryEnvVar(t *testing.T) {
 	e := env{
-		"BACKEND_AGENT_BIND_ADDRESS": "127.0.0.2",
-		"BACKEND_AGENT_PORT":         "1234",
-		"BACKEND_AGENT_WORKERS":      "3",
-		"DATABASE_URL":               "postgres://u:p@db:5432/x",
-		"DATABASE_MAX_CONNECTIONS":   "20",
-		"REDIS_URL":                  "rediss://cache:6380/2",
-		"REDIS_POOL_SIZE":            "30",
-		"REDIS_KEY_PREFIX":           "t1:",
-		"JWT_SECRET":                 strongSecret,
-		"JWT_EXPIRATION":             "60",
-		"BACKEND_PRIVATE_KEY_PATH":   "/k",
-		"BACKEND_CERTIFICATE_PATH":   "/c",
-		"AGENT_ENROLLMENT_SECRET":    "enroll-0123456789",
-		"MAX_AGENT_CONNECTIONS":      "5000",
-		"AGENT_HEARTBEAT_INTERVAL":   "7",
-		"MAX_CONCURRENT_COMMANDS":    "9",
-		"COMMAND_TIMEOUT":            "11",
-		"VIWORKS_DEV_MODE":           "0",
-		"VIWORKS_INSTANCE_ID":        "gw-a.1_b",
-		"LOG_LEVEL":                  "debug",
-		"LOG_FORMAT":                 "text",
+		"BACKEND_AGENT_BIND_ADDRESS":  "127.0.0.2",
+		"BACKEND_AGENT_PORT":          "1234",
+		"BACKEND_AGENT_WORKERS":       "3",
+		"DATABASE_URL":                "postgres://u:p@db:5432/x",
+		"DATABASE_MAX_CONNECTIONS":    "20",
+		"REDIS_URL":                   "rediss://cache:6380/2",
+		"REDIS_POOL_SIZE":             "30",
+		"REDIS_KEY_PREFIX":            "t1:",
+		"JWT_SECRET":                  strongSecret,
+		"JWT_EXPIRATION":              "60",
+		"BACKEND_PRIVATE_KEY_PATH":    "/k",
+		"BACKEND_CERTIFICATE_PATH":    "/c",
+		"AGENT_ENROLLMENT_SECRET":     "enroll-0123456789",
+		"MAX_AGENT_CONNECTIONS":       "5000",
+		"AGENT_ENROLLMENT_MAX_AGENTS": "200",
+		"AGENT_HEARTBEAT_INTERVAL":    "7",
+		"MAX_CONCURRENT_COMMANDS":     "9",
+		"COMMAND_TIMEOUT":             "11",
+		"VIWORKS_DEV_MODE":            "0",
+		"VIWORKS_INSTANCE_ID":         "gw-a.1_b",
+		"LOG_LEVEL":                   "debug",
+		"LOG_FORMAT":                  "text",
 	}
 	c, err := (&config.Flags{}).Load(config.Default(), e.get)
 	require.NoError(t, err)
@@ -276,6 +277,7 @@ func TestEveryEnvVar(t *testing.T) {
 	want.Security.BackendCertificatePath = "/c"
 	want.Security.AgentEnrollmentSecret = "enroll-0123456789"
 	want.AgentManagement.MaxAgentConnections = 5000
+	want.AgentManagement.BootstrapMaxAgents = 200
 	want.AgentManagement.HeartbeatInterval = 7
 	want.Command.MaxConcurrentCommands = 9
 	want.Command.CommandTimeout = 11
@@ -390,6 +392,7 @@ func TestValidateRules(t *testing.T) {
 			c.Security.AgentEnrollmentSecret = "dev"
 		}, ""},
 		{"max agent connections", func(c *config.Config) { c.AgentManagement.MaxAgentConnections = 0 }, "agent_management.max_agent_connections (MAX_AGENT_CONNECTIONS)"},
+		{"bootstrap max agents", func(c *config.Config) { c.AgentManagement.BootstrapMaxAgents = -1 }, "agent_management.bootstrap_max_agents (AGENT_ENROLLMENT_MAX_AGENTS)"},
 		{"heartbeat", func(c *config.Config) { c.AgentManagement.HeartbeatInterval = 0 }, "agent_management.heartbeat_interval (AGENT_HEARTBEAT_INTERVAL)"},
 		{"agent connection timeout", func(c *config.Config) { c.AgentManagement.ConnectionTimeout = 0 }, "agent_management.connection_timeout"},
 		{"reconnect attempts", func(c *config.Config) { c.AgentManagement.MaxReconnectAttempts = -1 }, "agent_management.max_reconnect_attempts"},

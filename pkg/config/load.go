@@ -136,6 +136,7 @@ var bindings = []binding{
 	{"BACKEND_PREVIOUS_KEY_PATH", "security.previous_signing_key_path", func(c *Config) any { return &c.Security.PreviousSigningKeyPath }},
 	{"AGENT_ENROLLMENT_SECRET", "security.agent_enrollment_secret", func(c *Config) any { return &c.Security.AgentEnrollmentSecret }},
 	{"MAX_AGENT_CONNECTIONS", "agent_management.max_agent_connections", func(c *Config) any { return &c.AgentManagement.MaxAgentConnections }},
+	{"AGENT_ENROLLMENT_MAX_AGENTS", "agent_management.bootstrap_max_agents", func(c *Config) any { return &c.AgentManagement.BootstrapMaxAgents }},
 	{"AGENT_HEARTBEAT_INTERVAL", "agent_management.heartbeat_interval", func(c *Config) any { return &c.AgentManagement.HeartbeatInterval }},
 	{"AGENT_DRAIN_SECONDS", "agent_management.drain_seconds", func(c *Config) any { return &c.AgentManagement.DrainSeconds }},
 	{"GATEWAY_TLS_CERT", "agent_management.tls_cert_path", func(c *Config) any { return &c.AgentManagement.TLSCertPath }},

@@ -62,6 +62,16 @@ func (s *Store) AgentForCredential(ctx context.Context, credentialHash string) (
 	return c.AgentID, nil
 }
 
+// AgentEnrollBlocked reports whether an admin revoked agentID and has not
+// lifted the block (for agents authenticated by client certificate).
+func (s *Store) AgentEnrollBlocked(ctx context.Context, agentID string) (bool, error) {
+	var n int64
+	if err := s.db.WithContext(ctx).Model(&AgentCredential{}).Where("agent_id = ? AND enroll_blocked", agentID).Count(&n).Error; err != nil {
+		return false, fmt.Errorf("looking up agent revocation: %w", err)
+	}
+	return n > 0, nil
+}
+
 // EnrollBootstrap creates the identity agentID with the bootstrap secret.
 // maxAgents > 0 caps the identities the bootstrap secret creates (beyond:
 // ErrMaxAgents). A live identity gives ErrAgentEnrolled, a revoked one still

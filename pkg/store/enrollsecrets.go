@@ -54,10 +54,10 @@ type EnrollmentSecret struct {
 	Agents         int `gorm:"not null"`
 	MaxUses        *int
 	Uses           int    `gorm:"not null"`
-	CreatedBy  string `gorm:"not null"`
-	CreatedAt  time.Time
-	ExpiresAt  *time.Time
-	RevokedAt  *time.Time
+	CreatedBy      string `gorm:"not null"`
+	CreatedAt      time.Time
+	ExpiresAt      *time.Time
+	RevokedAt      *time.Time
 }
 
 // NewEnrollmentSecret is what CreateEnrollmentSecret needs.

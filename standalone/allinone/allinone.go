@@ -123,6 +123,10 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	limiter, err := service.RateLimiter(p.Bus) // Redis when given one, else memory
+	if err != nil {
+		return err
+	}
 	gw, err := gateway.New(st, p.Bus, p.Bus, p.Registry, log, gateway.Config{
 		Events:            p.Events,
 		GatewayID:         p.InstanceID,
@@ -136,6 +140,9 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
 		DrainWindow:       0, // one process: there is no other gateway to move to
 		MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
+
+		BootstrapMaxAgents: cfg.AgentManagement.BootstrapMaxAgents,
+		Limiter:            limiter,
 	})
 	if err != nil {
 		return err
@@ -159,10 +166,6 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		return err
 	}
 	p.Presence.ReportLeader(sched.Leading)
-	limiter, err := service.RateLimiter(p.Bus) // Redis when given one, else memory
-	if err != nil {
-		return err
-	}
 	api, err := apiserver.New(st, p.Bus, jwt, p.Registry, log, apiserver.Config{
 		DefaultTimeout: cfg.CommandTimeout(), DefaultMaxRetries: cfg.Command.RetryAttempts,
 		MaxQueued:         cfg.Command.MaxCommandQueueSize,
