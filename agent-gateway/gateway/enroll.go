@@ -32,10 +32,6 @@ const (
 // client address: 10 a minute, counted in the limiter every gateway shares.
 var enrollFailLimit = ratelimit.Limit{Requests: 10, Window: time.Minute}
 
-// ReenrollSecretPrefix starts every re-enrollment secret, so the gateway tells
-// it from an enrollment secret without a lookup.
-const ReenrollSecretPrefix = "vwr_"
-
 // HashCredential is how credentials are stored: SHA-256, hex. Credentials are
 // 256 random bits, so a fast hash is enough (nothing to brute-force).
 func HashCredential(credential string) string {
@@ -187,7 +183,7 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		// The bootstrap secret (AGENT_ENROLLMENT_SECRET).
 		err = g.store.EnrollBootstrap(r.Context(), req.AgentID, hash, g.cfg.BootstrapMaxAgents, now)
 		details["via"], details["secret"] = store.FromBootstrap, "bootstrap"
-	case strings.HasPrefix(req.EnrollmentSecret, ReenrollSecretPrefix):
+	case strings.HasPrefix(req.EnrollmentSecret, store.ReenrollSecretPrefix):
 		// A re-enrollment secret an admin issued for this id: spent once.
 		err = g.store.ReenrollAgent(r.Context(), req.AgentID, HashCredential(req.EnrollmentSecret), hash, now)
 		details["via"] = store.FromReenroll

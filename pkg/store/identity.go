@@ -11,6 +11,10 @@ import (
 	"gorm.io/gorm/clause"
 )
 
+// ReenrollSecretPrefix starts every re-enrollment secret, so a gateway tells
+// it from an enrollment secret without a lookup.
+const ReenrollSecretPrefix = "vwr_"
+
 // ErrUnknownReenrollSecret is returned for a re-enrollment secret that is
 // unknown, used, expired or issued for another agent id.
 var ErrUnknownReenrollSecret = errors.New("unknown, used or expired re-enrollment secret")
