@@ -30,6 +30,10 @@ import (
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
 
+// DemoAgentsDir is the data directory's subdirectory keeping the demo
+// agents' state (credentials, replay windows).
+const DemoAgentsDir = "demo-agents"
+
 // Options are the all-in-one's own settings beyond the shared configuration.
 type Options struct {
 	DataDir     string // SQLite database and generated secrets
@@ -231,6 +235,9 @@ func demoFleet(cfg config.Config, o Options, log logrus.FieldLogger) func(contex
 		opts.EnrollmentSecret = cfg.Security.AgentEnrollmentSecret
 		opts.Site = "demo"
 		opts.Labels = map[string]string{"role": "demo"}
+		// Their credentials live with the data: restarted on the same data
+		// directory, the demo agents reconnect as themselves.
+		opts.StateDir = filepath.Join(o.DataDir, DemoAgentsDir)
 		fleet, err := sim.NewFleet(opts, log.WithField("component", "demo-agents"))
 		if err != nil {
 			return fmt.Errorf("starting demo agents: %w", err)
