@@ -27,21 +27,28 @@ func main() {
 			return service.Role{}, err
 		}
 		p.TLS = tlsConfig
+		// Failed enrollments are counted in Redis, shared by every gateway.
+		limiter, err := service.RateLimiter(p.Bus)
+		if err != nil {
+			return service.Role{}, err
+		}
 		gw, err := gateway.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, gateway.Config{
-			Events:            p.Events,
-			GatewayID:         p.InstanceID, // also its service_instances id
-			EnrollmentSecret:  cfg.Security.AgentEnrollmentSecret,
-			HeartbeatInterval: cfg.HeartbeatInterval(),
-			TelemetryInterval: cfg.CollectionInterval(),
-			MaxConnections:    cfg.AgentManagement.MaxAgentConnections,
-			HandshakeTimeout:  cfg.ConnectionTimeout(),
-			FlushInterval:     cfg.FlushInterval(),
-			TelemetryBatch:    cfg.Telemetry.BatchSize,
-			Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
-			DrainWindow:       cfg.DrainWindow(),
-			HelloTimeout:      cfg.HelloTimeout(),
-			MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
-			TrustReported:     cfg.AgentManagement.TrustReportedAttributes,
+			Events:             p.Events,
+			GatewayID:          p.InstanceID, // also its service_instances id
+			EnrollmentSecret:   cfg.Security.AgentEnrollmentSecret,
+			HeartbeatInterval:  cfg.HeartbeatInterval(),
+			TelemetryInterval:  cfg.CollectionInterval(),
+			MaxConnections:     cfg.AgentManagement.MaxAgentConnections,
+			HandshakeTimeout:   cfg.ConnectionTimeout(),
+			FlushInterval:      cfg.FlushInterval(),
+			TelemetryBatch:     cfg.Telemetry.BatchSize,
+			Retry:              store.RetryPolicy{Base: cfg.RetryDelay()},
+			DrainWindow:        cfg.DrainWindow(),
+			HelloTimeout:       cfg.HelloTimeout(),
+			MaxFrameRate:       cfg.AgentManagement.MaxFramesPerSecond,
+			TrustReported:      cfg.AgentManagement.TrustReportedAttributes,
+			BootstrapMaxAgents: cfg.AgentManagement.BootstrapMaxAgents,
+			Limiter:            limiter,
 		})
 		if err != nil {
 			return service.Role{}, err

@@ -379,8 +379,11 @@ func TestCommandEndToEndAcrossTwoGateways(t *testing.T) {
 		require.Equal(t, 1008, ce.Code)
 		conn.Close()
 
-		// Enrolling again rotates the credential: the old one stops working.
-		code, rotated := enroll(t, gw, sys.enrollKey, "probe-1")
+		// Enrolling again with the secret is refused; proving the current
+		// credential rotates it, and the old one stops working.
+		code, _ = enroll(t, gw, sys.enrollKey, "probe-1")
+		require.Equal(t, http.StatusConflict, code)
+		code, rotated := enrollAs(t, gw, "", "probe-1", cred)
 		require.Equal(t, http.StatusCreated, code)
 		require.NotEqual(t, cred, rotated)
 		_, resp, err = websocket.DefaultDialer.Dial(gw, auth)

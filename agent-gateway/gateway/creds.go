@@ -65,6 +65,16 @@ func (c *issuedCreds) take(hash string, now time.Time) (string, bool) {
 	return e.agentID, true
 }
 
+// forget drops the credential issued to agentID (revoked or deleted).
+func (c *issuedCreds) forget(agentID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h, ok := c.byAgent[agentID]; ok {
+		delete(c.byHash, h)
+		delete(c.byAgent, agentID)
+	}
+}
+
 // expire drops entries older than issuedTTL (called with mu held).
 func (c *issuedCreds) expire(now time.Time) {
 	for h, e := range c.byHash {

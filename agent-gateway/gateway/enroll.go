@@ -13,21 +13,24 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
 // Enrollment limits.
 const (
 	maxEnrollBody      = 16 << 10
-	enrollFailures     = 10          // wrong secrets per client address ...
-	enrollFailWindow   = time.Minute // ... per window, before 429
-	maxTrackedClients  = 10000
 	maxEnrollSecretLen = 256
+	maxCredentialLen   = 512
 )
+
+// enrollFailLimit bounds failed enrollments (a wrong secret or credential) per
+// client address: 10 a minute, counted in the limiter every gateway shares.
+var enrollFailLimit = ratelimit.Limit{Requests: 10, Window: time.Minute}
 
 // HashCredential is how credentials are stored: SHA-256, hex. Credentials are
 // 256 random bits, so a fast hash is enough (nothing to brute-force).
@@ -42,42 +45,6 @@ func newCredential() (string, error) {
 		return "", err
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-// failureLimiter counts wrong enrollment secrets per client address.
-type failureLimiter struct {
-	mu      sync.Mutex
-	clients map[string]*failures
-}
-
-type failures struct {
-	n     int
-	since time.Time
-}
-
-// blocked reports whether addr has used up its failures in the current window.
-func (l *failureLimiter) blocked(addr string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.clients[addr]
-	if !ok || now.Sub(f.since) > enrollFailWindow {
-		return false
-	}
-	return f.n >= enrollFailures
-}
-
-func (l *failureLimiter) fail(addr string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.clients == nil || len(l.clients) >= maxTrackedClients {
-		l.clients = map[string]*failures{}
-	}
-	f, ok := l.clients[addr]
-	if !ok || now.Sub(f.since) > enrollFailWindow {
-		f = &failures{since: now}
-		l.clients[addr] = f
-	}
-	f.n++
 }
 
 func clientAddr(r *http.Request) string {
@@ -96,12 +63,68 @@ type enrollRequest struct {
 	Version          string `json:"version"`
 }
 
+// Why an enrollment is refused: the metric label, the audit detail and the
+// event's reason.
+const (
+	refuseBadSecret     = "bad_secret"          // no valid secret
+	refuseBadCredential = "bad_credential"      // rotation without the id's live credential
+	refuseEnrolled      = "already_enrolled"    // the id has a live identity
+	refuseRevoked       = "revoked"             // an admin revoked the id and has not lifted the block
+	refuseIDNotAllowed  = "id_not_allowed"      // outside the secret's agent_id_pattern
+	refuseMaxAgents     = "max_agents"          // the secret created its maximum of identities
+	refuseRateLimited   = "rate_limited"        // too many failures from this address
+	refuseLimiterDown   = "limiter_unavailable" // failures cannot be counted: closed
+)
+
+type refusal struct {
+	status     int
+	title      string
+	detail     string
+	failure    bool // counted against the address's failure budget
+	retryAfter string
+}
+
+var refusals = map[string]refusal{
+	refuseBadSecret:     {status: http.StatusUnauthorized, title: "Unauthorized", detail: "enrollment_secret is not valid", failure: true},
+	refuseBadCredential: {status: http.StatusUnauthorized, title: "Unauthorized", detail: "the bearer credential is not this agent's current credential", failure: true},
+	refuseEnrolled: {status: http.StatusConflict, title: "Conflict", detail: "agent_id is already enrolled: rotate by sending its current credential " +
+		"as Authorization: Bearer, or use a re-enrollment secret an admin issued for this id"},
+	refuseRevoked:      {status: http.StatusConflict, title: "Conflict", detail: "agent_id was revoked: an admin must lift the block (POST /api/v1/agents/{id}/unrevoke) or issue a re-enrollment secret"},
+	refuseIDNotAllowed: {status: http.StatusForbidden, title: "Forbidden", detail: "agent_id is not allowed by this enrollment secret"},
+	refuseMaxAgents:    {status: http.StatusForbidden, title: "Forbidden", detail: "this enrollment secret has enrolled its maximum number of agents"},
+	refuseRateLimited:  {status: http.StatusTooManyRequests, title: "Too Many Requests", detail: "too many failed enrollments from this address; retry later", retryAfter: "60"},
+	refuseLimiterDown:  {status: http.StatusServiceUnavailable, title: "Service Unavailable", detail: "enrollment is unavailable; retry later", retryAfter: "5"},
+}
+
+// refusalFor maps a store refusal to its reason; ok is false for other errors.
+func refusalFor(err error) (reason string, ok bool) {
+	switch {
+	case errors.Is(err, store.ErrUnknownEnrollmentSecret), errors.Is(err, store.ErrUnknownReenrollSecret):
+		return refuseBadSecret, true
+	case errors.Is(err, store.ErrUnknownCredential):
+		return refuseBadCredential, true
+	case errors.Is(err, store.ErrAgentEnrolled):
+		return refuseEnrolled, true
+	case errors.Is(err, store.ErrAgentRevoked):
+		return refuseRevoked, true
+	case errors.Is(err, store.ErrAgentIDNotAllowed):
+		return refuseIDNotAllowed, true
+	case errors.Is(err, store.ErrMaxAgents):
+		return refuseMaxAgents, true
+	}
+	return "", false
+}
+
 // serveEnroll exchanges an enrollment secret for a per-agent credential:
-// random, 256 bits, stored only as a hash; enrolling again rotates it. The
-// secret is the bootstrap AGENT_ENROLLMENT_SECRET or one issued through
-// POST /api/v1/enrollment-secrets (not revoked, not expired, uses left), whose
-// site, labels and allowed capabilities then are the agent's trusted ones
-// (what it claims in HELLO is only reported).
+// random, 256 bits, stored only as a hash. Enrolling creates an identity and
+// never replaces a live one: an enrolled id gets a new credential only by
+// proving its current one (rotation: Authorization: Bearer <credential>) or
+// with the single-use re-enrollment secret an admin issued for it. The
+// secret is the bootstrap AGENT_ENROLLMENT_SECRET (optionally capped), one
+// issued through POST /api/v1/enrollment-secrets (not revoked, not expired,
+// uses left, the id matching its pattern), whose site, labels and allowed
+// capabilities then are the agent's trusted ones (what it claims in HELLO is
+// only reported), or a re-enrollment secret.
 func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	release, ok := g.admit(w)
 	if !ok {
@@ -110,10 +133,15 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	now := time.Now()
 	addr := clientAddr(r)
-	if g.enrollLimit.blocked(addr, now) {
-		g.metrics.enrollments.WithLabelValues("rate_limited").Inc()
-		w.Header().Set("Retry-After", "60")
-		problem(w, http.StatusTooManyRequests, "Too Many Requests", "too many failed enrollments from this address; retry later")
+	// Fail closed: when the shared limiter cannot tell, no secret is checked.
+	lim, err := g.limiter.Peek(r.Context(), enrollFailKey(addr), enrollFailLimit)
+	if err != nil {
+		g.log.WithError(err).Error("checking the enrollment failure limit failed")
+		g.refuseEnroll(w, r, addr, "", refuseLimiterDown)
+		return
+	}
+	if !lim.Allowed {
+		g.refuseEnroll(w, r, addr, "", refuseRateLimited)
 		return
 	}
 	var req enrollRequest
@@ -139,32 +167,44 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	hash := HashCredential(cred)
 	details := map[string]any{"client": addr, "hostname": req.Hostname}
+	current, rotating := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	switch {
+	case rotating:
+		// Rotation: the agent proves its current credential.
+		if current == "" || len(current) > maxCredentialLen {
+			g.refuseEnroll(w, r, addr, req.AgentID, refuseBadCredential)
+			return
+		}
+		err = g.store.RotateAgentCredential(r.Context(), req.AgentID, HashCredential(current), hash, now)
+		details["via"] = store.FromRotation
 	case req.EnrollmentSecret == "" || len(req.EnrollmentSecret) > maxEnrollSecretLen:
-		g.denyEnroll(w, r, addr, now, req.AgentID)
+		g.refuseEnroll(w, r, addr, req.AgentID, refuseBadSecret)
 		return
 	case g.cfg.EnrollmentSecret != "" && subtle.ConstantTimeCompare([]byte(req.EnrollmentSecret), []byte(g.cfg.EnrollmentSecret)) == 1:
 		// The bootstrap secret (AGENT_ENROLLMENT_SECRET).
-		if err := g.grants.submit(r.Context(), store.CredentialGrant{AgentID: req.AgentID, CredentialHash: hash, EnrolledFrom: "bootstrap"}); err != nil {
-			g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
-			problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
-			return
-		}
-		details["secret"] = "bootstrap"
+		err = g.store.EnrollBootstrap(r.Context(), req.AgentID, hash, g.cfg.BootstrapMaxAgents, now)
+		details["via"], details["secret"] = store.FromBootstrap, "bootstrap"
+	case strings.HasPrefix(req.EnrollmentSecret, store.ReenrollSecretPrefix):
+		// A re-enrollment secret an admin issued for this id: spent once.
+		err = g.store.ReenrollAgent(r.Context(), req.AgentID, HashCredential(req.EnrollmentSecret), hash, now)
+		details["via"] = store.FromReenroll
 	default:
 		// A secret issued through the API: one use is spent atomically and its
-		// site and labels are imposed on the agent.
-		sec, err := g.store.EnrollWithSecret(r.Context(), HashCredential(req.EnrollmentSecret), req.AgentID, hash, now)
-		if errors.Is(err, store.ErrUnknownEnrollmentSecret) {
-			g.denyEnroll(w, r, addr, now, req.AgentID)
-			return
+		// site, labels and allowed capabilities are the agent's trusted ones.
+		var sec store.EnrollmentSecret
+		sec, err = g.store.EnrollWithSecret(r.Context(), HashCredential(req.EnrollmentSecret), req.AgentID, hash, now)
+		if err == nil {
+			details["via"], details["secret"], details["site"], details["labels"], details["allowed_capabilities"] = "secret", sec.ID, sec.Site, sec.Labels, sec.AllowedCapabilities
 		}
-		if err != nil {
-			g.log.WithError(err).WithField("agent_id", req.AgentID).Error("enrolling with a stored secret failed")
-			problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
-			return
-		}
-		details["secret"], details["site"], details["labels"], details["allowed_capabilities"] = sec.ID, sec.Site, sec.Labels, sec.AllowedCapabilities
+	}
+	if reason, refused := refusalFor(err); refused {
+		g.refuseEnroll(w, r, addr, req.AgentID, reason)
+		return
+	}
+	if err != nil {
+		g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
+		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
+		return
 	}
 	g.issued.put(hash, req.AgentID, time.Now())
 	g.metrics.enrollments.WithLabelValues("enrolled").Inc()
@@ -175,11 +215,26 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"agent_id": req.AgentID, "credential": cred})
 }
 
-func (g *Gateway) denyEnroll(w http.ResponseWriter, r *http.Request, addr string, now time.Time, agentID string) {
-	g.enrollLimit.fail(addr, now)
-	g.metrics.enrollments.WithLabelValues("denied").Inc()
-	g.audit(r.Context(), "agent:"+agentID, "agent.enroll.denied", agentID, map[string]any{"client": addr})
-	problem(w, http.StatusUnauthorized, "Unauthorized", "enrollment_secret is not valid")
+func enrollFailKey(addr string) string { return "enroll-fail:" + addr }
+
+// refuseEnroll is the one way an enrollment is refused: it counts a failure
+// against the address when the reason is one (a wrong secret or credential),
+// counts the metric, audits, publishes an agent.enroll_refused event and
+// answers problem+json saying what is needed, no more.
+func (g *Gateway) refuseEnroll(w http.ResponseWriter, r *http.Request, addr, agentID, reason string) {
+	rf := refusals[reason]
+	if rf.failure {
+		if _, err := g.limiter.Allow(r.Context(), enrollFailKey(addr), enrollFailLimit); err != nil {
+			g.log.WithError(err).Warn("counting a failed enrollment failed")
+		}
+	}
+	g.metrics.enrollments.WithLabelValues(reason).Inc()
+	g.audit(r.Context(), "agent:"+agentID, "agent.enroll.denied", agentID, map[string]any{"client": addr, "reason": reason})
+	g.cfg.Events.Publish(r.Context(), events.Event{Type: events.AgentEnrollRefused, AgentID: agentID, GatewayID: g.cfg.GatewayID, Reason: reason})
+	if rf.retryAfter != "" {
+		w.Header().Set("Retry-After", rf.retryAfter)
+	}
+	problem(w, rf.status, rf.title, rf.detail)
 }
 
 // authenticate returns the agent id the upgrade request proves: a verified
@@ -187,6 +242,15 @@ func (g *Gateway) denyEnroll(w http.ResponseWriter, r *http.Request, addr string
 func (g *Gateway) authenticate(r *http.Request) (string, error) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		if id := CertAgentID(r.TLS.VerifiedChains[0][0]); id != "" {
+			// A certificate stays valid until it expires: an admin's
+			// revocation of the id is what refuses it.
+			blocked, err := g.store.AgentEnrollBlocked(r.Context(), id)
+			if err != nil {
+				return "", err
+			}
+			if blocked {
+				return "", store.ErrUnknownCredential
+			}
 			return id, nil
 		}
 	}

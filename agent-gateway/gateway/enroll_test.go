@@ -88,16 +88,45 @@ func TestEnrollWithStoredSecrets(t *testing.T) {
 		t.Fatalf("%d denied enrollments audited, want 4", n)
 	}
 
-	// The bootstrap secret still works, and lifts what a secret imposed: the
-	// agent's claims are only reported.
-	if code, _ := enroll("bootstrap-secret-0123", "edge-1", "lab"); code != http.StatusCreated {
-		t.Fatalf("bootstrap enrollment: %d", code)
+	// The takeover: enrolling the enrolled edge-1 again with the bootstrap
+	// secret is refused, and its credential keeps working.
+	if code, _ := enroll("bootstrap-secret-0123", "edge-1", "lab"); code != http.StatusConflict {
+		t.Fatalf("bootstrap re-enrollment of a live agent: %d, want 409", code)
 	}
+	if id, err := st.AgentForCredential(ctx, HashCredential(cred)); err != nil || id != "edge-1" {
+		t.Fatalf("the real agent's credential after the attempt: %q %v", id, err)
+	}
+	// Rotation: proving the current credential gets a new one; the old dies.
+	rotate := func(bearer string) (int, string) {
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/agent/v1/enroll", strings.NewReader(`{"agent_id":"edge-1"}`))
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		mux.ServeHTTP(w, req)
+		var out struct{ Credential string }
+		_ = json.Unmarshal(w.Body.Bytes(), &out)
+		return w.Code, out.Credential
+	}
+	if code, _ := rotate("not-the-credential"); code != http.StatusUnauthorized {
+		t.Fatalf("rotation with a wrong credential: %d, want 401", code)
+	}
+	code, rotated := rotate(cred)
+	if code != http.StatusCreated || rotated == "" {
+		t.Fatalf("rotation: %d", code)
+	}
+	if _, err := st.AgentForCredential(ctx, HashCredential(cred)); err == nil {
+		t.Fatal("the old credential still works after rotation")
+	}
+	// Rotation keeps what the secret imposed.
 	must(t, st.MarkAgentOnline(ctx, store.AgentSession{ID: "edge-1", Site: "lab", GatewayID: "gw-test", SessionID: "s2", At: time.Now()}))
 	a, err = st.GetAgent(ctx, "edge-1")
 	must(t, err)
-	if a.Site != "" || a.ReportedSite != "lab" {
-		t.Fatalf("site after bootstrap enrollment: %q (reported %q)", a.Site, a.ReportedSite)
+	if a.Site != "dc1" || a.ReportedSite != "lab" {
+		t.Fatalf("site after rotation: %q (reported %q)", a.Site, a.ReportedSite)
+	}
+	n, err = st.CountAudit(ctx, "agent.enroll.denied")
+	must(t, err)
+	if n != 6 {
+		t.Fatalf("%d refused enrollments audited, want 6", n)
 	}
 	v, err := st.VerifyAudit(ctx)
 	must(t, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -34,9 +35,12 @@ type Store interface {
 	ReleaseAgentExecutions(ctx context.Context, agentID, gatewayID string, policy store.RetryPolicy) ([]string, error)
 	InsertTelemetry(ctx context.Context, samples []store.TelemetrySample) error
 	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
+	EnrollBootstrap(ctx context.Context, agentID, credentialHash string, maxAgents int, now time.Time) error
 	EnrollWithSecret(ctx context.Context, secretHash, agentID, credentialHash string, now time.Time) (store.EnrollmentSecret, error)
-	SetAgentCredentials(ctx context.Context, gs []store.CredentialGrant) error
+	ReenrollAgent(ctx context.Context, agentID, secretHash, credentialHash string, now time.Time) error
+	RotateAgentCredential(ctx context.Context, agentID, currentHash, newHash string, now time.Time) error
 	AgentForCredential(ctx context.Context, credentialHash string) (string, error)
+	AgentEnrollBlocked(ctx context.Context, agentID string) (bool, error)
 	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 }
 
@@ -65,6 +69,13 @@ type Config struct {
 	// TrustReported takes agents' HELLO site and labels as trusted when
 	// nothing fixed them (trust_reported_attributes; unsafe).
 	TrustReported bool
+	// BootstrapMaxAgents caps the identities EnrollmentSecret creates
+	// (agent_management.bootstrap_max_agents); 0: unlimited.
+	BootstrapMaxAgents int
+	// Limiter counts failed enrollments per client address; give every
+	// gateway the same (Redis) one so N gateways do not allow N times the
+	// guesses. nil: this process's memory (all-in-one).
+	Limiter ratelimit.Limiter
 }
 
 func (c *Config) setDefaults() {
@@ -110,6 +121,9 @@ func (c *Config) setDefaults() {
 	if c.Retry.Max <= 0 {
 		c.Retry.Max = 5 * time.Minute
 	}
+	if c.Limiter == nil {
+		c.Limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{})
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -117,6 +131,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.GatewayID == "" {
 		errs = append(errs, errors.New("gateway: id is required"))
+	}
+	if c.BootstrapMaxAgents < 0 {
+		errs = append(errs, errors.New("gateway: the bootstrap enrollment cap must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -133,18 +150,18 @@ type Gateway struct {
 	commits  *committer
 	online   *group[store.AgentSession] // agents marked online by handshakes
 	audits   *group[store.AuditEvent]
-	grants   *group[store.CredentialGrant] // credentials issued by enrollments
 	issued   issuedCreds
 	base     context.Context // sessions' context: holds nothing of the upgrade request
 
-	enrollLimit failureLimiter
-	logLimit    logLimiter    // agents' repeated mistakes are logged a few times, then counted
-	admission   chan struct{} // bounded handshakes: a reconnect storm queues at the agents, not in Postgres
-	waiting     atomic.Int64  // requests waiting for a handshake slot
-	admitted    atomic.Int64  // handshakes admitted since start (for the memory trim after a storm)
+	limiter   ratelimit.Limiter // failed enrollments per address
+	logLimit  logLimiter        // agents' repeated mistakes are logged a few times, then counted
+	admission chan struct{}     // bounded handshakes: a reconnect storm queues at the agents, not in Postgres
+	waiting   atomic.Int64      // requests waiting for a handshake slot
+	admitted  atomic.Int64      // handshakes admitted since start (for the memory trim after a storm)
 
 	mu       sync.Mutex
-	sessions map[string]*session // agent id → current session
+	sessions map[string]*session  // agent id → current session
+	ended    map[string]time.Time // agent id → when an admin revoked or deleted it (kept endedMemory)
 	draining bool
 
 	healthMu sync.Mutex
@@ -172,8 +189,9 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		commits:   newCommitter(st, b, log, m.batchSize),
 		online:    newGroup("online", st.MarkAgentsOnline, log, m),
 		audits:    newGroup("audit", st.RecordAudits, log, m),
-		grants:    newGroup("credential", st.SetAgentCredentials, log, m),
 		base:      context.Background(),
+		limiter:   cfg.Limiter,
+		ended:     map[string]time.Time{},
 		admission: make(chan struct{}, cfg.MaxHandshakes),
 		sessions:  map[string]*session{},
 		health:    map[string]store.HealthUpdate{},
@@ -218,6 +236,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribing to gateway topic: %w", err)
 	}
 	defer sub.Close()
+	endedSub, err := g.bus.Subscribe(ctx, bus.TopicAgents)
+	if err != nil {
+		return fmt.Errorf("subscribing to agents topic: %w", err)
+	}
+	defer endedSub.Close()
 	flushDone := make(chan struct{})
 	go func() {
 		defer close(flushDone)
@@ -230,8 +253,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-g.online.done }()
 	go g.audits.run(ctx)
 	defer func() { <-g.audits.done }()
-	go g.grants.run(ctx)
-	defer func() { <-g.grants.done }()
 	go g.pingLoop(ctx)
 	go g.trimLoop(ctx)
 	for {
@@ -243,6 +264,54 @@ func (g *Gateway) Run(ctx context.Context) error {
 				return errors.New("gateway topic subscription closed")
 			}
 			g.handleDelivery(ctx, m.Payload)
+		case m, ok := <-endedSub.Messages():
+			if !ok {
+				return errors.New("agents topic subscription closed")
+			}
+			g.handleEnded(m.Payload)
+		}
+	}
+}
+
+// endedMemory is how long a revocation is remembered for the handshakes that
+// authenticated before it and register after it.
+const endedMemory = time.Minute
+
+// handleEnded applies an admin's revocation or deletion of an agent: the
+// credential this gateway may have cached is dropped and the agent's session
+// here is closed.
+func (g *Gateway) handleEnded(payload []byte) {
+	var e bus.AgentEnded
+	if err := json.Unmarshal(payload, &e); err != nil || e.AgentID == "" {
+		g.log.Warn("dropping malformed agents message")
+		return
+	}
+	g.issued.forget(e.AgentID)
+	g.mu.Lock()
+	g.ended[e.AgentID] = time.Now()
+	s := g.sessions[e.AgentID]
+	g.mu.Unlock()
+	if s != nil {
+		g.metrics.closed.WithLabelValues("revoked").Inc()
+		s.close(protocol.ClosePolicyViolation, e.Reason)
+	}
+}
+
+// endedSince reports whether an admin revoked or deleted agentID after t.
+func (g *Gateway) endedSince(agentID string, t time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	at, ok := g.ended[agentID]
+	return ok && !at.Before(t)
+}
+
+// forgetEnded drops revocations older than endedMemory.
+func (g *Gateway) forgetEnded(now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, at := range g.ended {
+		if now.Sub(at) > endedMemory {
+			delete(g.ended, id)
 		}
 	}
 }
@@ -523,6 +592,7 @@ func (g *Gateway) flushLoop(ctx context.Context) {
 			g.flush(ctx)
 			g.refreshKey(ctx)
 			g.issued.sweep(time.Now())
+			g.forgetEnded(time.Now())
 		case <-g.telKick:
 			g.flushTelemetry(ctx)
 		}

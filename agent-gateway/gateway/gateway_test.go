@@ -179,7 +179,6 @@ func TestSessionMetrics(t *testing.T) {
 	require.GreaterOrEqual(t, value(t, f.reg, "viworks_gateway_flush_duration_seconds", "kind=telemetry"), 1.0)
 	require.Equal(t, 1.0, value(t, f.reg, "viworks_gateway_group_batch_size", "group=online"))
 	require.Equal(t, 1.0, value(t, f.reg, "viworks_gateway_group_batch_size", "group=audit"))
-	require.Equal(t, 1.0, value(t, f.reg, "viworks_gateway_group_batch_size", "group=credential"))
 
 	// What the metrics count is what the database holds.
 	a, err := f.store.GetAgent(ctx, "m-1")
@@ -263,7 +262,14 @@ func (f fixture) connect(id string) (*websocket.Conn, error) {
 func TestRotatedCredentialRefused(t *testing.T) {
 	f := start(t, gateway.Config{})
 	old := f.enroll(t, "rot-1")
-	_ = f.enroll(t, "rot-1")
+	// Rotation: the agent proves its current credential for a new one.
+	req, err := http.NewRequest(http.MethodPost, f.srv.URL+"/agent/v1/enroll", strings.NewReader(`{"agent_id":"rot-1"}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+old)
+	rot, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, rot.StatusCode)
+	_ = rot.Body.Close()
 	h := http.Header{"Authorization": {"Bearer " + old}}
 	_, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(f.srv.URL, "http")+"/ws/agent", h)
 	require.Error(t, err)
@@ -287,8 +293,9 @@ func TestRefusedFramesCloseAndCount(t *testing.T) {
 		{"second hello", frame(t, protocol.TypeHello, protocol.Hello{AgentID: "r-1", Version: "1", Hostname: "h"}), protocol.ClosePolicyViolation, "policy_violation"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := f.dial(t, f.enroll(t, "r-1"))
-			require.NoError(t, c.WriteMessage(websocket.TextMessage, frame(t, protocol.TypeHello, protocol.Hello{AgentID: "r-1", Version: "1", Hostname: "h"})))
+			id := "r-" + strings.ReplaceAll(tc.name, " ", "-") // enrolling creates an identity once
+			c := f.dial(t, f.enroll(t, id))
+			require.NoError(t, c.WriteMessage(websocket.TextMessage, frame(t, protocol.TypeHello, protocol.Hello{AgentID: id, Version: "1", Hostname: "h"})))
 			_, _, err := c.ReadMessage() // WELCOME
 			require.NoError(t, err)
 			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(`{"type":"NOPE","payload":{}}`)))

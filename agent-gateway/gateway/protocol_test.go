@@ -253,7 +253,7 @@ func TestUnsafeAgentIDsRefused(t *testing.T) {
 			require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 		})
 		t.Run("hello "+name, func(t *testing.T) {
-			c := f.dial(t, f.enroll(t, "ok-agent"))
+			c := f.dial(t, f.enroll(t, "ok-agent-"+strings.ReplaceAll(name, " ", "-")))
 			hello := `{"type":"HELLO","payload":{"agent_id":` + raw + `}}`
 			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(hello)))
 			w := readWire(t, c)

@@ -255,6 +255,12 @@ func (s *session) handshake(ctx context.Context, release func(), started time.Ti
 		s.close(protocol.CloseServiceRestart, "registration failed; retry")
 		return false
 	}
+	if s.g.endedSince(s.agentID, started) {
+		// Revoked between the upgrade's authentication and now.
+		s.unregister()
+		s.close(protocol.ClosePolicyViolation, "agent revoked")
+		return false
+	}
 
 	key := s.g.signingKey()
 	if key.KeyID == "" {

@@ -40,6 +40,11 @@ type Options struct {
 	SigningPublicKey   string // file of the platform's public key to pin; wins over TrustOnFirstUse
 	InsecureSkipVerify bool   // accept unsigned COMMANDs; tests only
 
+	// StateDir keeps each agent's credential and replay window under
+	// StateDir/<escaped agent id> across restarts ("": nothing is kept, so a
+	// restarted fleet cannot enroll its ids again).
+	StateDir string
+
 	// Load generation.
 	HostTelemetry bool // report this host's real metrics instead of simulated ones
 	SourceIPs     int  // > 0: agent i dials from 127.0.0.(1 + i%SourceIPs); loopback gateways only
@@ -72,6 +77,8 @@ func newFlagSet(o *Options, labels *string) *flag.FlagSet {
 	fs.StringVar(labels, "labels", "", "labels every agent reports in HELLO, k=v,k2=v2 (only reported, like --site)")
 	fs.Float64Var(&o.ConnectRate, "connect-rate", o.ConnectRate, "agents started per second")
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", o.TelemetryInterval, "telemetry interval, e.g. 10s (0: the gateway's)")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir,
+		"`DIR` keeping each agent's credential and replay window across restarts (DIR/<agent id>); without it a restarted fleet is refused re-enrollment of its ids")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: text, json or auto (text on a terminal, json otherwise)")
 	fs.BoolVar(&o.TrustOnFirstUse, "trust-on-first-use", o.TrustOnFirstUse,
@@ -96,7 +103,7 @@ func Usage(w io.Writer) {
 	fs.SetOutput(w)
 	fmt.Fprintln(w, "Usage: agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX --enrollment-secret S [--site SITE] [--labels k=v,...]")
 	fmt.Fprintln(w, "       [--signing-public-key FILE | --trust-on-first-use=false --insecure-skip-verify]")
-	fmt.Fprintln(w, "       [--host-telemetry] [--source-ips N]")
+	fmt.Fprintln(w, "       [--state-dir DIR] [--host-telemetry] [--source-ips N]")
 	fmt.Fprintln(w, "Runs N simulated agents until SIGINT/SIGTERM. Each agent enrolls with the secret, then connects.")
 	fmt.Fprintln(w, "Telemetry is simulated per agent unless --host-telemetry reports this machine's own numbers.")
 	fmt.Fprintln(w, "Beyond ~28k agents against one loopback gateway port, --source-ips N spreads the connections")

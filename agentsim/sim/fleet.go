@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,6 +110,7 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 			TrustedKeys:        trusted,
 			TrustOnFirstUse:    o.TrustOnFirstUse,
 			InsecureSkipVerify: o.InsecureSkipVerify,
+			StateDir:           AgentStateDir(o.StateDir, id),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", id, err)
@@ -275,4 +278,17 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log.Info("agentsim stopped")
 	return 0
+}
+
+// AgentStateDir is the state directory of agent id under base ("" when base
+// is ""): the id path-escaped, so "/" and ".." stay inside base.
+func AgentStateDir(base, id string) string {
+	if base == "" {
+		return ""
+	}
+	name := url.PathEscape(id)
+	if name == "." || name == ".." {
+		name = strings.ReplaceAll(name, ".", "%2E")
+	}
+	return filepath.Join(base, name)
 }

@@ -642,3 +642,19 @@ func FuzzVerbs(f *testing.F) {
 		}
 	})
 }
+
+func TestAgentStateDir(t *testing.T) {
+	for id, want := range map[string]string{
+		"web-1":  "/s/web-1",
+		"dc/web": "/s/dc%2Fweb",
+		"..":     "/s/%2E%2E",
+		".":      "/s/%2E",
+	} {
+		if got := AgentStateDir("/s", id); got != want {
+			t.Errorf("AgentStateDir(%q) = %q, want %q", id, got, want)
+		}
+	}
+	if got := AgentStateDir("", "web-1"); got != "" {
+		t.Errorf("no base: %q", got)
+	}
+}

@@ -414,6 +414,9 @@ type EnrollmentSecretRequest struct {
 	MaxUses             *int       `json:"max_uses"`
 	ExpiresIn           *int       `json:"expires_in"` // seconds
 	ExpiresAt           *time.Time `json:"expires_at"`
+	// AgentIDPattern is a Go regular expression the whole agent id must match.
+	AgentIDPattern string `json:"agent_id_pattern"`
+	MaxAgents      *int   `json:"max_agents"`
 }
 
 // EnrollmentSecretView is the API shape of an enrollment secret; Secret is
@@ -424,14 +427,19 @@ type EnrollmentSecretView struct {
 	Site   string            `json:"site"`
 	Labels map[string]string `json:"labels"`
 	// AllowedCapabilities is null when any capability is allowed.
-	AllowedCapabilities []string   `json:"allowed_capabilities"`
-	MaxUses             *int       `json:"max_uses"`
-	Uses                int        `json:"uses"`
-	CreatedBy           string     `json:"created_by"`
-	CreatedAt           time.Time  `json:"created_at"`
-	ExpiresAt           *time.Time `json:"expires_at"`
-	RevokedAt           *time.Time `json:"revoked_at"`
-	Secret              string     `json:"secret,omitempty"`
+	AllowedCapabilities []string `json:"allowed_capabilities"`
+	MaxUses             *int     `json:"max_uses"`
+	Uses                int      `json:"uses"`
+	// AgentIDPattern, MaxAgents: which ids it may create, and how many;
+	// Agents is how many it created.
+	AgentIDPattern string     `json:"agent_id_pattern"`
+	MaxAgents      *int       `json:"max_agents"`
+	Agents         int        `json:"agents"`
+	CreatedBy      string     `json:"created_by"`
+	CreatedAt      time.Time  `json:"created_at"`
+	ExpiresAt      *time.Time `json:"expires_at"`
+	RevokedAt      *time.Time `json:"revoked_at"`
+	Secret         string     `json:"secret,omitempty"`
 }
 
 func enrollmentSecretView(e store.EnrollmentSecret) EnrollmentSecretView {
@@ -444,6 +452,7 @@ func enrollmentSecretView(e store.EnrollmentSecret) EnrollmentSecretView {
 		allowed = nonNilList(*e.AllowedCapabilities)
 	}
 	return EnrollmentSecretView{ID: e.ID, Name: e.Name, Site: e.Site, Labels: labels, AllowedCapabilities: allowed, MaxUses: e.MaxUses, Uses: e.Uses,
+		AgentIDPattern: e.AgentIDPattern, MaxAgents: e.MaxAgents, Agents: e.Agents,
 		CreatedBy: e.CreatedBy, CreatedAt: e.CreatedAt, ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt}
 }
 
@@ -470,6 +479,12 @@ func (s *Server) createEnrollmentSecret(c *gin.Context) {
 	if req.MaxUses != nil && (*req.MaxUses < 1 || *req.MaxUses > maxMaxUses) {
 		errs = append(errs, FieldError{Field: "max_uses", Message: fmt.Sprintf("must be from 1 to %d", maxMaxUses)})
 	}
+	if req.MaxAgents != nil && (*req.MaxAgents < 1 || *req.MaxAgents > maxMaxUses) {
+		errs = append(errs, FieldError{Field: "max_agents", Message: fmt.Sprintf("must be from 1 to %d", maxMaxUses)})
+	}
+	if _, err := store.CompileAgentIDPattern(req.AgentIDPattern); err != nil {
+		errs = append(errs, FieldError{Field: "agent_id_pattern", Message: fmt.Sprintf("must be a Go regular expression (RE2) of at most %d bytes, matched against the whole id", store.MaxAgentIDPatternLen)})
+	}
 	exp := expiry(req.ExpiresIn, req.ExpiresAt, time.Now(), &errs)
 	if len(errs) > 0 {
 		writeProblem(c, http.StatusBadRequest, "invalid enrollment secret request", errs)
@@ -482,7 +497,9 @@ func (s *Server) createEnrollmentSecret(c *gin.Context) {
 	secret, hash := newSecret(EnrollmentSecretPrefix)
 	e, err := s.store.CreateEnrollmentSecret(c.Request.Context(), store.NewEnrollmentSecret{
 		Name: req.Name, SecretHash: hash, Site: req.Site, Labels: req.Labels, AllowedCapabilities: allowed, MaxUses: req.MaxUses, CreatedBy: principal(c).Subject, ExpiresAt: exp,
-		Audit: auditEvent(c, "enrollment_secret.create", map[string]any{"name": req.Name, "site": req.Site, "labels": req.Labels, "allowed_capabilities": allowed, "max_uses": req.MaxUses, "expires_at": exp}),
+		AgentIDPattern: req.AgentIDPattern, MaxAgents: req.MaxAgents,
+		Audit: auditEvent(c, "enrollment_secret.create", map[string]any{"name": req.Name, "site": req.Site, "labels": req.Labels, "allowed_capabilities": allowed, "max_uses": req.MaxUses, "expires_at": exp,
+			"agent_id_pattern": req.AgentIDPattern, "max_agents": req.MaxAgents}),
 	})
 	switch {
 	case errors.Is(err, store.ErrLimitReached):

@@ -29,6 +29,7 @@ type secAPI struct {
 	t      *testing.T
 	srv    *Server
 	st     *store.Store
+	mem    *bus.Memory
 	jwt    *auth.JWT
 	tokens map[auth.Role]string
 }
@@ -57,9 +58,10 @@ func newSecAPI(t *testing.T, st *store.Store, cfg Config) *secAPI {
 	jwt := newJWT(t)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv, err := New(st, bus.NewMemory(), jwt, prometheus.NewRegistry(), log, cfg)
+	mem := bus.NewMemory()
+	srv, err := New(st, mem, jwt, prometheus.NewRegistry(), log, cfg)
 	require.NoError(t, err)
-	a := &secAPI{t: t, srv: srv, st: st, jwt: jwt, tokens: map[auth.Role]string{}}
+	a := &secAPI{t: t, srv: srv, st: st, mem: mem, jwt: jwt, tokens: map[auth.Role]string{}}
 	for _, r := range []auth.Role{auth.RoleViewer, auth.RoleOperator, auth.RoleAdmin} {
 		tok, err := jwt.Issue(string(r)+"-user", r, time.Hour)
 		require.NoError(t, err)

@@ -53,6 +53,7 @@ type Store interface {
 	ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.WebhookDelivery, string, error)
 
 	SecurityStore
+	IdentityStore
 }
 
 // Verifier authenticates bearer tokens.
@@ -267,6 +268,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.DELETE("/webhooks/:id", s.require(auth.RoleAdmin), s.deleteWebhook)
 	v1.GET("/webhooks/:id/deliveries", s.require(auth.RoleAdmin), s.listDeliveries)
 	s.securityRoutes(v1)
+	s.identityRoutes(v1)
 	s.engine = e
 	return s, nil
 }

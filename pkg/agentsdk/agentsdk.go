@@ -153,8 +153,17 @@ type Config struct {
 	// wss→https and the path /agent/v1/enroll.
 	EnrollURL string
 	// CredentialFile, when set, keeps the enrolled credential across restarts
-	// (written with mode 0600).
+	// (written atomically with mode 0600). Default with StateDir:
+	// StateDir/credential.
 	CredentialFile string
+	// StateDir, when set, is the agent's own directory (created with mode
+	// 0700) keeping what must survive a restart, each file written
+	// atomically with mode 0600: the enrolled credential (the gateway never
+	// replaces an enrolled identity, so an agent restarted without it cannot
+	// enroll again by itself) and the replay window of accepted COMMANDs
+	// (their nonces), so a captured COMMAND replayed after a restart is
+	// still refused. Give every agent its own.
+	StateDir string
 
 	Site     string
 	Version  string // default "0.0.0"
@@ -306,8 +315,8 @@ func (c Config) Validate() error {
 	if err := protocol.CheckID("", c.AgentID); err != nil {
 		bad("AgentID %v", err)
 	}
-	if c.Credential == "" && c.EnrollmentSecret == "" && c.CredentialFile == "" && !hasClientCert(c.Dialer) {
-		bad("Credential, EnrollmentSecret or CredentialFile is required (or a TLS client certificate in Dialer)")
+	if c.Credential == "" && c.EnrollmentSecret == "" && c.CredentialFile == "" && c.StateDir == "" && !hasClientCert(c.Dialer) {
+		bad("Credential, EnrollmentSecret, CredentialFile or StateDir is required (or a TLS client certificate in Dialer)")
 	}
 	if strings.ContainsFunc(c.Credential, isControl) {
 		bad("Credential contains whitespace or control characters")
@@ -462,13 +471,23 @@ func New(cfg Config) (*Agent, error) {
 		execs:   make(map[string]*execution),
 		outbox:  make(map[string]*outboxEntry),
 		recent:  recentSet{set: make(map[string]struct{})},
-		nonces:  nonceSet{execs: make(map[string]string)},
+		nonces:  nonceSet{execs: make(map[string]nonceEntry)},
 		cred:    cfg.Credential,
 	}
-	if a.cred == "" && cfg.CredentialFile != "" {
-		if b, err := os.ReadFile(cfg.CredentialFile); err == nil {
-			a.cred = strings.TrimSpace(string(b))
+	if cfg.StateDir != "" {
+		if err := prepareStateDir(cfg.StateDir); err != nil {
+			return nil, fmt.Errorf("agentsdk: %w", err)
 		}
+		if err := a.loadNonces(); err != nil {
+			return nil, fmt.Errorf("agentsdk: %w", err)
+		}
+	}
+	if path := cfg.credentialPath(); a.cred == "" && path != "" {
+		cred, err := loadCredential(path)
+		if err != nil {
+			return nil, fmt.Errorf("agentsdk: %w", err)
+		}
+		a.cred = cred
 	}
 	if len(cfg.TrustedKeys) > 0 {
 		keys := make(map[string]ed25519.PublicKey, len(cfg.TrustedKeys))

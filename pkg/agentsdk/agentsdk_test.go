@@ -751,7 +751,7 @@ func TestConfigValidate(t *testing.T) {
 		"no agent id":  {func(c *Config) { c.AgentID = "" }, "AgentID is required"},
 		"spaced id":    {func(c *Config) { c.AgentID = "a b" }, "AgentID may contain only"},
 		"long id":      {func(c *Config) { c.AgentID = strings.Repeat("a", 129) }, "AgentID is longer"},
-		"no cred":      {func(c *Config) { c.Credential = "" }, "Credential, EnrollmentSecret or CredentialFile is required"},
+		"no cred":      {func(c *Config) { c.Credential = "" }, "Credential, EnrollmentSecret, CredentialFile or StateDir is required"},
 		"cred newline": {func(c *Config) { c.Credential = "a\nb" }, "Credential contains"},
 		"long site":    {func(c *Config) { c.Site = strings.Repeat("s", 257) }, "Site is longer"},
 		"empty label":  {func(c *Config) { c.Labels = map[string]string{"": "v"} }, "label"},

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 )
@@ -60,9 +59,9 @@ func (a *Agent) credential(ctx context.Context) (string, error) {
 	a.mu.Lock()
 	a.cred = cred
 	a.mu.Unlock()
-	if a.cfg.CredentialFile != "" {
-		if err := os.WriteFile(a.cfg.CredentialFile, []byte(cred+"\n"), 0o600); err != nil {
-			a.log.WithError(err).Warn("saving the enrolled credential failed")
+	if path := a.cfg.credentialPath(); path != "" {
+		if err := writeFileAtomic(path, []byte(cred+"\n")); err != nil {
+			a.log.WithError(err).Error("saving the enrolled credential failed; after a restart this agent cannot enroll again by itself")
 		}
 	}
 	return cred, nil

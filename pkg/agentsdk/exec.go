@@ -147,11 +147,22 @@ func (a *Agent) handleCommand(ctx context.Context, s *session, cmd *protocol.Com
 		a.reject(*cmd, reason, err)
 		return
 	}
-	a.nonces.add(cmd.Nonce, id)
+	a.nonces.add(cmd.Nonce, id, cmd.ExpiresAt)
+	var window []nonceRecord
+	if a.cfg.StateDir != "" {
+		window = a.nonces.records()
+	}
 	hctx, cancel := context.WithCancelCause(ctx)
 	e := &execution{state: protocol.AckReceived, cancel: cancel}
 	a.execs[id] = e
 	a.mu.Unlock()
+	if window != nil {
+		// Durable before anything runs: a replay of this frame after a
+		// restart is then recognised. Only the read loop writes it.
+		if err := a.saveNonces(window); err != nil {
+			log.WithError(err).Error("saving the replay window failed; a replay of this COMMAND after a restart would not be recognised")
+		}
+	}
 
 	log.WithField("verb", trunc(cmd.Verb, protocol.MaxShortFieldLen)).Debug("command received")
 	s.enqueue(a.ackFrame(id, protocol.AckReceived))

@@ -101,7 +101,9 @@ func (a *Agent) runSession(ctx context.Context) (out sessionOutcome) {
 		out.err = err
 		var ee *EnrollError
 		if errors.As(err, &ee) {
-			out.authRejected = ee.Status == http.StatusUnauthorized || ee.Status == http.StatusForbidden
+			// 409: the id is enrolled (and this agent lost its credential) or
+			// revoked; an admin must act (docs/identity.md).
+			out.authRejected = ee.Status == http.StatusUnauthorized || ee.Status == http.StatusForbidden || ee.Status == http.StatusConflict
 			out.retryAfter = ee.RetryAfter
 		}
 		return out

@@ -42,14 +42,20 @@ func (t *trustState) keyIDs() []string {
 }
 
 // nonceSet remembers the nonces of the last nonceWindow accepted COMMANDs and
-// the execution each one belonged to.
+// the execution each one belonged to (kept in Config.StateDir when set, so
+// the window survives a restart).
 type nonceSet struct {
 	ring  []string
 	next  int
-	execs map[string]string // nonce -> execution id
+	execs map[string]nonceEntry // nonce -> its execution
 }
 
-func (n *nonceSet) add(nonce, executionID string) {
+type nonceEntry struct {
+	executionID string
+	expiresAt   time.Time
+}
+
+func (n *nonceSet) add(nonce, executionID string, expiresAt time.Time) {
 	if _, ok := n.execs[nonce]; ok {
 		return
 	}
@@ -60,12 +66,23 @@ func (n *nonceSet) add(nonce, executionID string) {
 		n.ring[n.next] = nonce
 		n.next = (n.next + 1) % nonceWindow
 	}
-	n.execs[nonce] = executionID
+	n.execs[nonce] = nonceEntry{executionID: executionID, expiresAt: expiresAt}
+}
+
+// records returns the window oldest first, for saving.
+func (n *nonceSet) records() []nonceRecord {
+	out := make([]nonceRecord, 0, len(n.ring))
+	for i := range n.ring {
+		nonce := n.ring[(n.next+i)%len(n.ring)]
+		e := n.execs[nonce]
+		out = append(out, nonceRecord{Nonce: nonce, ExecutionID: e.executionID, ExpiresAt: e.expiresAt})
+	}
+	return out
 }
 
 func (n *nonceSet) lookup(nonce string) (executionID string, ok bool) {
-	executionID, ok = n.execs[nonce]
-	return executionID, ok
+	e, ok := n.execs[nonce]
+	return e.executionID, ok
 }
 
 // observeWelcome applies trust on first use to the key a WELCOME announces

@@ -252,18 +252,23 @@ func TestNonceReplay(t *testing.T) {
 }
 
 func TestNonceSetWindow(t *testing.T) {
-	n := nonceSet{execs: map[string]string{}}
+	n := nonceSet{execs: map[string]nonceEntry{}}
+	exp := time.Now().Add(time.Hour)
 	for i := range nonceWindow {
-		n.add(fmt.Sprint("n", i), fmt.Sprint("e", i))
+		n.add(fmt.Sprint("n", i), fmt.Sprint("e", i), exp)
 	}
 	exec, ok := n.lookup("n0")
 	require.True(t, ok)
 	require.Equal(t, "e0", exec)
-	n.add("n0", "other") // already known: unchanged, not re-added
+	n.add("n0", "other", exp) // already known: unchanged, not re-added
 	exec, _ = n.lookup("n0")
 	require.Equal(t, "e0", exec)
 
-	n.add("newest", "e-new")
+	n.add("newest", "e-new", exp)
+	recs := n.records()
+	require.Len(t, recs, nonceWindow)
+	require.Equal(t, "n1", recs[0].Nonce, "oldest first")
+	require.Equal(t, "newest", recs[nonceWindow-1].Nonce)
 	_, ok = n.lookup("n0")
 	require.False(t, ok, "the oldest nonce is forgotten")
 	_, ok = n.lookup("n1")

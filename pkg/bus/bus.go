@@ -78,6 +78,10 @@ const (
 	// TopicScheduler wakes schedulers: work arrived, an agent came online, a
 	// delivery failed. Payload: a Wake.
 	TopicScheduler = "scheduler"
+	// TopicAgents tells every gateway that an agent's credential was revoked
+	// or the agent deleted: each drops what it cached of the credential and
+	// closes the agent's session. Payload: an AgentEnded.
+	TopicAgents = "agents"
 )
 
 // GatewayTopic is the topic of one gateway: COMMAND and CANCEL deliveries for

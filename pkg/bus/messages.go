@@ -21,6 +21,13 @@ type Wake struct {
 	CommandIDs []string `json:"command_ids,omitempty"`
 }
 
+// AgentEnded is published on TopicAgents when an admin revoked or deleted an
+// agent; Reason is told to the agent in the close frame.
+type AgentEnded struct {
+	AgentID string `json:"agent_id"`
+	Reason  string `json:"reason"`
+}
+
 // Delivery is published on a gateway's topic: one frame for one agent session,
 // or (Kick) the order to close that session because a newer one replaced it.
 type Delivery struct {

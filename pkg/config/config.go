@@ -175,6 +175,11 @@ type AgentManagement struct {
 	// anyone who can enroll an agent can then claim any site and receive the
 	// commands meant for it. Default false: claims are only reported.
 	TrustReportedAttributes bool `toml:"trust_reported_attributes"`
+	// BootstrapMaxAgents caps the agent identities the bootstrap enrollment
+	// secret creates, across every gateway (env AGENT_ENROLLMENT_MAX_AGENTS);
+	// 0 (the default) is unlimited. Production installs issue scoped secrets
+	// through the API instead.
+	BootstrapMaxAgents int `toml:"bootstrap_max_agents"`
 }
 
 // Command is the [command] section: command dispatch and retries.

@@ -259,6 +259,7 @@ func TestEveryEnvVar(t *testing.T) {
 		"AGENT_ENROLLMENT_SECRET":         "enroll-0123456789",
 		"ARGS_ENCRYPTION_KEY":             strings.Repeat("ab", 32),
 		"MAX_AGENT_CONNECTIONS":           "5000",
+		"AGENT_ENROLLMENT_MAX_AGENTS":     "200",
 		"AGENT_HEARTBEAT_INTERVAL":        "7",
 		"AGENT_TRUST_REPORTED_ATTRIBUTES": "true",
 		"MAX_CONCURRENT_COMMANDS":         "9",
@@ -288,6 +289,7 @@ func TestEveryEnvVar(t *testing.T) {
 	want.Security.AgentEnrollmentSecret = "enroll-0123456789"
 	want.Security.ArgsEncryptionKey = strings.Repeat("ab", 32)
 	want.AgentManagement.MaxAgentConnections = 5000
+	want.AgentManagement.BootstrapMaxAgents = 200
 	want.AgentManagement.HeartbeatInterval = 7
 	want.AgentManagement.TrustReportedAttributes = true
 	want.Command.MaxConcurrentCommands = 9
@@ -403,6 +405,7 @@ func TestValidateRules(t *testing.T) {
 			c.Security.AgentEnrollmentSecret = "dev"
 		}, ""},
 		{"max agent connections", func(c *config.Config) { c.AgentManagement.MaxAgentConnections = 0 }, "agent_management.max_agent_connections (MAX_AGENT_CONNECTIONS)"},
+		{"bootstrap max agents", func(c *config.Config) { c.AgentManagement.BootstrapMaxAgents = -1 }, "agent_management.bootstrap_max_agents (AGENT_ENROLLMENT_MAX_AGENTS)"},
 		{"heartbeat", func(c *config.Config) { c.AgentManagement.HeartbeatInterval = 0 }, "agent_management.heartbeat_interval (AGENT_HEARTBEAT_INTERVAL)"},
 		{"agent connection timeout", func(c *config.Config) { c.AgentManagement.ConnectionTimeout = 0 }, "agent_management.connection_timeout"},
 		{"reconnect attempts", func(c *config.Config) { c.AgentManagement.MaxReconnectAttempts = -1 }, "agent_management.max_reconnect_attempts"},

@@ -167,6 +167,7 @@ var bindings = []binding{
 	{"ARGS_ENCRYPTION_KEY", "security.args_encryption_key", func(c *Config) any { return &c.Security.ArgsEncryptionKey }},
 	{"AGENT_ENROLLMENT_SECRET", "security.agent_enrollment_secret", func(c *Config) any { return &c.Security.AgentEnrollmentSecret }},
 	{"MAX_AGENT_CONNECTIONS", "agent_management.max_agent_connections", func(c *Config) any { return &c.AgentManagement.MaxAgentConnections }},
+	{"AGENT_ENROLLMENT_MAX_AGENTS", "agent_management.bootstrap_max_agents", func(c *Config) any { return &c.AgentManagement.BootstrapMaxAgents }},
 	{"AGENT_HEARTBEAT_INTERVAL", "agent_management.heartbeat_interval", func(c *Config) any { return &c.AgentManagement.HeartbeatInterval }},
 	{"AGENT_DRAIN_SECONDS", "agent_management.drain_seconds", func(c *Config) any { return &c.AgentManagement.DrainSeconds }},
 	{"AGENT_HELLO_TIMEOUT", "agent_management.hello_timeout_seconds", func(c *Config) any { return &c.AgentManagement.HelloTimeoutSeconds }},

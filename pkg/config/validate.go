@@ -156,6 +156,7 @@ func (c Config) Validate() error {
 	v.atLeast("agent_management.drain_seconds", a.DrainSeconds, 0)
 	v.positive("agent_management.hello_timeout_seconds", a.HelloTimeoutSeconds)
 	v.atLeast("agent_management.max_frames_per_second", a.MaxFramesPerSecond, 1)
+	v.atLeast("agent_management.bootstrap_max_agents", a.BootstrapMaxAgents, 0)
 	if (a.TLSCertPath == "") != (a.TLSKeyPath == "") {
 		v.addf("agent_management.tls_cert_path and tls_key_path (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY) must be set together")
 	}

@@ -29,10 +29,18 @@ const (
 	ExecutionStatus = "execution.status"
 	AlertFired      = "alert.fired"
 	AlertResolved   = "alert.resolved"
+	// AgentEnrollRefused: a gateway refused an enrollment (Reason says why).
+	AgentEnrollRefused = "agent.enroll_refused"
+	// AgentRevoked, AgentUnrevoked, AgentDeleted: an admin revoked an agent,
+	// lifted its enrollment block, or forgot it.
+	AgentRevoked   = "agent.revoked"
+	AgentUnrevoked = "agent.unrevoked"
+	AgentDeleted   = "agent.deleted"
 )
 
 // Types lists every event type, for validating filters.
-var Types = []string{AgentOnline, AgentOffline, AgentUpdated, CommandStatus, ExecutionStatus, AlertFired, AlertResolved}
+var Types = []string{AgentOnline, AgentOffline, AgentUpdated, CommandStatus, ExecutionStatus, AlertFired, AlertResolved,
+	AgentEnrollRefused, AgentRevoked, AgentUnrevoked, AgentDeleted}
 
 // Event is one change. Fields that do not apply to the type are empty.
 type Event struct {

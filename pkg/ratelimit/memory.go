@@ -50,6 +50,18 @@ func (m *Memory) Allow(_ context.Context, key string, l Limit) (Result, error) {
 	return res, nil
 }
 
+// Peek implements Limiter.
+func (m *Memory) Peek(_ context.Context, key string, l Limit) (Result, error) {
+	if err := l.Validate(); err != nil {
+		return Result{}, err
+	}
+	now := m.cfg.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	res, _ := gcra(now, m.tats[key], l)
+	return res, nil
+}
+
 // evict drops keys whose burst is full again (they hold no information), and
 // everything if that frees nothing.
 func (m *Memory) evict(now time.Time) {

@@ -41,7 +41,12 @@ type Result struct {
 
 // Limiter decides whether a request of key may pass.
 type Limiter interface {
+	// Allow decides on one request and counts it when it passes.
 	Allow(ctx context.Context, key string, l Limit) (Result, error)
+	// Peek tells what Allow would decide now without counting anything:
+	// for limits on failures, checked before the attempt and counted (with
+	// Allow) only when it fails.
+	Peek(ctx context.Context, key string, l Limit) (Result, error)
 }
 
 // gcra applies one request at now to the theoretical arrival time tat (zero:

@@ -10,12 +10,13 @@ import (
 )
 
 // gcraScript applies GCRA atomically with the Redis server's clock, so every
-// replica shares one state and one clock. KEYS[1]: the key; ARGV: window and
-// requests. Times are microseconds. Returns {allowed, remaining, retry_after,
-// reset_after}.
+// replica shares one state and one clock. KEYS[1]: the key; ARGV: window,
+// requests and 1 to count an allowed request (0: only tell, for Peek). Times
+// are microseconds. Returns {allowed, remaining, retry_after, reset_after}.
 var gcraScript = redis.NewScript(`
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local count = ARGV[3] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = window / limit
@@ -26,7 +27,9 @@ local diff = now - (new_tat - window)
 if diff < 0 then
   return {0, 0, math.ceil(-diff), math.ceil(tat - now)}
 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+if count then
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+end
 return {1, math.floor(diff / interval), 0, math.ceil(new_tat - now)}
 `)
 
@@ -57,10 +60,19 @@ func NewRedis(client redis.Scripter, cfg RedisConfig) (*Redis, error) {
 
 // Allow implements Limiter.
 func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Result, error) {
+	return r.run(ctx, key, l, 1)
+}
+
+// Peek implements Limiter.
+func (r *Redis) Peek(ctx context.Context, key string, l Limit) (Result, error) {
+	return r.run(ctx, key, l, 0)
+}
+
+func (r *Redis) run(ctx context.Context, key string, l Limit, count int) (Result, error) {
 	if err := l.Validate(); err != nil {
 		return Result{}, err
 	}
-	v, err := gcraScript.Run(ctx, r.client, []string{r.prefix + key}, l.Window.Microseconds(), l.Requests).Int64Slice()
+	v, err := gcraScript.Run(ctx, r.client, []string{r.prefix + key}, l.Window.Microseconds(), l.Requests, count).Int64Slice()
 	if err != nil {
 		return Result{}, fmt.Errorf("applying rate limit: %w", err)
 	}

@@ -12,8 +12,9 @@ func RateLimit(cfg config.Config) ratelimit.Limit {
 	return ratelimit.Limit{Requests: cfg.Security.RateLimitRequests, Window: cfg.RateLimitWindow()}
 }
 
-// RateLimiter keeps the API's rate limits in the process's Redis, shared by
-// every replica, or in memory when the process has no Redis (all-in-one).
+// RateLimiter keeps rate limits (the API's, the gateways' enrollment
+// failures) in the process's Redis, shared by every replica, or in memory
+// when the process has no Redis (all-in-one).
 func RateLimiter(b bus.Backend) (ratelimit.Limiter, error) {
 	if r, ok := b.(*bus.Redis); ok {
 		return ratelimit.NewRedis(r.Client(), ratelimit.RedisConfig{KeyPrefix: r.KeyPrefix()})

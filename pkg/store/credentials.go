@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"gorm.io/gorm"
@@ -15,23 +13,42 @@ import (
 // ErrUnknownCredential is returned for a credential that is not (or no longer) valid.
 var ErrUnknownCredential = errors.New("unknown or revoked agent credential")
 
+// Why an enrollment of an agent id is refused.
+var (
+	// ErrAgentEnrolled: the id has a live identity; it is re-enrolled only by
+	// proving its current credential or with a re-enrollment secret.
+	ErrAgentEnrolled = errors.New("agent id is already enrolled")
+	// ErrAgentRevoked: an admin revoked the id; enrolling it is refused until
+	// an admin lifts the block.
+	ErrAgentRevoked = errors.New("agent id is revoked")
+	// ErrAgentIDNotAllowed: the enrollment secret's agent_id_pattern does not match the id.
+	ErrAgentIDNotAllowed = errors.New("agent id not allowed by this enrollment secret")
+	// ErrMaxAgents: the secret has created as many identities as it may.
+	ErrMaxAgents = errors.New("enrollment secret has created its maximum of agents")
+)
+
+// Enrolled-from values of agent credentials.
+const (
+	FromBootstrap = "bootstrap"
+	FromRotation  = "rotation"
+	FromReenroll  = "reenroll"
+	bootstrapKey  = "bootstrap" // enrollment_counters row of the bootstrap secret
+)
+
 // AgentCredential is an enrolled agent's credential, kept as a SHA-256 hash.
+// The row is the agent's identity: enrolling creates it, never replaces it.
 type AgentCredential struct {
 	AgentID        string `gorm:"primaryKey"`
 	CredentialHash string `gorm:"not null"`
 	EnrolledAt     time.Time
 	EnrolledFrom   string `gorm:"not null"`
+	CreatedWith    string `gorm:"not null"`
 	RevokedAt      *time.Time
+	EnrollBlocked  bool
 	ImposedSite    *string   `gorm:"->"` // set by EnrollWithSecret; nil: nothing imposed
 	ImposedLabels  StringMap `gorm:"->"`
 	// AllowedCapabilities is set by EnrollWithSecret; nil: any.
 	AllowedCapabilities *StringList `gorm:"->"`
-}
-
-// SetAgentCredential stores (or rotates) an agent's credential hash; the old
-// credential stops working at once.
-func (s *Store) SetAgentCredential(ctx context.Context, agentID, credentialHash, enrolledFrom string) error {
-	return s.SetAgentCredentials(ctx, []CredentialGrant{{AgentID: agentID, CredentialHash: credentialHash, EnrolledFrom: enrolledFrom}})
 }
 
 // AgentForCredential returns the agent a credential hash belongs to.
@@ -47,62 +64,128 @@ func (s *Store) AgentForCredential(ctx context.Context, credentialHash string) (
 	return c.AgentID, nil
 }
 
-// RevokeAgentCredential revokes an agent's credential; it reports whether there was one.
-func (s *Store) RevokeAgentCredential(ctx context.Context, agentID string) (bool, error) {
-	res := s.db.WithContext(ctx).Model(&AgentCredential{}).Where("agent_id = ? AND revoked_at IS NULL", agentID).Update("revoked_at", time.Now().UTC())
-	if res.Error != nil {
-		return false, fmt.Errorf("revoking agent credential: %w", res.Error)
+// AgentEnrollBlocked reports whether an admin revoked agentID and has not
+// lifted the block (for agents authenticated by client certificate).
+func (s *Store) AgentEnrollBlocked(ctx context.Context, agentID string) (bool, error) {
+	var n int64
+	if err := s.db.WithContext(ctx).Model(&AgentCredential{}).Where("agent_id = ? AND enroll_blocked", agentID).Count(&n).Error; err != nil {
+		return false, fmt.Errorf("looking up agent revocation: %w", err)
 	}
-	return res.RowsAffected > 0, nil
+	return n > 0, nil
 }
 
-// CredentialGrant is one enrollment's new credential.
-type CredentialGrant struct {
-	AgentID        string
-	CredentialHash string
-	EnrolledFrom   string
-}
-
-// SetAgentCredentials stores (or rotates) a batch of credentials in one
-// statement. When the batch holds several grants for one agent, the last wins,
-// as if they had been stored one after the other. Such an enrollment fixes no
-// attributes: what an earlier enrollment or an admin set is lifted, the agent
-// has site "" and no labels until an admin sets them (or its HELLO does,
-// under trust_reported_attributes).
-func (s *Store) SetAgentCredentials(ctx context.Context, gs []CredentialGrant) error {
-	if len(gs) == 0 {
-		return nil
-	}
-	now := time.Now().UTC()
-	pos := make(map[string]int, len(gs))
-	rows := make([]AgentCredential, 0, len(gs))
-	for _, g := range gs {
-		c := AgentCredential{AgentID: g.AgentID, CredentialHash: g.CredentialHash, EnrolledAt: now, EnrolledFrom: g.EnrolledFrom}
-		if i, ok := pos[g.AgentID]; ok {
-			rows[i] = c // Postgres refuses to update a row twice in one statement
-			continue
-		}
-		pos[g.AgentID] = len(rows)
-		rows = append(rows, c)
-	}
-	ids := slices.Collect(maps.Keys(pos))
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		err := tx.Clauses(clause.OnConflict{
-			Columns: []clause.Column{{Name: "agent_id"}},
-			DoUpdates: clause.Assignments(map[string]any{"credential_hash": clause.Column{Table: "excluded", Name: "credential_hash"}, "enrolled_at": clause.Column{Table: "excluded", Name: "enrolled_at"}, "enrolled_from": clause.Column{Table: "excluded", Name: "enrolled_from"}, "revoked_at": nil,
-				// Enrolling with the bootstrap secret lifts what a stored secret imposed.
-				"imposed_site": nil, "imposed_labels": nil, "allowed_capabilities": nil}),
-		}).CreateInBatches(&rows, 500).Error
+// EnrollBootstrap creates the identity agentID with the bootstrap secret.
+// maxAgents > 0 caps the identities the bootstrap secret creates (beyond:
+// ErrMaxAgents). A live identity gives ErrAgentEnrolled, a revoked one still
+// blocked ErrAgentRevoked; a revoked one whose block was lifted is enrolled
+// again (without counting against the cap).
+func (s *Store) EnrollBootstrap(ctx context.Context, agentID, credentialHash string, maxAgents int, now time.Time) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		spend := func() error { return spendCounter(tx, bootstrapKey, maxAgents) }
+		_, err := claimIdentity(tx, agentID, credentialHash, FromBootstrap, now, spend)
 		if err != nil {
 			return err
 		}
-		// ... and what was fixed on the agent itself; capabilities are again
+		// Enrolling with the bootstrap secret fixes no attributes: the agent
+		// has site "" and no labels until an admin sets them (or its HELLO
+		// does, under trust_reported_attributes), and capabilities are again
 		// all it reports.
-		return tx.Model(&Agent{}).Where("id IN ?", ids).Updates(map[string]any{"site": "", "labels": StringMap{},
-			"capabilities": gorm.Expr("reported_capabilities"), "attributes_source": AttributesFromNothing, "updated_at": now}).Error
+		if err := tx.Exec(`UPDATE agent_credentials SET imposed_site = NULL, imposed_labels = NULL, allowed_capabilities = NULL WHERE agent_id = ?`, agentID).Error; err != nil {
+			return fmt.Errorf("clearing imposed attributes: %w", err)
+		}
+		err = tx.Model(&Agent{}).Where("id = ?", agentID).Updates(map[string]any{"site": "", "labels": StringMap{},
+			"capabilities": gorm.Expr("reported_capabilities"), "attributes_source": AttributesFromNothing, "updated_at": now.UTC()}).Error
+		if err != nil {
+			return fmt.Errorf("clearing trusted attributes: %w", err)
+		}
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("storing agent credentials: %w", err)
+}
+
+// spendCounter counts one more identity created by the bootstrap secret,
+// refusing beyond max (0: unlimited, nothing is counted).
+func spendCounter(tx *gorm.DB, source string, max int) error {
+	if max <= 0 {
+		return nil
+	}
+	if err := tx.Exec(`INSERT INTO enrollment_counters (source, agents) VALUES (?, 0) ON CONFLICT (source) DO NOTHING`, source).Error; err != nil {
+		return fmt.Errorf("counting enrolled agents: %w", err)
+	}
+	res := tx.Exec(`UPDATE enrollment_counters SET agents = agents + 1 WHERE source = ? AND agents < ?`, source, max)
+	if res.Error != nil {
+		return fmt.Errorf("counting enrolled agents: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return ErrMaxAgents
+	}
+	return nil
+}
+
+// claimIdentity stores a credential for agentID only when the id has no live
+// identity: a new one (spend is called first, to count it against a cap) or
+// one revoked whose block an admin lifted. It reports whether the identity is
+// new. The conditional writes make it safe under concurrent enrollments of
+// one id: exactly one wins, the others get ErrAgentEnrolled.
+func claimIdentity(tx *gorm.DB, agentID, credentialHash, from string, now time.Time, spend func() error) (bool, error) {
+	now = now.UTC()
+	var cur AgentCredential
+	res := tx.Select("agent_id", "revoked_at", "enroll_blocked").Where("agent_id = ?", agentID).Limit(1).Find(&cur)
+	if res.Error != nil {
+		return false, fmt.Errorf("reading agent identity: %w", res.Error)
+	}
+	if res.RowsAffected > 0 {
+		switch {
+		case cur.RevokedAt == nil:
+			return false, ErrAgentEnrolled
+		case cur.EnrollBlocked:
+			return false, ErrAgentRevoked
+		}
+		up := tx.Model(&AgentCredential{}).Where("agent_id = ? AND revoked_at IS NOT NULL AND NOT enroll_blocked", agentID).
+			Updates(map[string]any{"credential_hash": credentialHash, "enrolled_at": now, "enrolled_from": from, "revoked_at": nil})
+		if up.Error != nil {
+			return false, fmt.Errorf("storing agent credential: %w", up.Error)
+		}
+		if up.RowsAffected == 0 {
+			return false, ErrAgentEnrolled // someone else won the race
+		}
+		return false, nil
+	}
+	// An agent known without a credential connects with a client certificate:
+	// its id is taken as well.
+	var n int64
+	if err := tx.Model(&Agent{}).Where("id = ?", agentID).Count(&n).Error; err != nil {
+		return false, fmt.Errorf("reading agent identity: %w", err)
+	}
+	if n > 0 {
+		return false, ErrAgentEnrolled
+	}
+	if err := spend(); err != nil {
+		return false, err
+	}
+	c := AgentCredential{AgentID: agentID, CredentialHash: credentialHash, EnrolledAt: now, EnrolledFrom: from, CreatedWith: from}
+	ins := tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "agent_id"}}, DoNothing: true}).Create(&c)
+	if ins.Error != nil {
+		return false, fmt.Errorf("storing agent credential: %w", ins.Error)
+	}
+	if ins.RowsAffected == 0 {
+		return false, ErrAgentEnrolled // someone else won the race (the spend is rolled back)
+	}
+	return true, nil
+}
+
+// RotateAgentCredential replaces the live credential currentHash of agentID
+// by newHash (the agent proved it holds the current one). Site and labels an
+// enrollment secret imposed are kept. A credential that is not agentID's live
+// one gives ErrUnknownCredential.
+func (s *Store) RotateAgentCredential(ctx context.Context, agentID, currentHash, newHash string, now time.Time) error {
+	res := s.db.WithContext(ctx).Model(&AgentCredential{}).
+		Where("agent_id = ? AND credential_hash = ? AND revoked_at IS NULL", agentID, currentHash).
+		Updates(map[string]any{"credential_hash": newHash, "enrolled_at": now.UTC(), "enrolled_from": FromRotation})
+	if res.Error != nil {
+		return fmt.Errorf("rotating agent credential: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return ErrUnknownCredential
 	}
 	return nil
 }

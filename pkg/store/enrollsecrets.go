@@ -4,19 +4,37 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // Bounds of enrollment secrets.
 const (
 	MaxEnrollmentSecrets = 1000 // secrets not revoked
 	MaxEnrollmentNameLen = 128
+	MaxAgentIDPatternLen = 256 // bytes of an agent_id_pattern
 )
+
+// CompileAgentIDPattern compiles an enrollment secret's agent_id_pattern: a Go
+// regular expression (RE2 syntax) that must match the whole agent id. "" allows
+// every id (nil is returned).
+func CompileAgentIDPattern(p string) (*regexp.Regexp, error) {
+	if p == "" {
+		return nil, nil
+	}
+	if len(p) > MaxAgentIDPatternLen {
+		return nil, fmt.Errorf("agent id pattern: at most %d bytes", MaxAgentIDPatternLen)
+	}
+	re, err := regexp.Compile(`^(?:` + p + `)$`)
+	if err != nil {
+		return nil, fmt.Errorf("agent id pattern: %w", err)
+	}
+	return re, nil
+}
 
 // ErrUnknownEnrollmentSecret is returned for a secret that is unknown,
 // revoked, expired or used up.
@@ -25,6 +43,8 @@ var ErrUnknownEnrollmentSecret = errors.New("unknown, revoked, expired or used-u
 // EnrollmentSecret is a stored enrollment secret (kept as a SHA-256 hash).
 // Agents that enroll with it get its Site and Labels as their trusted
 // attributes, and are targeted only for the AllowedCapabilities (nil: any).
+// It creates identities only for ids matching AgentIDPattern ("" every id),
+// at most MaxAgents of them (nil: unbounded); Agents counts those it created.
 type EnrollmentSecret struct {
 	ID                  string      `gorm:"primaryKey"`
 	Name                string      `gorm:"not null"`
@@ -32,6 +52,9 @@ type EnrollmentSecret struct {
 	Site                string      `gorm:"not null"`
 	Labels              StringMap   `gorm:"type:jsonb;not null"`
 	AllowedCapabilities *StringList `gorm:"type:jsonb"`
+	AgentIDPattern      string      `gorm:"not null"`
+	MaxAgents           *int
+	Agents              int `gorm:"not null"`
 	MaxUses             *int
 	Uses                int    `gorm:"not null"`
 	CreatedBy           string `gorm:"not null"`
@@ -53,13 +76,20 @@ type NewEnrollmentSecret struct {
 	CreatedBy           string
 	ExpiresAt           *time.Time
 	Audit               AuditEvent // written in the same transaction; Target is set to the secret id
+
+	AgentIDPattern string // see CompileAgentIDPattern; validated here too
+	MaxAgents      *int
 }
 
 // CreateEnrollmentSecret stores a secret (and its audit event); beyond
 // MaxEnrollmentSecrets live secrets it returns ErrLimitReached.
 func (s *Store) CreateEnrollmentSecret(ctx context.Context, ns NewEnrollmentSecret) (EnrollmentSecret, error) {
+	if _, err := CompileAgentIDPattern(ns.AgentIDPattern); err != nil {
+		return EnrollmentSecret{}, err
+	}
 	now := time.Now().UTC()
 	e := EnrollmentSecret{ID: uuid.NewString(), Name: ns.Name, SecretHash: ns.SecretHash, Site: ns.Site, Labels: StringMap(ns.Labels),
+		AgentIDPattern: ns.AgentIDPattern, MaxAgents: ns.MaxAgents,
 		MaxUses: ns.MaxUses, CreatedBy: ns.CreatedBy, CreatedAt: now, ExpiresAt: utcPtr(ns.ExpiresAt)}
 	if ns.AllowedCapabilities != nil {
 		allowed := StringList(ns.AllowedCapabilities)
@@ -86,14 +116,15 @@ func (s *Store) RevokeEnrollmentSecret(ctx context.Context, id string, audit Aud
 	return revokeOnce[EnrollmentSecret](ctx, s.db, id, "enrollment secret", audit)
 }
 
-// EnrollWithSecret spends one use of a live enrollment secret and stores (or
-// rotates) the agent's credential with the secret's site, labels and allowed
-// capabilities, in one transaction: the use is counted atomically (a
-// conditional UPDATE), so max_uses holds under concurrent enrollments. The
-// site and labels become the agent's trusted attributes at once (replacing
-// what an earlier enrollment or an admin set); its HELLOs only report. A
-// secret that is unknown, revoked, expired or used up gives
-// ErrUnknownEnrollmentSecret.
+// EnrollWithSecret spends one use of a live enrollment secret and creates the
+// agent's identity with the secret's site and labels imposed, in one
+// transaction: uses and created identities are counted atomically
+// (conditional UPDATEs), so max_uses and max_agents hold under concurrent
+// enrollments. A secret that is unknown, revoked, expired or used up gives
+// ErrUnknownEnrollmentSecret; an id outside its agent_id_pattern
+// ErrAgentIDNotAllowed; beyond max_agents ErrMaxAgents; an id with a live
+// identity ErrAgentEnrolled and a revoked one still blocked ErrAgentRevoked
+// (enrolling never replaces an identity). A refusal spends no use.
 func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, credentialHash string, now time.Time) (EnrollmentSecret, error) {
 	now = now.UTC()
 	var e EnrollmentSecret
@@ -110,18 +141,30 @@ func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, crede
 		if err := tx.Where("secret_hash = ?", secretHash).Take(&e).Error; err != nil {
 			return fmt.Errorf("reading enrollment secret: %w", err)
 		}
+		re, err := CompileAgentIDPattern(e.AgentIDPattern)
+		if err != nil {
+			return err
+		}
+		if re != nil && !re.MatchString(agentID) {
+			return ErrAgentIDNotAllowed
+		}
+		spend := func() error {
+			res := tx.Model(&EnrollmentSecret{}).Where("id = ? AND (max_agents IS NULL OR agents < max_agents)", e.ID).
+				Update("agents", gorm.Expr("agents + 1"))
+			if res.Error != nil {
+				return fmt.Errorf("counting enrolled agents: %w", res.Error)
+			}
+			if res.RowsAffected == 0 {
+				return ErrMaxAgents
+			}
+			return nil
+		}
+		if _, err := claimIdentity(tx, agentID, credentialHash, "secret:"+e.ID, now, spend); err != nil {
+			return err
+		}
 		labels := e.Labels
 		if labels == nil {
 			labels = StringMap{}
-		}
-		c := AgentCredential{AgentID: agentID, CredentialHash: credentialHash, EnrolledAt: now, EnrolledFrom: "secret:" + e.ID}
-		err := tx.Clauses(clause.OnConflict{
-			Columns: []clause.Column{{Name: "agent_id"}},
-			DoUpdates: clause.Assignments(map[string]any{"credential_hash": credentialHash, "enrolled_at": now,
-				"enrolled_from": c.EnrolledFrom, "revoked_at": nil}),
-		}).Create(&c).Error
-		if err != nil {
-			return fmt.Errorf("storing agent credential: %w", err)
 		}
 		// The enrollment columns are read-only in the model; write them directly.
 		err = tx.Exec(`UPDATE agent_credentials SET imposed_site = ?, imposed_labels = ?, allowed_capabilities = ? WHERE agent_id = ?`,

@@ -34,7 +34,7 @@ func TestReportedAttributesDoNotTarget(t *testing.T) {
 		_, err := s.EnrollWithSecret(ctx, "prod-db", "db-1", "cred-db", time.Now())
 		require.NoError(t, err)
 		hello(t, s, store.AgentSession{ID: "db-1", Site: "lab", Capabilities: []string{"exec"}})
-		require.NoError(t, s.SetAgentCredential(ctx, "rogue", "cred-rogue", "bootstrap"))
+		require.NoError(t, s.EnrollBootstrap(ctx, "rogue", "cred-rogue", 0, time.Now()))
 		hello(t, s, store.AgentSession{ID: "rogue", Site: "prod", Labels: map[string]string{"tier": "db"}, Capabilities: []string{"exec"}})
 
 		sel := &store.Selector{Site: "prod", Labels: map[string]string{"tier": "db"}}
@@ -131,8 +131,12 @@ func TestPatchAgentAttributes(t *testing.T) {
 		require.Equal(t, store.AgentAttributes{Site: "", Labels: map[string]string{}}, d.Before)
 		require.Equal(t, store.AgentAttributes{Site: "prod", Labels: map[string]string{"tier": "db", "keep": "x"}}, d.After)
 
-		// Enrolling again replaces what the admin set with what that enrollment fixes.
-		require.NoError(t, s.SetAgentCredential(ctx, "a1", "cred-a1", "bootstrap"))
+		// Enrolling again (after a revocation an admin lifted) replaces what
+		// the admin set with what that enrollment fixes.
+		_, err = s.RevokeAgent(ctx, "a1", store.AuditEvent{Actor: "admin", Action: "agent.revoke"})
+		require.NoError(t, err)
+		require.NoError(t, s.UnrevokeAgent(ctx, "a1", store.AuditEvent{Actor: "admin", Action: "agent.unrevoke"}))
+		require.NoError(t, s.EnrollBootstrap(ctx, "a1", "cred-a1", 0, time.Now()))
 		a, err = s.GetAgent(ctx, "a1")
 		require.NoError(t, err)
 		require.Equal(t, "", a.Site)
@@ -145,9 +149,14 @@ func TestAllowedCapabilities(t *testing.T) {
 	each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		// An agent already registered is restricted at its enrollment.
+		// (Known without a credential, it is enrolled again after a
+		// revocation an admin lifted: enrollment never takes a known id.)
 		hello(t, s, store.AgentSession{ID: "e1", Capabilities: []string{"echo", "exec"}})
+		_, err := s.RevokeAgent(ctx, "e1", store.AuditEvent{Actor: "admin", Action: "agent.revoke"})
+		require.NoError(t, err)
+		require.NoError(t, s.UnrevokeAgent(ctx, "e1", store.AuditEvent{Actor: "admin", Action: "agent.unrevoke"}))
 		enrollmentSecret(t, s, "echo-only", "edge", nil, []string{"echo"})
-		_, err := s.EnrollWithSecret(ctx, "echo-only", "e1", "cred-e1", time.Now())
+		_, err = s.EnrollWithSecret(ctx, "echo-only", "e1", "cred-e1", time.Now())
 		require.NoError(t, err)
 		a, err := s.GetAgent(ctx, "e1")
 		require.NoError(t, err)
@@ -182,7 +191,10 @@ func TestAllowedCapabilities(t *testing.T) {
 		_, err = s.EnrollWithSecret(ctx, "any", "e2", "cred-e2", time.Now())
 		require.NoError(t, err)
 		hello(t, s, store.AgentSession{ID: "e2", Capabilities: []string{"exec"}})
-		require.NoError(t, s.SetAgentCredential(ctx, "e1", "cred-e1b", "bootstrap"))
+		_, err = s.RevokeAgent(ctx, "e1", store.AuditEvent{Actor: "admin", Action: "agent.revoke"})
+		require.NoError(t, err)
+		require.NoError(t, s.UnrevokeAgent(ctx, "e1", store.AuditEvent{Actor: "admin", Action: "agent.unrevoke"}))
+		require.NoError(t, s.EnrollBootstrap(ctx, "e1", "cred-e1b", 0, time.Now()))
 		hello(t, s, store.AgentSession{ID: "e1", Capabilities: []string{"exec"}})
 		for _, id := range []string{"e1", "e2"} {
 			a, err := s.GetAgent(ctx, id)

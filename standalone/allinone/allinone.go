@@ -31,6 +31,10 @@ import (
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
 
+// DemoAgentsDir is the data directory's subdirectory keeping the demo
+// agents' state (credentials, replay windows).
+const DemoAgentsDir = "demo-agents"
+
 // Options are the all-in-one's own settings beyond the shared configuration.
 type Options struct {
 	DataDir     string // SQLite database and generated secrets
@@ -131,21 +135,27 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	limiter, err := service.RateLimiter(p.Bus) // Redis when given one, else memory
+	if err != nil {
+		return err
+	}
 	gw, err := gateway.New(st, p.Bus, p.Bus, p.Registry, log, gateway.Config{
-		Events:            p.Events,
-		GatewayID:         p.InstanceID,
-		EnrollmentSecret:  cfg.Security.AgentEnrollmentSecret,
-		HeartbeatInterval: cfg.HeartbeatInterval(),
-		TelemetryInterval: cfg.CollectionInterval(),
-		MaxConnections:    max(cfg.AgentManagement.MaxAgentConnections, o.DemoAgents+100),
-		HandshakeTimeout:  cfg.ConnectionTimeout(),
-		FlushInterval:     cfg.FlushInterval(),
-		TelemetryBatch:    cfg.Telemetry.BatchSize,
-		Retry:             store.RetryPolicy{Base: cfg.RetryDelay()},
-		DrainWindow:       0, // one process: there is no other gateway to move to
-		HelloTimeout:      cfg.HelloTimeout(),
-		MaxFrameRate:      cfg.AgentManagement.MaxFramesPerSecond,
-		TrustReported:     cfg.AgentManagement.TrustReportedAttributes,
+		Events:             p.Events,
+		GatewayID:          p.InstanceID,
+		EnrollmentSecret:   cfg.Security.AgentEnrollmentSecret,
+		HeartbeatInterval:  cfg.HeartbeatInterval(),
+		TelemetryInterval:  cfg.CollectionInterval(),
+		MaxConnections:     max(cfg.AgentManagement.MaxAgentConnections, o.DemoAgents+100),
+		HandshakeTimeout:   cfg.ConnectionTimeout(),
+		FlushInterval:      cfg.FlushInterval(),
+		TelemetryBatch:     cfg.Telemetry.BatchSize,
+		Retry:              store.RetryPolicy{Base: cfg.RetryDelay()},
+		DrainWindow:        0, // one process: there is no other gateway to move to
+		HelloTimeout:       cfg.HelloTimeout(),
+		MaxFrameRate:       cfg.AgentManagement.MaxFramesPerSecond,
+		TrustReported:      cfg.AgentManagement.TrustReportedAttributes,
+		BootstrapMaxAgents: cfg.AgentManagement.BootstrapMaxAgents,
+		Limiter:            limiter,
 	})
 	if err != nil {
 		return err
@@ -179,10 +189,6 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		return err
 	}
 	p.Presence.ReportLeader(sched.Leading)
-	limiter, err := service.RateLimiter(p.Bus) // Redis when given one, else memory
-	if err != nil {
-		return err
-	}
 	api, err := apiserver.New(st, p.Bus, jwt, p.Registry, log, apiserver.Config{
 		DefaultTimeout: cfg.CommandTimeout(), DefaultMaxRetries: cfg.Command.RetryAttempts,
 		MaxQueued:         cfg.Command.MaxCommandQueueSize,
@@ -266,6 +272,10 @@ func demoFleet(cfg config.Config, o Options, st *store.Store, log logrus.FieldLo
 		opts.Gateway = fmt.Sprintf("ws://127.0.0.1:%d/ws/agent", cfg.Server.Port)
 		opts.Agents = o.DemoAgents
 		opts.EnrollmentSecret = secret
+		// Their credentials live with the data: restarted on the same data
+		// directory, the demo agents reconnect as themselves (enrolling again
+		// would be refused: enrollment never replaces a live identity).
+		opts.StateDir = filepath.Join(o.DataDir, DemoAgentsDir)
 		fleet, err := sim.NewFleet(opts, log.WithField("component", "demo-agents"))
 		if err != nil {
 			return fmt.Errorf("starting demo agents: %w", err)

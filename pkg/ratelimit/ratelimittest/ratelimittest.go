@@ -111,6 +111,28 @@ func Run(t *testing.T, newLimiter func(t *testing.T) ratelimit.Limiter) {
 		wg.Wait()
 		require.EqualValues(t, 10, allowed.Load())
 	})
+	t.Run("PeekCountsNothing", func(t *testing.T) {
+		l := newLimiter(t)
+		ctx := context.Background()
+		lim := ratelimit.Limit{Requests: 2, Window: time.Minute}
+		for range 5 {
+			r, err := l.Peek(ctx, "k", lim)
+			require.NoError(t, err)
+			require.True(t, r.Allowed)
+			require.Equal(t, 1, r.Remaining)
+		}
+		for range 2 {
+			r, err := l.Allow(ctx, "k", lim)
+			require.NoError(t, err)
+			require.True(t, r.Allowed)
+		}
+		r, err := l.Peek(ctx, "k", lim)
+		require.NoError(t, err)
+		require.False(t, r.Allowed, "peek sees the budget spent")
+		require.Greater(t, r.RetryAfter, time.Duration(0))
+		_, err = l.Peek(ctx, "k", ratelimit.Limit{})
+		require.Error(t, err)
+	})
 	t.Run("RejectsInvalidLimit", func(t *testing.T) {
 		l := newLimiter(t)
 		_, err := l.Allow(context.Background(), "k", ratelimit.Limit{Requests: 0, Window: time.Second})

@@ -1,0 +1,134 @@
+package agentsdk
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Files of Config.StateDir.
+const (
+	stateCredentialFile = "credential"  // the enrolled credential
+	stateNoncesFile     = "nonces.json" // the replay window of accepted COMMANDs
+)
+
+// nonceRecord is one remembered nonce of the replay window on disk.
+type nonceRecord struct {
+	Nonce       string    `json:"nonce"`
+	ExecutionID string    `json:"execution_id"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+type nonceFile struct {
+	Nonces []nonceRecord `json:"nonces"` // oldest first
+}
+
+// writeFileAtomic replaces path with data (mode 0600): written to a temporary
+// file in the same directory, synced, then renamed over path, so a crash
+// leaves the old or the new content, never a torn file.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() { _ = os.Remove(tmp) }() // after a successful rename: nothing left to remove
+	if err := f.Chmod(0o600); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // the rename itself is durable
+		_ = d.Close()
+	}
+	return nil
+}
+
+// prepareStateDir creates the state directory (mode 0700) or tightens an
+// existing one's mode.
+func prepareStateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating the state directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("restricting the state directory: %w", err)
+	}
+	return nil
+}
+
+// credentialPath is where the enrolled credential is kept ("" nowhere).
+func (c Config) credentialPath() string {
+	if c.CredentialFile != "" {
+		return c.CredentialFile
+	}
+	if c.StateDir != "" {
+		return filepath.Join(c.StateDir, stateCredentialFile)
+	}
+	return ""
+}
+
+// loadCredential reads a kept credential; a missing file is no credential.
+func loadCredential(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading the credential: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// loadNonces restores the replay window kept in the state directory,
+// dropping nonces of COMMANDs that have expired since (they are refused as
+// expired anyway).
+func (a *Agent) loadNonces() error {
+	b, err := os.ReadFile(filepath.Join(a.cfg.StateDir, stateNoncesFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the replay window: %w", err)
+	}
+	var nf nonceFile
+	if err := json.Unmarshal(b, &nf); err != nil {
+		return fmt.Errorf("reading the replay window: %w", err)
+	}
+	now := a.cfg.Clock()
+	for _, r := range nf.Nonces {
+		if now.After(r.ExpiresAt.Add(a.cfg.MaxClockSkew)) {
+			continue
+		}
+		a.nonces.add(r.Nonce, r.ExecutionID, r.ExpiresAt)
+	}
+	return nil
+}
+
+// saveNonces writes the replay window (a snapshot taken with a.mu held).
+func (a *Agent) saveNonces(records []nonceRecord) error {
+	b, err := json.Marshal(nonceFile{Nonces: records})
+	if err != nil {
+		return fmt.Errorf("encoding the replay window: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(a.cfg.StateDir, stateNoncesFile), b)
+}
