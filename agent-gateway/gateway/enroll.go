@@ -174,10 +174,14 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"agent_id": req.AgentID, "credential": cred})
 }
 
+// denyEnroll refuses an enrollment. The refusal is counted in memory and
+// written as one agent.enroll.denied audit event per client address and
+// window (details: count, reasons, agent ids tried): a flood of bad secrets
+// does not write to the audit chain per request.
 func (g *Gateway) denyEnroll(w http.ResponseWriter, r *http.Request, addr string, now time.Time, agentID string) {
 	g.enrollLimit.fail(addr, now)
 	g.metrics.enrollments.WithLabelValues("denied").Inc()
-	g.audit(r.Context(), "agent:"+agentID, "agent.enroll.denied", agentID, map[string]any{"client": addr})
+	g.refusals.Record(addr, "enrollment secret not valid", agentID, now)
 	problem(w, http.StatusUnauthorized, "Unauthorized", "enrollment_secret is not valid")
 }
 

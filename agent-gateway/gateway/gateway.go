@@ -22,6 +22,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/refusal"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -58,6 +59,7 @@ type Config struct {
 	MaxHandshakes     int               // enrollments and upgrades-until-registered in flight; beyond: 503
 	MaxFrameRate      int               // frames per second per agent (bursts of twice that)
 	Events            *events.Publisher // optional: agents online/offline and execution progress are published here
+	RefusalWindow     time.Duration     // refused enrollments are audited once per address per window (default refusal.DefaultWindow)
 }
 
 func (c *Config) setDefaults() {
@@ -123,6 +125,7 @@ type Gateway struct {
 	commits  *committer
 	online   *group[store.AgentSession] // agents marked online by handshakes
 	audits   *group[store.AuditEvent]
+	refusals *refusal.Aggregator // refused enrollments, one audit event per address and minute
 	grants   *group[store.CredentialGrant] // credentials issued by enrollments
 	issued   issuedCreds
 	base     context.Context // sessions' context: holds nothing of the upgrade request
@@ -155,6 +158,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		return nil, err
 	}
 	m := newMetrics(reg)
+	var err error
 	g := &Gateway{
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
 		metrics:   m,
@@ -167,6 +171,9 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		sessions:  map[string]*session{},
 		health:    map[string]store.HealthUpdate{},
 		telKick:   make(chan struct{}, 1),
+	}
+	if g.refusals, err = refusal.New(st, g.log, refusal.Config{Action: "agent.enroll.denied", Window: cfg.RefusalWindow}); err != nil {
+		return nil, err
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -217,6 +224,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-g.audits.done }()
 	go g.grants.run(ctx)
 	defer func() { <-g.grants.done }()
+	refusalsDone := make(chan struct{})
+	go func() {
+		defer close(refusalsDone)
+		_ = g.refusals.Run(ctx)
+	}()
+	defer func() { <-refusalsDone }()
 	go g.pingLoop(ctx)
 	go g.trimLoop(ctx)
 	for {

@@ -26,6 +26,7 @@ import (
 // enrollment secrets and idempotency keys.
 type SecurityStore interface {
 	RecordAudit(ctx context.Context, e store.AuditEvent) error
+	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, string, error)
 	VerifyAudit(ctx context.Context) (store.AuditVerification, error)
 

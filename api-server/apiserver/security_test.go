@@ -3,17 +3,22 @@ package apiserver
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/auth"
@@ -114,7 +119,13 @@ func TestAPIKeysAndTokenExchange(t *testing.T) {
 	require.Equal(t, "POST /api/v1/api-keys", denied[0].Target)
 	require.Equal(t, "192.0.2.1", denied[0].ClientIP) // httptest's RemoteAddr
 	require.NotEmpty(t, denied[0].RequestID)
-	require.Len(t, a.auditActions("auth.failure"), 2)
+	require.Empty(t, a.auditActions("auth.failure"), "anonymous failures are aggregated, not written per request")
+	require.NoError(t, a.srv.refusals.Flush(context.Background()))
+	fails := a.auditActions("auth.failure")
+	require.Len(t, fails, 1, "one event per client address")
+	require.Equal(t, "192.0.2.1", fails[0].ClientIP)
+	require.JSONEq(t, `{"GET /api/v1/api-keys":2}`, string(mustJSON(t, detailsOf(t, fails[0])["targets"])))
+	require.JSONEq(t, `{"no bearer token":1,"invalid or expired token":1}`, string(mustJSON(t, detailsOf(t, fails[0])["reasons"])))
 
 	// Strict bodies name the offending field.
 	for _, tc := range []struct {
@@ -308,9 +319,12 @@ func TestRateLimitClientIPAndProxies(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, viaProxy("203.0.113.5"))
 	require.Equal(t, http.StatusTooManyRequests, viaProxy("203.0.113.5"))
 	require.Equal(t, http.StatusUnauthorized, viaProxy("203.0.113.6")) // another client behind the proxy
+	require.NoError(t, a.srv.refusals.Flush(context.Background()))
 	fails := a.auditActions("auth.failure")
-	require.Len(t, fails, 3)
+	require.Len(t, fails, 2)
 	require.Equal(t, "203.0.113.6", fails[0].ClientIP)
+	require.Equal(t, "203.0.113.5", fails[1].ClientIP)
+	require.EqualValues(t, 2, detailsOf(t, fails[1])["count"])
 
 	// X-Forwarded-For from an untrusted peer is ignored.
 	direct := func(xff string) int {
@@ -391,4 +405,97 @@ func TestIPKeyGroupsIPv6Per64(t *testing.T) {
 	require.Equal(t, "2001:db8:1:2::/64", ipKey("2001:db8:1:2:aaaa::1"))
 	require.Equal(t, ipKey("2001:db8:1:2::1"), ipKey("2001:db8:1:2:ffff:ffff:ffff:ffff"))
 	require.Equal(t, "203.0.113.5", ipKey("::ffff:203.0.113.5"))
+}
+
+func detailsOf(t *testing.T, e store.AuditEvent) map[string]any {
+	t.Helper()
+	var d map[string]any
+	require.NoError(t, json.Unmarshal(e.Details, &d))
+	return d
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+// countingStore counts the audit writes the API makes.
+type countingStore struct {
+	*store.Store
+	writes atomic.Int64
+}
+
+func (c *countingStore) RecordAudit(ctx context.Context, e store.AuditEvent) error {
+	c.writes.Add(1)
+	return c.Store.RecordAudit(ctx, e)
+}
+
+func (c *countingStore) RecordAudits(ctx context.Context, es []store.AuditEvent) error {
+	c.writes.Add(1)
+	return c.Store.RecordAudits(ctx, es)
+}
+
+// An anonymous flood of bad tokens must not write to the audit chain (and take
+// its global lock) once per request: it is counted, and written as one event
+// per source address when the window ends.
+func TestAnonymousFloodIsAggregated(t *testing.T) {
+	ctx := context.Background()
+	st := openPostgres(t, testenv.Postgres(t))
+	cs := &countingStore{Store: st}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	reg := prometheus.NewRegistry()
+	srv, err := New(cs, bus.NewMemory(), newJWT(t), reg, log, Config{})
+	require.NoError(t, err)
+	a := &secAPI{t: t, srv: srv, st: st, jwt: newJWT(t), tokens: map[auth.Role]string{}}
+	tok, err := a.jwt.Issue("operator-user", auth.RoleOperator, time.Hour)
+	require.NoError(t, err)
+	a.tokens[auth.RoleOperator] = tok
+	require.NoError(t, st.MarkAgentOnline(ctx, store.AgentSession{ID: "flood-1", Capabilities: []string{"echo"}, GatewayID: "g", SessionID: "s", At: time.Now()}))
+	post := func() time.Duration {
+		start := time.Now()
+		w := a.req("operator", "POST", "/api/v1/commands", `{"verb":"echo","agent_targets":["flood-1"]}`)
+		require.Equal(t, http.StatusAccepted, w.Code, w.Body.String())
+		return time.Since(start)
+	}
+	var quiet time.Duration
+	for range 10 {
+		quiet += post()
+	}
+	writesBefore := cs.writes.Load()
+
+	const flood = 2000
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range flood / 4 {
+				addr := fmt.Sprintf("198.51.100.%d:1234", 1+w%2)
+				assert.Equal(t, http.StatusUnauthorized, a.req("Bearer forged-"+strconv.Itoa(i), "GET", "/api/v1/agents", "", "RemoteAddr", addr).Code)
+			}
+		}()
+	}
+	var during time.Duration
+	for range 10 {
+		during += post()
+	}
+	wg.Wait()
+	t.Logf("POST /commands: %v mean before the flood, %v during it", quiet/10, during/10)
+	// Ten commands, each one audit write of its own transaction; no write for the 2,000 failures.
+	require.Equal(t, writesBefore, cs.writes.Load(), "the flood wrote audit events on the request path")
+	require.Empty(t, a.auditActions("auth.failure"))
+
+	require.NoError(t, srv.refusals.Flush(ctx))
+	require.Equal(t, writesBefore+1, cs.writes.Load(), "one batch for the window")
+	fails := a.auditActions("auth.failure")
+	require.Len(t, fails, 2, "one event per source address")
+	var total float64
+	for _, e := range fails {
+		total += detailsOf(t, e)["count"].(float64)
+	}
+	require.EqualValues(t, flood, total)
+	require.InDelta(t, flood, testutil.ToFloat64(srv.authFailures.WithLabelValues("invalid or expired token")), 0)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
+	"github.com/viworks/backend-agent/pkg/refusal"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -78,6 +79,11 @@ type Config struct {
 	TrustedProxies []string          // CIDRs whose X-Forwarded-For is believed (security.trusted_proxies)
 	TokenTTL       time.Duration     // lifetime of tokens from POST /auth/token; default 15m
 	IdempotencyTTL time.Duration     // how long Idempotency-Keys are kept; default 24h
+
+	// AuthFailureWindow is how often the anonymous authentication failures
+	// counted per client address are written to the audit trail, one event per
+	// address; default refusal.DefaultWindow (a minute).
+	AuthFailureWindow time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -159,6 +165,9 @@ type Server struct {
 	latency    *prometheus.HistogramVec
 	limiter    ratelimit.Limiter // nil: no rate limits
 	limiterErr atomic.Int64      // unix nanos of the last "rate limiter failed" warning
+
+	authFailures *prometheus.CounterVec // anonymous requests refused, by reason
+	refusals     *refusal.Aggregator    // their audit events, one per address and minute
 }
 
 // New builds the API.
@@ -173,13 +182,19 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"}),
 		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_api_request_duration_seconds", Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"}),
 	}
+	s.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_auth_failures_total", Help: "Anonymous API requests refused for their credentials, by reason."}, []string{"reason"})
+	refusals, err := refusal.New(st, log, refusal.Config{Action: "auth.failure", Window: cfg.AuthFailureWindow})
+	if err != nil {
+		return nil, err
+	}
+	s.refusals = refusals
 	doc, err := openapiJSON()
 	if err != nil {
 		return nil, err
 	}
 	s.openapiDoc = doc
 	if reg != nil {
-		reg.MustRegister(s.requests, s.latency)
+		reg.MustRegister(s.requests, s.latency, s.authFailures)
 	}
 	if cfg.RateLimit.Requests > 0 {
 		s.limiter = cfg.Limiter
@@ -232,8 +247,19 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Run receives the event stream from the bus until ctx is done.
-func (s *Server) Run(ctx context.Context) error { return s.hub.Run(ctx) }
+// Run receives the event stream from the bus and writes the aggregated
+// authentication failures until ctx is done; the last failures are written on
+// the way out.
+func (s *Server) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.refusals.Run(ctx)
+	}()
+	err := s.hub.Run(ctx)
+	<-done
+	return err
+}
 
 // Drain ends the event streams so that the HTTP server can shut down without
 // waiting for them; clients reconnect to another replica.
