@@ -39,6 +39,7 @@ func run(args []string) int {
 			RateLimit:         service.RateLimit(cfg),
 			Limiter:           limiter,
 			TrustedProxies:    cfg.Security.TrustedProxies,
+			AuditHeads:        service.AuditHeads(p.Bus, ""),
 		})
 		if err != nil {
 			return service.Role{}, err

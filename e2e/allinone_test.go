@@ -110,13 +110,19 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	require.Equal(t, "succeeded", delivered.Status)
 	require.Equal(t, "after you return", delivered.Executions[0].Output)
 
-	// The audit trail was kept too (read straight from the database file).
-	st, err := store.Open(context.Background(), store.Config{URL: store.SQLitePrefix + filepath.Join(dataDir, "viworks.db")})
+	// The audit trail was kept too (read straight from the database file),
+	// chained under the key generated into the data directory.
+	key, err := os.ReadFile(filepath.Join(dataDir, "audit.key"))
+	require.NoError(t, err)
+	st, err := store.Open(context.Background(), store.Config{AuditKey: bytes.TrimSpace(key), URL: store.SQLitePrefix + filepath.Join(dataDir, "viworks.db")})
 	require.NoError(t, err)
 	defer st.Close()
 	n, err := st.CountAudit(context.Background(), "command.create")
 	require.NoError(t, err)
 	require.Equal(t, int64(22), n, "one audit event per created command across restarts")
+	v, err := st.VerifyAudit(context.Background(), nil)
+	require.NoError(t, err)
+	require.True(t, v.OK, "%+v", v)
 }
 
 func TestAllInOneBadInput(t *testing.T) {

@@ -29,7 +29,7 @@ func must(t *testing.T, err error) {
 // bootstrap secret and with secrets issued through the API.
 func TestEnrollWithStoredSecrets(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
 	must(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)
@@ -111,7 +111,7 @@ func TestEnrollWithStoredSecrets(t *testing.T) {
 	if a.Site != "lab" {
 		t.Fatalf("site after bootstrap enrollment: %q", a.Site)
 	}
-	v, err := st.VerifyAudit(ctx)
+	v, err := st.VerifyAudit(ctx, nil)
 	must(t, err)
 	if !v.OK || v.Checked < 4 {
 		t.Fatalf("audit chain: %+v", v)

@@ -125,7 +125,7 @@ type Gateway struct {
 	commits  *committer
 	online   *group[store.AgentSession] // agents marked online by handshakes
 	audits   *group[store.AuditEvent]
-	refusals *refusal.Aggregator // refused enrollments, one audit event per address and minute
+	refusals *refusal.Aggregator           // refused enrollments, one audit event per address and minute
 	grants   *group[store.CredentialGrant] // credentials issued by enrollments
 	issued   issuedCreds
 	base     context.Context // sessions' context: holds nothing of the upgrade request

@@ -16,7 +16,7 @@ import (
 // is not written, so it cannot overwrite the credential of the retry.
 func TestGroupDropsAbandonedItems(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)

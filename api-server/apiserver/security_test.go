@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/audithead"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
@@ -46,7 +48,7 @@ func newJWT(t *testing.T) *auth.JWT {
 
 func openPostgres(t *testing.T, url string) *store.Store {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: url})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)
@@ -498,4 +500,39 @@ func TestAnonymousFloodIsAggregated(t *testing.T) {
 	}
 	require.EqualValues(t, flood, total)
 	require.InDelta(t, flood, testutil.ToFloat64(srv.authFailures.WithLabelValues("invalid or expired token")), 0)
+}
+
+// GET /audit/verify compares the table with the head kept outside it: rows
+// deleted from the end by a superuser are reported as truncation, and the
+// head it returns is signed with the audit key.
+func TestAuditVerifyReportsTruncation(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.Postgres(t)
+	st := openPostgres(t, url)
+	heads := audithead.NewFile(filepath.Join(t.TempDir(), "audit-head.json"))
+	a := newSecAPI(t, st, Config{AuditHeads: heads})
+	for i := range 4 {
+		require.NoError(t, st.RecordAudit(ctx, store.AuditEvent{Actor: "admin", Action: "test.verify", Target: strconv.Itoa(i)}))
+	}
+	v := decode[store.AuditVerification](t, a.req("admin", "GET", "/api/v1/audit/verify", ""))
+	require.True(t, v.OK, "%+v", v)
+	require.Nil(t, v.Kept)
+	require.NoError(t, st.CheckAuditHead(v.Head))
+	w, err := audithead.New(st, heads, logrus.New(), audithead.Config{})
+	require.NoError(t, err)
+	require.NoError(t, w.Tick(ctx, time.Now()))
+
+	db, err := sql.Open("pgx", url)
+	require.NoError(t, err)
+	defer db.Close()
+	for _, q := range []string{`ALTER TABLE audit_events DISABLE TRIGGER USER`, `DELETE FROM audit_events WHERE id = (SELECT max(id) FROM audit_events)`, `ALTER TABLE audit_events ENABLE TRIGGER USER`} {
+		_, err = db.Exec(q)
+		require.NoError(t, err)
+	}
+	v = decode[store.AuditVerification](t, a.req("admin", "GET", "/api/v1/audit/verify", ""))
+	require.False(t, v.OK)
+	require.True(t, v.Truncated)
+	require.NotNil(t, v.Kept)
+	require.EqualValues(t, 4, v.Kept.Count)
+	require.EqualValues(t, 3, v.Head.Count)
 }

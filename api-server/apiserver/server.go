@@ -84,6 +84,9 @@ type Config struct {
 	// counted per client address are written to the audit trail, one event per
 	// address; default refusal.DefaultWindow (a minute).
 	AuthFailureWindow time.Duration
+	// AuditHeads is where the scheduler keeps the audit chain's head; GET
+	// /audit/verify compares the table against it. Nil: no comparison.
+	AuditHeads AuditHeads
 }
 
 func (c *Config) setDefaults() {

@@ -114,6 +114,13 @@ type Security struct {
 	// AgentEnrollmentSecret is a bootstrap enrollment secret accepted by the gateway;
 	// empty disables it (env AGENT_ENROLLMENT_SECRET). Secret.
 	AgentEnrollmentSecret string `toml:"agent_enrollment_secret"`
+	// AuditKey is the HMAC key of the audit chain, at least MinAuditKeyLen
+	// bytes; every role that writes audit events needs it (env AUDIT_HMAC_KEY). Secret.
+	AuditKey string `toml:"audit_key"`
+	// PreviousAuditKeys are audit keys older rows are chained under, kept after
+	// a rotation so verification still accepts them (env
+	// AUDIT_HMAC_PREVIOUS_KEYS, comma-separated). Secret.
+	PreviousAuditKeys []string `toml:"previous_audit_keys"`
 }
 
 // AgentManagement is the [agent_management] section: agent connections.
@@ -191,6 +198,10 @@ type Logging struct {
 	MaxFiles int `toml:"max_files"`
 }
 
+// DevAuditKey is the default audit key: a placeholder, long enough to run in
+// dev mode, that Validate refuses outside it.
+const DevAuditKey = "change-me-in-production-audit-hmac-key"
+
 // Default returns the seed's defaults. A binary typically changes Server.Port before
 // passing the result to Flags.Load.
 //
@@ -225,6 +236,7 @@ func Default() Config {
 		},
 		Security: Security{
 			JWTSecret:              "change-me-in-production",
+			AuditKey:               DevAuditKey,
 			JWTExpiration:          3600,
 			BackendPrivateKeyPath:  "/etc/viworks/backend.key",
 			BackendCertificatePath: "/etc/viworks/backend.crt",
@@ -274,6 +286,7 @@ func (c Config) clone() Config {
 	c.Server.CorsOrigins = cloneStrings(c.Server.CorsOrigins)
 	c.Security.AllowedOrigins = cloneStrings(c.Security.AllowedOrigins)
 	c.Security.TrustedProxies = cloneStrings(c.Security.TrustedProxies)
+	c.Security.PreviousAuditKeys = cloneStrings(c.Security.PreviousAuditKeys)
 	return c
 }
 

@@ -10,7 +10,7 @@ import (
 const RedactedValue = "REDACTED"
 
 // Redacted returns a copy of c that is safe to log: the JWT secret, the enrollment
-// secret and the passwords inside database.url and redis.url are replaced by
+// secret, the audit keys and the passwords inside database.url and redis.url are replaced by
 // RedactedValue. A URL that cannot be parsed is replaced as a whole.
 func (c Config) Redacted() Config {
 	r := c.clone()
@@ -19,6 +19,12 @@ func (c Config) Redacted() Config {
 	}
 	if r.Security.AgentEnrollmentSecret != "" {
 		r.Security.AgentEnrollmentSecret = RedactedValue
+	}
+	if r.Security.AuditKey != "" {
+		r.Security.AuditKey = RedactedValue
+	}
+	for i := range r.Security.PreviousAuditKeys {
+		r.Security.PreviousAuditKeys[i] = RedactedValue
 	}
 	r.Database.URL = redactDatabaseURL(r.Database.URL)
 	r.Redis.URL = redactURL(r.Redis.URL, true)

@@ -37,7 +37,7 @@ func TestNewValidates(t *testing.T) {
 
 func TestFloodBecomesOneEventPerSource(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)
@@ -74,7 +74,7 @@ func TestFloodBecomesOneEventPerSource(t *testing.T) {
 		require.Equal(t, "anonymous", e.Actor)
 		require.EqualValues(t, map[string]int64{"no bearer token": 500, "invalid or expired token": 500}, d.Reasons)
 	}
-	v, err := st.VerifyAudit(ctx)
+	v, err := st.VerifyAudit(ctx, nil)
 	require.NoError(t, err)
 	require.True(t, v.OK, "%+v", v)
 }

@@ -110,3 +110,6 @@ func Redis(t testing.TB) (redisURL, prefix string) {
 	})
 	return redisURL, prefix
 }
+
+// AuditKey is the audit chain key of the stores tests open.
+var AuditKey = []byte("viworks-test-audit-key-0123456789abcdef")

@@ -19,6 +19,7 @@ import (
 	"github.com/viworks/backend-agent/agent-gateway/gateway"
 	"github.com/viworks/backend-agent/agentsim/sim"
 	"github.com/viworks/backend-agent/api-server/apiserver"
+	"github.com/viworks/backend-agent/pkg/audithead"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/config"
@@ -66,6 +67,7 @@ func BaseConfig(dataDir string, create bool) (config.Config, error) {
 	cfg.Server.Port = 8080
 	cfg.Server.InstanceID = "viworks"
 	cfg.Security.JWTSecret = sec.JWTSecret
+	cfg.Security.AuditKey = sec.AuditKey
 	cfg.Security.AgentEnrollmentSecret = sec.EnrollmentSecret
 	cfg.Security.BackendPrivateKeyPath = sec.SigningKeyPath
 	return cfg, nil
@@ -148,12 +150,17 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	keeper := service.AuditHeads(p.Bus, filepath.Join(o.DataDir, AuditHeadFile))
+	heads, err := audithead.New(st, keeper, log, audithead.Config{})
+	if err != nil {
+		return err
+	}
 	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{
 		Events:     p.Events,
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 		BatchSize:  cfg.Command.DispatchBatchSize,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-		Signer: signer, Tasks: []scheduler.Task{alerter.Tick},
+		Signer: signer, Tasks: []scheduler.Task{alerter.Tick, heads.Tick},
 	})
 	if err != nil {
 		return err
@@ -168,6 +175,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		MaxQueued:         cfg.Command.MaxCommandQueueSize,
 		HeartbeatInterval: cfg.HeartbeatInterval(), StaleAfter: 2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
 		RateLimit: service.RateLimit(cfg), Limiter: limiter, TrustedProxies: cfg.Security.TrustedProxies,
+		AuditHeads: keeper,
 	})
 	if err != nil {
 		return err
