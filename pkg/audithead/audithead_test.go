@@ -3,8 +3,8 @@ package audithead_test
 import (
 	"context"
 	"database/sql"
-	"strconv"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
