@@ -224,12 +224,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-g.audits.done }()
 	go g.grants.run(ctx)
 	defer func() { <-g.grants.done }()
+	rctx, stopRefusals := context.WithCancel(ctx)
 	refusalsDone := make(chan struct{})
 	go func() {
 		defer close(refusalsDone)
-		_ = g.refusals.Run(ctx)
+		_ = g.refusals.Run(rctx)
 	}()
-	defer func() { <-refusalsDone }()
+	defer func() {
+		stopRefusals() // Run may return on an error before ctx ends
+		<-refusalsDone
+	}()
 	go g.pingLoop(ctx)
 	go g.trimLoop(ctx)
 	for {

@@ -254,12 +254,14 @@ func (s *Server) Handler() http.Handler { return s.engine }
 // authentication failures until ctx is done; the last failures are written on
 // the way out.
 func (s *Server) Run(ctx context.Context) error {
+	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = s.refusals.Run(ctx)
+		_ = s.refusals.Run(rctx)
 	}()
 	err := s.hub.Run(ctx)
+	stop() // the hub may stop first, on an error
 	<-done
 	return err
 }
