@@ -57,6 +57,7 @@ func run(args []string) int {
 			Events:            events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
 			Args:              args,
 			Webhooks:          targets,
+			AuditHeads:        service.AuditHeads(p.Bus, ""),
 		})
 		if err != nil {
 			return service.Role{}, err

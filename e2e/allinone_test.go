@@ -117,8 +117,11 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	require.Equal(t, "succeeded", delivered.Status)
 	require.Equal(t, "after you return", delivered.Executions[0].Output)
 
-	// The audit trail was kept too (read straight from the database file).
-	st, err := store.Open(context.Background(), store.Config{URL: store.SQLitePrefix + filepath.Join(dataDir, "viworks.db")})
+	// The audit trail was kept too (read straight from the database file),
+	// chained under the key generated into the data directory.
+	key, err := os.ReadFile(filepath.Join(dataDir, "audit.key"))
+	require.NoError(t, err)
+	st, err := store.Open(context.Background(), store.Config{AuditKey: bytes.TrimSpace(key), URL: store.SQLitePrefix + filepath.Join(dataDir, "viworks.db")})
 	require.NoError(t, err)
 	defer st.Close()
 	n, err := st.CountAudit(context.Background(), "command.create")
@@ -127,6 +130,9 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	n, err = st.CountAudit(context.Background(), "enrollment_secret.revoke")
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n, "the first run revoked its demo agents' secret when it stopped")
+	v, err := st.VerifyAudit(context.Background(), nil)
+	require.NoError(t, err)
+	require.True(t, v.OK, "%+v", v)
 }
 
 func TestAllInOneBadInput(t *testing.T) {

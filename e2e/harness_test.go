@@ -91,6 +91,7 @@ func newCluster(t *testing.T) *testCluster {
 		"REDIS_KEY_PREFIX="+prefix,
 		"JWT_SECRET=e2e-"+testenv.RandomSuffix(24),
 		"ARGS_ENCRYPTION_KEY="+testenv.RandomSuffix(32), // 32 bytes, hex
+		"AUDIT_HMAC_KEY=e2e-audit-"+testenv.RandomSuffix(32),
 		"AGENT_ENROLLMENT_SECRET=enroll-"+testenv.RandomSuffix(12),
 		"LOG_FORMAT=text",
 		"LOG_LEVEL=info",

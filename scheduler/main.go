@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/viworks/backend-agent/pkg/audithead"
 	"github.com/viworks/backend-agent/pkg/service"
 	"github.com/viworks/backend-agent/scheduler/alerting"
 	"github.com/viworks/backend-agent/scheduler/scheduler"
@@ -42,12 +43,16 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
+		heads, err := audithead.New(p.Store, service.AuditHeads(p.Bus, ""), p.Log, audithead.Config{})
+		if err != nil {
+			return service.Role{}, err
+		}
 		s, err := scheduler.New(p.Store, p.Bus, p.Bus, p.Registry, p.Log, scheduler.Config{
 			Events:     p.Events,
 			RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 			BatchSize:  cfg.Command.DispatchBatchSize,
 			StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-			Signer: signer, Args: args, Tasks: []scheduler.Task{alerter.Tick},
+			Signer: signer, Args: args, Tasks: []scheduler.Task{alerter.Tick, heads.Tick},
 		})
 		if err != nil {
 			return service.Role{}, err

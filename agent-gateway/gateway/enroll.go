@@ -76,7 +76,7 @@ const (
 	refuseLimiterDown   = "limiter_unavailable" // failures cannot be counted: closed
 )
 
-type refusal struct {
+type enrollRefusal struct {
 	status     int
 	title      string
 	detail     string
@@ -84,7 +84,7 @@ type refusal struct {
 	retryAfter string
 }
 
-var refusals = map[string]refusal{
+var refusals = map[string]enrollRefusal{
 	refuseBadSecret:     {status: http.StatusUnauthorized, title: "Unauthorized", detail: "enrollment_secret is not valid", failure: true},
 	refuseBadCredential: {status: http.StatusUnauthorized, title: "Unauthorized", detail: "the bearer credential is not this agent's current credential", failure: true},
 	refuseEnrolled: {status: http.StatusConflict, title: "Conflict", detail: "agent_id is already enrolled: rotate by sending its current credential " +
@@ -219,7 +219,7 @@ func enrollFailKey(addr string) string { return "enroll-fail:" + addr }
 
 // refuseEnroll is the one way an enrollment is refused: it counts a failure
 // against the address when the reason is one (a wrong secret or credential),
-// counts the metric, audits, publishes an agent.enroll_refused event and
+// counts the metric, feeds the aggregated audit, publishes an agent.enroll_refused event and
 // answers problem+json saying what is needed, no more.
 func (g *Gateway) refuseEnroll(w http.ResponseWriter, r *http.Request, addr, agentID, reason string) {
 	rf := refusals[reason]
@@ -229,7 +229,10 @@ func (g *Gateway) refuseEnroll(w http.ResponseWriter, r *http.Request, addr, age
 		}
 	}
 	g.metrics.enrollments.WithLabelValues(reason).Inc()
-	g.audit(r.Context(), "agent:"+agentID, "agent.enroll.denied", agentID, map[string]any{"client": addr, "reason": reason})
+	// Audited once per client address and window (details: count, reasons,
+	// agent ids tried): a flood of bad secrets does not write to the audit
+	// chain per request.
+	g.refusals.Record(addr, reason, agentID, time.Now())
 	g.cfg.Events.Publish(r.Context(), events.Event{Type: events.AgentEnrollRefused, AgentID: agentID, GatewayID: g.cfg.GatewayID, Reason: reason})
 	if rf.retryAfter != "" {
 		w.Header().Set("Retry-After", rf.retryAfter)

@@ -23,6 +23,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
+	"github.com/viworks/backend-agent/pkg/refusal"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -75,7 +76,8 @@ type Config struct {
 	// Limiter counts failed enrollments per client address; give every
 	// gateway the same (Redis) one so N gateways do not allow N times the
 	// guesses. nil: this process's memory (all-in-one).
-	Limiter ratelimit.Limiter
+	Limiter       ratelimit.Limiter
+	RefusalWindow time.Duration // refused enrollments are audited once per address per window (default refusal.DefaultWindow)
 }
 
 func (c *Config) setDefaults() {
@@ -150,6 +152,7 @@ type Gateway struct {
 	commits  *committer
 	online   *group[store.AgentSession] // agents marked online by handshakes
 	audits   *group[store.AuditEvent]
+	refusals *refusal.Aggregator // refused enrollments, one audit event per address and minute
 	issued   issuedCreds
 	base     context.Context // sessions' context: holds nothing of the upgrade request
 
@@ -183,6 +186,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		return nil, err
 	}
 	m := newMetrics(reg)
+	var err error
 	g := &Gateway{
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
 		metrics:   m,
@@ -197,6 +201,9 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		health:    map[string]store.HealthUpdate{},
 		telKick:   make(chan struct{}, 1),
 		logLimit:  logLimiter{every: logEvery, last: map[string]time.Time{}},
+	}
+	if g.refusals, err = refusal.New(st, g.log, refusal.Config{Action: "agent.enroll.denied", Window: cfg.RefusalWindow}); err != nil {
+		return nil, err
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -253,6 +260,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-g.online.done }()
 	go g.audits.run(ctx)
 	defer func() { <-g.audits.done }()
+	rctx, stopRefusals := context.WithCancel(ctx)
+	refusalsDone := make(chan struct{})
+	go func() {
+		defer close(refusalsDone)
+		_ = g.refusals.Run(rctx)
+	}()
+	defer func() {
+		stopRefusals() // Run may return on an error before ctx ends
+		<-refusalsDone
+	}()
 	go g.pingLoop(ctx)
 	go g.trimLoop(ctx)
 	for {

@@ -57,7 +57,7 @@ func postEnroll(mux *http.ServeMux, secret, agentID string) int {
 // against both does not double the guesses.
 func TestEnrollFailuresSharedByGateways(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)
@@ -92,15 +92,32 @@ func (brokenLimiter) Peek(context.Context, string, ratelimit.Limit) (ratelimit.R
 // secret is checked.
 func TestEnrollFailsClosedWithoutLimiter(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)
 	require.NoError(t, err)
-	mux := enrollMux(t, st, "gw-a", brokenLimiter{})
+	// A refusal window far shorter than the test: the aggregated audit row
+	// is written by the gateway's own flush loop.
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	mem := bus.NewMemory()
+	g, err := New(st, mem, mem, prometheus.NewRegistry(), log, Config{GatewayID: "gw-a", EnrollmentSecret: "bootstrap-secret-0123",
+		Limiter: brokenLimiter{}, RefusalWindow: 50 * time.Millisecond, Events: events.NewPublisher(mem, log)})
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = g.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-stopped })
+	mux := http.NewServeMux()
+	g.Register(mux)
 	require.Equal(t, http.StatusServiceUnavailable, postEnroll(mux, "bootstrap-secret-0123", "a1"))
 	_, err = st.GetAgent(ctx, "a1")
 	require.ErrorIs(t, err, store.ErrNotFound)
+	require.Eventually(t, func() bool {
+		n, err := st.CountAudit(ctx, "agent.enroll.denied")
+		return err == nil && n == 1
+	}, 5*time.Second, 20*time.Millisecond, "the refusal is audited once its window ends")
 	n, err := st.CountAudit(ctx, "agent.enroll.denied")
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n)
@@ -109,7 +126,7 @@ func TestEnrollFailsClosedWithoutLimiter(t *testing.T) {
 // Every refused enrollment is published on the event stream with its reason.
 func TestEnrollRefusalsArePublished(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)

@@ -24,6 +24,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/egress"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
 type alertAPI struct {
@@ -38,7 +39,7 @@ func newAlertAPI(t *testing.T) *alertAPI {
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "viworks.db")
-	st, err := store.Open(ctx, store.Config{URL: store.SQLitePrefix + path})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: store.SQLitePrefix + path})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)

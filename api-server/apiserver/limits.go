@@ -15,9 +15,9 @@ import (
 )
 
 // Rate limiting: every request is limited per client IP before it is
-// authenticated (so floods of bad tokens cost one limiter call each and write
-// at most RateLimit.Requests "auth.failure" audit events per address and
-// window), and again per principal once authenticated. Both use
+// authenticated (so floods of bad tokens cost one limiter call each; they are
+// counted in memory and written as one "auth.failure" audit event per address
+// and minute), and again per principal once authenticated. Both use
 // cfg.RateLimit, in the shared Limiter (Redis across replicas). Every answer
 // carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds)
 // of the tighter of the two; a denied request gets 429 with Retry-After.

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -33,14 +34,16 @@ func writeProblem(c *gin.Context, code int, detail string, errs []FieldError) {
 }
 
 // require authenticates the bearer token and checks the role (deny by
-// default). Failures are audited (auth.failure, auth.denied); the per-IP
-// rate limit, which runs before, bounds how many a client can cause.
+// default). Anonymous failures are counted (viworks_api_auth_failures_total)
+// and aggregated into one auth.failure audit event per client address and
+// window, written off the request path; a principal refused for its role is
+// audited at once (auth.denied).
 func (s *Server) require(need auth.Role) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		h := c.GetHeader("Authorization")
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok || strings.TrimSpace(tok) == "" {
-			s.audit(c, "anonymous", "auth.failure", c.Request.Method+" "+c.FullPath(), map[string]any{"reason": "no bearer token"})
+			s.authFailure(c, "no bearer token")
 			c.Header("WWW-Authenticate", `Bearer realm="viworks"`)
 			writeProblem(c, http.StatusUnauthorized, "a bearer token is required", nil)
 			c.Abort()
@@ -48,7 +51,7 @@ func (s *Server) require(need auth.Role) gin.HandlerFunc {
 		}
 		p, err := s.verifier.Verify(strings.TrimSpace(tok))
 		if err != nil {
-			s.audit(c, "anonymous", "auth.failure", c.Request.Method+" "+c.FullPath(), map[string]any{"reason": "invalid or expired token"})
+			s.authFailure(c, "invalid or expired token")
 			c.Header("WWW-Authenticate", `Bearer realm="viworks", error="invalid_token"`)
 			writeProblem(c, http.StatusUnauthorized, "the bearer token is invalid or expired", nil)
 			c.Abort()
@@ -85,6 +88,12 @@ func (s *Server) require(need auth.Role) gin.HandlerFunc {
 		c.Set(ctxPrincipal, p)
 		c.Next()
 	}
+}
+
+// authFailure counts an anonymous request refused for its credentials.
+func (s *Server) authFailure(c *gin.Context, reason string) {
+	s.authFailures.WithLabelValues(reason).Inc()
+	s.refusals.Record(c.ClientIP(), reason, c.Request.Method+" "+c.FullPath(), time.Now())
 }
 
 func principal(c *gin.Context) auth.Principal {

@@ -50,7 +50,7 @@ func eachDB(t *testing.T, fn func(t *testing.T, a *readAPI)) {
 func newReadAPI(t *testing.T, dbURL string, b bus.Bus, cfg Config) *readAPI {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: dbURL, MaxConns: 4, ConnectTimeout: 5 * time.Second})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: dbURL, MaxConns: 4, ConnectTimeout: 5 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)

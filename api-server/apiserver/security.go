@@ -26,8 +26,9 @@ import (
 // enrollment secrets and idempotency keys.
 type SecurityStore interface {
 	RecordAudit(ctx context.Context, e store.AuditEvent) error
+	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, string, error)
-	VerifyAudit(ctx context.Context) (store.AuditVerification, error)
+	VerifyAudit(ctx context.Context, kept *store.AuditHead) (store.AuditVerification, error)
 
 	CreateAPIKey(ctx context.Context, nk store.NewAPIKey) (store.APIKey, error)
 	ListAPIKeys(ctx context.Context, p store.Page) ([]store.APIKey, string, error)
@@ -176,6 +177,7 @@ type AuditEventView struct {
 	RequestID string          `json:"request_id"`
 	ClientIP  string          `json:"client_ip"`
 	Details   json.RawMessage `json:"details"`
+	KeyID     string          `json:"key_id"`
 	PrevHash  string          `json:"prev_hash"`
 	Hash      string          `json:"hash"`
 }
@@ -214,13 +216,27 @@ func (s *Server) listAudit(c *gin.Context) {
 			details = json.RawMessage(`{}`)
 		}
 		out.Items = append(out.Items, AuditEventView{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Target: e.Target,
-			RequestID: e.RequestID, ClientIP: e.ClientIP, Details: details, PrevHash: e.PrevHash, Hash: e.Hash})
+			RequestID: e.RequestID, ClientIP: e.ClientIP, Details: details, KeyID: e.KeyID, PrevHash: e.PrevHash, Hash: e.Hash})
 	}
 	c.JSON(http.StatusOK, out)
 }
 
+// AuditHeads is where the audit chain's head is kept outside the database
+// (audithead.Keeper).
+type AuditHeads interface {
+	Load(ctx context.Context) (*store.AuditHead, error)
+}
+
 func (s *Server) verifyAudit(c *gin.Context) {
-	v, err := s.store.VerifyAudit(c.Request.Context())
+	var kept *store.AuditHead
+	if s.cfg.AuditHeads != nil {
+		var err error
+		if kept, err = s.cfg.AuditHeads.Load(c.Request.Context()); err != nil {
+			s.internalError(c, "loading the kept audit head failed", err)
+			return
+		}
+	}
+	v, err := s.store.VerifyAudit(c.Request.Context(), kept)
 	if err != nil {
 		s.internalError(c, "verifying audit trail failed", err)
 		return

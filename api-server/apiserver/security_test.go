@@ -3,19 +3,26 @@ package apiserver
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/audithead"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
@@ -42,7 +49,7 @@ func newJWT(t *testing.T) *auth.JWT {
 
 func openPostgres(t *testing.T, url string) *store.Store {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: url})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)
@@ -117,7 +124,13 @@ func TestAPIKeysAndTokenExchange(t *testing.T) {
 	require.Equal(t, "POST /api/v1/api-keys", denied[0].Target)
 	require.Equal(t, "192.0.2.1", denied[0].ClientIP) // httptest's RemoteAddr
 	require.NotEmpty(t, denied[0].RequestID)
-	require.Len(t, a.auditActions("auth.failure"), 2)
+	require.Empty(t, a.auditActions("auth.failure"), "anonymous failures are aggregated, not written per request")
+	require.NoError(t, a.srv.refusals.Flush(context.Background()))
+	fails := a.auditActions("auth.failure")
+	require.Len(t, fails, 1, "one event per client address")
+	require.Equal(t, "192.0.2.1", fails[0].ClientIP)
+	require.JSONEq(t, `{"GET /api/v1/api-keys":2}`, string(mustJSON(t, detailsOf(t, fails[0])["targets"])))
+	require.JSONEq(t, `{"no bearer token":1,"invalid or expired token":1}`, string(mustJSON(t, detailsOf(t, fails[0])["reasons"])))
 
 	// Strict bodies name the offending field.
 	for _, tc := range []struct {
@@ -314,9 +327,12 @@ func TestRateLimitClientIPAndProxies(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, viaProxy("203.0.113.5"))
 	require.Equal(t, http.StatusTooManyRequests, viaProxy("203.0.113.5"))
 	require.Equal(t, http.StatusUnauthorized, viaProxy("203.0.113.6")) // another client behind the proxy
+	require.NoError(t, a.srv.refusals.Flush(context.Background()))
 	fails := a.auditActions("auth.failure")
-	require.Len(t, fails, 3)
+	require.Len(t, fails, 2)
 	require.Equal(t, "203.0.113.6", fails[0].ClientIP)
+	require.Equal(t, "203.0.113.5", fails[1].ClientIP)
+	require.EqualValues(t, 2, detailsOf(t, fails[1])["count"])
 
 	// X-Forwarded-For from an untrusted peer is ignored.
 	direct := func(xff string) int {
@@ -403,4 +419,132 @@ func TestIPKeyGroupsIPv6Per64(t *testing.T) {
 	require.Equal(t, "2001:db8:1:2::/64", ipKey("2001:db8:1:2:aaaa::1"))
 	require.Equal(t, ipKey("2001:db8:1:2::1"), ipKey("2001:db8:1:2:ffff:ffff:ffff:ffff"))
 	require.Equal(t, "203.0.113.5", ipKey("::ffff:203.0.113.5"))
+}
+
+func detailsOf(t *testing.T, e store.AuditEvent) map[string]any {
+	t.Helper()
+	var d map[string]any
+	require.NoError(t, json.Unmarshal(e.Details, &d))
+	return d
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+// countingStore counts the audit writes the API makes.
+type countingStore struct {
+	*store.Store
+	writes atomic.Int64
+}
+
+func (c *countingStore) RecordAudit(ctx context.Context, e store.AuditEvent) error {
+	c.writes.Add(1)
+	return c.Store.RecordAudit(ctx, e)
+}
+
+func (c *countingStore) RecordAudits(ctx context.Context, es []store.AuditEvent) error {
+	c.writes.Add(1)
+	return c.Store.RecordAudits(ctx, es)
+}
+
+// An anonymous flood of bad tokens must not write to the audit chain (and take
+// its global lock) once per request: it is counted, and written as one event
+// per source address when the window ends.
+func TestAnonymousFloodIsAggregated(t *testing.T) {
+	ctx := context.Background()
+	st := openPostgres(t, testenv.Postgres(t))
+	cs := &countingStore{Store: st}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	reg := prometheus.NewRegistry()
+	srv, err := New(cs, bus.NewMemory(), newJWT(t), reg, log, Config{})
+	require.NoError(t, err)
+	a := &secAPI{t: t, srv: srv, st: st, jwt: newJWT(t), tokens: map[auth.Role]string{}}
+	tok, err := a.jwt.Issue("operator-user", auth.RoleOperator, time.Hour)
+	require.NoError(t, err)
+	a.tokens[auth.RoleOperator] = tok
+	require.NoError(t, st.MarkAgentOnline(ctx, store.AgentSession{ID: "flood-1", Capabilities: []string{"echo"}, GatewayID: "g", SessionID: "s", At: time.Now()}))
+	post := func() time.Duration {
+		start := time.Now()
+		w := a.req("operator", "POST", "/api/v1/commands", `{"verb":"echo","agent_targets":["flood-1"]}`)
+		require.Equal(t, http.StatusAccepted, w.Code, w.Body.String())
+		return time.Since(start)
+	}
+	var quiet time.Duration
+	for range 10 {
+		quiet += post()
+	}
+	writesBefore := cs.writes.Load()
+
+	const flood = 2000
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range flood / 4 {
+				addr := fmt.Sprintf("198.51.100.%d:1234", 1+w%2)
+				assert.Equal(t, http.StatusUnauthorized, a.req("Bearer forged-"+strconv.Itoa(i), "GET", "/api/v1/agents", "", "RemoteAddr", addr).Code)
+			}
+		}()
+	}
+	var during time.Duration
+	for range 10 {
+		during += post()
+	}
+	wg.Wait()
+	t.Logf("POST /commands: %v mean before the flood, %v during it", quiet/10, during/10)
+	// No audit write for the 2,000 failures (commands audit inside their own transaction, not through these methods).
+	require.Equal(t, writesBefore, cs.writes.Load(), "the flood wrote audit events on the request path")
+	require.Empty(t, a.auditActions("auth.failure"))
+
+	require.NoError(t, srv.refusals.Flush(ctx))
+	require.Equal(t, writesBefore+1, cs.writes.Load(), "one batch for the window")
+	fails := a.auditActions("auth.failure")
+	require.Len(t, fails, 2, "one event per source address")
+	var total float64
+	for _, e := range fails {
+		total += detailsOf(t, e)["count"].(float64)
+	}
+	require.EqualValues(t, flood, total)
+	require.InDelta(t, flood, testutil.ToFloat64(srv.authFailures.WithLabelValues("invalid or expired token")), 0)
+}
+
+// GET /audit/verify compares the table with the head kept outside it: rows
+// deleted from the end by a superuser are reported as truncation, and the
+// head it returns is signed with the audit key.
+func TestAuditVerifyReportsTruncation(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.Postgres(t)
+	st := openPostgres(t, url)
+	heads := audithead.NewFile(filepath.Join(t.TempDir(), "audit-head.json"))
+	a := newSecAPI(t, st, Config{AuditHeads: heads})
+	for i := range 4 {
+		require.NoError(t, st.RecordAudit(ctx, store.AuditEvent{Actor: "admin", Action: "test.verify", Target: strconv.Itoa(i)}))
+	}
+	v := decode[store.AuditVerification](t, a.req("admin", "GET", "/api/v1/audit/verify", ""))
+	require.True(t, v.OK, "%+v", v)
+	require.Nil(t, v.Kept)
+	require.NoError(t, st.CheckAuditHead(v.Head))
+	w, err := audithead.New(st, heads, logrus.New(), audithead.Config{})
+	require.NoError(t, err)
+	require.NoError(t, w.Tick(ctx, time.Now()))
+
+	db, err := sql.Open("pgx", url)
+	require.NoError(t, err)
+	defer db.Close()
+	for _, q := range []string{`ALTER TABLE audit_events DISABLE TRIGGER USER`, `DELETE FROM audit_events WHERE id = (SELECT max(id) FROM audit_events)`, `ALTER TABLE audit_events ENABLE TRIGGER USER`} {
+		_, err = db.Exec(q)
+		require.NoError(t, err)
+	}
+	v = decode[store.AuditVerification](t, a.req("admin", "GET", "/api/v1/audit/verify", ""))
+	require.False(t, v.OK)
+	require.True(t, v.Truncated)
+	require.NotNil(t, v.Kept)
+	require.EqualValues(t, 4, v.Kept.Count)
+	require.EqualValues(t, 3, v.Head.Count)
 }

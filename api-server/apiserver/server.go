@@ -21,6 +21,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/egress"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
+	"github.com/viworks/backend-agent/pkg/refusal"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -99,6 +100,13 @@ type Config struct {
 	// Resolver resolves webhook host names when they are created; nil: the
 	// system resolver.
 	Resolver egress.Resolver
+	// AuthFailureWindow is how often the anonymous authentication failures
+	// counted per client address are written to the audit trail, one event per
+	// address; default refusal.DefaultWindow (a minute).
+	AuthFailureWindow time.Duration
+	// AuditHeads is where the scheduler keeps the audit chain's head; GET
+	// /audit/verify compares the table against it. Nil: no comparison.
+	AuditHeads AuditHeads
 }
 
 func (c *Config) setDefaults() {
@@ -192,6 +200,9 @@ type Server struct {
 	limiterErr  atomic.Int64      // unix nanos of the last "rate limiter failed" warning
 	limitErrs   *prometheus.CounterVec
 	revocations *revocations
+
+	authFailures *prometheus.CounterVec // anonymous requests refused, by reason
+	refusals     *refusal.Aggregator    // their audit events, one per address and minute
 }
 
 // DefaultEventStreamsPerPrincipal is Config.Events.MaxPerOwner's default.
@@ -212,6 +223,12 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"}),
 		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_api_request_duration_seconds", Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"}),
 	}
+	s.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_auth_failures_total", Help: "Anonymous API requests refused for their credentials, by reason."}, []string{"reason"})
+	refusals, err := refusal.New(st, log, refusal.Config{Action: "auth.failure", Window: cfg.AuthFailureWindow})
+	if err != nil {
+		return nil, err
+	}
+	s.refusals = refusals
 	doc, err := openapiJSON()
 	if err != nil {
 		return nil, err
@@ -221,7 +238,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 		return nil, err
 	}
 	if reg != nil {
-		reg.MustRegister(s.requests, s.latency, s.limitErrs)
+		reg.MustRegister(s.requests, s.latency, s.limitErrs, s.authFailures)
 	}
 	if cfg.RateLimit.Requests > 0 {
 		s.limiter = cfg.Limiter
@@ -276,8 +293,21 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Run receives the event stream from the bus until ctx is done.
-func (s *Server) Run(ctx context.Context) error { return s.hub.Run(ctx) }
+// Run receives the event stream from the bus and writes the aggregated
+// authentication failures until ctx is done; the last failures are written on
+// the way out.
+func (s *Server) Run(ctx context.Context) error {
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.refusals.Run(rctx)
+	}()
+	err := s.hub.Run(ctx)
+	stop() // the hub may stop first, on an error
+	<-done
+	return err
+}
 
 // Drain ends the event streams so that the HTTP server can shut down without
 // waiting for them; clients reconnect to another replica.

@@ -161,6 +161,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	c := &cluster.Cluster{Bin: bin, Dir: work, Env: append(os.Environ(),
 		"DATABASE_URL="+dbURL, "REDIS_URL="+cfg.RedisURL, "REDIS_KEY_PREFIX="+prefix,
 		"BACKEND_PRIVATE_KEY_PATH="+keyPath, "JWT_SECRET=bench-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"-0123456789abcdef",
+		"AUDIT_HMAC_KEY=bench-audit-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"-0123456789abcdef",
 		"AGENT_ENROLLMENT_SECRET=bench-enrollment-secret", "ARGS_ENCRYPTION_KEY="+strings.Repeat("ab", 32), "LOG_LEVEL=warn", "LOG_FORMAT=text",
 		"RATE_LIMIT_REQUESTS=100000000", // the load comes from one address
 	)}

@@ -161,11 +161,43 @@ func TestHelmTemplateMinimal(t *testing.T) {
 		hook, ok := m.secrets["viworks-migrate"]
 		require.True(t, ok, "the migration hook Secret")
 		assert.Equal(t, s.Data["JWT_SECRET"], hook.Data["JWT_SECRET"], "one generated JWT secret per render")
+		assert.Equal(t, s.Data["AUDIT_HMAC_KEY"], hook.Data["AUDIT_HMAC_KEY"], "one generated audit key per render")
+		assert.Equal(t, s.Data["DATABASE_URL"], hook.Data["DATABASE_URL"], "without database.migrationUrl the Job migrates as the services' role")
 		assert.NotContains(t, hook.Data, "signing.key", "the migration needs no signing key")
 		d := m.deploymentOf(t, "agent-gateway")
 		assert.Equal(t, int64(45), *d.Spec.Template.Spec.TerminationGracePeriodSeconds, "gateway grace = drainSeconds + 15")
 		assert.Equal(t, "ghcr.io/viworks/backend-agent:"+chartAppVersion(t), d.Spec.Template.Spec.Containers[0].Image)
 	}
+}
+
+// The migration Job connects as the schema owner (database.migrationUrl), the
+// services as their own role (database.url); every role gets the audit key.
+func TestHelmTemplateMigrationRole(t *testing.T) {
+	keyPath, _ := signingKeyFile(t)
+	const owner = "postgres://viworks_owner:pw@postgres:5432/viworks"
+	m := render(t, "migration-role", "-f", "testdata/minimal.yaml", "--set-file", "signing.privateKeyPEM="+keyPath,
+		"--set", "database.migrationUrl="+owner, "--set", "secrets.auditKey="+strings.Repeat("k", 40),
+		"--set", "secrets.previousAuditKeys[0]="+strings.Repeat("p", 40))
+	s, hook := m.secrets["viworks"], m.secrets["viworks-migrate"]
+	require.NotNil(t, s)
+	require.NotNil(t, hook)
+	assert.Equal(t, owner, string(hook.Data["DATABASE_URL"]))
+	assert.NotEqual(t, owner, string(s.Data["DATABASE_URL"]), "the services do not get the owner's URL")
+	assert.Equal(t, strings.Repeat("k", 40), string(s.Data["AUDIT_HMAC_KEY"]))
+	assert.Equal(t, strings.Repeat("p", 40), string(s.Data["AUDIT_HMAC_PREVIOUS_KEYS"]))
+	for _, c := range allComponents {
+		env := m.deploymentOf(t, c).Spec.Template.Spec.Containers[0].Env
+		var names []string
+		for _, v := range env {
+			names = append(names, v.Name)
+		}
+		assert.Contains(t, names, "AUDIT_HMAC_KEY", c)
+		assert.Contains(t, names, "AUDIT_HMAC_PREVIOUS_KEYS", c)
+	}
+
+	out, err := helm(t, "template", "viworks", chartDir, "--kube-version", kubeVersion, "-f", "testdata/minimal.yaml", "--set-file", "signing.privateKeyPEM="+keyPath, "--set", "secrets.auditKey=short")
+	require.Error(t, err)
+	assert.Contains(t, out, "secrets.auditKey must be at least 32 bytes")
 }
 
 func TestHelmTemplateAllFeatures(t *testing.T) {

@@ -183,7 +183,7 @@ func startSystem(ctx context.Context, o options, logf func(string, ...any)) (*sy
 		"REDIS_URL="+s.rds.URL(),
 		"REDIS_KEY_PREFIX="+redisPrefix,
 		"BACKEND_PRIVATE_KEY_PATH="+keyPath,
-		"JWT_SECRET=systest-"+randomHex(24),
+		"JWT_SECRET=systest-"+randomHex(24), "AUDIT_HMAC_KEY=systest-audit-"+randomHex(24),
 		"ARGS_ENCRYPTION_KEY="+randomHex(32),
 		"AGENT_ENROLLMENT_SECRET=enroll-"+randomHex(12),
 		"LOG_FORMAT=text", "LOG_LEVEL=info", "VIWORKS_DEV_MODE=false",

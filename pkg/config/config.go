@@ -120,6 +120,13 @@ type Security struct {
 	// AgentEnrollmentSecret is a bootstrap enrollment secret accepted by the gateway;
 	// empty disables it (env AGENT_ENROLLMENT_SECRET). Secret.
 	AgentEnrollmentSecret string `toml:"agent_enrollment_secret"`
+	// AuditKey is the HMAC key of the audit chain, at least MinAuditKeyLen
+	// bytes; every role that writes audit events needs it (env AUDIT_HMAC_KEY). Secret.
+	AuditKey string `toml:"audit_key"`
+	// PreviousAuditKeys are audit keys older rows are chained under, kept after
+	// a rotation so verification still accepts them (env
+	// AUDIT_HMAC_PREVIOUS_KEYS, comma-separated). Secret.
+	PreviousAuditKeys []string `toml:"previous_audit_keys"`
 	// ArgsEncryptionKey encrypts the secret values of command args at rest:
 	// 32 bytes as 64 hex digits or base64 (env ARGS_ENCRYPTION_KEY). The API
 	// server (sealing) and the scheduler (opening) need it; required outside
@@ -236,6 +243,10 @@ const (
 	DefaultMaxEventStreamsPerPrincipal = 4
 )
 
+// DevAuditKey is the default audit key: a placeholder, long enough to run in
+// dev mode, that Validate refuses outside it.
+const DevAuditKey = "change-me-in-production-audit-hmac-key"
+
 // Default returns the seed's defaults. A binary typically changes Server.Port before
 // passing the result to Flags.Load.
 //
@@ -270,6 +281,7 @@ func Default() Config {
 		},
 		Security: Security{
 			JWTSecret:              "change-me-in-production",
+			AuditKey:               DevAuditKey,
 			JWTExpiration:          3600,
 			MaxTokenLifetime:       DefaultMaxTokenLifetime,
 			BackendPrivateKeyPath:  "/etc/viworks/backend.key",
@@ -320,6 +332,7 @@ func (c Config) clone() Config {
 	c.Security.TrustedProxies = cloneStrings(c.Security.TrustedProxies)
 	c.Security.ArgsPreviousKeys = cloneStrings(c.Security.ArgsPreviousKeys)
 	c.Alerts.WebhookAllowedCIDRs = cloneStrings(c.Alerts.WebhookAllowedCIDRs)
+	c.Security.PreviousAuditKeys = cloneStrings(c.Security.PreviousAuditKeys)
 	return c
 }
 

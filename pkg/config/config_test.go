@@ -77,7 +77,10 @@ max_file_size = 104857600
 max_files = 10
 `
 
-const strongSecret = "0123456789abcdef0123456789abcdef-strong"
+const (
+	strongSecret   = "0123456789abcdef0123456789abcdef-strong"
+	strongAuditKey = "fedcba9876543210fedcba9876543210-audit"
+)
 
 // env is a map-backed getenv.
 type env map[string]string
@@ -88,6 +91,7 @@ func (e env) get(k string) string { return e[k] }
 func valid() config.Config {
 	c := config.Default()
 	c.Security.JWTSecret = strongSecret
+	c.Security.AuditKey = strongAuditKey
 	return c
 }
 
@@ -133,6 +137,7 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 	fromSeed.Command.HistoryRetentionDays = 90
 	fromSeed.Server.MaxEventStreamsPerPrincipal = config.DefaultMaxEventStreamsPerPrincipal
 	fromSeed.Security.MaxTokenLifetime = config.DefaultMaxTokenLifetime
+	fromSeed.Security.AuditKey = config.DevAuditKey
 	require.Equal(t, fromSeed, config.Default())
 
 	d := config.Default()
@@ -148,6 +153,7 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 		{"redis.url", d.Redis.URL, "redis://localhost:6379"},
 		{"security.jwt_secret", d.Security.JWTSecret, "change-me-in-production"},
 		{"security.agent_enrollment_secret", d.Security.AgentEnrollmentSecret, ""},
+		{"security.audit_key", d.Security.AuditKey, config.DevAuditKey},
 		{"agent_management.heartbeat_interval", d.AgentManagement.HeartbeatInterval, 30},
 		{"command.command_timeout", d.Command.CommandTimeout, 60},
 		{"logging.level", d.Logging.Level, "info"},
@@ -173,6 +179,7 @@ workers = 8
 [security]
 jwt_secret = "`+strongSecret+`"
 trusted_proxies = ["10.0.0.0/8"]
+audit_key = "`+strongAuditKey+`"
 
 [logging]
 level = "debug"
@@ -193,7 +200,7 @@ format = "text"
 		devMode  bool
 		instance string
 	}{
-		{name: "base only", args: nil, env: env{"JWT_SECRET": strongSecret},
+		{name: "base only", args: nil, env: env{"JWT_SECRET": strongSecret, "AUDIT_HMAC_KEY": strongAuditKey},
 			port: 7000, bind: "0.0.0.0", level: "info", format: "json", workers: 4},
 		{name: "file over base", args: []string{"--config", file},
 			port: 9000, bind: "127.0.0.1", level: "debug", format: "text", workers: 8},
@@ -257,6 +264,8 @@ func TestEveryEnvVar(t *testing.T) {
 		"BACKEND_PRIVATE_KEY_PATH":        "/k",
 		"BACKEND_CERTIFICATE_PATH":        "/c",
 		"AGENT_ENROLLMENT_SECRET":         "enroll-0123456789",
+		"AUDIT_HMAC_KEY":                  strongAuditKey,
+		"AUDIT_HMAC_PREVIOUS_KEYS":        " " + strongSecret + "-old1 ,," + strongSecret + "-old2",
 		"ARGS_ENCRYPTION_KEY":             strings.Repeat("ab", 32),
 		"MAX_AGENT_CONNECTIONS":           "5000",
 		"AGENT_ENROLLMENT_MAX_AGENTS":     "200",
@@ -283,6 +292,8 @@ func TestEveryEnvVar(t *testing.T) {
 	want.Redis.PoolSize = 30
 	want.Redis.KeyPrefix = "t1:"
 	want.Security.JWTSecret = strongSecret
+	want.Security.AuditKey = strongAuditKey
+	want.Security.PreviousAuditKeys = []string{strongSecret + "-old1", strongSecret + "-old2"}
 	want.Security.JWTExpiration = 60
 	want.Security.BackendPrivateKeyPath = "/k"
 	want.Security.BackendCertificatePath = "/c"
@@ -397,6 +408,12 @@ func TestValidateRules(t *testing.T) {
 		{"jwt secret short", func(c *config.Config) { c.Security.JWTSecret = strings.Repeat("x", 31) }, "security.jwt_secret (JWT_SECRET) is too short"},
 		{"jwt secret 32", func(c *config.Config) { c.Security.JWTSecret = strings.Repeat("x", 32) }, ""},
 		{"jwt secret empty", func(c *config.Config) { c.Security.JWTSecret = "" }, "security.jwt_secret (JWT_SECRET) is not set"},
+		{"audit key placeholder", func(c *config.Config) { c.Security.AuditKey = config.DevAuditKey }, "security.audit_key (AUDIT_HMAC_KEY) is a placeholder"},
+		{"audit key short", func(c *config.Config) { c.Security.AuditKey = strings.Repeat("a", 31) }, "security.audit_key (AUDIT_HMAC_KEY) is too short"},
+		{"audit key empty", func(c *config.Config) { c.Security.AuditKey = "" }, "security.audit_key (AUDIT_HMAC_KEY) is not set"},
+		{"audit key is the jwt secret", func(c *config.Config) { c.Security.AuditKey = strongSecret }, "security.audit_key (AUDIT_HMAC_KEY) must differ from security.jwt_secret"},
+		{"previous audit key short", func(c *config.Config) { c.Security.PreviousAuditKeys = []string{strings.Repeat("b", 40), "short"} }, "security.previous_audit_keys (AUDIT_HMAC_PREVIOUS_KEYS): key 2 is shorter than 32 bytes"},
+		{"audit key 32", func(c *config.Config) { c.Security.AuditKey = strings.Repeat("a", 32) }, ""},
 		{"enrollment short", func(c *config.Config) { c.Security.AgentEnrollmentSecret = "short" }, "security.agent_enrollment_secret (AGENT_ENROLLMENT_SECRET) is too short"},
 		{"enrollment 16", func(c *config.Config) { c.Security.AgentEnrollmentSecret = strings.Repeat("e", 16) }, ""},
 		{"short secrets in dev mode", func(c *config.Config) {
@@ -474,12 +491,12 @@ func TestPlaceholderSecret(t *testing.T) {
 			require.EqualError(t, err, msg)
 
 			// Through Load, from the environment, with and without dev mode.
-			_, err = (&config.Flags{}).Load(config.Default(), env{"JWT_SECRET": p}.get)
+			_, err = (&config.Flags{}).Load(config.Default(), env{"JWT_SECRET": p, "AUDIT_HMAC_KEY": strongAuditKey}.get)
 			require.EqualError(t, err, msg)
 			got, err := (&config.Flags{}).Load(config.Default(), env{"JWT_SECRET": p, "VIWORKS_DEV_MODE": "1"}.get)
 			require.NoError(t, err)
 			require.Equal(t, p, got.Security.JWTSecret)
-			_, err = load(t, config.Default(), []string{"--dev"}, env{"JWT_SECRET": p})
+			_, err = load(t, config.Default(), []string{"--dev"}, env{"JWT_SECRET": p, "AUDIT_HMAC_KEY": strongAuditKey})
 			require.NoError(t, err)
 
 			c.Server.DevMode = true
@@ -487,7 +504,7 @@ func TestPlaceholderSecret(t *testing.T) {
 		})
 	}
 	// The seed's own default is refused outside dev mode.
-	_, err := (&config.Flags{}).Load(config.Default(), env{}.get)
+	_, err := (&config.Flags{}).Load(config.Default(), env{"AUDIT_HMAC_KEY": strongAuditKey}.get)
 	require.EqualError(t, err, msg)
 
 	c := valid()
@@ -673,6 +690,7 @@ func TestTokenLifetimeKeys(t *testing.T) {
 func TestArgsKeyAndWebhookCIDRs(t *testing.T) {
 	base := config.Default()
 	base.Security.JWTSecret = strongSecret
+	base.Security.AuditKey = strongAuditKey
 	for _, tc := range []struct {
 		name   string
 		edit   func(c *config.Config)

@@ -166,6 +166,8 @@ var bindings = []binding{
 	{"BACKEND_PREVIOUS_KEY_PATH", "security.previous_signing_key_path", func(c *Config) any { return &c.Security.PreviousSigningKeyPath }},
 	{"ARGS_ENCRYPTION_KEY", "security.args_encryption_key", func(c *Config) any { return &c.Security.ArgsEncryptionKey }},
 	{"AGENT_ENROLLMENT_SECRET", "security.agent_enrollment_secret", func(c *Config) any { return &c.Security.AgentEnrollmentSecret }},
+	{"AUDIT_HMAC_KEY", "security.audit_key", func(c *Config) any { return &c.Security.AuditKey }},
+	{"AUDIT_HMAC_PREVIOUS_KEYS", "security.previous_audit_keys", func(c *Config) any { return &c.Security.PreviousAuditKeys }},
 	{"MAX_AGENT_CONNECTIONS", "agent_management.max_agent_connections", func(c *Config) any { return &c.AgentManagement.MaxAgentConnections }},
 	{"AGENT_ENROLLMENT_MAX_AGENTS", "agent_management.bootstrap_max_agents", func(c *Config) any { return &c.AgentManagement.BootstrapMaxAgents }},
 	{"AGENT_HEARTBEAT_INTERVAL", "agent_management.heartbeat_interval", func(c *Config) any { return &c.AgentManagement.HeartbeatInterval }},
@@ -204,6 +206,13 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 				continue
 			}
 			*p = n
+		case *[]string:
+			*p = nil
+			for _, item := range strings.Split(v, ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					*p = append(*p, item)
+				}
+			}
 		case *bool:
 			t, ok := parseBool(v)
 			if !ok {

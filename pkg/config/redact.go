@@ -10,7 +10,7 @@ import (
 const RedactedValue = "REDACTED"
 
 // Redacted returns a copy of c that is safe to log: the JWT secret, the enrollment
-// secret, the args encryption keys and the passwords inside database.url and redis.url are replaced by
+// secret, the args encryption keys, the audit keys and the passwords inside database.url and redis.url are replaced by
 // RedactedValue. A URL that cannot be parsed is replaced as a whole.
 func (c Config) Redacted() Config {
 	r := c.clone()
@@ -25,6 +25,12 @@ func (c Config) Redacted() Config {
 	}
 	for i := range r.Security.ArgsPreviousKeys {
 		r.Security.ArgsPreviousKeys[i] = RedactedValue
+	}
+	if r.Security.AuditKey != "" {
+		r.Security.AuditKey = RedactedValue
+	}
+	for i := range r.Security.PreviousAuditKeys {
+		r.Security.PreviousAuditKeys[i] = RedactedValue
 	}
 	r.Database.URL = redactDatabaseURL(r.Database.URL)
 	r.Redis.URL = redactURL(r.Redis.URL, true)

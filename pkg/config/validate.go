@@ -17,6 +17,7 @@ import (
 const (
 	MinJWTSecretLen        = 32
 	MinEnrollmentSecretLen = 16
+	MinAuditKeyLen         = 32 // store.MinAuditKeyLen
 )
 
 // MaxTokenLifetimeLimit is the highest security.max_token_lifetime accepted:
@@ -26,6 +27,7 @@ const MaxTokenLifetimeLimit = 30 * 86400
 // placeholders are well-known example secrets that are refused outside dev mode.
 var placeholders = []string{
 	"change-me-in-production",
+	DevAuditKey,
 	"your-super-secret-jwt-key-here",
 	"changeme",
 	"secret",
@@ -98,6 +100,22 @@ func (c Config) Validate() error {
 	for _, p := range sec.TrustedProxies {
 		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
 			v.addf("%s: %q is not a CIDR or an IP address", name("security.trusted_proxies"), p)
+		}
+	}
+	ak := name("security.audit_key")
+	switch {
+	case sec.AuditKey == "":
+		v.addf("%s is not set; set a random key of at least %d bytes", ak, MinAuditKeyLen)
+	case len(sec.AuditKey) < MinAuditKeyLen:
+		v.addf("%s is too short; set a random key of at least %d bytes", ak, MinAuditKeyLen)
+	case !s.DevMode && IsPlaceholder(sec.AuditKey):
+		v.addf("%s is a placeholder; set a random key of at least %d bytes (or enable dev mode)", ak, MinAuditKeyLen)
+	case !s.DevMode && sec.AuditKey == sec.JWTSecret:
+		v.addf("%s must differ from %s", ak, name("security.jwt_secret"))
+	}
+	for i, k := range sec.PreviousAuditKeys {
+		if len(k) < MinAuditKeyLen {
+			v.addf("%s: key %d is shorter than %d bytes", name("security.previous_audit_keys"), i+1, MinAuditKeyLen)
 		}
 	}
 	if strings.TrimSpace(sec.JWTIssuer) == "" {

@@ -48,7 +48,7 @@ func TestPresenceRunRefreshesAndRemoves(t *testing.T) {
 	for name, url := range urls {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			st, err := store.Open(ctx, store.Config{URL: url})
+			st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = st.Close() })
 			_, err = st.Migrate(ctx)

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/viworks/backend-agent/pkg/audithead"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/events"
@@ -157,7 +158,16 @@ func OpenStore(ctx context.Context, cfg config.Config) (*store.Store, error) {
 	return store.Open(ctx, store.Config{
 		URL: cfg.Database.URL, MaxConns: cfg.Database.MaxConnections, MinConns: cfg.Database.MinConnections,
 		ConnectTimeout: cfg.DatabaseConnectTimeout(), ConnMaxIdleTime: cfg.DatabaseIdleTimeout(), ConnMaxLifetime: cfg.DatabaseMaxLifetime(),
+		AuditKey: []byte(cfg.Security.AuditKey), PreviousAuditKeys: auditKeys(cfg.Security.PreviousAuditKeys),
 	})
+}
+
+func auditKeys(ks []string) [][]byte {
+	out := make([][]byte, len(ks))
+	for i, k := range ks {
+		out[i] = []byte(k)
+	}
+	return out
 }
 
 // OpenBus connects to the configured Redis.
@@ -252,4 +262,17 @@ func errOrStopped(err error) error {
 		return errors.New("stopped unexpectedly")
 	}
 	return err
+}
+
+// AuditHeads is where the audit chain's head is kept outside the database: in
+// Redis under the key prefix when b is Redis, else in the file at path (the
+// all-in-one's data directory); nil when neither applies.
+func AuditHeads(b bus.Backend, path string) audithead.Keeper {
+	if r, ok := b.(*bus.Redis); ok {
+		return audithead.NewRedis(r.Client(), r.KeyPrefix())
+	}
+	if path != "" {
+		return audithead.NewFile(path)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ func TestTokenRefusesLifetimesBeyondTheMaximum(t *testing.T) {
 	base := func() (config.Config, error) {
 		c := config.Default()
 		c.Security.JWTSecret = "0123456789abcdef0123456789abcdef0123"
+		c.Security.AuditKey = "test-audit-key-0123456789abcdef0123456789"
 		return c, nil
 	}
 	for _, tc := range []struct {

@@ -236,7 +236,7 @@ func (s *Store) PatchAgentAttributes(ctx context.Context, id string, p Attribute
 		}
 		audit := p.Audit
 		audit.Details, _ = json.Marshal(map[string]any{"before": before, "after": after}) // strings only: cannot fail
-		return insertAudit(tx, audit, id, now)
+		return s.insertAudit(tx, audit, id, now)
 	})
 	switch {
 	case errors.Is(err, ErrNotFound), errors.Is(err, ErrTooManyLabels):

@@ -491,7 +491,7 @@ func (s *Store) CreateAlertRule(ctx context.Context, nr NewAlertRule) (AlertRule
 		if err := tx.Create(&rule).Error; err != nil {
 			return fmt.Errorf("inserting alert rule: %w", err)
 		}
-		return insertAudit(tx, nr.Audit, rule.ID, now)
+		return s.insertAudit(tx, nr.Audit, rule.ID, now)
 	})
 	if err != nil {
 		return AlertRule{}, err
@@ -546,7 +546,7 @@ func (s *Store) DeleteAlertRule(ctx context.Context, id string, audit AuditEvent
 		if len(audit.Details) == 0 {
 			audit.Details, _ = json.Marshal(map[string]string{"name": rule.Name, "kind": rule.Kind})
 		}
-		return insertAudit(tx, audit, id, time.Now().UTC())
+		return s.insertAudit(tx, audit, id, time.Now().UTC())
 	})
 }
 
@@ -918,7 +918,7 @@ func (s *Store) CreateWebhook(ctx context.Context, nw NewWebhook) (Webhook, erro
 		if err := tx.Create(&w).Error; err != nil {
 			return fmt.Errorf("inserting webhook: %w", err)
 		}
-		return insertAudit(tx, nw.Audit, w.ID, now)
+		return s.insertAudit(tx, nw.Audit, w.ID, now)
 	})
 	if err != nil {
 		return Webhook{}, err
@@ -969,7 +969,7 @@ func (s *Store) DeleteWebhook(ctx context.Context, id string, audit AuditEvent) 
 		if err := tx.Where("id = ?", id).Delete(&Webhook{}).Error; err != nil {
 			return fmt.Errorf("deleting webhook: %w", err)
 		}
-		return insertAudit(tx, audit, id, time.Now().UTC())
+		return s.insertAudit(tx, audit, id, time.Now().UTC())
 	})
 }
 

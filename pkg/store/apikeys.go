@@ -50,7 +50,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewAPIKey) (APIKey, error) 
 	now := time.Now().UTC()
 	k := APIKey{ID: uuid.NewString(), Name: nk.Name, Role: nk.Role, KeyHash: nk.KeyHash, Prefix: nk.Prefix,
 		CreatedBy: nk.CreatedBy, CreatedAt: now, ExpiresAt: utcPtr(nk.ExpiresAt)}
-	err := createCapped(ctx, s.db, &k, "API key", MaxAPIKeys, nk.Audit, k.ID, now)
+	err := createCapped(ctx, s, &k, "API key", MaxAPIKeys, nk.Audit, k.ID, now)
 	if err != nil {
 		return APIKey{}, err
 	}
@@ -65,7 +65,7 @@ func (s *Store) ListAPIKeys(ctx context.Context, p Page) ([]APIKey, string, erro
 // RevokeAPIKey revokes a key (revoking it again changes nothing and writes no
 // audit event); an unknown id gives ErrNotFound.
 func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) error {
-	return revokeOnce[APIKey](ctx, s.db, id, "API key", audit)
+	return revokeOnce[APIKey](ctx, s, id, "API key", audit)
 }
 
 // UseAPIKey returns the live key with this hash and records its use; an
@@ -95,8 +95,8 @@ func utcPtr(t *time.Time) *time.Time {
 
 // createCapped inserts row, with its audit event, unless max rows of its kind
 // are live (not revoked) already: then ErrLimitReached.
-func createCapped[T any](ctx context.Context, db *gorm.DB, row *T, what string, max int, audit AuditEvent, id string, now time.Time) error {
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+func createCapped[T any](ctx context.Context, s *Store, row *T, what string, max int, audit AuditEvent, id string, now time.Time) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var n int64
 		if err := tx.Model(new(T)).Where("revoked_at IS NULL").Count(&n).Error; err != nil {
 			return fmt.Errorf("counting %ss: %w", what, err)
@@ -107,21 +107,21 @@ func createCapped[T any](ctx context.Context, db *gorm.DB, row *T, what string, 
 		if err := tx.Create(row).Error; err != nil {
 			return fmt.Errorf("inserting %s: %w", what, err)
 		}
-		return insertAudit(tx, audit, id, now)
+		return s.insertAudit(tx, audit, id, now)
 	})
 }
 
 // revokeOnce sets revoked_at on the row with id and appends audit; revoking
 // again changes nothing and writes no audit event; an unknown id gives ErrNotFound.
-func revokeOnce[T any](ctx context.Context, db *gorm.DB, id, what string, audit AuditEvent) error {
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+func revokeOnce[T any](ctx context.Context, s *Store, id, what string, audit AuditEvent) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := time.Now().UTC()
 		res := tx.Model(new(T)).Where("id = ? AND revoked_at IS NULL", id).Update("revoked_at", now)
 		if res.Error != nil {
 			return fmt.Errorf("revoking %s: %w", what, res.Error)
 		}
 		if res.RowsAffected > 0 {
-			return insertAudit(tx, audit, id, now)
+			return s.insertAudit(tx, audit, id, now)
 		}
 		var n int64
 		if err := tx.Model(new(T)).Where("id = ?", id).Count(&n).Error; err != nil {

@@ -3,10 +3,12 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -15,18 +17,24 @@ import (
 	"gorm.io/gorm"
 )
 
-// The audit trail is a hash chain: each row's Hash is SHA-256 over its
-// canonical encoding (auditCanonical), which includes PrevHash, the Hash of the
-// row before it by id. Every audit insert goes through appendAudit, which
-// serialises appenders (Postgres: a transaction-scoped advisory lock taken
-// inside the inserting transaction, so the order of ids is the order of the
-// chain across all processes; SQLite: its single writer) and reads the last
-// hash under that lock. Triggers refuse UPDATE, DELETE and TRUNCATE.
+// The audit trail is a keyed hash chain: each row's Hash is HMAC-SHA256,
+// under the audit key named by its KeyID, over its canonical encoding
+// (auditCanonical), which includes PrevHash, the Hash of the row before it by
+// id. The key lives in the services' configuration, never in the database, so
+// whoever can write to the database but does not hold the key cannot forge a
+// row or re-chain the rows after one they changed. Every audit insert goes
+// through appendAudits, which serialises appenders (Postgres: a
+// transaction-scoped advisory lock taken inside the inserting transaction, so
+// the order of ids is the order of the chain across all processes; SQLite: its
+// single writer) and reads the last hash under that lock. Triggers refuse
+// UPDATE, DELETE and TRUNCATE.
 //
-// Rows written before migration 0004 have Hash "": they form an unchained
-// prefix and the chain starts after them (its first row has PrevHash "").
-// A hash chain cannot show that rows were cut off its end; it shows every
-// edit, insertion or deletion before the last row.
+// audit_chain (migration 0009) records keyed_from, the id the keyed chain
+// starts at: rows before it are legacy (reported, never called verified) and
+// every row from it on must be chained under a known key. A chain cannot show
+// that its newest rows were cut off: the head (last id, hash, count), signed
+// with the key, is kept outside the table (package audithead) and VerifyAudit
+// compares the table against it.
 
 // auditChainLockKey is the pg_advisory_xact_lock key serialising appenders.
 const auditChainLockKey = 0x76696175 // "viau"
@@ -65,22 +73,23 @@ func canonicalJSON(raw JSON) (JSON, error) {
 	return JSON(b), nil
 }
 
-// ComputeHash returns the chain hash of a (hex SHA-256 over a versioned JSON
-// array of its fields and PrevHash).
-func (a AuditEvent) ComputeHash() (string, error) {
+// auditMAC returns the chain hash of a under key (hex HMAC-SHA256 over a
+// versioned JSON array of its fields, its KeyID and PrevHash).
+func auditMAC(key []byte, a AuditEvent) (string, error) {
 	details, err := canonicalJSON(a.Details)
 	if err != nil {
 		return "", fmt.Errorf("encoding audit details: %w", err)
 	}
 	enc, err := json.Marshal([]any{
-		"viworks-audit-v1", a.ID, a.At.UTC().Truncate(time.Microsecond).Format("2006-01-02T15:04:05.000000Z"),
+		"viworks-audit-v2", a.KeyID, a.ID, a.At.UTC().Truncate(time.Microsecond).Format("2006-01-02T15:04:05.000000Z"),
 		a.Actor, a.Action, a.Target, a.RequestID, a.ClientIP, json.RawMessage(details), a.PrevHash,
 	})
 	if err != nil {
 		return "", fmt.Errorf("encoding audit event: %w", err)
 	}
-	sum := sha256.Sum256(enc)
-	return hex.EncodeToString(sum[:]), nil
+	m := hmac.New(sha256.New, key)
+	m.Write(enc)
+	return hex.EncodeToString(m.Sum(nil)), nil
 }
 
 type auditContextKey struct{}
@@ -99,25 +108,28 @@ func WithAuditContext(ctx context.Context, ac AuditContext) context.Context {
 }
 
 // insertAudit appends a with its target set; a zero At becomes now.
-func insertAudit(tx *gorm.DB, a AuditEvent, target string, now time.Time) error {
+func (s *Store) insertAudit(tx *gorm.DB, a AuditEvent, target string, now time.Time) error {
 	a.Target = target
 	if a.At.IsZero() {
 		a.At = now
 	}
-	return appendAudit(tx, a)
+	return s.appendAudit(tx, a)
 }
 
 // appendAudit is the one way an audit event is written. tx must be a
 // transaction; on Postgres the advisory lock it takes is held until tx ends, so
 // callers append as the last statement of their transaction.
-func appendAudit(tx *gorm.DB, a AuditEvent) error { return appendAudits(tx, []AuditEvent{a}) }
+func (s *Store) appendAudit(tx *gorm.DB, a AuditEvent) error {
+	return s.appendAudits(tx, []AuditEvent{a})
+}
 
 // appendAudits chains and inserts events in order under one lock: a batch
 // costs one lock, one read of the chain head and one insert.
-func appendAudits(tx *gorm.DB, es []AuditEvent) error {
+func (s *Store) appendAudits(tx *gorm.DB, es []AuditEvent) error {
 	if len(es) == 0 {
 		return nil
 	}
+	keyID, key := s.auditKeys.current()
 	var ac AuditContext
 	if tx.Statement != nil && tx.Statement.Context != nil {
 		ac, _ = tx.Statement.Context.Value(auditContextKey{}).(AuditContext)
@@ -151,7 +163,7 @@ func appendAudits(tx *gorm.DB, es []AuditEvent) error {
 			Hash string
 			Next int64
 		}
-		err := tx.Raw(`SELECT coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), '') AS hash,
+		err := tx.Raw(`SELECT coalesce((SELECT hash FROM audit_events WHERE id >= (SELECT keyed_from FROM audit_chain) ORDER BY id DESC LIMIT 1), '') AS hash,
 			nextval(pg_get_serial_sequence('audit_events', 'id')) AS next FROM generate_series(1, ?)`, len(rows)).Scan(&got).Error
 		if err != nil {
 			return fmt.Errorf("reading audit chain head: %w", err)
@@ -169,7 +181,8 @@ func appendAudits(tx *gorm.DB, es []AuditEvent) error {
 			ID   int64
 			Hash string
 		}
-		if err := tx.Raw(`SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1`).Scan(&last).Error; err != nil {
+		if err := tx.Raw(`SELECT coalesce((SELECT max(id) FROM audit_events), 0) AS id,
+			coalesce((SELECT hash FROM audit_events WHERE id >= (SELECT keyed_from FROM audit_chain) ORDER BY id DESC LIMIT 1), '') AS hash`).Scan(&last).Error; err != nil {
 			return fmt.Errorf("reading audit chain head: %w", err)
 		}
 		head = last.Hash
@@ -179,8 +192,9 @@ func appendAudits(tx *gorm.DB, es []AuditEvent) error {
 	}
 	for i := range rows {
 		rows[i].ID = ids[i]
+		rows[i].KeyID = keyID
 		rows[i].PrevHash = head
-		h, err := rows[i].ComputeHash()
+		h, err := auditMAC(key, rows[i])
 		if err != nil {
 			return err
 		}
@@ -195,7 +209,7 @@ func appendAudits(tx *gorm.DB, es []AuditEvent) error {
 
 // RecordAudit appends one audit event in its own transaction.
 func (s *Store) RecordAudit(ctx context.Context, e AuditEvent) error {
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return appendAudit(tx, e) })
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return s.appendAudit(tx, e) })
 	if err != nil {
 		return fmt.Errorf("recording audit event: %w", err)
 	}
@@ -290,22 +304,142 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, str
 	return rows, encodeAuditCursor(rows[len(rows)-1].ID), nil
 }
 
-// AuditVerification is the outcome of VerifyAudit.
-type AuditVerification struct {
-	OK        bool   `json:"ok"`
-	Checked   int64  `json:"checked"`             // chained rows whose hash was recomputed
-	Unchained int64  `json:"unchained"`           // rows written before the chain began
-	BrokenID  int64  `json:"broken_id,omitempty"` // first row that does not verify
-	Reason    string `json:"reason,omitempty"`
+// MinAuditKeyLen is the shortest audit key accepted, in bytes.
+const MinAuditKeyLen = 32
+
+// AuditKeyID names an audit key in the rows chained under it: the first 16 hex
+// digits of SHA-256 over a label and the key (the key carries at least 256
+// random bits, so its id tells nothing about it).
+func AuditKeyID(key []byte) string {
+	sum := sha256.Sum256(append([]byte("viworks-audit-key-id\x00"), key...))
+	return hex.EncodeToString(sum[:8])
 }
 
-// VerifyAudit walks the whole trail in id order and recomputes the chain; it
-// names the first row whose link or hash does not match.
-func (s *Store) VerifyAudit(ctx context.Context) (AuditVerification, error) {
-	var v AuditVerification
-	var after int64
+// auditKeyring holds the current audit key, which chains new rows and signs
+// heads, and the previous keys rows and heads may still be under.
+type auditKeyring struct {
+	currentID string
+	keys      map[string][]byte
+}
+
+func newAuditKeyring(current []byte, previous [][]byte) (auditKeyring, error) {
+	kr := auditKeyring{currentID: AuditKeyID(current), keys: map[string][]byte{}}
+	for i, k := range append([][]byte{current}, previous...) {
+		if len(k) < MinAuditKeyLen {
+			what := "the audit key"
+			if i > 0 {
+				what = fmt.Sprintf("previous audit key %d", i)
+			}
+			return auditKeyring{}, fmt.Errorf("store: %s is shorter than %d bytes", what, MinAuditKeyLen)
+		}
+		kr.keys[AuditKeyID(k)] = k
+	}
+	return kr, nil
+}
+
+func (kr auditKeyring) current() (string, []byte) { return kr.currentID, kr.keys[kr.currentID] }
+
+// AuditHead is the newest row of the keyed chain, signed with the audit key:
+// kept outside the database, it shows rows cut off the chain's end.
+type AuditHead struct {
+	KeyedFrom int64     `json:"keyed_from"` // the id the keyed chain starts at
+	LastID    int64     `json:"last_id"`    // 0: no keyed row yet
+	Hash      string    `json:"hash"`       // the last row's hash
+	Count     int64     `json:"count"`      // keyed rows
+	At        time.Time `json:"at"`         // when the head was read
+	KeyID     string    `json:"key_id"`     // key the signature is under
+	Signature string    `json:"signature"`  // hex HMAC-SHA256 over the fields above
+}
+
+// Behind reports whether h is older than o: fewer rows or an earlier last row.
+func (h AuditHead) Behind(o AuditHead) bool { return h.LastID < o.LastID || h.Count < o.Count }
+
+func (h AuditHead) mac(key []byte) (string, error) {
+	enc, err := json.Marshal([]any{"viworks-audit-head-v1", h.KeyID, h.KeyedFrom, h.LastID, h.Hash, h.Count, h.At.UTC().Format(time.RFC3339Nano)})
+	if err != nil {
+		return "", fmt.Errorf("encoding audit head: %w", err)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write(enc)
+	return hex.EncodeToString(m.Sum(nil)), nil
+}
+
+// ErrBadAuditHead is returned by CheckAuditHead for a head whose signature
+// does not verify under a configured audit key.
+var ErrBadAuditHead = errors.New("audit head signature does not verify")
+
+// CheckAuditHead verifies h's signature under the current or a previous key.
+func (s *Store) CheckAuditHead(h AuditHead) error {
+	key, ok := s.auditKeys.keys[h.KeyID]
+	if !ok {
+		return fmt.Errorf("%w: unknown key %q", ErrBadAuditHead, h.KeyID)
+	}
+	want, err := h.mac(key)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal([]byte(want), []byte(h.Signature)) {
+		return ErrBadAuditHead
+	}
+	return nil
+}
+
+// AuditVerification is the outcome of VerifyAudit.
+type AuditVerification struct {
+	OK        bool       `json:"ok"`
+	Checked   int64      `json:"checked"`             // keyed rows whose link and hash were verified
+	Legacy    int64      `json:"legacy"`              // rows before the keyed chain's start: not verified
+	BrokenID  int64      `json:"broken_id,omitempty"` // first row that does not verify
+	Truncated bool       `json:"truncated,omitempty"` // the table's head is behind the kept head
+	Reason    string     `json:"reason,omitempty"`
+	Head      AuditHead  `json:"head"`           // the table's head, signed
+	Kept      *AuditHead `json:"kept,omitempty"` // the head kept outside the table, when there is one
+}
+
+// Reasons VerifyAudit gives.
+const (
+	reasonBadLink      = "prev_hash does not match the hash of the row before it (a row was changed, removed or inserted)"
+	reasonBadHash      = "hash does not match the row's contents under its key (the row was changed or forged)"
+	reasonUnchained    = "row after the keyed chain's start is not chained (its hash was removed or it was inserted)"
+	reasonUnknownKey   = "row is chained under a key that is neither the current nor a previous audit key"
+	reasonTruncated    = "the table's head is behind the head kept outside it (rows were removed from the end)"
+	reasonHeadMismatch = "the kept head's row has another hash (rows were removed and replaced)"
+	reasonKeptMissing  = "the kept head's row is missing (rows were removed from the end and others appended)"
+	reasonStartMoved   = "the keyed chain's start differs from the kept head's (the start was moved)"
+	reasonBadKept      = "the kept head's signature does not verify"
+)
+
+// auditKeyedFrom reads where the keyed chain starts.
+func (s *Store) auditKeyedFrom(ctx context.Context) (int64, error) {
+	var from []int64
+	if err := s.db.WithContext(ctx).Raw(`SELECT keyed_from FROM audit_chain`).Scan(&from).Error; err != nil {
+		return 0, fmt.Errorf("reading the audit chain start: %w", err)
+	}
+	if len(from) != 1 {
+		return 0, fmt.Errorf("reading the audit chain start: %d rows in audit_chain, want 1", len(from))
+	}
+	return from[0], nil
+}
+
+// VerifyAudit walks the whole trail in id order and verifies the keyed chain;
+// it names the first row whose link or hash does not match. When kept, the
+// head kept outside the table, is given, the table's head must not be behind
+// it and the kept head's row must still be the one it names.
+func (s *Store) VerifyAudit(ctx context.Context, kept *AuditHead) (AuditVerification, error) {
+	v := AuditVerification{Kept: kept}
+	from, err := s.auditKeyedFrom(ctx)
+	if err != nil {
+		return v, err
+	}
+	if err := s.db.WithContext(ctx).Model(&AuditEvent{}).Where("id < ?", from).Count(&v.Legacy).Error; err != nil {
+		return v, fmt.Errorf("verifying audit trail: %w", err)
+	}
+	head := AuditHead{KeyedFrom: from}
+	after := from - 1
 	prev := ""
-	chained := false
+	keptSeen := false
+	broken := func(id int64, reason string) { v.BrokenID, v.Reason = id, reason }
+walk:
 	for {
 		var rows []AuditEvent
 		if err := s.db.WithContext(ctx).Where("id > ?", after).Order("id").Limit(verifyBatch).Find(&rows).Error; err != nil {
@@ -313,27 +447,87 @@ func (s *Store) VerifyAudit(ctx context.Context) (AuditVerification, error) {
 		}
 		for _, r := range rows {
 			after = r.ID
-			if r.Hash == "" && r.PrevHash == "" && !chained {
-				v.Unchained++
-				continue
+			if kept != nil && r.ID == kept.LastID {
+				if r.Hash != kept.Hash {
+					broken(r.ID, reasonHeadMismatch)
+					break walk
+				}
+				keptSeen = true
 			}
-			chained = true
+			if r.Hash == "" {
+				broken(r.ID, reasonUnchained)
+				break walk
+			}
+			key, ok := s.auditKeys.keys[r.KeyID]
+			if !ok {
+				broken(r.ID, reasonUnknownKey)
+				break walk
+			}
 			if r.PrevHash != prev {
-				v.BrokenID, v.Reason = r.ID, "prev_hash does not match the hash of the row before it (a row was changed, removed or inserted)"
-				return v, nil
+				broken(r.ID, reasonBadLink)
+				break walk
 			}
-			h, err := r.ComputeHash()
-			if err != nil || h != r.Hash {
-				v.BrokenID, v.Reason = r.ID, "hash does not match the row's contents (the row was changed)"
-				return v, nil
+			h, err := auditMAC(key, r)
+			if err != nil || !hmac.Equal([]byte(h), []byte(r.Hash)) {
+				broken(r.ID, reasonBadHash)
+				break walk
 			}
 			prev = r.Hash
 			v.Checked++
+			head.LastID, head.Hash, head.Count = r.ID, r.Hash, head.Count+1
 		}
 		if len(rows) < verifyBatch {
 			break
 		}
 	}
-	v.OK = true
+	if v.BrokenID == 0 && kept != nil {
+		switch {
+		case s.CheckAuditHead(*kept) != nil:
+			v.Reason = reasonBadKept
+		case kept.KeyedFrom != from:
+			v.Reason = reasonStartMoved
+		case head.Behind(*kept):
+			v.Truncated, v.Reason = true, reasonTruncated
+		case kept.LastID != 0 && !keptSeen:
+			v.Truncated, v.Reason = true, reasonKeptMissing
+		}
+	}
+	if v.Head, err = s.signHead(head); err != nil {
+		return v, err
+	}
+	v.OK = v.Reason == ""
 	return v, nil
+}
+
+// AuditHead reads the chain's head (without verifying the chain) and signs it.
+func (s *Store) AuditHead(ctx context.Context) (AuditHead, error) {
+	from, err := s.auditKeyedFrom(ctx)
+	if err != nil {
+		return AuditHead{}, err
+	}
+	h := AuditHead{KeyedFrom: from}
+	var last AuditEvent
+	q := s.db.WithContext(ctx).Model(&AuditEvent{}).Where("id >= ?", from)
+	if err := q.Count(&h.Count).Error; err != nil {
+		return AuditHead{}, fmt.Errorf("reading the audit head: %w", err)
+	}
+	if h.Count > 0 {
+		if err := s.db.WithContext(ctx).Select("id", "hash").Where("id >= ?", from).Order("id DESC").Limit(1).Take(&last).Error; err != nil {
+			return AuditHead{}, fmt.Errorf("reading the audit head: %w", err)
+		}
+		h.LastID, h.Hash = last.ID, last.Hash
+	}
+	return s.signHead(h)
+}
+
+func (s *Store) signHead(h AuditHead) (AuditHead, error) {
+	h.At = time.Now().UTC().Truncate(time.Microsecond)
+	var key []byte
+	h.KeyID, key = s.auditKeys.current()
+	sig, err := h.mac(key)
+	if err != nil {
+		return AuditHead{}, err
+	}
+	h.Signature = sig
+	return h, nil
 }

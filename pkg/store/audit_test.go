@@ -26,7 +26,7 @@ func TestAuditChainConcurrentAppends(t *testing.T) {
 			}
 			var stores []*store.Store
 			for i := 0; i < nStores; i++ {
-				s, err := store.Open(ctx, store.Config{URL: url, MaxConns: 4})
+				s, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url, MaxConns: 4})
 				require.NoError(t, err)
 				t.Cleanup(func() { _ = s.Close() })
 				if i == 0 {
@@ -56,9 +56,11 @@ func TestAuditChainConcurrentAppends(t *testing.T) {
 			for err := range errs {
 				require.NoError(t, err)
 			}
-			v, err := stores[len(stores)-1].VerifyAudit(ctx)
+			v, err := stores[len(stores)-1].VerifyAudit(ctx, nil)
 			require.NoError(t, err)
-			require.Equal(t, store.AuditVerification{OK: true, Checked: perWorker * workers}, v)
+			require.True(t, v.OK, "%+v", v)
+			require.EqualValues(t, perWorker*workers, v.Checked)
+			require.EqualValues(t, perWorker*workers, v.Head.Count)
 		})
 	}
 }
@@ -80,7 +82,7 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 		if s.Dialect() == store.Postgres {
 			require.Error(t, s.ExecRawForTest(ctx, `TRUNCATE audit_events`))
 		}
-		v, err := s.VerifyAudit(ctx)
+		v, err := s.VerifyAudit(ctx, nil)
 		require.NoError(t, err)
 		require.True(t, v.OK)
 
@@ -88,7 +90,7 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 		withoutTriggers(t, s, func() {
 			require.NoError(t, s.ExecRawForTest(ctx, `UPDATE audit_events SET actor = 'mallory' WHERE id = ?`, victim))
 		})
-		v, err = s.VerifyAudit(ctx)
+		v, err = s.VerifyAudit(ctx, nil)
 		require.NoError(t, err)
 		require.False(t, v.OK)
 		require.Equal(t, victim, v.BrokenID)
@@ -107,7 +109,7 @@ func TestAuditChainDetectsDeletion(t *testing.T) {
 		withoutTriggers(t, s, func() {
 			require.NoError(t, s.ExecRawForTest(ctx, `DELETE FROM audit_events WHERE id = ?`, rows[2].ID))
 		})
-		v, err := s.VerifyAudit(ctx)
+		v, err := s.VerifyAudit(ctx, nil)
 		require.NoError(t, err)
 		require.False(t, v.OK)
 		require.Equal(t, rows[1].ID, v.BrokenID) // the row after the hole
@@ -170,7 +172,7 @@ func TestAuditListFilters(t *testing.T) {
 // (they serialise on the chain lock).
 func BenchmarkRecordAuditPostgres(b *testing.B) {
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.Config{URL: testenv.Postgres(b), MaxConns: 16})
+	s, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(b), MaxConns: 16})
 	require.NoError(b, err)
 	defer s.Close()
 	_, err = s.Migrate(ctx)
@@ -190,20 +192,29 @@ func BenchmarkRecordAuditPostgres(b *testing.B) {
 func TestAuditChainStartsAfterLegacyRows(t *testing.T) {
 	each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		// Rows written before migration 0004 have no hash.
+		// Rows written before migration 0009 are legacy: undo it, write two
+		// unkeyed rows, and migrate again.
+		require.NoError(t, s.ExecRawForTest(ctx, `DROP TABLE audit_chain`))
+		require.NoError(t, s.ExecRawForTest(ctx, `ALTER TABLE audit_events DROP COLUMN key_id`))
+		require.NoError(t, s.ExecRawForTest(ctx, `DELETE FROM schema_migrations WHERE version = 9`))
 		for i := 0; i < 2; i++ {
-			require.NoError(t, s.ExecRawForTest(ctx, `INSERT INTO audit_events (at, actor, action, target, request_id, details) VALUES (?, 'old', 'legacy', '', '', '{}')`, time.Now().UTC()))
+			require.NoError(t, s.ExecRawForTest(ctx, `INSERT INTO audit_events (at, actor, action, target, request_id, details, prev_hash, hash) VALUES (?, 'old', 'legacy', '', '', '{}', '', 'sha256-of-v1')`, time.Now().UTC()))
 		}
+		_, err := s.Migrate(ctx)
+		require.NoError(t, err)
 		for i := 0; i < 3; i++ {
 			require.NoError(t, s.RecordAudit(ctx, store.AuditEvent{Actor: "new", Action: "chained"}))
 		}
-		v, err := s.VerifyAudit(ctx)
+		v, err := s.VerifyAudit(ctx, nil)
 		require.NoError(t, err)
-		require.Equal(t, store.AuditVerification{OK: true, Checked: 3, Unchained: 2}, v)
+		require.True(t, v.OK, "%+v", v)
+		require.EqualValues(t, 3, v.Checked)
+		require.EqualValues(t, 2, v.Legacy, "legacy rows are reported, not verified")
+		require.EqualValues(t, 3, v.Head.KeyedFrom)
 
 		// An unhashed row after the chain began is a break, not legacy.
 		require.NoError(t, s.ExecRawForTest(ctx, `INSERT INTO audit_events (at, actor, action, target, request_id, details) VALUES (?, 'mallory', 'forged', '', '', '{}')`, time.Now().UTC()))
-		v, err = s.VerifyAudit(ctx)
+		v, err = s.VerifyAudit(ctx, nil)
 		require.NoError(t, err)
 		require.False(t, v.OK)
 		rows, _, err := s.ListAudit(ctx, store.AuditFilter{Action: "forged"})

@@ -116,7 +116,7 @@ func (s *Store) CreateCommand(ctx context.Context, nc NewCommand) (Command, []Ex
 		if err := tx.CreateInBatches(execs, 1000).Error; err != nil {
 			return fmt.Errorf("inserting executions: %w", err)
 		}
-		return insertAudit(tx, nc.Audit, cmd.ID, now)
+		return s.insertAudit(tx, nc.Audit, cmd.ID, now)
 	})
 	if err != nil {
 		return Command{}, nil, err
@@ -431,7 +431,7 @@ func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) 
 		}
 		details, _ := json.Marshal(map[string]any{"running": len(running)})
 		// Last: the audit append holds the chain lock until commit.
-		return appendAudit(tx, AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details})
+		return s.appendAudit(tx, AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details})
 	})
 	if err != nil {
 		return nil, err

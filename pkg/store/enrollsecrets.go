@@ -98,7 +98,7 @@ func (s *Store) CreateEnrollmentSecret(ctx context.Context, ns NewEnrollmentSecr
 	if e.Labels == nil {
 		e.Labels = StringMap{}
 	}
-	err := createCapped(ctx, s.db, &e, "enrollment secret", MaxEnrollmentSecrets, ns.Audit, e.ID, now)
+	err := createCapped(ctx, s, &e, "enrollment secret", MaxEnrollmentSecrets, ns.Audit, e.ID, now)
 	if err != nil {
 		return EnrollmentSecret{}, err
 	}
@@ -113,7 +113,7 @@ func (s *Store) ListEnrollmentSecrets(ctx context.Context, p Page) ([]Enrollment
 // RevokeEnrollmentSecret revokes a secret (again: no change, no audit event);
 // an unknown id gives ErrNotFound. Agents enrolled with it keep their credentials.
 func (s *Store) RevokeEnrollmentSecret(ctx context.Context, id string, audit AuditEvent) error {
-	return revokeOnce[EnrollmentSecret](ctx, s.db, id, "enrollment secret", audit)
+	return revokeOnce[EnrollmentSecret](ctx, s, id, "enrollment secret", audit)
 }
 
 // EnrollWithSecret spends one use of a live enrollment secret and creates the

@@ -61,7 +61,7 @@ func (s *Store) CreateReenrollSecret(ctx context.Context, agentID, secretHash, c
 		if err != nil {
 			return fmt.Errorf("storing re-enrollment secret: %w", err)
 		}
-		return insertAudit(tx, audit, agentID, now)
+		return s.insertAudit(tx, audit, agentID, now)
 	})
 }
 
@@ -164,7 +164,7 @@ func (s *Store) endAgent(ctx context.Context, agentID string, audit AuditEvent, 
 		if len(audit.Details) == 0 || string(audit.Details) == "null" {
 			audit.Details = details
 		}
-		return insertAudit(tx, audit, agentID, now)
+		return s.insertAudit(tx, audit, agentID, now)
 	})
 	if err != nil {
 		return 0, err
@@ -185,6 +185,6 @@ func (s *Store) UnrevokeAgent(ctx context.Context, agentID string, audit AuditEv
 		if res.RowsAffected == 0 {
 			return ErrNotFound
 		}
-		return insertAudit(tx, audit, agentID, now)
+		return s.insertAudit(tx, audit, agentID, now)
 	})
 }

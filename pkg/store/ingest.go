@@ -82,7 +82,7 @@ func (s *Store) MarkAgentsOnline(ctx context.Context, as []AgentSession) error {
 
 // RecordAudits appends a batch of audit events to the chain in one transaction.
 func (s *Store) RecordAudits(ctx context.Context, es []AuditEvent) error {
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return appendAudits(tx, es) })
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return s.appendAudits(tx, es) })
 	if err != nil {
 		return fmt.Errorf("recording audit events: %w", err)
 	}

@@ -92,7 +92,7 @@ func testRecordAudits(t *testing.T, s *store.Store) {
 	// A batch joins the hash chain like single appends do, before and after it.
 	require.NoError(t, s.RecordAudit(ctx, store.AuditEvent{Actor: "admin", Action: "api_key.create", Target: "k"}))
 	require.NoError(t, s.RecordAudits(ctx, es[:2]))
-	v, err := s.VerifyAudit(ctx)
+	v, err := s.VerifyAudit(ctx, nil)
 	require.NoError(t, err)
 	require.True(t, v.OK, "%+v", v)
 	require.Equal(t, int64(7), v.Checked)

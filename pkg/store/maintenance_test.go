@@ -16,7 +16,7 @@ func TestLeaderHandOver(t *testing.T) {
 	ctx := context.Background()
 	url := testenv.Postgres(t)
 	open := func() *store.Store {
-		s, err := store.Open(ctx, store.Config{URL: url})
+		s, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 		require.NoError(t, err)
 		return s
 	}

@@ -18,7 +18,7 @@ import (
 func TestMigrateAppliesAVersionBelowTheNewest(t *testing.T) {
 	ctx := context.Background()
 	url := testenv.Postgres(t)
-	s, err := store.Open(ctx, store.Config{URL: url})
+	s, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 	require.NoError(t, err)
 	defer s.Close()
 	_, err = s.Migrate(ctx)

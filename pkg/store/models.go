@@ -288,6 +288,7 @@ type AuditEvent struct {
 	RequestID string    `gorm:"not null"`
 	ClientIP  string    `gorm:"column:client_ip;not null"`
 	Details   JSON      `gorm:"type:jsonb;not null"`
+	KeyID     string    `gorm:"not null"` // audit key the hash is under ("" on legacy rows)
 	PrevHash  string    `gorm:"not null"` // hash of the row before (see audit.go)
-	Hash      string    `gorm:"not null"` // "" on rows written before the chain began
+	Hash      string    `gorm:"not null"` // HMAC-SHA256 under the key KeyID names
 }

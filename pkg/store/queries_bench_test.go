@@ -19,7 +19,7 @@ import (
 //	go test -run '^$' -bench TelemetrySeries30Days -benchtime 10x ./store/
 func BenchmarkTelemetrySeries30Days(b *testing.B) {
 	ctx := context.Background()
-	s, err := Open(ctx, Config{URL: testenv.Postgres(b)})
+	s, err := Open(ctx, Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(b)})
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = s.Close() })
 	_, err = s.Migrate(ctx)

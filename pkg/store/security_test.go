@@ -57,7 +57,7 @@ func TestAPIKeysStore(t *testing.T) {
 		n, err := s.CountAudit(ctx, "api_key.revoke")
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
-		v, err := s.VerifyAudit(ctx)
+		v, err := s.VerifyAudit(ctx, nil)
 		require.NoError(t, err)
 		require.True(t, v.OK)
 	})

@@ -43,6 +43,11 @@ type Config struct {
 	ConnectTimeout  time.Duration
 	ConnMaxIdleTime time.Duration
 	ConnMaxLifetime time.Duration
+	// AuditKey is the HMAC key of the audit chain (at least MinAuditKeyLen
+	// bytes). The database never holds it.
+	AuditKey []byte
+	// PreviousAuditKeys are keys older rows may be chained under (rotation).
+	PreviousAuditKeys [][]byte
 }
 
 func (c *Config) setDefaults() {
@@ -71,14 +76,18 @@ func (c Config) Validate() error {
 	if c.MinConns > c.MaxConns && c.MaxConns > 0 {
 		return errors.New("store: min connections exceed max connections")
 	}
+	if _, err := newAuditKeyring(c.AuditKey, c.PreviousAuditKeys); err != nil {
+		return err
+	}
 	return nil
 }
 
 // Store is the durable state.
 type Store struct {
-	db      *gorm.DB
-	dialect string
-	observe func(context.Context, []CommandChange)
+	db        *gorm.DB
+	dialect   string
+	auditKeys auditKeyring
+	observe   func(context.Context, []CommandChange)
 	// observeExecutions is called with the execution changes of result batches.
 	observeExecutions func(context.Context, []ExecutionChange)
 	batches           batchOrder
@@ -136,7 +145,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("opening database: %w", err)
 		}
 	}
-	return &Store{db: db, dialect: dialect}, nil
+	keys, _ := newAuditKeyring(cfg.AuditKey, cfg.PreviousAuditKeys) // checked by Validate
+	return &Store{db: db, dialect: dialect, auditKeys: keys}, nil
 }
 
 func sqliteDSN(path string) (string, error) {

@@ -28,7 +28,7 @@ func each(t *testing.T, fn func(t *testing.T, s *store.Store)) {
 	for name, newDB := range databases {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			s, err := store.Open(ctx, store.Config{URL: newDB(t), MaxConns: 8})
+			s, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: newDB(t), MaxConns: 8})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = s.Close() })
 			require.Equal(t, name, s.Dialect())
@@ -55,7 +55,7 @@ func TestMigrateIdempotentAndConcurrent(t *testing.T) {
 
 func testMigrate(t *testing.T, url string, migrators int) {
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.Config{URL: url})
+	s, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 	require.NoError(t, err)
 	defer s.Close()
 	require.ErrorIs(t, s.CheckSchema(ctx), store.ErrSchemaBehind)
@@ -67,7 +67,7 @@ func testMigrate(t *testing.T, url string, migrators int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s2, err := store.Open(ctx, store.Config{URL: url})
+			s2, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 			if err != nil {
 				errs[i] = err
 				return
@@ -402,7 +402,7 @@ func TestMigrationsMatchAcrossDialects(t *testing.T) {
 func TestOpenRejectsCorruptSQLite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "broken.db")
 	require.NoError(t, os.WriteFile(path, []byte("this is not a database, just text that is long enough to look like a header...................................."), 0o600))
-	_, err := store.Open(context.Background(), store.Config{URL: store.SQLitePrefix + path})
+	_, err := store.Open(context.Background(), store.Config{AuditKey: testenv.AuditKey, URL: store.SQLitePrefix + path})
 	require.Error(t, err)
 }
 

@@ -205,3 +205,6 @@ func Report(ctx context.Context, w io.Writer) {
 
 // oneLine is err's text on one line (pgx reports each address tried on its own).
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
+// AuditKey is the audit chain key of the stores tests open.
+var AuditKey = []byte("viworks-test-audit-key-0123456789abcdef")

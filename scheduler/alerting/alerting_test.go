@@ -39,7 +39,7 @@ func eachStore(t *testing.T, fn func(t *testing.T, s *store.Store)) {
 	for _, name := range []string{store.SQLite, store.Postgres} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			s, err := store.Open(ctx, store.Config{URL: urls[name](t), MaxConns: 8})
+			s, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: urls[name](t), MaxConns: 8})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = s.Close() })
 			_, err = s.Migrate(ctx)

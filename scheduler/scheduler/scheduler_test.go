@@ -34,7 +34,7 @@ func newEnv(t *testing.T) env {
 	t.Helper()
 	ctx := context.Background()
 	url := testenv.Postgres(t)
-	st, err := store.Open(ctx, store.Config{URL: url})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)

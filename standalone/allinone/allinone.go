@@ -19,6 +19,7 @@ import (
 	"github.com/viworks/backend-agent/agent-gateway/gateway"
 	"github.com/viworks/backend-agent/agentsim/sim"
 	"github.com/viworks/backend-agent/api-server/apiserver"
+	"github.com/viworks/backend-agent/pkg/audithead"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/config"
@@ -77,6 +78,7 @@ func BaseConfig(dataDir string, create bool) (config.Config, error) {
 	cfg.Server.BindAddress = LoopbackAddress
 	cfg.Server.InstanceID = "viworks"
 	cfg.Security.JWTSecret = sec.JWTSecret
+	cfg.Security.AuditKey = sec.AuditKey
 	cfg.Security.AgentEnrollmentSecret = sec.EnrollmentSecret
 	cfg.Security.BackendPrivateKeyPath = sec.SigningKeyPath
 	cfg.Security.ArgsEncryptionKey = sec.ArgsKey
@@ -178,12 +180,17 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	keeper := service.AuditHeads(p.Bus, filepath.Join(o.DataDir, AuditHeadFile))
+	heads, err := audithead.New(st, keeper, log, audithead.Config{})
+	if err != nil {
+		return err
+	}
 	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{
 		Events:     p.Events,
 		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
 		BatchSize:  cfg.Command.DispatchBatchSize,
 		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-		Signer: signer, Args: args, Tasks: []scheduler.Task{alerter.Tick},
+		Signer: signer, Args: args, Tasks: []scheduler.Task{alerter.Tick, heads.Tick},
 	})
 	if err != nil {
 		return err
@@ -196,6 +203,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 		RateLimit: service.RateLimit(cfg), Limiter: limiter, TrustedProxies: cfg.Security.TrustedProxies,
 		Events: events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
 		Args:   args, Webhooks: targets,
+		AuditHeads: keeper,
 	})
 	if err != nil {
 		return err

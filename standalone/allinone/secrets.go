@@ -16,6 +16,8 @@ import (
 // Files the all-in-one keeps in its data directory (each 0600).
 const (
 	JWTSecretFile        = "jwt.secret"
+	AuditKeyFile         = "audit.key"       // HMAC key of the audit chain
+	AuditHeadFile        = "audit-head.json" // the audit chain's head, kept outside the database
 	EnrollmentSecretFile = "enrollment.secret"
 	SigningKeyFile       = "signing.key" // Ed25519, PKCS#8 PEM: the command signing key
 	ArgsKeyFile          = "args.key"    // 32 bytes, base64: encrypts secret command args at rest
@@ -25,6 +27,7 @@ const (
 // Secrets are the data directory's generated credentials.
 type Secrets struct {
 	JWTSecret        string
+	AuditKey         string
 	EnrollmentSecret string
 	SigningKeyPath   string
 	ArgsKey          string
@@ -52,6 +55,9 @@ func LoadSecrets(dir string, create bool) (Secrets, error) {
 	var s Secrets
 	var err error
 	if s.JWTSecret, err = secretFile(filepath.Join(dir, JWTSecretFile), create, &s.Created); err != nil {
+		return s, err
+	}
+	if s.AuditKey, err = secretFile(filepath.Join(dir, AuditKeyFile), create, &s.Created); err != nil {
 		return s, err
 	}
 	if s.EnrollmentSecret, err = secretFile(filepath.Join(dir, EnrollmentSecretFile), create, &s.Created); err != nil {

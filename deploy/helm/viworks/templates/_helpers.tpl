@@ -169,6 +169,12 @@ key cannot be found. Renders nothing.
 {{- if and $s.jwtSecret (lt (len $s.jwtSecret) 32) }}
 {{- fail "viworks: secrets.jwtSecret must be at least 32 bytes (or leave it empty to generate one)" }}
 {{- end }}
+{{- if and $s.auditKey (lt (len $s.auditKey) 32) }}
+{{- fail "viworks: secrets.auditKey must be at least 32 bytes (or leave it empty to generate one)" }}
+{{- end }}
+{{- if and $s.auditKey (eq $s.auditKey $s.jwtSecret) }}
+{{- fail "viworks: secrets.auditKey must differ from secrets.jwtSecret" }}
+{{- end }}
 {{- if and $s.enrollmentSecret (lt (len $s.enrollmentSecret) 16) }}
 {{- fail "viworks: secrets.enrollmentSecret must be at least 16 bytes (or leave it empty to generate one)" }}
 {{- end }}
@@ -262,6 +268,7 @@ Environment of a service container. Call with (dict "root" $ "component" NAME).
       name: {{ $secret }}
       key: ARGS_ENCRYPTION_KEY
 {{- end }}
+{{- include "viworks.auditKeyEnv" $secret }}
 {{- if eq .component "agent-gateway" }}
 - name: AGENT_ENROLLMENT_SECRET
   valueFrom:
@@ -277,4 +284,21 @@ Environment of a service container. Call with (dict "root" $ "component" NAME).
   value: /etc/viworks/keys/signing-previous.key
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+The audit chain's keys (every role appends audit events). Takes the Secret's name.
+*/}}
+{{- define "viworks.auditKeyEnv" }}
+- name: AUDIT_HMAC_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AUDIT_HMAC_KEY
+- name: AUDIT_HMAC_PREVIOUS_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AUDIT_HMAC_PREVIOUS_KEYS
+      optional: true
 {{- end }}
