@@ -65,7 +65,9 @@ func (s *Server) require(need auth.Role) gin.HandlerFunc {
 			return
 		}
 		if revoked {
-			s.audit(c, p.Subject, "auth.failure", c.Request.Method+" "+c.FullPath(), map[string]any{"reason": "API key revoked", "jti": p.TokenID})
+			// Counted and aggregated like the anonymous failures: replaying a
+			// revoked token must not write to the audit chain per request.
+			s.authFailure(c, "API key revoked")
 			c.Header("WWW-Authenticate", `Bearer realm="viworks", error="invalid_token"`)
 			writeProblem(c, http.StatusUnauthorized, "the bearer token was revoked", nil)
 			c.Abort()

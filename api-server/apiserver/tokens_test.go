@@ -155,6 +155,8 @@ func TestRevokedAPIKeyEndsItsTokensOnEveryReplica(t *testing.T) {
 	// A restarted replica (fresh cache) refuses too: the revocation is durable.
 	a3 := newSecAPI(t, st, cfg)
 	problemFields(t, a3.req("Bearer "+tr.Token, "GET", "/api/v1/agents", ""), http.StatusUnauthorized)
+	// Refusals of a revoked token are aggregated like anonymous ones.
+	require.NoError(t, a1.srv.refusals.Flush(context.Background()))
 	fails := a1.auditActions("auth.failure")
 	require.NotEmpty(t, fails)
 	require.Contains(t, string(fails[0].Details), "API key revoked")
