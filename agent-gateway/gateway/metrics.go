@@ -10,7 +10,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/protocol"
 )
 
-// metrics are the gateway's Prometheus series (DESIGN §6: viworks_ prefix,
+// metrics are the gateway's Prometheus series (viworks_ prefix,
 // base units, _total counters, no per-agent labels).
 type metrics struct {
 	sessions         prometheus.Gauge

@@ -21,7 +21,7 @@ import (
 // secret need not appear in the process list.
 const EnvEnrollmentSecret = "AGENT_ENROLLMENT_SECRET"
 
-// Options is the agentsim command line (DESIGN §7).
+// Options is the agentsim command line.
 type Options struct {
 	Gateway           string            // ws://HOST:PORT/ws/agent
 	Agents            int               // number of simulated agents

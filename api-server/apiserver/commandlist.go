@@ -18,7 +18,7 @@ var commandStatuses = []string{
 	store.CommandPartiallySucceeded, store.CommandCancelled, store.CommandTimedOut, store.CommandExpired,
 }
 
-// CommandSummaryView is a command in GET /commands: the command of DESIGN §4
+// CommandSummaryView is a command in GET /commands: the command
 // with its per-status counts but without the executions (GET /commands/{id}
 // has them).
 type CommandSummaryView struct {

@@ -36,7 +36,7 @@ type SelectorRequest struct {
 	Capability string            `json:"capability"`
 }
 
-// CommandRequest is the body of POST /api/v1/commands (DESIGN §4).
+// CommandRequest is the body of POST /api/v1/commands.
 type CommandRequest struct {
 	Verb           string           `json:"verb"`
 	Args           json.RawMessage  `json:"args"`
@@ -342,7 +342,7 @@ type ExecutionView struct {
 	FinishedAt      *time.Time `json:"finished_at"`
 }
 
-// CommandView is the API shape of a command (DESIGN §4): its summary and
+// CommandView is the API shape of a command: its summary and
 // every execution.
 type CommandView struct {
 	CommandSummaryView

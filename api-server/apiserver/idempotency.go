@@ -15,7 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// Idempotency-Key on POST /commands (DESIGN §4): the first request with a key
+// Idempotency-Key on POST /commands: the first request with a key
 // claims it (a unique row per principal and key, so concurrent duplicates
 // claim it once); its answer is stored and replayed to every retry with the
 // same body, marked Idempotent-Replayed: true. A retry while the first is in

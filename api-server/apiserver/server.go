@@ -1,4 +1,4 @@
-// Package apiserver is the api-server role: the stateless REST API of DESIGN §4
+// Package apiserver is the api-server role: the stateless REST API
 // (gin), behind JWT with roles, answering errors as RFC 9457 problem+json.
 package apiserver
 

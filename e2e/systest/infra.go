@@ -18,7 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// postgres is a private PostgreSQL instance on a free port (DESIGN §8): the
+// postgres is a private PostgreSQL instance on a free port: the
 // scenarios stop and restart it, so it is never the shared one.
 type postgres struct {
 	bin     string // directory of initdb and pg_ctl

@@ -1,5 +1,5 @@
 // Package agentsdk is the library OS-agent authors use to talk to the platform
-// over the agent protocol of DESIGN §3.
+// over the agent protocol (docs/protocol.md).
 //
 // An Agent keeps one WebSocket session to a gateway, reconnecting with
 // exponential backoff and full jitter, sends HELLO, HEARTBEAT and TELEMETRY,

@@ -1,5 +1,5 @@
 // Package config loads, validates and redacts the configuration shared by the three
-// service binaries (api-server, agent-gateway, scheduler), as laid down in DESIGN §5:
+// service binaries (api-server, agent-gateway, scheduler), as README's Configuration describes:
 // the seed's defaults, overlaid by a TOML file (--config), then the seed's environment
 // variables, then command-line flags.
 package config

@@ -1,5 +1,5 @@
 // Package logging builds the logrus loggers of the service binaries from the
-// [logging] configuration section (DESIGN §6): JSON by default, text for a terminal.
+// [logging] configuration section: JSON by default, text for a terminal.
 package logging
 
 import (

@@ -1,4 +1,4 @@
-// Package signing signs and verifies COMMAND frames (DESIGN §3) with Ed25519
+// Package signing signs and verifies COMMAND frames (docs/protocol.md) with Ed25519
 // over canonical bytes; docs/protocol.md specifies the format for agents
 // written in other languages.
 package signing

@@ -13,7 +13,7 @@ const (
 	AgentOffline = "offline"
 )
 
-// Execution statuses (DESIGN §4).
+// Execution statuses (docs/architecture.md, the execution state machine).
 const (
 	ExecQueued     = "queued"
 	ExecDispatched = "dispatched"
@@ -26,7 +26,7 @@ const (
 	ExecExpired    = "expired"
 )
 
-// Command aggregate statuses (DESIGN §4) beyond the execution ones.
+// Command aggregate statuses beyond the execution ones.
 const (
 	CommandQueued             = "queued"
 	CommandRunning            = "running"
