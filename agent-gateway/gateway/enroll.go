@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/viworks/backend-agent/pkg/events"
+	"github.com/viworks/backend-agent/pkg/problem"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/store"
@@ -78,22 +79,21 @@ const (
 
 type enrollRefusal struct {
 	status     int
-	title      string
 	detail     string
 	failure    bool // counted against the address's failure budget
 	retryAfter string
 }
 
 var refusals = map[string]enrollRefusal{
-	refuseBadSecret:     {status: http.StatusUnauthorized, title: "Unauthorized", detail: "enrollment_secret is not valid", failure: true},
-	refuseBadCredential: {status: http.StatusUnauthorized, title: "Unauthorized", detail: "the bearer credential is not this agent's current credential", failure: true},
-	refuseEnrolled: {status: http.StatusConflict, title: "Conflict", detail: "agent_id is already enrolled: rotate by sending its current credential " +
+	refuseBadSecret:     {status: http.StatusUnauthorized, detail: "enrollment_secret is not valid", failure: true},
+	refuseBadCredential: {status: http.StatusUnauthorized, detail: "the bearer credential is not this agent's current credential", failure: true},
+	refuseEnrolled: {status: http.StatusConflict, detail: "agent_id is already enrolled: rotate by sending its current credential " +
 		"as Authorization: Bearer, or use a re-enrollment secret an admin issued for this id"},
-	refuseRevoked:      {status: http.StatusConflict, title: "Conflict", detail: "agent_id was revoked: an admin must lift the block (POST /api/v1/agents/{id}/unrevoke) or issue a re-enrollment secret"},
-	refuseIDNotAllowed: {status: http.StatusForbidden, title: "Forbidden", detail: "agent_id is not allowed by this enrollment secret"},
-	refuseMaxAgents:    {status: http.StatusForbidden, title: "Forbidden", detail: "this enrollment secret has enrolled its maximum number of agents"},
-	refuseRateLimited:  {status: http.StatusTooManyRequests, title: "Too Many Requests", detail: "too many failed enrollments from this address; retry later", retryAfter: "60"},
-	refuseLimiterDown:  {status: http.StatusServiceUnavailable, title: "Service Unavailable", detail: "enrollment is unavailable; retry later", retryAfter: "5"},
+	refuseRevoked:      {status: http.StatusConflict, detail: "agent_id was revoked: an admin must lift the block (POST /api/v1/agents/{id}/unrevoke) or issue a re-enrollment secret"},
+	refuseIDNotAllowed: {status: http.StatusForbidden, detail: "agent_id is not allowed by this enrollment secret"},
+	refuseMaxAgents:    {status: http.StatusForbidden, detail: "this enrollment secret has enrolled its maximum number of agents"},
+	refuseRateLimited:  {status: http.StatusTooManyRequests, detail: "too many failed enrollments from this address; retry later", retryAfter: "60"},
+	refuseLimiterDown:  {status: http.StatusServiceUnavailable, detail: "enrollment is unavailable; retry later", retryAfter: "5"},
 }
 
 // refusalFor maps a store refusal to its reason; ok is false for other errors.
@@ -149,20 +149,20 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	if err := dec.Decode(&req); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			problem(w, http.StatusRequestEntityTooLarge, "Payload Too Large", "the body is limited to 16 KiB")
+			problem.Write(w, http.StatusRequestEntityTooLarge, "the body is limited to 16 KiB", r.URL.Path, nil)
 			return
 		}
-		problem(w, http.StatusBadRequest, "Bad Request", "body: a JSON object with enrollment_secret and agent_id is required")
+		problem.Write(w, http.StatusBadRequest, "body: a JSON object with enrollment_secret and agent_id is required", r.URL.Path, nil)
 		return
 	}
 	hello := protocol.Hello{AgentID: req.AgentID, Hostname: req.Hostname, Site: req.Site, Version: req.Version}
 	if err := protocol.ValidateHello(&hello); err != nil {
-		problem(w, http.StatusBadRequest, "Bad Request", err.Error())
+		problem.Write(w, http.StatusBadRequest, err.Error(), r.URL.Path, nil)
 		return
 	}
 	cred, err := newCredential()
 	if err != nil {
-		problem(w, http.StatusInternalServerError, "Internal Server Error", "could not create a credential")
+		problem.Write(w, http.StatusInternalServerError, "could not create a credential", r.URL.Path, nil)
 		return
 	}
 	hash := HashCredential(cred)
@@ -203,7 +203,7 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		g.log.WithError(err).WithField("agent_id", req.AgentID).Error("storing agent credential failed")
-		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not store the credential; retry")
+		problem.Write(w, http.StatusServiceUnavailable, "could not store the credential; retry", r.URL.Path, nil)
 		return
 	}
 	g.issued.put(hash, req.AgentID, time.Now())
@@ -237,7 +237,7 @@ func (g *Gateway) refuseEnroll(w http.ResponseWriter, r *http.Request, addr, age
 	if rf.retryAfter != "" {
 		w.Header().Set("Retry-After", rf.retryAfter)
 	}
-	problem(w, rf.status, rf.title, rf.detail)
+	problem.Write(w, rf.status, rf.detail, r.URL.Path, nil)
 }
 
 // authenticate returns the agent id the upgrade request proves: a verified

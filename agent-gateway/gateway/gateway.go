@@ -21,6 +21,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/events"
+	"github.com/viworks/backend-agent/pkg/problem"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/refusal"
@@ -392,12 +393,6 @@ func (g *Gateway) pingLoop(ctx context.Context) {
 	}
 }
 
-func problem(w http.ResponseWriter, code int, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(code)
-	_, _ = fmt.Fprintf(w, `{"type":"about:blank","title":%q,"status":%d,"detail":%q}`, title, code, detail)
-}
-
 // Handshake admission: a request waits up to admitWait for one of
 // MaxHandshakes slots, with at most admitQueue waiting per slot; beyond that it
 // gets 503 with Retry-After and the agent backs off with jitter. So a storm is
@@ -429,7 +424,7 @@ func (g *Gateway) admit(w http.ResponseWriter) (release func(), ok bool) {
 func (g *Gateway) busy(w http.ResponseWriter) bool {
 	g.metrics.rejected.WithLabelValues("busy").Inc()
 	w.Header().Set("Retry-After", "1")
-	problem(w, http.StatusServiceUnavailable, "Service Unavailable", "too many agents are connecting at once; retry shortly")
+	problem.Write(w, http.StatusServiceUnavailable, "too many agents are connecting at once; retry shortly", "", nil)
 	return false
 }
 
@@ -450,12 +445,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		if !errors.Is(err, store.ErrUnknownCredential) {
 			g.log.WithError(err).Error("checking agent credential failed")
 			w.Header().Set("Retry-After", "5")
-			problem(w, http.StatusServiceUnavailable, "Service Unavailable", "could not check the credential; retry later")
+			problem.Write(w, http.StatusServiceUnavailable, "could not check the credential; retry later", r.URL.Path, nil)
 			return
 		}
 		g.metrics.rejected.WithLabelValues("unauthorized").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="agents"`)
-		problem(w, http.StatusUnauthorized, "Unauthorized", "a valid agent credential is required in the Authorization header; enroll at /agent/v1/enroll")
+		problem.Write(w, http.StatusUnauthorized, "a valid agent credential is required in the Authorization header; enroll at /agent/v1/enroll", r.URL.Path, nil)
 		return
 	}
 	g.mu.Lock()
@@ -465,7 +460,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	if full || draining {
 		g.metrics.rejected.WithLabelValues("capacity").Inc()
 		w.Header().Set("Retry-After", "5")
-		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "this gateway accepts no more agents; retry later")
+		problem.Write(w, http.StatusServiceUnavailable, "this gateway accepts no more agents; retry later", r.URL.Path, nil)
 		return
 	}
 	conn, err := g.upgrader.Upgrade(w, r, nil)

@@ -447,7 +447,7 @@ func TestWebhookURLHelpers(t *testing.T) {
 	require.Equal(t, "https://h.test/p", auditURL("https://u:p@h.test/p?token=x#f"))
 	require.Equal(t, "https://u:xxxxx@h.test/p?token=x", maskURL("https://u:p@h.test/p?token=x"))
 	var buf bytes.Buffer
-	require.NoError(t, jsonEncode(&buf, webhookView(store.Webhook{ID: "i", URL: "https://h.test", Secret: "sss-secret"})))
+	require.NoError(t, json.NewEncoder(&buf).Encode(webhookView(store.Webhook{ID: "i", URL: "https://h.test", Secret: "sss-secret"})))
 	require.NotContains(t, buf.String(), "sss-secret")
 }
 

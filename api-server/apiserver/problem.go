@@ -8,29 +8,17 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/viworks/backend-agent/pkg/auth"
+	"github.com/viworks/backend-agent/pkg/problem"
 )
 
 // FieldError names one invalid input field.
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
+type FieldError = problem.FieldError
 
 // Problem is an RFC 9457 problem document.
-type Problem struct {
-	Type     string       `json:"type"`
-	Title    string       `json:"title"`
-	Status   int          `json:"status"`
-	Detail   string       `json:"detail,omitempty"`
-	Instance string       `json:"instance,omitempty"`
-	Errors   []FieldError `json:"errors,omitempty"`
-}
+type Problem = problem.Document
 
 func writeProblem(c *gin.Context, code int, detail string, errs []FieldError) {
-	p := Problem{Type: "about:blank", Title: http.StatusText(code), Status: code, Detail: detail, Instance: c.Request.URL.Path, Errors: errs}
-	c.Header("Content-Type", "application/problem+json")
-	c.Status(code)
-	_ = jsonEncode(c.Writer, p)
+	problem.Write(c.Writer, code, detail, c.Request.URL.Path, errs)
 }
 
 // require authenticates the bearer token and checks the role (deny by
