@@ -28,7 +28,7 @@ REDOCLY_VERSION ?= 2.77.0
 .PHONY: help build test lint openapi-lint vulncheck run bench clean tidy chart-test e2e
 
 help: ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F '\t' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F '\t' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)

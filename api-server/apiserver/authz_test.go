@@ -27,7 +27,7 @@ var publicRoutes = map[string]bool{
 	"GET /api/v1/health/redis":    true,
 }
 
-// routeRoles is the least role of every protected route (DESIGN §4). A route
+// routeRoles is the least role of every protected route. A route
 // registered without an entry here fails TestEveryRouteDeniesByDefault: new
 // routes must declare who may call them.
 var routeRoles = map[string]auth.Role{

@@ -214,7 +214,7 @@ func bindingEnv(elt ast.Expr) (string, bool) {
 }
 
 // TestConfigEnvNames checks the parse of pkg/config's bindings found the
-// contract's variables (DESIGN §5), so that the env checks below mean something.
+// configuration's variables (README, Configuration), so that the env checks below mean something.
 func TestConfigEnvNames(t *testing.T) {
 	names := configEnvNames(t)
 	for _, n := range []string{

@@ -63,7 +63,7 @@ func requireNothing(t *testing.T, s bus.Subscription) {
 	}
 }
 
-// TestRedisPrefixIsolation checks DESIGN §5: REDIS_KEY_PREFIX prefixes every key
+// TestRedisPrefixIsolation checks that REDIS_KEY_PREFIX prefixes every key
 // and channel, so installations sharing one Redis do not see each other.
 func TestRedisPrefixIsolation(t *testing.T) {
 	ctx := testCtx(t)

@@ -15,7 +15,8 @@ import (
 	"github.com/viworks/backend-agent/pkg/config"
 )
 
-// seedTOML is the configuration file of ORIGINAL-README.md, verbatim.
+// seedTOML is the product's original example configuration file, verbatim:
+// Default() keeps its values (TestDefaultsAreTheSeed).
 const seedTOML = `
 [server]
 bind_address = "0.0.0.0"

@@ -13,7 +13,7 @@ const (
 	AgentOffline = "offline"
 )
 
-// Execution statuses (docs/architecture.md, the execution state machine).
+// Execution statuses (docs/states.md, the execution state machine).
 const (
 	ExecQueued     = "queued"
 	ExecDispatched = "dispatched"
