@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/auth"
+	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -152,11 +153,12 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/nobody", map[string]any{"site": "lab"})
 	c.do(auth.RoleOperator, http.MethodPatch, "/api/v1/agents/web-1", map[string]any{"site": "lab"})
 	many := map[string]any{}
-	for i := range 32 {
+	for i := range protocol.MaxLabels {
 		many[fmt.Sprintf("k%d", i)] = "v"
 	}
-	c.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/web-1", map[string]any{"labels": many}) // 422: 33 with role
-	w := c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?site=lab&label=role=web&capability=echo&q=web", nil)
+	w := c.do(auth.RoleAdmin, http.MethodPatch, "/api/v1/agents/web-1", map[string]any{"labels": many})
+	require.Equal(t, http.StatusUnprocessableEntity, w.Code, "one more than the label limit with role: %s", w.Body.String())
+	w = c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?site=lab&label=role=web&capability=echo&q=web", nil)
 	require.Contains(t, w.Body.String(), `"web-2"`)
 	w = c.do(auth.RoleViewer, http.MethodGet, "/api/v1/agents?label=role=web&label=role=web&sort=id", nil)
 	require.Equal(t, []string{"sort"}, problemFields(t, w, http.StatusBadRequest), "sorts are not offered: refused, not ignored")
