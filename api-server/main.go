@@ -9,7 +9,6 @@ import (
 
 	"github.com/viworks/backend-agent/api-server/apiserver"
 	"github.com/viworks/backend-agent/pkg/config"
-	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/service"
 )
 
@@ -33,37 +32,12 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
-		limiter, err := service.RateLimiter(p.Bus)
-		if err != nil {
-			return service.Role{}, err
-		}
-		args, err := service.ArgsKeyring(cfg, p.Log)
-		if err != nil {
-			return service.Role{}, err
-		}
-		targets, err := service.WebhookTargets(cfg)
-		if err != nil {
-			return service.Role{}, err
-		}
-		api, err := apiserver.New(p.Store, p.Bus, jwt, p.Registry, p.Log, apiserver.Config{
-			DefaultTimeout:    cfg.CommandTimeout(),
-			DefaultMaxRetries: cfg.Command.RetryAttempts,
-			MaxQueued:         cfg.Command.MaxCommandQueueSize,
-			HeartbeatInterval: cfg.HeartbeatInterval(),
-			StaleAfter:        2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
-			RateLimit:         service.RateLimit(cfg),
-			Limiter:           limiter,
-			TrustedProxies:    cfg.Security.TrustedProxies,
-			Events:            events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
-			Args:              args,
-			Webhooks:          targets,
-			AuditHeads:        service.AuditHeads(p.Bus, ""),
-		})
+		api, err := apiserver.NewFromProcess(p, jwt)
 		if err != nil {
 			return service.Role{}, err
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/api/", api.Handler())
+		api.Register(mux)
 		return service.Role{Mux: mux, Run: api.Run, Drain: api.Drain}, nil
 	})
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
@@ -46,7 +47,7 @@ type Store interface {
 }
 
 // DefaultHelloTimeout is Config.HelloTimeout's default.
-const DefaultHelloTimeout = 10 * time.Second
+const DefaultHelloTimeout = config.DefaultHelloTimeoutSeconds * time.Second
 
 // Config configures a gateway.
 type Config struct {
@@ -82,19 +83,19 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = 30 * time.Second
+		c.HeartbeatInterval = config.DefaultHeartbeatIntervalSeconds * time.Second
 	}
 	if c.TelemetryInterval <= 0 {
-		c.TelemetryInterval = 30 * time.Second
+		c.TelemetryInterval = config.DefaultCollectionIntervalSeconds * time.Second
 	}
 	if c.MaxConnections <= 0 {
-		c.MaxConnections = 100
+		c.MaxConnections = config.DefaultMaxAgentConnections
 	}
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = protocol.DefaultReadLimit
 	}
 	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 10 * time.Second
+		c.HandshakeTimeout = config.DefaultConnectionTimeoutSeconds * time.Second
 	}
 	if c.HelloTimeout <= 0 {
 		c.HelloTimeout = DefaultHelloTimeout
@@ -106,19 +107,19 @@ func (c *Config) setDefaults() {
 		c.SendQueue = 256
 	}
 	if c.FlushInterval <= 0 {
-		c.FlushInterval = 5 * time.Second
+		c.FlushInterval = config.DefaultFlushIntervalSeconds * time.Second
 	}
 	if c.TelemetryBatch <= 0 {
-		c.TelemetryBatch = 100
+		c.TelemetryBatch = config.DefaultTelemetryBatchSize
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 256
 	}
 	if c.MaxFrameRate <= 0 {
-		c.MaxFrameRate = 50
+		c.MaxFrameRate = config.DefaultMaxFramesPerSecond
 	}
 	if c.Retry.Base <= 0 {
-		c.Retry.Base = time.Second
+		c.Retry.Base = config.DefaultRetryDelayMs * time.Millisecond
 	}
 	if c.Retry.Max <= 0 {
 		c.Retry.Max = 5 * time.Minute
