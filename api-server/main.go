@@ -12,7 +12,10 @@ import (
 	"github.com/viworks/backend-agent/pkg/service"
 )
 
-const name = "api-server"
+const (
+	name = "api-server"
+	port = 8080
+)
 
 func main() { os.Exit(run(os.Args[1:])) }
 
@@ -20,7 +23,7 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
 	}
-	return service.Main(name, 8080, args, func(p *service.Process) (service.Role, error) {
+	return service.Main(name, port, args, func(p *service.Process) (service.Role, error) {
 		cfg, secretFile, err := service.DevJWTSecret(p.Cfg, true)
 		if err != nil {
 			return service.Role{}, err
@@ -46,7 +49,7 @@ func token(args []string) int {
 	fs := flag.NewFlagSet(name+" token", flag.ContinueOnError)
 	return service.Token(name+" token", fs, args, func() (config.Config, error) {
 		base := config.Default()
-		base.Server.Port = 8080
+		base.Server.Port = port
 		return base, nil
 	})
 }

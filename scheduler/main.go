@@ -13,7 +13,10 @@ import (
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
 
-const name = "scheduler"
+const (
+	name = "scheduler"
+	port = 8082
+)
 
 func main() { os.Exit(run(os.Args[1:])) }
 
@@ -21,7 +24,7 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "migrate" {
 		return migrate(args[1:])
 	}
-	return service.Main(name, 8082, args, func(p *service.Process) (service.Role, error) {
+	return service.Main(name, port, args, func(p *service.Process) (service.Role, error) {
 		s, err := scheduler.NewFromProcess(p)
 		if err != nil {
 			return service.Role{}, err
@@ -32,7 +35,7 @@ func run(args []string) int {
 
 func migrate(args []string) int {
 	fs := flag.NewFlagSet(name+" migrate", flag.ContinueOnError)
-	cfg, err := service.LoadConfig(fs, args, 8082)
+	cfg, err := service.LoadConfig(fs, args, port)
 	if err != nil {
 		service.PrintErrors(os.Stderr, name+" migrate", err)
 		return 2

@@ -53,7 +53,7 @@ const DefaultHelloTimeout = config.DefaultHelloTimeoutSeconds * time.Second
 type Config struct {
 	GatewayID         string
 	EnrollmentSecret  string        // bootstrap secret agents exchange for their own credential; "": only secrets from the API
-	HeartbeatInterval time.Duration // told to agents; presence lives 3 intervals
+	HeartbeatInterval time.Duration // told to agents; presence lives config.OfflineHeartbeats intervals
 	TelemetryInterval time.Duration
 	MaxConnections    int
 	ReadLimit         int64
@@ -127,6 +127,13 @@ func (c *Config) setDefaults() {
 	if c.Limiter == nil {
 		c.Limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{})
 	}
+}
+
+// silenceLimit is how long an agent may stay silent on its socket before the
+// gateway gives up on it: its read deadline and its presence's TTL. The same
+// count of missed heartbeats after which the scheduler marks it offline.
+func (c Config) silenceLimit() time.Duration {
+	return config.OfflineHeartbeats * c.HeartbeatInterval
 }
 
 // Validate reports a configuration that cannot work.
@@ -655,7 +662,7 @@ func (g *Gateway) refreshPresences(ctx context.Context, ups []store.HealthUpdate
 		}
 	}
 	g.mu.Unlock()
-	ttl := 3 * g.cfg.HeartbeatInterval
+	ttl := g.cfg.silenceLimit()
 	got, err := g.presence.RefreshPresences(ctx, entries, ttl)
 	if err != nil {
 		g.log.WithError(err).WithField("agents", len(entries)).Warn("refreshing presence failed")
