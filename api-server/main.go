@@ -9,11 +9,13 @@ import (
 
 	"github.com/viworks/backend-agent/api-server/apiserver"
 	"github.com/viworks/backend-agent/pkg/config"
-	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/service"
 )
 
-const name = "api-server"
+const (
+	name = "api-server"
+	port = 8080
+)
 
 func main() { os.Exit(run(os.Args[1:])) }
 
@@ -21,7 +23,7 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
 	}
-	return service.Main(name, 8080, args, func(p *service.Process) (service.Role, error) {
+	return service.Main(name, port, args, func(p *service.Process) (service.Role, error) {
 		cfg, secretFile, err := service.DevJWTSecret(p.Cfg, true)
 		if err != nil {
 			return service.Role{}, err
@@ -33,37 +35,12 @@ func run(args []string) int {
 		if err != nil {
 			return service.Role{}, err
 		}
-		limiter, err := service.RateLimiter(p.Bus)
-		if err != nil {
-			return service.Role{}, err
-		}
-		args, err := service.ArgsKeyring(cfg, p.Log)
-		if err != nil {
-			return service.Role{}, err
-		}
-		targets, err := service.WebhookTargets(cfg)
-		if err != nil {
-			return service.Role{}, err
-		}
-		api, err := apiserver.New(p.Store, p.Bus, jwt, p.Registry, p.Log, apiserver.Config{
-			DefaultTimeout:    cfg.CommandTimeout(),
-			DefaultMaxRetries: cfg.Command.RetryAttempts,
-			MaxQueued:         cfg.Command.MaxCommandQueueSize,
-			HeartbeatInterval: cfg.HeartbeatInterval(),
-			StaleAfter:        2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
-			RateLimit:         service.RateLimit(cfg),
-			Limiter:           limiter,
-			TrustedProxies:    cfg.Security.TrustedProxies,
-			Events:            events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
-			Args:              args,
-			Webhooks:          targets,
-			AuditHeads:        service.AuditHeads(p.Bus, ""),
-		})
+		api, err := apiserver.NewFromProcess(p, jwt)
 		if err != nil {
 			return service.Role{}, err
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/api/", api.Handler())
+		api.Register(mux)
 		return service.Role{Mux: mux, Run: api.Run, Drain: api.Drain}, nil
 	})
 }
@@ -72,7 +49,7 @@ func token(args []string) int {
 	fs := flag.NewFlagSet(name+" token", flag.ContinueOnError)
 	return service.Token(name+" token", fs, args, func() (config.Config, error) {
 		base := config.Default()
-		base.Server.Port = 8080
+		base.Server.Port = port
 		return base, nil
 	})
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/problem"
 	"github.com/viworks/backend-agent/pkg/protocol"
@@ -47,13 +48,13 @@ type Store interface {
 }
 
 // DefaultHelloTimeout is Config.HelloTimeout's default.
-const DefaultHelloTimeout = 10 * time.Second
+const DefaultHelloTimeout = config.DefaultHelloTimeoutSeconds * time.Second
 
 // Config configures a gateway.
 type Config struct {
 	GatewayID         string
 	EnrollmentSecret  string        // bootstrap secret agents exchange for their own credential; "": only secrets from the API
-	HeartbeatInterval time.Duration // told to agents; presence lives 3 intervals
+	HeartbeatInterval time.Duration // told to agents; presence lives config.OfflineHeartbeats intervals
 	TelemetryInterval time.Duration
 	MaxConnections    int
 	ReadLimit         int64
@@ -83,19 +84,19 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = 30 * time.Second
+		c.HeartbeatInterval = config.DefaultHeartbeatIntervalSeconds * time.Second
 	}
 	if c.TelemetryInterval <= 0 {
-		c.TelemetryInterval = 30 * time.Second
+		c.TelemetryInterval = config.DefaultCollectionIntervalSeconds * time.Second
 	}
 	if c.MaxConnections <= 0 {
-		c.MaxConnections = 100
+		c.MaxConnections = config.DefaultMaxAgentConnections
 	}
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = protocol.DefaultReadLimit
 	}
 	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 10 * time.Second
+		c.HandshakeTimeout = config.DefaultConnectionTimeoutSeconds * time.Second
 	}
 	if c.HelloTimeout <= 0 {
 		c.HelloTimeout = DefaultHelloTimeout
@@ -107,19 +108,19 @@ func (c *Config) setDefaults() {
 		c.SendQueue = 256
 	}
 	if c.FlushInterval <= 0 {
-		c.FlushInterval = 5 * time.Second
+		c.FlushInterval = config.DefaultFlushIntervalSeconds * time.Second
 	}
 	if c.TelemetryBatch <= 0 {
-		c.TelemetryBatch = 100
+		c.TelemetryBatch = config.DefaultTelemetryBatchSize
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 256
 	}
 	if c.MaxFrameRate <= 0 {
-		c.MaxFrameRate = 50
+		c.MaxFrameRate = config.DefaultMaxFramesPerSecond
 	}
 	if c.Retry.Base <= 0 {
-		c.Retry.Base = time.Second
+		c.Retry.Base = config.DefaultRetryDelayMs * time.Millisecond
 	}
 	if c.Retry.Max <= 0 {
 		c.Retry.Max = 5 * time.Minute
@@ -127,6 +128,13 @@ func (c *Config) setDefaults() {
 	if c.Limiter == nil {
 		c.Limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{})
 	}
+}
+
+// silenceLimit is how long an agent may stay silent on its socket before the
+// gateway gives up on it: its read deadline and its presence's TTL. The same
+// count of missed heartbeats after which the scheduler marks it offline.
+func (c Config) silenceLimit() time.Duration {
+	return config.OfflineHeartbeats * c.HeartbeatInterval
 }
 
 // Validate reports a configuration that cannot work.
@@ -649,7 +657,7 @@ func (g *Gateway) refreshPresences(ctx context.Context, ups []store.HealthUpdate
 		}
 	}
 	g.mu.Unlock()
-	ttl := 3 * g.cfg.HeartbeatInterval
+	ttl := g.cfg.silenceLimit()
 	got, err := g.presence.RefreshPresences(ctx, entries, ttl)
 	if err != nil {
 		g.log.WithError(err).WithField("agents", len(entries)).Warn("refreshing presence failed")

@@ -362,7 +362,7 @@ func (s *session) register(ctx context.Context, h *protocol.Hello) error {
 	if old := s.g.attach(s); old != nil {
 		old.close(protocol.ClosePolicyViolation, "replaced by a newer session")
 	}
-	ttl := 3 * s.g.cfg.HeartbeatInterval
+	ttl := s.g.cfg.silenceLimit()
 	prev, err := s.g.presence.SetPresence(ctx, s.agentID, s.entry, ttl)
 	if err != nil {
 		s.g.detach(s)
@@ -413,7 +413,7 @@ func (s *session) unregister() {
 }
 
 func (s *session) deadline() time.Time {
-	return time.Now().Add(3 * s.g.cfg.HeartbeatInterval)
+	return time.Now().Add(s.g.cfg.silenceLimit())
 }
 
 func (s *session) readLoop(ctx context.Context) {

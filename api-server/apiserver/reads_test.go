@@ -22,6 +22,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/store"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
@@ -233,7 +234,7 @@ func testAgentDetailAndHealthAPI(t *testing.T, a *readAPI) {
 		require.Equal(t, state, h.State, id)
 		require.Equal(t, id, h.AgentID)
 		require.Equal(t, 30.0, h.HeartbeatIntervalS)
-		require.Equal(t, 60.0, h.StaleAfterS)
+		require.Equal(t, config.Default().StaleAfter().Seconds(), h.StaleAfterS) // the role default is the binaries'
 		require.NotNil(t, h.LastSeenAt)
 		require.NotNil(t, h.SecondsSinceSeen)
 	}

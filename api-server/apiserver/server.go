@@ -18,6 +18,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/egress"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
@@ -81,7 +82,7 @@ type Config struct {
 	RevocationCacheTTL time.Duration
 
 	HeartbeatInterval  time.Duration // agents' heartbeat interval (default 30s)
-	StaleAfter         time.Duration // an online agent unseen this long is "stale" (default 2 × HeartbeatInterval)
+	StaleAfter         time.Duration // an online agent unseen this long is "stale" (default config.StaleHeartbeats heartbeats + the default flush interval)
 	InstanceSeenWithin time.Duration // GET /status lists service instances seen this recently (default 30s)
 	HealthTimeout      time.Duration // bound on GET /health/database and /health/redis (default 1s)
 
@@ -111,7 +112,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.DefaultTimeout <= 0 {
-		c.DefaultTimeout = 60 * time.Second
+		c.DefaultTimeout = config.DefaultCommandTimeoutSeconds * time.Second
 	}
 	if c.DefaultMaxRetries < 0 {
 		c.DefaultMaxRetries = 0
@@ -129,7 +130,7 @@ func (c *Config) setDefaults() {
 		c.EventKeepAlive = 15 * time.Second
 	}
 	if c.Events.MaxPerOwner <= 0 {
-		c.Events.MaxPerOwner = DefaultEventStreamsPerPrincipal
+		c.Events.MaxPerOwner = config.DefaultMaxEventStreamsPerPrincipal
 	}
 	if c.EventRevocationCheck <= 0 {
 		c.EventRevocationCheck = 5 * time.Second
@@ -138,10 +139,10 @@ func (c *Config) setDefaults() {
 		c.RevocationCacheTTL = 2 * time.Second
 	}
 	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = 30 * time.Second
+		c.HeartbeatInterval = config.DefaultHeartbeatIntervalSeconds * time.Second
 	}
 	if c.StaleAfter <= 0 {
-		c.StaleAfter = 2 * c.HeartbeatInterval
+		c.StaleAfter = config.SilentFor(config.StaleHeartbeats, c.HeartbeatInterval, config.DefaultFlushIntervalSeconds*time.Second)
 	}
 	if c.InstanceSeenWithin <= 0 {
 		c.InstanceSeenWithin = 30 * time.Second
@@ -204,9 +205,6 @@ type Server struct {
 	authFailures *prometheus.CounterVec // anonymous requests refused, by reason
 	refusals     *refusal.Aggregator    // their audit events, one per address and minute
 }
-
-// DefaultEventStreamsPerPrincipal is Config.Events.MaxPerOwner's default.
-const DefaultEventStreamsPerPrincipal = 4
 
 // New builds the API.
 func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.FieldLogger, cfg Config) (*Server, error) {

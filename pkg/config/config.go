@@ -243,6 +243,21 @@ const (
 	DefaultMaxEventStreamsPerPrincipal = 4
 )
 
+// Defaults the roles' own Configs share with Default: a role given a zero
+// value takes the same number as a binary started without configuration.
+const (
+	DefaultMaxAgentConnections       = 100
+	DefaultHeartbeatIntervalSeconds  = 30
+	DefaultConnectionTimeoutSeconds  = 60
+	DefaultMaxFramesPerSecond        = 50
+	DefaultCommandTimeoutSeconds     = 60
+	DefaultDispatchBatchSize         = 100
+	DefaultRetryDelayMs              = 1000
+	DefaultCollectionIntervalSeconds = 30
+	DefaultTelemetryBatchSize        = 100
+	DefaultFlushIntervalSeconds      = 5
+)
+
 // DevAuditKey is the default audit key: a placeholder, long enough to run in
 // dev mode, that Validate refuses outside it.
 const DevAuditKey = "change-me-in-production-audit-hmac-key"
@@ -292,30 +307,30 @@ func Default() Config {
 			JWTAudience:            "viworks-api",
 		},
 		AgentManagement: AgentManagement{
-			MaxAgentConnections:  100,
-			HeartbeatInterval:    30,
-			ConnectionTimeout:    60,
+			MaxAgentConnections:  DefaultMaxAgentConnections,
+			HeartbeatInterval:    DefaultHeartbeatIntervalSeconds,
+			ConnectionTimeout:    DefaultConnectionTimeoutSeconds,
 			MaxReconnectAttempts: 5,
 			ReconnectBackoffMs:   1000,
 			DrainSeconds:         10,
 			HelloTimeoutSeconds:  DefaultHelloTimeoutSeconds,
-			MaxFramesPerSecond:   50,
+			MaxFramesPerSecond:   DefaultMaxFramesPerSecond,
 		},
 		Command: Command{
 			MaxConcurrentCommands: 50,
-			CommandTimeout:        60,
+			CommandTimeout:        DefaultCommandTimeoutSeconds,
 			MaxCommandQueueSize:   1000,
 			MaxPerAgent:           16,
-			DispatchBatchSize:     100,
+			DispatchBatchSize:     DefaultDispatchBatchSize,
 			HistoryRetentionDays:  90,
 			RetryAttempts:         3,
-			RetryDelayMs:          1000,
+			RetryDelayMs:          DefaultRetryDelayMs,
 		},
 		Telemetry: Telemetry{
-			CollectionInterval: 30,
+			CollectionInterval: DefaultCollectionIntervalSeconds,
 			RetentionDays:      30,
-			BatchSize:          100,
-			FlushInterval:      5,
+			BatchSize:          DefaultTelemetryBatchSize,
+			FlushInterval:      DefaultFlushIntervalSeconds,
 		},
 		Logging: Logging{
 			Level:       "info",
@@ -414,9 +429,32 @@ func (c Config) CommandRetention() time.Duration {
 	return time.Duration(c.Command.HistoryRetentionDays) * 24 * time.Hour
 }
 
-// StaleAfter is how long an online agent may go unseen before it is marked
-// offline: three heartbeats plus the gateways' flush interval.
-func (c Config) StaleAfter() time.Duration { return 3*c.HeartbeatInterval() + c.FlushInterval() }
+// How many heartbeats an online agent may miss: past StaleHeartbeats the API
+// reports it "stale" (still connected, silent), past OfflineHeartbeats the
+// scheduler marks it offline. Each threshold adds one flush interval, since
+// the gateways write last_seen once per flush.
+const (
+	StaleHeartbeats   = 2
+	OfflineHeartbeats = 3
+)
+
+// SilentFor is the silence of n heartbeats plus one flush interval: the one
+// rule behind StaleAfter and OfflineAfter.
+func SilentFor(n int, heartbeat, flush time.Duration) time.Duration {
+	return time.Duration(n)*heartbeat + flush
+}
+
+// StaleAfter is how long an online agent may go unseen before the API reports
+// it stale.
+func (c Config) StaleAfter() time.Duration {
+	return SilentFor(StaleHeartbeats, c.HeartbeatInterval(), c.FlushInterval())
+}
+
+// OfflineAfter is how long an online agent may go unseen before the
+// scheduler marks it offline.
+func (c Config) OfflineAfter() time.Duration {
+	return SilentFor(OfflineHeartbeats, c.HeartbeatInterval(), c.FlushInterval())
+}
 
 // CommandTimeout is command.command_timeout.
 func (c Config) CommandTimeout() time.Duration { return seconds(c.Command.CommandTimeout) }

@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/sirupsen/logrus"
 )
 
 // MemoryPolicy is how a binary sizes its garbage collector. The Go runtime's
@@ -35,6 +37,13 @@ type MemorySettings struct {
 	Limit       int64  // soft memory limit in bytes; math.MaxInt64 means none
 	LimitFrom   string // "GOMEMLIMIT", "cgroup" or "none"
 	CgroupLimit int64  // the container's limit (0: none found)
+}
+
+// UseMemoryPolicy applies p and logs what it chose.
+func UseMemoryPolicy(log logrus.FieldLogger, p MemoryPolicy) MemorySettings {
+	s := ApplyMemoryPolicy(p)
+	log.WithFields(logrus.Fields{"gogc": s.GOGC, "gogc_from": s.GOGCFrom, "memory_limit_bytes": s.Limit, "memory_limit_from": s.LimitFrom}).Info("memory policy applied")
+	return s
 }
 
 // ApplyMemoryPolicy sets the collector's target and soft memory limit.

@@ -91,6 +91,7 @@ type Process struct {
 	Health     *lifecycle.Health
 	TLS        *tls.Config // when set, Serve serves TLS
 	Events     *events.Publisher
+	AuditHeads audithead.Keeper // where the audit chain's head is kept outside the database; nil: nowhere
 }
 
 // StartEvents publishes the live event stream of this process on its bus,
@@ -115,9 +116,31 @@ func (p *Process) StartEvents() {
 	})
 }
 
+// Options are what a process may do differently from a split service binary;
+// the zero value (plus a Name) is a service binary's.
+type Options struct {
+	Name string
+	// Roles are the service_instances roles the process reports; nil: Name,
+	// when it is one of the three roles.
+	Roles []string
+	// Migrate applies the schema at start; false refuses an old schema
+	// (CheckSchema: `scheduler migrate` applies it).
+	Migrate bool
+	// Bus is the bus to use; nil: Redis from the configuration.
+	Bus bus.Backend
+	// AuditHeadFile keeps the audit chain's head when the bus is not Redis;
+	// "": not kept.
+	AuditHeadFile string
+}
+
 // Start builds the logger, opens Postgres (refusing an old schema) and Redis,
 // and registers their readiness checks.
 func Start(ctx context.Context, name string, cfg config.Config) (*Process, error) {
+	return StartWith(ctx, cfg, Options{Name: name})
+}
+
+// StartWith is Start with the differences o asks for.
+func StartWith(ctx context.Context, cfg config.Config, o Options) (*Process, error) {
 	log, err := logging.New(logging.Options{Level: cfg.Logging.Level, Format: cfg.Logging.Format, Output: cfg.Logging.Output})
 	if err != nil {
 		return nil, fmt.Errorf("configuring logging: %w", err)
@@ -125,32 +148,52 @@ func Start(ctx context.Context, name string, cfg config.Config) (*Process, error
 	if cfg.Server.DevMode {
 		log.Warn("dev mode: weak secrets are accepted (a placeholder JWT secret is replaced by a random one) and the server binds to 127.0.0.1 unless told otherwise; never run like this in production")
 	}
-	p := &Process{Name: name, InstanceID: InstanceID(cfg), Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
+	p := &Process{Name: o.Name, InstanceID: InstanceID(cfg), Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
 	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	p.Store = st
-	if err := st.CheckSchema(ctx); err != nil {
-		_ = st.Close()
-		return nil, err
+	if o.Migrate {
+		_, err = st.Migrate(ctx)
+	} else {
+		err = st.CheckSchema(ctx)
 	}
-	if slices.Contains([]string{store.RoleAPIServer, store.RoleGateway, store.RoleScheduler}, name) {
-		if p.Presence, err = NewPresence(st, log, PresenceConfig{InstanceID: p.InstanceID, Roles: []string{name}}); err != nil {
-			_ = st.Close()
-			return nil, err
-		}
-	}
-	b, err := OpenBus(ctx, cfg)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
+	roles := o.Roles
+	if roles == nil && slices.Contains([]string{store.RoleAPIServer, store.RoleGateway, store.RoleScheduler}, o.Name) {
+		roles = []string{o.Name}
+	}
+	if len(roles) > 0 {
+		if p.Presence, err = NewPresence(st, log, PresenceConfig{InstanceID: p.InstanceID, Roles: roles}); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+	}
+	b := o.Bus
+	if b == nil {
+		if b, err = OpenBus(ctx, cfg); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+	}
 	p.Bus = b
+	p.AuditHeads = AuditHeads(b, o.AuditHeadFile)
 	p.Health.AddCheck(lifecycle.Check{Name: "database", Fn: st.Ping})
-	p.Health.AddCheck(lifecycle.Check{Name: "redis", Fn: b.Ping})
+	p.Health.AddCheck(lifecycle.Check{Name: busCheckName(b), Fn: b.Ping})
 	p.StartEvents()
 	return p, nil
+}
+
+// busCheckName names the bus's readiness check after what backs it.
+func busCheckName(b bus.Backend) string {
+	if _, ok := b.(*bus.Redis); ok {
+		return "redis"
+	}
+	return "bus"
 }
 
 // OpenStore connects to the configured Postgres.

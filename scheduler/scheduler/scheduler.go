@@ -21,6 +21,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/bus"
+	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/signing"
@@ -57,7 +58,7 @@ type Config struct {
 	PerAgent      int // executions in flight per agent
 
 	// Leader-only maintenance.
-	StaleAfter         time.Duration // an online agent unseen this long is marked offline
+	StaleAfter         time.Duration // an online agent unseen this long is marked offline (default: config.Default().OfflineAfter())
 	TelemetryRetention time.Duration // 0: keep forever
 	CommandRetention   time.Duration // finished commands; 0: keep forever
 	RetentionInterval  time.Duration
@@ -76,7 +77,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.BatchSize <= 0 {
-		c.BatchSize = 100
+		c.BatchSize = config.DefaultDispatchBatchSize
 	}
 	if c.AckTimeout <= 0 {
 		c.AckTimeout = 10 * time.Second
@@ -85,13 +86,13 @@ func (c *Config) setDefaults() {
 		c.SweepInterval = 2 * time.Second
 	}
 	if c.RetryDelay <= 0 {
-		c.RetryDelay = time.Second
+		c.RetryDelay = config.DefaultRetryDelayMs * time.Millisecond
 	}
 	if c.MaxRetryDelay <= 0 {
 		c.MaxRetryDelay = 5 * time.Minute
 	}
 	if c.StaleAfter <= 0 {
-		c.StaleAfter = 2 * time.Minute
+		c.StaleAfter = config.SilentFor(config.OfflineHeartbeats, config.DefaultHeartbeatIntervalSeconds*time.Second, config.DefaultFlushIntervalSeconds*time.Second)
 	}
 	if c.RetentionInterval <= 0 {
 		c.RetentionInterval = time.Minute

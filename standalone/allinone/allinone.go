@@ -19,16 +19,11 @@ import (
 	"github.com/viworks/backend-agent/agent-gateway/gateway"
 	"github.com/viworks/backend-agent/agentsim/sim"
 	"github.com/viworks/backend-agent/api-server/apiserver"
-	"github.com/viworks/backend-agent/pkg/audithead"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/config"
-	"github.com/viworks/backend-agent/pkg/events"
-	"github.com/viworks/backend-agent/pkg/lifecycle"
-	"github.com/viworks/backend-agent/pkg/logging"
 	"github.com/viworks/backend-agent/pkg/service"
 	"github.com/viworks/backend-agent/pkg/store"
-	"github.com/viworks/backend-agent/scheduler/alerting"
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
 
@@ -90,133 +85,67 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	log, err := logging.New(logging.Options{Level: cfg.Logging.Level, Format: cfg.Logging.Format, Output: cfg.Logging.Output})
-	if err != nil {
-		return fmt.Errorf("configuring logging: %w", err)
-	}
-	p := &service.Process{Name: "viworks", InstanceID: service.InstanceID(cfg), Cfg: cfg, Log: log, Registry: lifecycle.NewRegistry(), Health: &lifecycle.Health{}}
-	defer p.Close()
-
 	dbURL := o.DatabaseURL
 	if dbURL == "" {
 		dbURL = store.SQLitePrefix + filepath.Join(o.DataDir, DatabaseFile)
 	}
 	cfg.Database.URL = dbURL
-	st, err := service.OpenStore(ctx, cfg)
-	if err != nil {
-		return err
+	var b bus.Backend // nil: Redis at REDIS_URL
+	if o.RedisURL != "" {
+		cfg.Redis.URL = o.RedisURL
+	} else {
+		b = bus.NewMemory()
 	}
-	p.Store = st
-	if _, err := st.Migrate(ctx); err != nil {
-		return err
-	}
-	p.Presence, err = service.NewPresence(st, log, service.PresenceConfig{
-		InstanceID: p.InstanceID, Roles: []string{store.RoleAPIServer, store.RoleGateway, store.RoleScheduler},
+	p, err := service.StartWith(ctx, cfg, service.Options{
+		Name: "viworks",
+		// One process plays every role.
+		Roles: []string{store.RoleAPIServer, store.RoleGateway, store.RoleScheduler},
+		// It owns its database: there is no separate `scheduler migrate` step.
+		Migrate: true,
+		Bus:     b,
+		// Without Redis, the audit chain's head is kept with the data.
+		AuditHeadFile: filepath.Join(o.DataDir, AuditHeadFile),
 	})
 	if err != nil {
 		return err
 	}
-	if o.RedisURL != "" {
-		cfg.Redis.URL = o.RedisURL
-		b, err := service.OpenBus(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		p.Bus = b
-	} else {
-		p.Bus = bus.NewMemory()
-	}
-	if p.TLS, err = service.GatewayTLS(cfg); err != nil {
-		return err
-	}
-	p.Health.AddCheck(lifecycle.Check{Name: "database", Fn: st.Ping})
-	p.Health.AddCheck(lifecycle.Check{Name: "bus", Fn: p.Bus.Ping})
-	p.StartEvents()
+	defer p.Close()
+	log := p.Log
+	// No memory policy: the gateway's low GC target (agent-gateway's GOGC 25)
+	// pays off for a heap of many idle sessions; the all-in-one holds a small
+	// fleet beside the API's and scheduler's short-lived garbage, so like
+	// api-server and scheduler it keeps the runtime's (GOGC and GOMEMLIMIT apply).
 
 	jwt, err := service.NewJWT(cfg)
 	if err != nil {
 		return err
 	}
-	limiter, err := service.RateLimiter(p.Bus) // Redis when given one, else memory
-	if err != nil {
-		return err
-	}
-	gw, err := gateway.New(st, p.Bus, p.Bus, p.Registry, log, gateway.Config{
-		Events:             p.Events,
-		GatewayID:          p.InstanceID,
-		EnrollmentSecret:   cfg.Security.AgentEnrollmentSecret,
-		HeartbeatInterval:  cfg.HeartbeatInterval(),
-		TelemetryInterval:  cfg.CollectionInterval(),
-		MaxConnections:     max(cfg.AgentManagement.MaxAgentConnections, o.DemoAgents+100),
-		HandshakeTimeout:   cfg.ConnectionTimeout(),
-		FlushInterval:      cfg.FlushInterval(),
-		TelemetryBatch:     cfg.Telemetry.BatchSize,
-		Retry:              store.RetryPolicy{Base: cfg.RetryDelay()},
-		DrainWindow:        0, // one process: there is no other gateway to move to
-		HelloTimeout:       cfg.HelloTimeout(),
-		MaxFrameRate:       cfg.AgentManagement.MaxFramesPerSecond,
-		TrustReported:      cfg.AgentManagement.TrustReportedAttributes,
-		BootstrapMaxAgents: cfg.AgentManagement.BootstrapMaxAgents,
-		Limiter:            limiter,
+	gw, err := gateway.NewFromProcess(p, func(c *gateway.Config) {
+		// Room for the demo agents beyond agent_management.max_agent_connections.
+		c.MaxConnections = max(c.MaxConnections, o.DemoAgents+100)
+		// One process: there is no other gateway for agents to move to.
+		c.DrainWindow = 0
 	})
 	if err != nil {
 		return err
 	}
-	signer, err := service.LoadSigner(cfg, log)
+	sched, err := scheduler.NewFromProcess(p)
 	if err != nil {
 		return err
 	}
-	args, err := service.ArgsKeyring(cfg, log)
-	if err != nil {
-		return err
-	}
-	targets, err := service.WebhookTargets(cfg)
-	if err != nil {
-		return err
-	}
-	alerter, err := alerting.New(st, log, p.Registry, alerting.Config{
-		Events: p.Events, Targets: targets, StoreResponseBody: cfg.Alerts.WebhookStoreResponseBody,
-	})
-	if err != nil {
-		return err
-	}
-	keeper := service.AuditHeads(p.Bus, filepath.Join(o.DataDir, AuditHeadFile))
-	heads, err := audithead.New(st, keeper, log, audithead.Config{})
-	if err != nil {
-		return err
-	}
-	sched, err := scheduler.New(st, p.Bus, p.Bus, p.Registry, log, scheduler.Config{
-		Events:     p.Events,
-		RetryDelay: cfg.RetryDelay(), MaxInFlight: cfg.Command.MaxConcurrentCommands, PerAgent: cfg.Command.MaxPerAgent,
-		BatchSize:  cfg.Command.DispatchBatchSize,
-		StaleAfter: cfg.StaleAfter(), TelemetryRetention: cfg.Retention(), CommandRetention: cfg.CommandRetention(),
-		Signer: signer, Args: args, Tasks: []scheduler.Task{alerter.Tick, heads.Tick},
-	})
-	if err != nil {
-		return err
-	}
-	p.Presence.ReportLeader(sched.Leading)
-	api, err := apiserver.New(st, p.Bus, jwt, p.Registry, log, apiserver.Config{
-		DefaultTimeout: cfg.CommandTimeout(), DefaultMaxRetries: cfg.Command.RetryAttempts,
-		MaxQueued:         cfg.Command.MaxCommandQueueSize,
-		HeartbeatInterval: cfg.HeartbeatInterval(), StaleAfter: 2*cfg.HeartbeatInterval() + cfg.FlushInterval(),
-		RateLimit: service.RateLimit(cfg), Limiter: limiter, TrustedProxies: cfg.Security.TrustedProxies,
-		Events: events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
-		Args:   args, Webhooks: targets,
-		AuditHeads: keeper,
-	})
+	api, err := apiserver.NewFromProcess(p, jwt)
 	if err != nil {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/api/", api.Handler())
+	api.Register(mux)
 	gw.Register(mux)
 
 	run := func(ctx context.Context) error {
 		if err := printBanner(out, cfg, o, jwt); err != nil {
 			return err
 		}
-		return runAll(ctx, log, api.Run, gw.Run, sched.Run, demoFleet(cfg, o, st, log))
+		return runAll(ctx, log, api.Run, gw.Run, sched.Run, demoFleet(cfg, o, p.Store, log))
 	}
 	drain := func(ctx context.Context) {
 		api.Drain(ctx)
