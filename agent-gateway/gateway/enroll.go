@@ -27,6 +27,8 @@ const (
 	maxEnrollBody      = 16 << 10
 	maxEnrollSecretLen = 256
 	maxCredentialLen   = 512
+	// maxProposedCredentialLen bounds a credential an agent proposes.
+	maxProposedCredentialLen = 128
 )
 
 // enrollFailLimit bounds failed enrollments (a wrong secret or credential) per
@@ -58,10 +60,12 @@ func clientAddr(r *http.Request) string {
 
 type enrollRequest struct {
 	EnrollmentSecret string `json:"enrollment_secret"`
-	AgentID          string `json:"agent_id"`
-	Hostname         string `json:"hostname"`
-	Site             string `json:"site"`
-	Version          string `json:"version"`
+	// Credential is the credential the agent proposes (optional).
+	Credential string `json:"credential"`
+	AgentID    string `json:"agent_id"`
+	Hostname   string `json:"hostname"`
+	Site       string `json:"site"`
+	Version    string `json:"version"`
 }
 
 // Why an enrollment is refused: the metric label, the audit detail and the
@@ -160,10 +164,21 @@ func (g *Gateway) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, http.StatusBadRequest, err.Error(), r.URL.Path, nil)
 		return
 	}
-	cred, err := newCredential()
-	if err != nil {
-		problem.Write(w, http.StatusInternalServerError, "could not create a credential", r.URL.Path, nil)
+	// An agent may propose its credential (256 random bits or more), so that
+	// retrying an enrollment whose answer it lost is answered again instead of
+	// refused as a takeover; else the gateway makes one.
+	cred := req.Credential
+	if cred != "" && !validProposedCredential(cred) {
+		problem.Write(w, http.StatusBadRequest, "credential: 43 to 128 characters of A-Z a-z 0-9 - _ (at least 256 random bits, base64url)", r.URL.Path,
+			[]problem.FieldError{{Field: "credential", Message: "43 to 128 characters of A-Z a-z 0-9 - _"}})
 		return
+	}
+	if cred == "" {
+		var err error
+		if cred, err = newCredential(); err != nil {
+			problem.Write(w, http.StatusInternalServerError, "could not create a credential", r.URL.Path, nil)
+			return
+		}
 	}
 	hash := HashCredential(cred)
 	details := map[string]any{"client": addr, "hostname": req.Hostname}
@@ -292,4 +307,19 @@ func (g *Gateway) audit(ctx context.Context, actor, action, target string, detai
 	if err := g.audits.submit(ctx, store.AuditEvent{Actor: actor, Action: action, Target: target, ClientIP: client, Details: raw, At: time.Now().UTC()}); err != nil {
 		g.log.WithError(err).WithField("action", action).Warn("writing audit event failed")
 	}
+}
+
+// validProposedCredential reports whether a proposed credential has the form
+// of at least 256 random bits in base64url: 43 to 128 characters of the
+// base64url alphabet.
+func validProposedCredential(c string) bool {
+	if len(c) < 43 || len(c) > maxProposedCredentialLen {
+		return false
+	}
+	for _, r := range c {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -434,6 +434,7 @@ type Agent struct {
 	nonces    nonceSet
 	trust     trustState
 	cred      string // current credential (Credential, loaded, or enrolled)
+	proposal  string // credential proposed by an enrollment whose outcome is unknown
 }
 
 // New applies the defaults to cfg, validates it and returns an Agent.

@@ -3,6 +3,8 @@ package agentsdk
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -82,6 +84,7 @@ func (a *Agent) forgetCredential(cred string) {
 
 type enrollRequest struct {
 	EnrollmentSecret string `json:"enrollment_secret"`
+	Credential       string `json:"credential,omitempty"` // proposed; the gateway answers it again on a retry
 	AgentID          string `json:"agent_id"`
 	Hostname         string `json:"hostname,omitempty"`
 	Site             string `json:"site,omitempty"`
@@ -101,8 +104,12 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("deriving the enrollment URL: %w", err)
 		}
 	}
+	proposal, err := a.proposedCredential()
+	if err != nil {
+		return "", err
+	}
 	body, err := json.Marshal(enrollRequest{
-		EnrollmentSecret: a.cfg.EnrollmentSecret, AgentID: a.cfg.AgentID,
+		EnrollmentSecret: a.cfg.EnrollmentSecret, Credential: proposal, AgentID: a.cfg.AgentID,
 		Hostname: a.cfg.Hostname, Site: a.cfg.Site, Version: a.cfg.Version,
 	})
 	if err != nil {
@@ -121,11 +128,16 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 		DialContext: a.cfg.Dialer.NetDialContext, DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
+		// The outcome is unknown: the next attempt proposes the same
+		// credential, which the gateway answers again if this one succeeded.
 		return "", fmt.Errorf("enrolling: %w", err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusCreated {
+		if resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+			a.dropProposal() // refused: nothing was stored, the next attempt proposes another
+		}
 		return "", &EnrollError{Status: resp.StatusCode, Detail: strings.TrimSpace(trunc(string(raw), 200)),
 			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
@@ -133,6 +145,36 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 	if err := json.Unmarshal(raw, &out); err != nil || out.Credential == "" || out.AgentID != a.cfg.AgentID {
 		return "", fmt.Errorf("enrolling: unexpected answer from the gateway")
 	}
+	a.dropProposal()
 	a.log.Info("agent enrolled")
 	return out.Credential, nil
+}
+
+// proposedCredential is the credential the next enrollment proposes: the one
+// of an attempt whose outcome is unknown, else 256 new random bits. With a
+// state directory it is saved before it is sent, so a restart in between
+// connects with it (or, refused, enrolls afresh).
+func (a *Agent) proposedCredential() (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.proposal != "" {
+		return a.proposal, nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("making a credential: %w", err)
+	}
+	a.proposal = base64.RawURLEncoding.EncodeToString(b)
+	if path := a.cfg.credentialPath(); path != "" {
+		if err := writeFileAtomic(path, []byte(a.proposal+"\n")); err != nil {
+			return "", fmt.Errorf("saving the proposed credential: %w", err)
+		}
+	}
+	return a.proposal, nil
+}
+
+func (a *Agent) dropProposal() {
+	a.mu.Lock()
+	a.proposal = ""
+	a.mu.Unlock()
 }

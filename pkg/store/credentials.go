@@ -129,15 +129,23 @@ func spendCounter(tx *gorm.DB, source string, max int) error {
 func claimIdentity(tx *gorm.DB, agentID, credentialHash, from string, now time.Time, spend func() error) (bool, error) {
 	now = now.UTC()
 	var cur AgentCredential
-	res := tx.Select("agent_id", "revoked_at", "enroll_blocked").Where("agent_id = ?", agentID).Limit(1).Find(&cur)
+	res := tx.Select("agent_id", "credential_hash", "enrolled_from", "revoked_at", "enroll_blocked").Where("agent_id = ?", agentID).Limit(1).Find(&cur)
 	if res.Error != nil {
 		return false, fmt.Errorf("reading agent identity: %w", res.Error)
 	}
 	if res.RowsAffected > 0 {
 		switch {
+		case cur.RevokedAt == nil && cur.CredentialHash == credentialHash && cur.EnrolledFrom == from:
+			// The retry of an enrollment that succeeded but whose answer the
+			// agent lost: it proposed this very credential (256 random bits
+			// only it knows), so it is answered again, nothing is spent.
+			return false, nil
 		case cur.RevokedAt == nil:
 			return false, ErrAgentEnrolled
 		case cur.EnrollBlocked:
+			return false, ErrAgentRevoked
+		case cur.CredentialHash == credentialHash:
+			// A revoked credential never becomes live again.
 			return false, ErrAgentRevoked
 		}
 		up := tx.Model(&AgentCredential{}).Where("agent_id = ? AND revoked_at IS NOT NULL AND NOT enroll_blocked", agentID).
@@ -185,6 +193,17 @@ func (s *Store) RotateAgentCredential(ctx context.Context, agentID, currentHash,
 		return fmt.Errorf("rotating agent credential: %w", res.Error)
 	}
 	if res.RowsAffected == 0 {
+		// The retry of a rotation that succeeded (the agent proposed newHash's
+		// credential and lost the answer) is answered again.
+		var n int64
+		err := s.db.WithContext(ctx).Model(&AgentCredential{}).
+			Where("agent_id = ? AND credential_hash = ? AND enrolled_from = ? AND revoked_at IS NULL", agentID, newHash, FromRotation).Count(&n).Error
+		if err != nil {
+			return fmt.Errorf("rotating agent credential: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
 		return ErrUnknownCredential
 	}
 	return nil

@@ -129,6 +129,22 @@ func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, crede
 	now = now.UTC()
 	var e EnrollmentSecret
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The retry of an enrollment with this secret that succeeded (the
+		// agent proposed the same credential and lost the answer) is answered
+		// again without spending a use.
+		if res := tx.Where("secret_hash = ?", secretHash).Limit(1).Find(&e); res.Error != nil {
+			return fmt.Errorf("reading enrollment secret: %w", res.Error)
+		} else if res.RowsAffected > 0 {
+			var n int64
+			err := tx.Model(&AgentCredential{}).Where("agent_id = ? AND credential_hash = ? AND enrolled_from = ? AND revoked_at IS NULL",
+				agentID, credentialHash, "secret:"+e.ID).Count(&n).Error
+			if err != nil {
+				return fmt.Errorf("reading agent identity: %w", err)
+			}
+			if n > 0 {
+				return nil
+			}
+		}
 		res := tx.Model(&EnrollmentSecret{}).
 			Where("secret_hash = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) AND (max_uses IS NULL OR uses < max_uses)", secretHash, now).
 			Update("uses", gorm.Expr("uses + 1"))
