@@ -99,6 +99,12 @@ func gateway(t *testing.T, e env, gw, agentID string) <-chan bus.Delivery {
 	return out
 }
 
+// settle bounds how long a test waits (wall time) for the scheduler's loops to
+// act; the loops run every few milliseconds, but a CI machine running every
+// package with -race at once can starve them for seconds. Where a test drives a
+// fake clock, this bounds only the wait, not what is asserted.
+const settle = 15 * time.Second
+
 func next(t *testing.T, ch <-chan bus.Delivery) (protocol.Frame, bus.Delivery) {
 	t.Helper()
 	select {
@@ -146,7 +152,7 @@ func TestDispatchRetryAndTimeout(t *testing.T) {
 	require.Eventually(t, func() bool {
 		_, ex, err := e.store.GetCommand(ctx, cmd.ID)
 		return err == nil && ex[0].Status == store.ExecRetrying
-	}, 5*time.Second, 10*time.Millisecond)
+	}, settle, 10*time.Millisecond)
 	// The safety-net tick dispatches it again once the backoff has passed.
 	f, _ = next(t, deliveries)
 	require.Equal(t, first, f.Payload.(*protocol.Command).ExecutionID)
@@ -170,7 +176,7 @@ func TestLeaderHandOverBetweenSchedulers(t *testing.T) {
 	cfg := scheduler.Config{SweepInterval: 20 * time.Millisecond}
 	a, stopA := start(t, e, cfg)
 	b, stopB := start(t, e, cfg)
-	require.Eventually(t, func() bool { return a.Leading() != b.Leading() }, 5*time.Second, 10*time.Millisecond, "exactly one leads")
+	require.Eventually(t, func() bool { return a.Leading() != b.Leading() }, settle, 10*time.Millisecond, "exactly one leads")
 	for range 10 {
 		require.NotEqual(t, a.Leading(), b.Leading(), "never two leaders")
 		time.Sleep(10 * time.Millisecond)
@@ -181,7 +187,7 @@ func TestLeaderHandOverBetweenSchedulers(t *testing.T) {
 	}
 	stop()
 	require.False(t, leader.Leading())
-	require.Eventually(t, other.Leading, 5*time.Second, 10*time.Millisecond, "the other replica takes over")
+	require.Eventually(t, other.Leading, settle, 10*time.Millisecond, "the other replica takes over")
 }
 
 func TestStaleAgentMarkedOffline(t *testing.T) {
@@ -198,7 +204,7 @@ func TestStaleAgentMarkedOffline(t *testing.T) {
 	require.Eventually(t, func() bool {
 		a, err := e.store.GetAgent(ctx, "agent-stale")
 		return err == nil && a.Status == store.AgentOffline
-	}, 5*time.Second, 10*time.Millisecond)
+	}, settle, 10*time.Millisecond)
 }
 
 func TestLeaderPurgesExpiredIdempotencyKeys(t *testing.T) {
