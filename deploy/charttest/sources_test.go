@@ -97,17 +97,39 @@ func servicePortParams(t *testing.T) map[string]int {
 	return params
 }
 
-// mainPorts returns the integer literals a main.go passes as the port of a
-// pkg/service function (service.F(..., PORT, ...)) or assigns to X.Server.Port.
+// mainPorts returns the integer literals (or constants of one) a main.go passes
+// as the port of a pkg/service function (service.F(..., PORT, ...)) or assigns
+// to X.Server.Port.
 func mainPorts(t *testing.T, path string, portParams map[string]int) []int32 {
 	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
 	require.NoError(t, err)
 	var ports []int32
+	// Constants of the file with an integer literal value (const port = 8080).
+	consts := map[string]*ast.BasicLit{}
+	for _, decl := range f.Decls {
+		gd, ok := decl.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if i < len(vs.Values) {
+					if lit, ok := vs.Values[i].(*ast.BasicLit); ok {
+						consts[name.Name] = lit
+					}
+				}
+			}
+		}
+	}
 	literal := func(e ast.Expr, what string) {
+		if id, ok := e.(*ast.Ident); ok && consts[id.Name] != nil {
+			e = consts[id.Name]
+		}
 		lit, ok := e.(*ast.BasicLit)
 		if !ok || lit.Kind != token.INT {
-			t.Errorf("%s: %s is not an integer literal", path, what)
+			t.Errorf("%s: %s is not an integer literal or a constant of one", path, what)
 			return
 		}
 		n, err := strconv.ParseInt(lit.Value, 0, 32)
