@@ -121,6 +121,20 @@ func spendCounter(tx *gorm.DB, source string, max int) error {
 	return nil
 }
 
+// storedBy reports whether agentID's live credential is credentialHash,
+// stored by an enrollment of kind from: the retry of an enrollment that
+// succeeded but whose answer the agent lost (it proposed the same credential,
+// 256 random bits only it knows), to be answered again with nothing spent.
+func storedBy(tx *gorm.DB, agentID, credentialHash, from string) (bool, error) {
+	var n int64
+	err := tx.Model(&AgentCredential{}).Where("agent_id = ? AND credential_hash = ? AND enrolled_from = ? AND revoked_at IS NULL",
+		agentID, credentialHash, from).Count(&n).Error
+	if err != nil {
+		return false, fmt.Errorf("reading agent identity: %w", err)
+	}
+	return n > 0, nil
+}
+
 // claimIdentity stores a credential for agentID only when the id has no live
 // identity: a new one (spend is called first, to count it against a cap) or
 // one revoked whose block an admin lifted. It reports whether the identity is
@@ -136,10 +150,7 @@ func claimIdentity(tx *gorm.DB, agentID, credentialHash, from string, now time.T
 	if res.RowsAffected > 0 {
 		switch {
 		case cur.RevokedAt == nil && cur.CredentialHash == credentialHash && cur.EnrolledFrom == from:
-			// The retry of an enrollment that succeeded but whose answer the
-			// agent lost: it proposed this very credential (256 random bits
-			// only it knows), so it is answered again, nothing is spent.
-			return false, nil
+			return false, nil // a retry (see storedBy), read from the row at hand
 		case cur.RevokedAt == nil:
 			return false, ErrAgentEnrolled
 		case cur.EnrollBlocked:
@@ -195,14 +206,8 @@ func (s *Store) RotateAgentCredential(ctx context.Context, agentID, currentHash,
 	if res.RowsAffected == 0 {
 		// The retry of a rotation that succeeded (the agent proposed newHash's
 		// credential and lost the answer) is answered again.
-		var n int64
-		err := s.db.WithContext(ctx).Model(&AgentCredential{}).
-			Where("agent_id = ? AND credential_hash = ? AND enrolled_from = ? AND revoked_at IS NULL", agentID, newHash, FromRotation).Count(&n).Error
-		if err != nil {
-			return fmt.Errorf("rotating agent credential: %w", err)
-		}
-		if n > 0 {
-			return nil
+		if ok, err := storedBy(s.db.WithContext(ctx), agentID, newHash, FromRotation); err != nil || ok {
+			return err
 		}
 		return ErrUnknownCredential
 	}

@@ -132,18 +132,15 @@ func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, crede
 		// The retry of an enrollment with this secret that succeeded (the
 		// agent proposed the same credential and lost the answer) is answered
 		// again without spending a use.
-		if res := tx.Where("secret_hash = ?", secretHash).Limit(1).Find(&e); res.Error != nil {
-			return fmt.Errorf("reading enrollment secret: %w", res.Error)
-		} else if res.RowsAffected > 0 {
-			var n int64
-			err := tx.Model(&AgentCredential{}).Where("agent_id = ? AND credential_hash = ? AND enrolled_from = ? AND revoked_at IS NULL",
-				agentID, credentialHash, "secret:"+e.ID).Count(&n).Error
-			if err != nil {
-				return fmt.Errorf("reading agent identity: %w", err)
-			}
-			if n > 0 {
-				return nil
-			}
+		found := tx.Where("secret_hash = ?", secretHash).Limit(1).Find(&e)
+		if found.Error != nil {
+			return fmt.Errorf("reading enrollment secret: %w", found.Error)
+		}
+		if found.RowsAffected == 0 {
+			return ErrUnknownEnrollmentSecret
+		}
+		if ok, err := storedBy(tx, agentID, credentialHash, "secret:"+e.ID); err != nil || ok {
+			return err
 		}
 		res := tx.Model(&EnrollmentSecret{}).
 			Where("secret_hash = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) AND (max_uses IS NULL OR uses < max_uses)", secretHash, now).
@@ -154,9 +151,7 @@ func (s *Store) EnrollWithSecret(ctx context.Context, secretHash, agentID, crede
 		if res.RowsAffected == 0 {
 			return ErrUnknownEnrollmentSecret
 		}
-		if err := tx.Where("secret_hash = ?", secretHash).Take(&e).Error; err != nil {
-			return fmt.Errorf("reading enrollment secret: %w", err)
-		}
+		e.Uses++ // the use just spent (the row was read before it)
 		re, err := CompileAgentIDPattern(e.AgentIDPattern)
 		if err != nil {
 			return err

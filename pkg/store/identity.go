@@ -80,14 +80,8 @@ func (s *Store) ReenrollAgent(ctx context.Context, agentID, secretHash, credenti
 			// The secret is spent; the retry of the enrollment that spent it
 			// (the agent proposed the same credential and lost the answer) is
 			// answered again.
-			var n int64
-			err := tx.Model(&AgentCredential{}).Where("agent_id = ? AND credential_hash = ? AND enrolled_from = ? AND revoked_at IS NULL",
-				agentID, credentialHash, FromReenroll).Count(&n).Error
-			if err != nil {
-				return fmt.Errorf("reading agent identity: %w", err)
-			}
-			if n > 0 {
-				return nil
+			if ok, err := storedBy(tx, agentID, credentialHash, FromReenroll); err != nil || ok {
+				return err
 			}
 			return ErrUnknownReenrollSecret
 		}
