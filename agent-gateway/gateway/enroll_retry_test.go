@@ -12,7 +12,6 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/store"
-	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
 // An agent whose enrollment succeeded but whose answer was lost (a timeout
@@ -22,12 +21,8 @@ import (
 // still refused, and nothing is spent twice.
 func TestEnrollRetryWithProposedCredential(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	_, err = st.Migrate(ctx)
-	require.NoError(t, err)
-	mux, _ := enrollGateway(t, st, "gw-a", ratelimit.NewMemory(ratelimit.MemoryConfig{}))
+	st := migratedStore(t)
+	mux, _ := enrollGateway(t, st, Config{GatewayID: "gw-a", Limiter: ratelimit.NewMemory(ratelimit.MemoryConfig{})})
 	enroll := func(secret, agentID, proposal string) (int, string) {
 		body, _ := json.Marshal(map[string]string{"enrollment_secret": secret, "agent_id": agentID, "credential": proposal})
 		w := httptest.NewRecorder()

@@ -15,7 +15,6 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/store"
-	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
 func must(t *testing.T, err error) {
@@ -29,11 +28,7 @@ func must(t *testing.T, err error) {
 // bootstrap secret and with secrets issued through the API.
 func TestEnrollWithStoredSecrets(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
-	must(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	_, err = st.Migrate(ctx)
-	must(t, err)
+	st := migratedStore(t)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	mem := bus.NewMemory()

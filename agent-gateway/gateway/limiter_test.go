@@ -22,20 +22,32 @@ import (
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
+// migratedStore is a store on the test's own Postgres database, migrated.
+func migratedStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	_, err = st.Migrate(context.Background())
+	require.NoError(t, err)
+	return st
+}
+
 func enrollMux(t *testing.T, st *store.Store, id string, l ratelimit.Limiter) *http.ServeMux {
 	t.Helper()
-	mux, _ := enrollGateway(t, st, id, l)
+	mux, _ := enrollGateway(t, st, Config{GatewayID: id, Limiter: l})
 	return mux
 }
 
-// enrollGateway runs a gateway on a memory bus, which it returns.
-func enrollGateway(t *testing.T, st *store.Store, id string, l ratelimit.Limiter) (*http.ServeMux, *bus.Memory) {
+// enrollGateway runs a gateway with cfg (and the bootstrap secret and an event
+// publisher) on a memory bus, which it returns.
+func enrollGateway(t *testing.T, st *store.Store, cfg Config) (*http.ServeMux, *bus.Memory) {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	mem := bus.NewMemory()
-	g, err := New(st, mem, mem, prometheus.NewRegistry(), log, Config{GatewayID: id, EnrollmentSecret: "bootstrap-secret-0123", Limiter: l,
-		Events: events.NewPublisher(mem, log)})
+	cfg.EnrollmentSecret, cfg.Events = "bootstrap-secret-0123", events.NewPublisher(mem, log)
+	g, err := New(st, mem, mem, prometheus.NewRegistry(), log, cfg)
 	require.NoError(t, err)
 	ctx, stop := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
@@ -56,12 +68,7 @@ func postEnroll(mux *http.ServeMux, secret, agentID string) int {
 // Two gateways on one Redis share the failure budget of an address: guessing
 // against both does not double the guesses.
 func TestEnrollFailuresSharedByGateways(t *testing.T) {
-	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	_, err = st.Migrate(ctx)
-	require.NoError(t, err)
+	st := migratedStore(t)
 	_, prefix := testenv.Redis(t)
 	a := enrollMux(t, st, "gw-a", ratelimittest.NewRedis(t, prefix))
 	b := enrollMux(t, st, "gw-b", ratelimittest.NewRedis(t, prefix))
@@ -92,27 +99,12 @@ func (brokenLimiter) Peek(context.Context, string, ratelimit.Limit) (ratelimit.R
 // secret is checked.
 func TestEnrollFailsClosedWithoutLimiter(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	_, err = st.Migrate(ctx)
-	require.NoError(t, err)
+	st := migratedStore(t)
 	// A refusal window far shorter than the test: the aggregated audit row
 	// is written by the gateway's own flush loop.
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	mem := bus.NewMemory()
-	g, err := New(st, mem, mem, prometheus.NewRegistry(), log, Config{GatewayID: "gw-a", EnrollmentSecret: "bootstrap-secret-0123",
-		Limiter: brokenLimiter{}, RefusalWindow: 50 * time.Millisecond, Events: events.NewPublisher(mem, log)})
-	require.NoError(t, err)
-	runCtx, stop := context.WithCancel(ctx)
-	stopped := make(chan struct{})
-	go func() { defer close(stopped); _ = g.Run(runCtx) }()
-	t.Cleanup(func() { stop(); <-stopped })
-	mux := http.NewServeMux()
-	g.Register(mux)
+	mux, _ := enrollGateway(t, st, Config{GatewayID: "gw-a", Limiter: brokenLimiter{}, RefusalWindow: 50 * time.Millisecond})
 	require.Equal(t, http.StatusServiceUnavailable, postEnroll(mux, "bootstrap-secret-0123", "a1"))
-	_, err = st.GetAgent(ctx, "a1")
+	_, err := st.GetAgent(ctx, "a1")
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.Eventually(t, func() bool {
 		n, err := st.CountAudit(ctx, "agent.enroll.denied")
@@ -126,12 +118,8 @@ func TestEnrollFailsClosedWithoutLimiter(t *testing.T) {
 // Every refused enrollment is published on the event stream with its reason.
 func TestEnrollRefusalsArePublished(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	_, err = st.Migrate(ctx)
-	require.NoError(t, err)
-	mux, mem := enrollGateway(t, st, "gw-a", nil)
+	st := migratedStore(t)
+	mux, mem := enrollGateway(t, st, Config{GatewayID: "gw-a"})
 	sub, err := mem.Subscribe(ctx, events.Topic)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Close() })
