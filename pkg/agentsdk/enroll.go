@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/viworks/backend-agent/pkg/atomicfile"
 )
 
 // EnrollPath is the gateway's enrollment endpoint.
@@ -62,7 +64,7 @@ func (a *Agent) credential(ctx context.Context) (string, error) {
 	a.cred = cred
 	a.mu.Unlock()
 	if path := a.cfg.credentialPath(); path != "" {
-		if err := writeFileAtomic(path, []byte(cred+"\n")); err != nil {
+		if err := atomicfile.Write(path, []byte(cred+"\n")); err != nil {
 			a.log.WithError(err).Error("saving the enrolled credential failed; after a restart this agent cannot enroll again by itself")
 		}
 	}
@@ -166,7 +168,7 @@ func (a *Agent) proposedCredential() (string, error) {
 	}
 	a.proposal = base64.RawURLEncoding.EncodeToString(b)
 	if path := a.cfg.credentialPath(); path != "" {
-		if err := writeFileAtomic(path, []byte(a.proposal+"\n")); err != nil {
+		if err := atomicfile.Write(path, []byte(a.proposal+"\n")); err != nil {
 			return "", fmt.Errorf("saving the proposed credential: %w", err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/viworks/backend-agent/pkg/atomicfile"
 )
 
 // Files of Config.StateDir.
@@ -26,42 +28,6 @@ type nonceRecord struct {
 
 type nonceFile struct {
 	Nonces []nonceRecord `json:"nonces"` // oldest first
-}
-
-// writeFileAtomic replaces path with data (mode 0600): written to a temporary
-// file in the same directory, synced, then renamed over path, so a crash
-// leaves the old or the new content, never a torn file.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() { _ = os.Remove(tmp) }() // after a successful rename: nothing left to remove
-	if err := f.Chmod(0o600); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // the rename itself is durable
-		_ = d.Close()
-	}
-	return nil
 }
 
 // prepareStateDir creates the state directory (mode 0700) or tightens an
@@ -130,5 +96,5 @@ func (a *Agent) saveNonces(records []nonceRecord) error {
 	if err != nil {
 		return fmt.Errorf("encoding the replay window: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(a.cfg.StateDir, stateNoncesFile), b)
+	return atomicfile.Write(filepath.Join(a.cfg.StateDir, stateNoncesFile), b)
 }

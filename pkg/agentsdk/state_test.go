@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/atomicfile"
 	"github.com/viworks/backend-agent/pkg/protocol"
 )
 
@@ -69,7 +70,7 @@ func TestStateDirKeepsCredential(t *testing.T) {
 	a, err := New(cfg)
 	require.NoError(t, err)
 	require.Empty(t, a.cred)
-	require.NoError(t, writeFileAtomic(path, []byte("kept-credential\n")))
+	require.NoError(t, atomicfile.Write(path, []byte("kept-credential\n")))
 	st, err := os.Stat(path)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())

@@ -11,13 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/viworks/backend-agent/pkg/atomicfile"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -145,19 +145,7 @@ func (f *File) Raise(_ context.Context, h store.AuditHead) (store.AuditHead, err
 	if err != nil {
 		return store.AuditHead{}, fmt.Errorf("encoding the audit head: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".audit-head-*")
-	if err != nil {
-		return store.AuditHead{}, fmt.Errorf("keeping the audit head: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(enc); err != nil {
-		_ = tmp.Close()
-		return store.AuditHead{}, fmt.Errorf("keeping the audit head: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return store.AuditHead{}, fmt.Errorf("keeping the audit head: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), f.path); err != nil {
+	if err := atomicfile.Write(f.path, enc); err != nil {
 		return store.AuditHead{}, fmt.Errorf("keeping the audit head: %w", err)
 	}
 	return h, nil

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/viworks/backend-agent/pkg/atomicfile"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/config"
 )
@@ -85,22 +86,7 @@ func writeSecret(path, secret string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("creating the directory of %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".dev-jwt-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(f.Name()) // after a successful rename: already gone
-	if _, err := f.WriteString(secret + "\n"); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, []byte(secret+"\n"))
 }
 
 // Token is the `token` subcommand shared by the binaries that mint API tokens:
