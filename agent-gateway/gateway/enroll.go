@@ -119,8 +119,9 @@ func refusalFor(err error) (reason string, ok bool) {
 	return "", false
 }
 
-// serveEnroll exchanges an enrollment secret for a per-agent credential:
-// random, 256 bits, stored only as a hash. Enrolling creates an identity and
+// serveEnroll exchanges an enrollment secret for a per-agent credential: at
+// least 256 random bits (proposed by the agent, or made here), stored only as
+// a hash. Enrolling creates an identity and
 // never replaces a live one: an enrolled id gets a new credential only by
 // proving its current one (rotation: Authorization: Bearer <credential>) or
 // with the single-use re-enrollment secret an admin issued for it. The
@@ -234,8 +235,9 @@ func enrollFailKey(addr string) string { return "enroll-fail:" + addr }
 
 // refuseEnroll is the one way an enrollment is refused: it counts a failure
 // against the address when the reason is one (a wrong secret or credential),
-// counts the metric, feeds the aggregated audit, publishes an agent.enroll_refused event and
-// answers problem+json saying what is needed, no more.
+// counts the metric, feeds the aggregated audit, publishes an
+// agent.enroll_refused event and answers problem+json saying what is needed,
+// no more.
 func (g *Gateway) refuseEnroll(w http.ResponseWriter, r *http.Request, addr, agentID, reason string) {
 	rf := refusals[reason]
 	if rf.failure {
