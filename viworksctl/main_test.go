@@ -158,7 +158,9 @@ func cleanEnv() []string {
 	return env
 }
 
-func (r result) String() string { return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.out, r.err) }
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.out, r.err)
+}
 
 func commandID(t *testing.T, r result) string {
 	t.Helper()
