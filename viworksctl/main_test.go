@@ -332,7 +332,7 @@ func TestAgainstAllInOne(t *testing.T) {
 			{"missing argument", nil, []string{"commands", "get"}, cli.ExitUsage, "want 1 argument(s) (ID)"},
 			{"bad output format", nil, []string{"agents", "ls", "-o", "xml"}, cli.ExitUsage, "-o \"xml\""},
 			{"refused token", []string{"VIWORKS_TOKEN=not-a-jwt"}, []string{"agents", "ls"}, cli.ExitAuth, "401 Unauthorized"},
-			{"no such context", nil, []string{"agents", "ls", "--context", "nowhere"}, cli.ExitUsage, `no context "nowhere"`},
+			{"no such context", nil, []string{"agents", "ls", "--context", "nowhere"}, cli.ExitNotFound, `no context "nowhere"`},
 			{"server down", []string{"VIWORKS_SERVER=http://127.0.0.1:1"}, []string{"status"}, cli.ExitServer, "connection refused"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

@@ -101,7 +101,7 @@ func (a *app) client() (*client.Client, error) {
 	c, ok := f.Contexts[name]
 	if !ok {
 		if a.contextName != "" {
-			return nil, usageErrorf("no context %q in %s (viworksctl config get-contexts lists them)", name, path)
+			return nil, withCode(ExitNotFound, fmt.Errorf("no context %q in %s (viworksctl config get-contexts lists them)", name, path))
 		}
 		c = &config.Context{}
 	}
