@@ -9,11 +9,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -333,7 +335,7 @@ func TestAgainstAllInOne(t *testing.T) {
 			{"bad output format", nil, []string{"agents", "ls", "-o", "xml"}, cli.ExitUsage, "-o \"xml\""},
 			{"refused token", []string{"VIWORKS_TOKEN=not-a-jwt"}, []string{"agents", "ls"}, cli.ExitAuth, "401 Unauthorized"},
 			{"no such context", nil, []string{"agents", "ls", "--context", "nowhere"}, cli.ExitNotFound, `no context "nowhere"`},
-			{"server down", []string{"VIWORKS_SERVER=http://127.0.0.1:1"}, []string{"status"}, cli.ExitServer, "connection refused"},
+			{"server down", []string{"VIWORKS_SERVER=http://127.0.0.1:1", "VIWORKS_TOKEN=t"}, []string{"status"}, cli.ExitServer, "connection refused"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := in.ctl(t, "", tc.env, tc.args...)
@@ -347,6 +349,41 @@ func TestAgainstAllInOne(t *testing.T) {
 		r := in.ctl(t, "", append([]string{"XDG_CONFIG_HOME=" + t.TempDir()}, adminEnv...), "agents", "get", "sim-0", "-o", "json")
 		require.Equal(t, 0, r.code, r.String())
 		require.Contains(t, r.out, `"id":"sim-0"`)
+	})
+
+	t.Run("VIWORKS_SERVER elsewhere never gets the context's key or token", func(t *testing.T) {
+		// Attack: a VIWORKS_SERVER set by a script or a shared shell profile
+		// points at a server that collects credentials.
+		var seen []string
+		var mu sync.Mutex
+		evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			seen = append(seen, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization")+" "+string(body))
+			mu.Unlock()
+			w.WriteHeader(http.StatusUnauthorized)
+		}))
+		defer evil.Close()
+		f, err := config.Load(path)
+		require.NoError(t, err)
+		c := f.Contexts["default"]
+		expired := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+		c.TokenExpiresAt = &expired // a stale token would be refreshed with the key
+		require.NoError(t, f.Save(path))
+		for _, args := range [][]string{{"agents", "ls"}, {"commands", "send", "echo", "--target", "sim-0", "--wait"}} {
+			r := in.ctl(t, "", []string{"VIWORKS_SERVER=" + evil.URL}, args...)
+			require.Equal(t, cli.ExitAuth, r.code, r.String())
+			require.Contains(t, r.err, "not logged in")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, req := range seen {
+			require.NotContains(t, req, apiKey)
+			require.NotContains(t, req, c.Token)
+		}
+		// The same server given explicitly is the context's own.
+		r := in.ctl(t, "", []string{"VIWORKS_SERVER=" + in.server + "/"}, "agents", "ls", "-o", "json")
+		require.Equal(t, 0, r.code, r.String())
 	})
 
 	t.Run("the token is refreshed before it expires and after a refusal", func(t *testing.T) {

@@ -39,7 +39,7 @@ const exitCodesHelp = `Exit codes:
   5  server or network: 5xx, 429, no answer`
 
 const envHelp = `Environment:
-  VIWORKS_SERVER   server URL, overrides the context's
+  VIWORKS_SERVER   server URL, overrides the context's (another server gets none of its credentials)
   VIWORKS_TOKEN    bearer token to use as is, overrides the context's API key and token
   XDG_CONFIG_HOME  the configuration is $XDG_CONFIG_HOME/viworks/config.toml
                    (default ~/.config/viworks/config.toml; --config names another)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -106,8 +107,10 @@ func (a *app) client() (*client.Client, error) {
 		c = &config.Context{}
 	}
 	server := c.Server
-	if v := a.io.Getenv("VIWORKS_SERVER"); v != "" {
-		server = v
+	if v := strings.TrimRight(a.io.Getenv("VIWORKS_SERVER"), "/"); v != "" && v != c.Server {
+		// The context's key and token belong to its server: never send them
+		// to another one.
+		server, c = v, &config.Context{}
 	}
 	cfg := client.Config{Server: server}
 	if err := cfg.Validate(); err != nil {
@@ -119,7 +122,7 @@ func (a *app) client() (*client.Client, error) {
 	}
 	s := &session{path: path, file: f, name: name, ctx: c, envToken: a.io.Getenv("VIWORKS_TOKEN"), exchange: exchange, now: time.Now}
 	if s.envToken == "" && c.Token == "" && c.APIKey == "" {
-		return nil, withCode(ExitAuth, errNotLoggedIn)
+		return nil, withCode(ExitAuth, fmt.Errorf("%w (no credentials for %s in context %q)", errNotLoggedIn, server, name))
 	}
 	return client.New(s, cfg)
 }

@@ -48,7 +48,8 @@ func DefaultPath() (string, error) {
 	return filepath.Join(home, ".config", "viworks", "config.toml"), nil
 }
 
-// Load reads path; a missing file is an empty configuration.
+// Load reads path; a missing file is an empty configuration, a file others
+// may read or write (it holds API keys) is refused.
 func Load(path string) (*File, error) {
 	f := &File{Contexts: map[string]*Context{}}
 	raw, err := os.ReadFile(path)
@@ -57,6 +58,9 @@ func Load(path string) (*File, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable or writable by others (mode %04o) and holds API keys: chmod 600 it", path, st.Mode().Perm())
 	}
 	md, err := toml.Decode(string(raw), f)
 	if err != nil {

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -54,6 +55,23 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 			require.NoError(t, os.WriteFile(path, []byte(tc.content), 0o600))
 			_, err := config.Load(path)
 			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	// A file others can read holds keys they can read: refused, and a
+	// save replaces it with mode 0600.
+	for _, mode := range []os.FileMode{0o644, 0o660, 0o602} {
+		t.Run(fmt.Sprintf("mode %04o", mode), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.toml")
+			require.NoError(t, os.WriteFile(path, []byte("current_context = \"a\"\n"), 0o600))
+			require.NoError(t, os.Chmod(path, mode))
+			_, err := config.Load(path)
+			require.ErrorContains(t, err, "chmod 600")
+			require.NoError(t, (&config.File{CurrentContext: "a"}).Save(path))
+			st, err := os.Stat(path)
+			require.NoError(t, err)
+			require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+			_, err = config.Load(path)
+			require.NoError(t, err)
 		})
 	}
 }
