@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -158,4 +159,42 @@ func TestFollowFallsBackToPolling(t *testing.T) {
 	require.Contains(t, out.String(), "a1  succeeded  exit 0  hi")
 	require.Contains(t, out.String(), "command c1 succeeded: 1 of 1 targets succeeded, 0 failed")
 	require.GreaterOrEqual(t, gets.Load(), int32(4))
+}
+
+// TestPreviewContract: the request and answer of POST /api/v1/commands/preview
+// as agreed (the route is on another branch; main_test.go runs it against
+// bin/viworks once the server has it).
+func TestPreviewContract(t *testing.T) {
+	const answer = `{"mode":"any","matched":150,"online":148,"stale":1,"offline":1,"agents":[{"id":"web-1","status":"online","site":"paris","hostname":"web-1.paris"},{"id":"web-2","status":"stale","site":"paris","hostname":"web-2.paris"}],"agents_truncated":true}`
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, "/api/v1/commands/preview", r.URL.Path)
+		require.Equal(t, http.MethodPost, r.Method)
+		require.Equal(t, "Bearer tok", r.Header.Get("Authorization"))
+		body, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, answer)
+	}))
+	defer srv.Close()
+	env := map[string]string{"VIWORKS_SERVER": srv.URL, "VIWORKS_TOKEN": "tok", "XDG_CONFIG_HOME": t.TempDir()}
+	for _, tc := range []struct {
+		format string
+		check  func(t *testing.T, out string)
+	}{
+		{"json", func(t *testing.T, out string) { require.Equal(t, answer+"\n", out, "the API's document unchanged") }},
+		{"table", func(t *testing.T, out string) {
+			require.Regexp(t, `matched:\s+150`, out)
+			require.Regexp(t, `(?m)^web-2\s+stale\s+paris\s+web-2.paris$`, out)
+			require.Contains(t, out, "(first 2 of 150 agents shown)")
+		}},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := Main(context.Background(), []string{"commands", "preview", "--selector", "site=paris,label=role=web", "--any", "--verb", "echo", "-o", tc.format},
+				IO{In: strings.NewReader(""), Out: &out, Err: &errOut, Getenv: func(k string) string { return env[k] }})
+			require.Equal(t, ExitOK, code, errOut.String())
+			require.JSONEq(t, `{"selector":{"site":"paris","labels":{"role":"web"}},"mode":"any","verb":"echo"}`, string(body))
+			tc.check(t, out.String())
+		})
+	}
 }
