@@ -177,7 +177,7 @@ func (a *app) crudCmd(r crud) *cobra.Command {
 	return cmd
 }
 
-// createCmd posts body() to path and prints the answer's fields.
+// post sends body to path and prints the answer's fields keys.
 func (a *app) post(cmd *cobra.Command, path string, body map[string]any, keys ...string) error {
 	resp, err := a.call(cmd, client.Request{Method: http.MethodPost, Path: path, Body: body})
 	if err != nil {

@@ -198,3 +198,9 @@ func TestPreviewContract(t *testing.T) {
 		})
 	}
 }
+
+func TestLoopback(t *testing.T) {
+	for host, want := range map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true, "127.8.9.10": true, "10.0.0.1": false, "viworks.example.com": false, "": false} {
+		require.Equal(t, want, loopback(host), host)
+	}
+}

@@ -3,6 +3,8 @@ package cli
 import (
 	"bufio"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -49,6 +51,9 @@ configuration file, mode 0600. The context becomes the current one.`,
 			if err != nil {
 				return withCode(ExitUsage, err)
 			}
+			if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !loopback(u.Hostname()) {
+				fmt.Fprintf(a.io.Err, "viworksctl: warning: %s is plain http: the API key and tokens cross the network unencrypted\n", server)
+			}
 			key, err := a.readKey()
 			if err != nil {
 				return err
@@ -70,6 +75,15 @@ configuration file, mode 0600. The context becomes the current one.`,
 	}
 	cmd.Flags().StringVar(&server, "server", "", "base URL of the API, such as http://localhost:8080 (default $VIWORKS_SERVER or the context's)")
 	return cmd
+}
+
+// loopback reports whether host is localhost or a loopback address.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // readKey reads the API key from a prompt or from the first line of stdin.

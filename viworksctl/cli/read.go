@@ -199,8 +199,9 @@ func fields(p *output.Printer, doc map[string]any, keys ...string) error {
 	return p.Fields(pairs)
 }
 
-// remove sends DELETE (or another method) to path and prints msg, or the
-// answer's document when there is one and json or yaml was asked for.
+// mutate sends r (a DELETE or POST) and prints the answer with table, or
+// msg when the answer is empty (in json and yaml: the answer's document
+// when there is one).
 func (a *app) mutate(cmd *cobra.Command, r client.Request, msg string, table func(p *output.Printer, doc map[string]any) error) error {
 	resp, err := a.call(cmd, r)
 	if err != nil {

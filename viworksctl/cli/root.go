@@ -226,7 +226,10 @@ func (a *app) path() (string, error) {
 // exactArgs is cobra.ExactArgs with a usage exit code and the names of the arguments.
 func exactArgs(names ...string) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
-		if len(args) != len(names) {
+		switch {
+		case len(names) == 0 && len(args) > 0:
+			return usageErrorf("takes no arguments, got %q", args[0])
+		case len(args) != len(names):
 			return usageErrorf("want %d argument(s) (%s), got %d", len(names), strings.Join(names, " "), len(args))
 		}
 		for i, v := range args {
