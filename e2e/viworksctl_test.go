@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -54,7 +55,7 @@ func TestViworksctlAgainstServices(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(secret), &sec), secret)
 	for i, gw := range sys.gateways {
-		c.start("agentsim-ctl-"+string(rune('a'+i)), "agentsim", nil, "--gateway", gw, "--agents", "3", "--prefix", "ctl-"+string(rune('a'+i))+"-", "--enrollment-secret", sec.Secret)
+		c.start("agentsim-ctl-"+string(rune('a'+i)), "agentsim", nil, "--gateway", gw, "--agents", "3", "--prefix", "ctl-"+string(rune('a'+i))+"-", "--enrollment-secret", sec.Secret, "--telemetry-interval", "1s")
 	}
 	sys.waitOnline(t, 6)
 
@@ -66,4 +67,15 @@ func TestViworksctlAgainstServices(t *testing.T) {
 	failed, code := run("", nil, "commands", "send", "fail", "--selector", "site=ctl", "--any", "--wait")
 	require.Equal(t, 1, code, failed)
 	require.Contains(t, failed, "failed  exit 1  error: simulated failure")
+
+	// Telemetry (sent every second, written within the gateways' flush
+	// interval) as a table of sparklines.
+	require.Eventually(t, func() bool {
+		out, code := run("", nil, "agents", "telemetry", "ctl-a-0", "--since", "5m", "--metric", "cpu_percent", "-o", "json")
+		require.Equal(t, 0, code, out)
+		return strings.Contains(out, `"metric":"cpu_percent"`)
+	}, 30*time.Second, 500*time.Millisecond, "no telemetry from ctl-a-0")
+	table, code := run("", nil, "agents", "telemetry", "ctl-a-0", "--since", "5m", "--step", "1s", "--metric", "cpu_percent", "--metric", "load1")
+	require.Equal(t, 0, code, table)
+	require.Regexp(t, `(?m)^cpu_percent\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[▁▂▃▄▅▆▇█]+$`, table)
 }

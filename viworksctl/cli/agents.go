@@ -113,7 +113,7 @@ func (a *app) agentsTelemetry() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "telemetry ID",
 		Short: "An agent's telemetry, one sparkline of averages per metric",
-		Example: `  viworksctl agents telemetry sim-0 --since 1h --metric cpu
+		Example: `  viworksctl agents telemetry sim-0 --since 1h --metric cpu_percent
   viworksctl agents telemetry sim-0 --since 15m --step 30s -o json`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
