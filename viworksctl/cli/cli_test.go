@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -202,5 +203,26 @@ func TestPreviewContract(t *testing.T) {
 func TestLoopback(t *testing.T) {
 	for host, want := range map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true, "127.8.9.10": true, "10.0.0.1": false, "viworks.example.com": false, "": false} {
 		require.Equal(t, want, loopback(host), host)
+	}
+}
+
+func TestCells(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want string
+	}{
+		{nil, "-"},
+		{"", "-"},
+		{"sim-0", "sim-0"},
+		{"2026-12-03T14:58:45.118145878Z", "2026-12-03T14:58:45Z"},
+		{"2026-12-03T15:58:45.5+01:00", "2026-12-03T14:58:45Z"},
+		{"2026-12-03T14:58:45Z", "2026-12-03T14:58:45Z"},
+		{json.Number("42"), "42"},
+		{true, "true"},
+		{[]any{"echo", "sleep"}, "echo,sleep"},
+		{[]any{}, "-"},
+		{map[string]any{"z": "1", "a": json.Number("2")}, "a=2,z=1"},
+	} {
+		require.Equal(t, tc.want, str(tc.in), "%v", tc.in)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -51,6 +52,12 @@ func str(v any) string {
 	case string:
 		if x == "" {
 			return "-"
+		}
+		// Times to the second in tables (json and yaml keep the API's).
+		if len(x) > 20 && x[4] == '-' && x[10] == 'T' {
+			if t, err := time.Parse(time.RFC3339Nano, x); err == nil {
+				return t.UTC().Format("2006-01-02T15:04:05Z")
+			}
 		}
 		return x
 	case json.Number:
