@@ -307,7 +307,8 @@ func TestTrustOnFirstUse(t *testing.T) {
 	var pinned, alarm *logrus.Entry
 	for _, e := range hook.AllEntries() {
 		switch e.Message {
-		case "pinned the platform signing key announced in the first WELCOME (trust on first use)":
+		case "SECURITY: pinned the platform signing key announced in the first WELCOME (trust on first use); " +
+			"pin it in the configuration to protect against an impostor reached first":
 			require.Nil(t, pinned, "pinned once")
 			pinned = e
 		case "SECURITY: WELCOME announced a signing key other than the one pinned on first use; commands signed with it will be rejected":
@@ -315,6 +316,7 @@ func TestTrustOnFirstUse(t *testing.T) {
 		}
 	}
 	require.NotNil(t, pinned)
+	require.Equal(t, logrus.WarnLevel, pinned.Level, "trust on first use is loud")
 	require.Equal(t, first.KeyID(), pinned.Data["key_id"])
 	require.NotNil(t, alarm)
 	require.Equal(t, logrus.ErrorLevel, alarm.Level)
