@@ -50,6 +50,9 @@ type Result struct {
 	ExitCode int
 	Output   string
 	Error    string
+	// OutputTruncated reports that the handler cut Output itself (ending it
+	// with protocol.TruncationMarker): it is sent marked output_truncated.
+	OutputTruncated bool
 }
 
 // Status is the protocol status of the result: "succeeded" or "failed".

@@ -212,6 +212,7 @@ func (a *Agent) storeResult(cmd protocol.Command, res Result, startedAt, finishe
 		FinishedAt:  finishedAt,
 	}
 	r.Output, r.OutputTruncated = protocol.Truncate(res.Output, protocol.MaxOutputBytes)
+	r.OutputTruncated = r.OutputTruncated || res.OutputTruncated
 	r.Error, _ = protocol.Truncate(res.Error, protocol.MaxErrorBytes)
 	if r.OutputTruncated {
 		a.log.WithFields(logrus.Fields{"execution_id": cmd.ExecutionID, "output_bytes": len(res.Output), "limit": protocol.MaxOutputBytes}).
