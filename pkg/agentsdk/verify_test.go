@@ -290,11 +290,11 @@ func TestTrustOnFirstUse(t *testing.T) {
 	c1.command(t, "e1", "echo", map[string]string{"message": "pinned"})
 	c1.expectRuns(t, "e1", "pinned")
 	c1.resultAcked(t, a, "e1")
-	require.NoError(t, c1.ws.Close())
-
-	// The next server announces another key: it is not trusted.
+	// The next server announces another key: it is not trusted. (Stored
+	// before the close: the agent may reconnect at once.)
 	second := newSigner(t)
 	g.signer.Store(second)
+	require.NoError(t, c1.ws.Close())
 	c2 := g.accept(t)
 	c2.welcome(t, "s2")
 	c2.sendCommand(t, signed(t, second, newCommand(t, "e2", "echo", map[string]string{"message": "impostor"})))
