@@ -380,6 +380,7 @@ func TestAgentOnAllInOne(t *testing.T) {
 	gw := newProxy(t, strings.TrimPrefix(strings.TrimSuffix(aio.wsURL, "/ws/agent"), "ws://"))
 	h := newAgentHost(t, "host-1", "ws://"+gw.addr()+"/ws/agent", aio.secret, aio.pubKey, "")
 	agent := h.start(t)
+	top := t // agents restarted in a subtest outlive it
 
 	t.Run("enrolls and comes online with host telemetry", func(t *testing.T) {
 		var ag struct {
@@ -486,7 +487,7 @@ func TestAgentOnAllInOne(t *testing.T) {
 		agent.kill9(t)
 
 		gw.restore()
-		agent = h.start(t)
+		agent = h.start(top)
 		c := aio.wait(t, id, 60*time.Second)
 		require.Equal(t, "succeeded", c.Status, c.Executions[0].Error)
 		e := c.Executions[0]
@@ -506,5 +507,24 @@ func TestAgentOnAllInOne(t *testing.T) {
 		logs, err := os.ReadFile(agent.log)
 		require.NoError(t, err)
 		require.NotContains(t, string(logs), "panic")
+	})
+
+	t.Run("a script running at kill -9 is reported interrupted, not run again", func(t *testing.T) {
+		work := filepath.Join(h.work, "interrupted")
+		require.NoError(t, os.Mkdir(work, 0o755))
+		id := aio.command(t, h.id, "run_script", map[string]any{"script": "once", "args": []string{"30"}, "env": map[string]string{"work": work}}, 120)
+		runs := filepath.Join(work, "runs")
+		require.Eventually(t, func() bool { _, err := os.Stat(runs); return err == nil }, 20*time.Second, 10*time.Millisecond, "the script started")
+		agent.kill9(t)
+		agent = h.start(top)
+		c := aio.wait(t, id, 60*time.Second)
+		e := c.Executions[0]
+		require.Equal(t, "failed", e.Status)
+		require.Equal(t, 75, *e.ExitCode)
+		require.Equal(t, "interrupted: the agent stopped while this execution ran; it is not run again", e.Error)
+		time.Sleep(2 * time.Second)
+		b, err := os.ReadFile(runs)
+		require.NoError(t, err)
+		require.Equal(t, "run\n", string(b), "the script was not run again")
 	})
 }

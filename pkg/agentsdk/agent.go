@@ -90,6 +90,9 @@ func New(cfg Config) (*Agent, error) {
 		if err := a.loadOutbox(); err != nil {
 			return nil, fmt.Errorf("agentsdk: %w", err)
 		}
+		if err := a.loadInterrupted(); err != nil {
+			return nil, fmt.Errorf("agentsdk: %w", err)
+		}
 	}
 	if path := cfg.credentialPath(); a.cred == "" && path != "" {
 		cred, err := loadCredential(path)

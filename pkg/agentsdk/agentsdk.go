@@ -81,6 +81,11 @@ const (
 	// because it failed verification (signature, target, expiry, replay);
 	// the result's error is "rejected: <reason>".
 	ExitCodeRejected = 126
+	// ExitCodeInterrupted is reported, with Config.StateDir, for an
+	// execution that was running when the agent process ended (a crash, kill
+	// -9, power loss): the next process reports it failed instead of
+	// running it again, since it may have had effects already.
+	ExitCodeInterrupted = 75
 )
 
 // Defaults applied by New.

@@ -112,6 +112,11 @@ func (a *Agent) handleCommand(ctx context.Context, s *session, cmd *protocol.Com
 		if err := a.saveNonces(window); err != nil {
 			log.WithError(err).Error("saving the replay window failed; a replay of this COMMAND after a restart would not be recognised")
 		}
+		// So is the mark that it runs: a process ending before its result
+		// is stored leaves an interrupted result, not a second run.
+		if err := a.markRunning(*cmd, time.Now().UTC()); err != nil {
+			log.WithError(err).Error("saving the running mark failed; if the agent dies while this runs, the execution is not reported")
+		}
 	}
 
 	log.WithField("verb", trunc(cmd.Verb, protocol.MaxShortFieldLen)).Debug("command received")

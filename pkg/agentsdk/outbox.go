@@ -18,9 +18,18 @@ import (
 	"github.com/viworks/backend-agent/pkg/protocol"
 )
 
-// stateOutboxDir is the subdirectory of Config.StateDir keeping the results
-// that wait for RESULT_ACK, one file <execution_id>.json each.
-const stateOutboxDir = "outbox"
+// Subdirectories of Config.StateDir, one file <execution_id>.json each.
+const (
+	stateOutboxDir  = "outbox"  // results that wait for RESULT_ACK
+	stateRunningDir = "running" // executions whose handler may be running
+)
+
+// runningRecord marks an execution accepted and not finished.
+type runningRecord struct {
+	CommandID  string    `json:"command_id"`
+	Verb       string    `json:"verb"`
+	ReceivedAt time.Time `json:"received_at"`
+}
 
 // outboxEntry is an encoded COMMAND_RESULT waiting for RESULT_ACK.
 type outboxEntry struct {
@@ -57,6 +66,76 @@ func (a *Agent) persistResult(executionID string, seq uint64, frame []byte) erro
 	}
 	if err := atomicfile.Write(filepath.Join(dir, executionID+".json"), b); err != nil {
 		return fmt.Errorf("saving the result in the outbox: %w", err)
+	}
+	a.unmarkRunning(executionID)
+	return nil
+}
+
+// markRunning records, before its handler starts, that an execution runs,
+// so a process that ends before its result is stored leaves a trace.
+func (a *Agent) markRunning(cmd protocol.Command, at time.Time) error {
+	if a.cfg.StateDir == "" {
+		return nil
+	}
+	b, err := json.Marshal(runningRecord{CommandID: cmd.CommandID, Verb: cmd.Verb, ReceivedAt: at})
+	if err != nil {
+		return fmt.Errorf("encoding the running mark: %w", err)
+	}
+	if err := atomicfile.Write(filepath.Join(a.cfg.StateDir, stateRunningDir, cmd.ExecutionID+".json"), b); err != nil {
+		return fmt.Errorf("saving the running mark: %w", err)
+	}
+	return nil
+}
+
+// unmarkRunning removes the mark once the result is stored.
+func (a *Agent) unmarkRunning(executionID string) {
+	if a.cfg.StateDir == "" {
+		return
+	}
+	err := os.Remove(filepath.Join(a.cfg.StateDir, stateRunningDir, executionID+".json"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.WithError(err).WithField("execution_id", executionID).Error("removing a running mark failed")
+	}
+}
+
+// loadInterrupted turns the executions a previous process was running when
+// it ended into failed results (ExitCodeInterrupted) in the outbox: they are
+// reported, never run again. Called by New after loadOutbox.
+func (a *Agent) loadInterrupted() error {
+	dir := filepath.Join(a.cfg.StateDir, stateRunningDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating the running directory: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("reading the running directory: %w", err)
+	}
+	now := time.Now().UTC()
+	for _, de := range entries {
+		name := de.Name()
+		path := filepath.Join(dir, name)
+		id, ok := strings.CutSuffix(name, ".json")
+		if strings.HasPrefix(name, ".") || !ok || protocol.CheckID("", id) != nil {
+			_ = os.Remove(path)
+			continue
+		}
+		if _, done := a.outbox[id]; done {
+			_ = os.Remove(path) // the result was stored just before the end
+			continue
+		}
+		var rec runningRecord
+		if b, err := os.ReadFile(path); err == nil {
+			_ = json.Unmarshal(b, &rec)
+		}
+		startedAt := rec.ReceivedAt
+		if startedAt.IsZero() {
+			startedAt = now
+		}
+		a.log.WithFields(logrus.Fields{"execution_id": id, "verb": trunc(rec.Verb, protocol.MaxShortFieldLen)}).
+			Warn("an execution was running when the previous agent process ended; reported as interrupted, not run again")
+		a.storeResult(protocol.Command{ExecutionID: id, CommandID: rec.CommandID, Verb: rec.Verb},
+			Result{ExitCode: ExitCodeInterrupted, Error: "interrupted: the agent stopped while this execution ran; it is not run again"},
+			startedAt, now)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,4 +86,53 @@ func TestOutboxKeepsRejectedResult(t *testing.T) {
 	require.Equal(t, 1, a.PendingResults())
 	_, err := os.Stat(filepath.Join(cfg.StateDir, stateOutboxDir, "bad.json"))
 	require.NoError(t, err)
+}
+
+// An execution that was running when the process ended (here: a second
+// process takes over the state directory while the first one's handler still
+// blocks, as after kill -9) is reported failed as interrupted by the next
+// process, and a re-sent COMMAND of it is answered with that result, not run.
+func TestInterruptedExecutionReportedNotRerun(t *testing.T) {
+	g := newGateway(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	cfg := baseConfig(g)
+	cfg.StateDir = dir
+	release := make(chan struct{})
+	var runs atomic.Int32
+	cfg.Handlers = map[string]HandlerFunc{"block": func(ctx context.Context, _ protocol.Command) Result {
+		runs.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return Result{Output: "late"}
+	}}
+	first, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	t.Cleanup(func() { close(release); cancel(); <-done })
+	c := g.accept(t)
+	c.welcome(t, "s1")
+	cmd := signed(t, c.signer, newCommand(t, "e1", "block", map[string]string{}))
+	c.sendCommand(t, cmd)
+	c.expectAck(t, "e1", protocol.AckReceived)
+	c.expectAck(t, "e1", protocol.AckStarted)
+	_, err = os.Stat(filepath.Join(dir, stateRunningDir, "e1.json"))
+	require.NoError(t, err, "the running mark is on disk before the handler runs")
+
+	second, _ := start(t, cfg)
+	require.Equal(t, 1, second.PendingResults())
+	c2 := g.accept(t)
+	c2.welcome(t, "s2")
+	r := c2.expectResult(t, "e1")
+	require.Equal(t, protocol.ResultFailed, r.Status)
+	require.Equal(t, ExitCodeInterrupted, r.ExitCode)
+	require.Equal(t, "interrupted: the agent stopped while this execution ran; it is not run again", r.Error)
+	c2.sendCommand(t, signed(t, c2.signer, newCommand(t, "e1", "block", map[string]string{})))
+	require.Equal(t, ExitCodeInterrupted, c2.expectResult(t, "e1").ExitCode, "answered from the outbox")
+	require.Equal(t, int32(1), runs.Load(), "not run again")
+	_, err = os.Stat(filepath.Join(dir, stateRunningDir, "e1.json"))
+	require.ErrorIs(t, err, os.ErrNotExist, "the mark became a result")
 }
