@@ -19,7 +19,6 @@ import (
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // Alert rule kinds.
@@ -812,16 +811,7 @@ func (s *Store) MetricAbove(ctx context.Context, metric string, threshold float6
 	if !metricPattern.MatchString(metric) {
 		return nil, fmt.Errorf("metric above: invalid metric name %q", metric)
 	}
-	var value string
-	var args []any
-	if s.dialect == Postgres {
-		value = `CASE WHEN jsonb_typeof(metrics -> ?::text) = 'number' THEN (metrics ->> ?::text)::float8 END`
-		args = []any{metric, metric}
-	} else {
-		path := `$."` + metric + `"` // metricPattern excludes quotes and backslashes
-		value = `CASE WHEN json_type(metrics, ?) IN ('integer', 'real') THEN CAST(json_extract(metrics, ?) AS REAL) END`
-		args = []any{path, path}
-	}
+	value, args := s.dialect.metricValue(metric)
 	args = append(args, from.UTC(), to.UTC(), threshold)
 	sql := `SELECT agent_id, count(*) AS samples, min(v) AS min_v, max(v) AS max_v
 FROM (SELECT agent_id, ` + value + ` AS v FROM telemetry WHERE ts > ? AND ts <= ?) s
@@ -1013,9 +1003,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, limit int, l
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		q := tx.Model(&WebhookDelivery{}).Where("status = ? AND (claimed_until IS NULL OR claimed_until < ?)", DeliveryPending, now).
 			Order("created_at").Order("id").Limit(limit)
-		if s.dialect == Postgres {
-			q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
-		}
+		q = s.dialect.skipLocked(q)
 		var ids []string
 		if err := q.Pluck("id", &ids).Error; err != nil {
 			return fmt.Errorf("claiming deliveries: %w", err)
