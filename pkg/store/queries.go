@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"time"
 
 	"gorm.io/gorm"
@@ -59,6 +60,9 @@ type TelemetryPoint struct {
 	Max    float64
 	Count  int64 // samples with the metric in the bucket
 }
+
+// metricPattern: metric names usable as a JSON key in both dialects' path syntax.
+var metricPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$`)
 
 // ValidMetricName reports whether name can be queried as a telemetry metric.
 func ValidMetricName(name string) bool { return metricPattern.MatchString(name) }
