@@ -1,4 +1,4 @@
-package store_test
+package storetest
 
 import (
 	"context"
@@ -24,8 +24,6 @@ func newRule(t *testing.T, s *store.Store, name, kind, params string) store.Aler
 	require.NoError(t, err)
 	return r
 }
-
-func TestAlertRulesCRUD(t *testing.T) { each(t, testAlertRulesCRUD) }
 
 func testAlertRulesCRUD(t *testing.T, s *store.Store) {
 	ctx := context.Background()
@@ -77,8 +75,6 @@ func newHook(t *testing.T, s *store.Store, url string, enabled bool) store.Webho
 func testPayload(event string, rule store.AlertRule, a store.Alert) (store.JSON, error) {
 	return json.Marshal(map[string]any{"event": event, "rule": rule.Name, "subject": a.Subject})
 }
-
-func TestSyncAlerts(t *testing.T) { each(t, testSyncAlerts) }
 
 func testSyncAlerts(t *testing.T, s *store.Store) {
 	ctx := context.Background()
@@ -185,8 +181,6 @@ func testSyncAlerts(t *testing.T, s *store.Store) {
 
 // Concurrent evaluators (a leader change) open one alert, never two: the
 // unique partial index on open alerts decides.
-func TestSyncAlertsConcurrent(t *testing.T) { each(t, testSyncAlertsConcurrent) }
-
 func testSyncAlertsConcurrent(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	rule := newRule(t, s, "unhealthy", store.AlertAgentUnhealthy, `{}`)
@@ -214,8 +208,6 @@ func testSyncAlertsConcurrent(t *testing.T, s *store.Store) {
 	require.NoError(t, err)
 	require.Len(t, firing, 2)
 }
-
-func TestAlertConditionQueries(t *testing.T) { each(t, testAlertConditionQueries) }
 
 func testAlertConditionQueries(t *testing.T, s *store.Store) {
 	ctx := context.Background()
@@ -291,7 +283,7 @@ func testAlertConditionQueries(t *testing.T, s *store.Store) {
 	require.Error(t, err)
 
 	// Failure rate over executions finished in the window.
-	online(t, s, "runner", "gw", "s-runner")
+	Online(t, s, "runner", "gw", "s-runner")
 	for i, status := range []string{"succeeded", "failed", "failed", "succeeded"} {
 		c, _, err := s.CreateCommand(ctx, store.NewCommand{Verb: "echo", Targeting: store.Targeting{AgentIDs: []string{"runner"}}, TTLSeconds: 60, TimeoutSeconds: 60, CreatedBy: "t", Audit: store.AuditEvent{Actor: "t", Action: "x"}})
 		require.NoError(t, err)
@@ -322,8 +314,6 @@ func seenIDs(as []store.AgentSeen) []string {
 	}
 	return out
 }
-
-func TestWebhooksAndDeliveries(t *testing.T) { each(t, testWebhooksAndDeliveries) }
 
 func testWebhooksAndDeliveries(t *testing.T, s *store.Store) {
 	ctx := context.Background()
@@ -425,8 +415,6 @@ func testWebhooksAndDeliveries(t *testing.T, s *store.Store) {
 	require.Len(t, d, 1)
 	require.Equal(t, store.EventAlertResolved, d[0].Event)
 }
-
-func TestWebhookLimit(t *testing.T) { each(t, testWebhookLimit) }
 
 func testWebhookLimit(t *testing.T, s *store.Store) {
 	ctx := context.Background()
