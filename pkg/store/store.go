@@ -3,9 +3,11 @@
 // production database) or SQLite (the embedded one-process mode). It is the
 // source of truth; everything on the bus can be rebuilt from it.
 //
-// Where the two databases differ the store says so: Postgres claims work with
-// FOR UPDATE SKIP LOCKED so replicas share the queue; SQLite has one writer (a
-// single connection), which serialises claims in the one process that uses it.
+// Where the two databases differ, the store asks its dialect (dialect.go, with
+// one implementation in dialect_postgres.go and one in dialect_sqlite.go):
+// Postgres claims work with FOR UPDATE SKIP LOCKED so replicas share the queue;
+// SQLite has one writer (a single connection), which serialises claims in the
+// one process that uses it. Package storetest holds the suite both pass.
 package store
 
 import (
