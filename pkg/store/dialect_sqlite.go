@@ -214,6 +214,8 @@ FROM executions WHERE dispatched_at > ? ORDER BY dispatched_at DESC LIMIT ?`, si
 	return DispatchLatency{Samples: int64(len(lat)), P50: Percentile(lat, 0.5), P99: Percentile(lat, 0.99)}, nil
 }
 
+// sqliteDSN is the driver DSN of a database file with the pragmas the store
+// relies on (WAL, foreign keys, a busy timeout) and immediate transactions.
 func sqliteDSN(path string) (string, error) {
 	if path == "" {
 		return "", errors.New("store: sqlite URL needs a file path: sqlite://PATH")
