@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,6 +28,26 @@ type migration struct {
 	version int
 	name    string
 	sql     string
+}
+
+// SchemaDigest identifies the schema the migrations build: a SHA-256 over every
+// migration file of both dialects, names and contents. Tests key template
+// databases on it.
+func SchemaDigest() string {
+	h := sha256.New()
+	_ = fs.WalkDir(migrationFiles, "migrations", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		body, err := fs.ReadFile(migrationFiles, path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", path, len(body))
+		h.Write(body)
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // loadMigrations reads one dialect's migrations; both dialects have the same

@@ -20,6 +20,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/signing"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
@@ -33,7 +34,7 @@ type env struct {
 func newEnv(t *testing.T) env {
 	t.Helper()
 	ctx := context.Background()
-	url := testenv.Postgres(t)
+	url := storetest.MigratedPostgres(t)
 	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
