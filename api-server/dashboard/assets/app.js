@@ -460,3 +460,4 @@ function adminPage(view) {
 
 // ---- start ----
 showSignedOut("");
+document.body.dataset.ready = "true";
