@@ -246,6 +246,18 @@ func (b *browser) screenshot(name string) {
 	require.NoError(b.t, os.WriteFile(filepath.Join(dir, b.env.name+"-"+name+".png"), png, 0o644))
 }
 
+// phoneWidth: at 390 px the page does not scroll sideways (wide tables
+// scroll in their own box) and stays accessible.
+func (b *browser) phoneWidth(page string) {
+	b.t.Helper()
+	b.run(10*time.Second, chromedp.EmulateViewport(390, 844), chromedp.Sleep(300*time.Millisecond))
+	defer b.run(10*time.Second, chromedp.EmulateViewport(1280, 800))
+	overflow := eval[int](b, `document.documentElement.scrollWidth - window.innerWidth`)
+	require.LessOrEqual(b.t, overflow, 0, "%s: the %s page is wider than a phone", b.env.name, page)
+	b.accessible(page + " (phone)")
+	b.screenshot(page + "-phone")
+}
+
 type axeViolation struct {
 	ID     string `json:"id"`
 	Impact string `json:"impact"`
@@ -366,6 +378,9 @@ func dashboardScenarios(t *testing.T, chromium string, env dashEnv) {
 	b.sameDocument()
 	b.accessible("command")
 	b.screenshot("command")
+	b.phoneWidth("command")
+	b.goTo("#/fleet", row(env.initial[0]))
+	b.phoneWidth("fleet")
 
 	// A bad argument shows the API's problem, not a silent failure.
 	b.goTo("#/send", "#send-form")
