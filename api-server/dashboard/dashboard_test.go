@@ -50,7 +50,7 @@ func TestDashboardServesPageAndFiles(t *testing.T) {
 		{http.MethodGet, "/ui/style.css", http.StatusOK, "text/css; charset=utf-8"},
 		{http.MethodGet, "/ui/icon.svg", http.StatusOK, "image/svg+xml"},
 		{http.MethodHead, "/", http.StatusOK, "text/html; charset=utf-8"},
-		{http.MethodGet, "/ui/", http.StatusNotFound, ""},                 // no listing
+		{http.MethodGet, "/ui/", http.StatusNotFound, ""},                // no listing
 		{http.MethodGet, "/ui/index.html.tmpl", http.StatusNotFound, ""}, // not the template
 		{http.MethodGet, "/dashboard.go", http.StatusNotFound, ""},
 		{http.MethodGet, "/ui/nope.js", http.StatusNotFound, ""},
