@@ -83,3 +83,12 @@ tidy: ## go mod tidy in every module of go.work
 
 clean: ## remove ./bin
 	rm -rf $(BIN)
+
+# axe-core, the accessibility checker the browser tests inject (test-only, vendored in e2e/testdata/axe).
+AXE_VERSION ?= 4.14.1
+.PHONY: vendor-axe
+vendor-axe: ## refresh e2e/testdata/axe from the npm registry (AXE_VERSION), recording version and sha256
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent axe-core@$(AXE_VERSION) >/dev/null && tar -xzf axe-core-$(AXE_VERSION).tgz package/axe.min.js package/LICENSE && \
+	  mkdir -p $(CURDIR)/e2e/testdata/axe && cp package/axe.min.js package/LICENSE $(CURDIR)/e2e/testdata/axe/ && \
+	  printf 'axe-core %s %s axe.min.js (npm pack axe-core@%s; make vendor-axe)\n' $(AXE_VERSION) $$(sha256sum package/axe.min.js | cut -d' ' -f1) $(AXE_VERSION) > $(CURDIR)/e2e/testdata/axe/PINNED && \
+	  rm -rf $$tmp && cat $(CURDIR)/e2e/testdata/axe/PINNED
