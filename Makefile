@@ -11,7 +11,13 @@ PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 DATA_DIR    ?= data
 DEMO_AGENTS ?= 5
 PORT        ?= 8080
-LDFLAGS  := -s -w
+# Version, commit and build date every binary's --version prints (pkg/buildinfo);
+# the date is the commit's, so that two builds of one commit are byte-identical.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+DATE     ?= $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
+BUILDINFO := github.com/viworks/backend-agent/pkg/buildinfo
+LDFLAGS  := -s -w -buildid= -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT) -X $(BUILDINFO).Date=$(DATE)
 GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 GOVULNCHECK ?= $(shell $(GO) env GOPATH)/bin/govulncheck
