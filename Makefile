@@ -68,6 +68,9 @@ release: ## static archives for $(PLATFORMS) into $(DIST)/ (binaries, install.sh
 	done
 	cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
 
+print-release-binaries:
+	@echo $(foreach b,$(RELEASE_BINARIES),$(firstword $(subst =, ,$(b))))
+
 release-test: ## make release twice for one platform (RELEASE_TEST_PLATFORM), compare, then install.sh, units and the installed all-in-one
 	cd deploy/releasetest && $(GO) test -count=1 -timeout 20m -v ./...
 

@@ -147,7 +147,8 @@ do_install() {
 		say "created the system user $USER_NAME"
 	fi
 
-	mkdir -p "$DESTDIR$BINDIR" "$DESTDIR$UNITDIR" "$DESTDIR$CONFDIR" "$DESTDIR$DATADIR"
+	# Missing parents (in a DESTDIR tree) get the usual 0755.
+	(umask 022 && mkdir -p "$DESTDIR$BINDIR" "$DESTDIR$UNITDIR" "$DESTDIR$CONFDIR" "$DESTDIR$DATADIR")
 	chmod 0755 "$DESTDIR$BINDIR" "$DESTDIR$UNITDIR"
 	chmod 0750 "$DESTDIR$CONFDIR" "$DESTDIR$DATADIR"
 	own "root:$USER_NAME" "$DESTDIR$CONFDIR"
