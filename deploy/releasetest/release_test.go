@@ -411,3 +411,22 @@ func startInstalled(t *testing.T, destdir string) {
 	_, err = os.Stat(filepath.Join(destdir, "var/lib/viworks", "viworks.db"))
 	require.False(t, errors.Is(err, fs.ErrNotExist), "no database in /var/lib/viworks")
 }
+
+// The image's binaries are built with the release's flags and stamp (the
+// Dockerfile cannot read the Makefile, and docker does not run here).
+func TestDockerfileStampsLikeTheRelease(t *testing.T) {
+	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	require.NoError(t, err)
+	df, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^LDFLAGS\s*:=\s*(.+)$`).FindSubmatch(mk)
+	require.NotNil(t, m, "Makefile LDFLAGS")
+	d := regexp.MustCompile(`ldflags="([^"]+)"`).FindSubmatch(df)
+	require.NotNil(t, d, "Dockerfile ldflags")
+	makeFlags := regexp.MustCompile(`\$\((\w+)\)`).ReplaceAllString(string(m[1]), "$$$1")
+	makeFlags = strings.ReplaceAll(makeFlags, "$BUILDINFO", "$bi")
+	require.Equal(t, strings.TrimSpace(makeFlags), string(d[1]))
+	require.Contains(t, string(df), "go build -trimpath")
+	require.Contains(t, string(mk), "CGO_ENABLED=0 $(GO) build -trimpath")
+	require.Regexp(t, `(?m)^ENV CGO_ENABLED=0 `, string(df))
+}
