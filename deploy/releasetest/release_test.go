@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
 // root is the repository.
@@ -329,54 +330,137 @@ func TestRelease(t *testing.T) {
 
 	t.Run("the installed all-in-one starts from its unit and answers health", func(t *testing.T) {
 		startInstalled(t, destdir)
+		// Embedded storage, in the data directory the unit may write.
+		require.FileExists(t, filepath.Join(destdir, "var/lib/viworks", "viworks.db"))
+	})
+
+	t.Run("on the Postgres and Redis of the env file: the all-in-one, then the split services", func(t *testing.T) {
+		dbURL := testenv.Postgres(t)
+		redisURL, prefix := testenv.Redis(t)
+		other := filepath.Join(work, "root-services")
+		dotenv := fmt.Sprintf("DATABASE_URL=%s\nREDIS_URL=%s\nREDIS_KEY_PREFIX=%s\n", dbURL, redisURL, prefix)
+		require.NoError(t, os.WriteFile(filepath.Join(unpacked, ".env"), []byte(dotenv), 0o600))
+		t.Cleanup(func() { _ = os.Remove(filepath.Join(unpacked, ".env")) })
+		run(t, unpacked, []string{"DESTDIR=" + other}, "./install.sh", "--no-start")
+
+		startInstalled(t, other)
+		require.NoFileExists(t, filepath.Join(other, "var/lib/viworks", "viworks.db"), "the env file's Postgres, not SQLite")
+
+		// A fresh database for the split services: the scheduler's
+		// ExecStartPre migrates it, then the three start.
+		dbURL = testenv.Postgres(t)
+		envPath := filepath.Join(other, "etc/viworks/viworks.env")
+		raw, err := os.ReadFile(envPath)
+		require.NoError(t, err)
+		raw = regexp.MustCompile(`(?m)^DATABASE_URL=.*$`).ReplaceAll(raw, []byte("DATABASE_URL="+dbURL))
+		require.NoError(t, os.WriteFile(envPath, raw, 0o600))
+		ports := map[string]int{}
+		for _, u := range []string{"viworks-scheduler.service", "viworks-api-server.service", "viworks-agent-gateway.service"} {
+			ports[u] = freePort(t)
+		}
+		argv, env := unitCommand(t, other, "viworks-scheduler.service", "ExecStartPre", ports["viworks-scheduler.service"])
+		cmd := exec.Command("chroot", append([]string{other}, argv...)...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), "schema at version")
+		var running []*started
+		for _, u := range []string{"viworks-scheduler.service", "viworks-api-server.service", "viworks-agent-gateway.service"} {
+			running = append(running, startUnit(t, other, u, ports[u]))
+		}
+		troubleshoot(t, ports["viworks-api-server.service"])
+		for _, s := range slices.Backward(running) {
+			s.stop(t)
+		}
 	})
 }
 
-// startInstalled runs viworks-backend-agent.service's ExecStart in a chroot of
-// destdir with the unit's EnvironmentFile, as systemd would (plus a free
-// loopback port and a notify socket), and runs the README's troubleshooting
-// curls against it.
-func startInstalled(t *testing.T, destdir string) {
-	unit := filepath.Join(destdir, "etc/systemd/system/viworks-backend-agent.service")
-	require.Equal(t, "notify", unitValue(t, unit, "Type"))
-	argv := strings.Fields(unitValue(t, unit, "ExecStart"))
-	envPath := unitValue(t, unit, "EnvironmentFile")
-	var env []string
-	for k, v := range envFile(t, filepath.Join(destdir, envPath)) {
-		env = append(env, k+"="+v)
+// started is a unit's ExecStart running in a chroot of the installed tree.
+type started struct {
+	cmd            *exec.Cmd
+	exited         chan error
+	sock           *net.UnixConn
+	stdout, stderr bytes.Buffer
+}
+
+// notified is the next message the service sent to its notify socket.
+func (s *started) notified(t *testing.T) string {
+	buf := make([]byte, 256)
+	require.NoError(t, s.sock.SetReadDeadline(time.Now().Add(60*time.Second)))
+	n, err := s.sock.Read(buf)
+	require.NoError(t, err, "stderr: %s\nstdout: %s", &s.stderr, &s.stdout)
+	return string(buf[:n])
+}
+
+// stop sends SIGTERM, as systemd stops a unit, and waits for a clean exit
+// after STOPPING=1.
+func (s *started) stop(t *testing.T) {
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, "STOPPING=1", s.notified(t))
+	select {
+	case err := <-s.exited:
+		require.NoError(t, err, "stderr: %s", &s.stderr)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the service did not stop within 60 s of SIGTERM")
 	}
+}
+
+// freePort is a loopback port nothing listens on.
+func freePort(t *testing.T) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	port := ln.Addr().(*net.TCPAddr).Port
 	require.NoError(t, ln.Close())
-	require.NoError(t, os.MkdirAll(filepath.Join(destdir, "run"), 0o755))
-	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(destdir, "run/notify"), Net: "unixgram"})
-	require.NoError(t, err)
-	defer sock.Close()
-	env = append(env, "BACKEND_AGENT_PORT="+strconv.Itoa(port), "BACKEND_AGENT_BIND_ADDRESS=127.0.0.1", "NOTIFY_SOCKET=/run/notify")
+	return port
+}
 
-	cmd := exec.Command("chroot", append([]string{destdir}, argv...)...)
-	cmd.Env = env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-		}
-	}()
-
-	notified := func() string {
-		buf := make([]byte, 256)
-		require.NoError(t, sock.SetReadDeadline(time.Now().Add(60*time.Second)))
-		n, err := sock.Read(buf)
-		require.NoError(t, err, "stderr: %s\nstdout: %s", &stderr, &stdout)
-		return string(buf[:n])
+// unitCommand is a unit's command line (ExecStart or ExecStartPre) and its
+// environment: the unit's EnvironmentFile as systemd reads it, a loopback
+// listener on port (the unit's --port, if any, becomes port) and a notify
+// socket path inside the tree.
+func unitCommand(t *testing.T, destdir, unit, key string, port int) (argv, env []string) {
+	path := filepath.Join(destdir, "etc/systemd/system", unit)
+	require.Equal(t, "notify", unitValue(t, path, "Type"))
+	argv = strings.Fields(unitValue(t, path, key))
+	if i := slices.Index(argv, "--port"); i >= 0 {
+		argv[i+1] = strconv.Itoa(port)
 	}
-	require.Equal(t, "READY=1", notified())
+	for k, v := range envFile(t, filepath.Join(destdir, unitValue(t, path, "EnvironmentFile"))) {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "BACKEND_AGENT_PORT="+strconv.Itoa(port), "BACKEND_AGENT_BIND_ADDRESS=127.0.0.1")
+	return argv, env
+}
 
+// startUnit runs unit's ExecStart in a chroot of destdir as systemd would and
+// waits for its READY=1.
+func startUnit(t *testing.T, destdir, unit string, port int) *started {
+	argv, env := unitCommand(t, destdir, unit, "ExecStart", port)
+	require.NoError(t, os.MkdirAll(filepath.Join(destdir, "run"), 0o755))
+	sockName := "/run/" + strings.TrimSuffix(unit, ".service") + ".notify"
+	_ = os.Remove(filepath.Join(destdir, sockName))
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(destdir, sockName), Net: "unixgram"})
+	require.NoError(t, err)
+	s := &started{sock: sock, exited: make(chan error, 1)}
+	s.cmd = exec.Command("chroot", append([]string{destdir}, argv...)...)
+	s.cmd.Env = append(env, "NOTIFY_SOCKET="+sockName)
+	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
+	require.NoError(t, s.cmd.Start())
+	go func() { s.exited <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+		_ = sock.Close()
+	})
+	require.Equal(t, "READY=1", s.notified(t))
+	return s
+}
+
+// troubleshoot runs the README's troubleshooting curls against port; each
+// must answer 200.
+func troubleshoot(t *testing.T, port int) {
 	curls := strings.ReplaceAll(readmeBlock(t, "vm-troubleshooting"), "localhost:8080", "127.0.0.1:"+strconv.Itoa(port))
 	lines := slices.DeleteFunc(strings.Split(strings.TrimSpace(curls), "\n"), func(s string) bool { return strings.TrimSpace(s) == "" })
 	require.Len(t, lines, 3)
@@ -384,49 +468,29 @@ func startInstalled(t *testing.T, destdir string) {
 		out := run(t, "", nil, "sh", "-ec", l+` -o /dev/stderr -w '%{http_code}'`)
 		require.True(t, strings.HasSuffix(out, "200"), "%s: %s", l, out)
 	}
+}
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	require.Equal(t, "STOPPING=1", notified())
-	select {
-	case err := <-exited:
-		require.NoError(t, err, "stderr: %s", &stderr)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the all-in-one did not stop within 60 s of SIGTERM")
-	}
-
-	// What journald would store: JSON lines on stdout and stderr.
-	var logged int
-	for _, s := range []*bytes.Buffer{&stdout, &stderr} {
-		sc := bufio.NewScanner(s)
+// jsonLines counts the JSON log records in out (what journald would store).
+func jsonLines(out ...*bytes.Buffer) int {
+	var n int
+	for _, s := range out {
+		sc := bufio.NewScanner(bytes.NewReader(s.Bytes()))
 		for sc.Scan() {
 			var rec map[string]any
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] != nil {
-				logged++
+				n++
 			}
 		}
 	}
-	require.Positive(t, logged, "no JSON log lines:\n%s\n%s", &stdout, &stderr)
-
-	// The data lives in the data directory the unit may write.
-	_, err = os.Stat(filepath.Join(destdir, "var/lib/viworks", "viworks.db"))
-	require.False(t, errors.Is(err, fs.ErrNotExist), "no database in /var/lib/viworks")
+	return n
 }
 
-// The image's binaries are built with the release's flags and stamp (the
-// Dockerfile cannot read the Makefile, and docker does not run here).
-func TestDockerfileStampsLikeTheRelease(t *testing.T) {
-	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
-	require.NoError(t, err)
-	df, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
-	require.NoError(t, err)
-	m := regexp.MustCompile(`(?m)^LDFLAGS\s*:=\s*(.+)$`).FindSubmatch(mk)
-	require.NotNil(t, m, "Makefile LDFLAGS")
-	d := regexp.MustCompile(`ldflags="([^"]+)"`).FindSubmatch(df)
-	require.NotNil(t, d, "Dockerfile ldflags")
-	makeFlags := regexp.MustCompile(`\$\((\w+)\)`).ReplaceAllString(string(m[1]), "$$$1")
-	makeFlags = strings.ReplaceAll(makeFlags, "$BUILDINFO", "$bi")
-	require.Equal(t, strings.TrimSpace(makeFlags), string(d[1]))
-	require.Contains(t, string(df), "go build -trimpath")
-	require.Contains(t, string(mk), "CGO_ENABLED=0 $(GO) build -trimpath")
-	require.Regexp(t, `(?m)^ENV CGO_ENABLED=0 `, string(df))
+// startInstalled runs viworks-backend-agent.service in destdir, the README's
+// troubleshooting curls against it, and stops it.
+func startInstalled(t *testing.T, destdir string) {
+	port := freePort(t)
+	s := startUnit(t, destdir, "viworks-backend-agent.service", port)
+	troubleshoot(t, port)
+	s.stop(t)
+	require.Positive(t, jsonLines(&s.stdout, &s.stderr), "no JSON log lines:\n%s\n%s", &s.stdout, &s.stderr)
 }
