@@ -26,7 +26,7 @@ GOVULNCHECK ?= $(shell $(GO) env GOPATH)/bin/govulncheck
 VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
 VULNDB_DIR     ?= .cache/vulndb-$(VULNDB_VERSION)
 # Modules whose code ships (govulncheck looks at what a binary can reach).
-SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone
+SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone viworks-agent viworksctl
 
 # make release: the binaries every archive holds, NAME=PACKAGE each.
 RELEASE_BINARIES ?= api-server=./api-server agent-gateway=./agent-gateway scheduler=./scheduler agentsim=./agentsim viworks=./standalone
@@ -51,6 +51,8 @@ build: ## binaries into ./bin
 	$(GOBUILD) -o $(BIN)/scheduler ./scheduler
 	$(GOBUILD) -o $(BIN)/agentsim ./agentsim
 	$(GOBUILD) -o $(BIN)/viworks ./standalone
+	$(GOBUILD) -o $(BIN)/viworks-agent ./viworks-agent
+	$(GOBUILD) -o $(BIN)/viworksctl ./viworksctl
 
 release: ## static archives for $(PLATFORMS) into $(DIST)/ (binaries, install.sh, units, examples), with SHA256SUMS
 	rm -rf $(DIST) && mkdir -p $(DIST)
@@ -79,7 +81,7 @@ test: ## all tests with the race detector (service-backed tests skip without Pos
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
-	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench deploy)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench deploy; echo 'gofmt: files above need formatting'; exit 1; }
+	@test -z "$$(gofmt -l $(MODULES) deploy)" || { gofmt -l $(MODULES) deploy; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet $(PKGS) ./deploy/charttest/...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) $(PKGS) ./deploy/charttest/...

@@ -85,26 +85,13 @@ func LatestVersion() int {
 	return ms[len(ms)-1].version
 }
 
-var createVersionTable = map[string]string{
-	Postgres: `CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    integer PRIMARY KEY,
-    name       text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)`,
-	SQLite: `CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    INTEGER PRIMARY KEY,
-    name       TEXT     NOT NULL,
-    applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
-)`,
-}
-
 // Migrate applies pending migrations, each in its own transaction. On Postgres
 // it holds a session-level advisory lock, so several migrators (one per pod) may
 // run at once: one applies, the others wait and then find nothing to do. SQLite
 // is used by one process, whose single connection serialises it. It returns the
 // versions it applied.
 func (s *Store) Migrate(ctx context.Context) ([]int, error) {
-	ms, err := loadMigrations(s.dialect)
+	ms, err := loadMigrations(s.dialect.name())
 	if err != nil {
 		return nil, err
 	}
@@ -117,15 +104,12 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 		return nil, fmt.Errorf("acquiring migration connection: %w", err)
 	}
 	defer conn.Close()
-	if s.dialect == Postgres {
-		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
-			return nil, fmt.Errorf("taking migration lock: %w", err)
-		}
-		defer func() {
-			_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockKey)
-		}()
+	unlock, err := s.dialect.lockMigrations(ctx, conn)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := conn.ExecContext(ctx, createVersionTable[s.dialect]); err != nil {
+	defer unlock()
+	if _, err := conn.ExecContext(ctx, s.dialect.versionTable()); err != nil {
 		return nil, fmt.Errorf("creating schema_migrations: %w", err)
 	}
 	var applied []int
@@ -204,7 +188,7 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 
 // missingVersions lists the shipped migrations the database has not applied.
 func (s *Store) missingVersions(ctx context.Context) ([]int, error) {
-	shipped := MigrationVersions(s.dialect)
+	shipped := MigrationVersions(s.dialect.name())
 	if !s.db.WithContext(ctx).Migrator().HasTable("schema_migrations") {
 		return shipped, nil
 	}
