@@ -29,7 +29,7 @@ VULNDB_DIR     ?= .cache/vulndb-$(VULNDB_VERSION)
 SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone viworks-agent viworksctl
 
 # make release: the binaries every archive holds, NAME=PACKAGE each.
-RELEASE_BINARIES ?= api-server=./api-server agent-gateway=./agent-gateway scheduler=./scheduler agentsim=./agentsim viworks=./standalone
+RELEASE_BINARIES ?= api-server=./api-server agent-gateway=./agent-gateway scheduler=./scheduler agentsim=./agentsim viworks=./standalone viworks-agent=./viworks-agent viworksctl=./viworksctl
 PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 DIST      ?= dist
 # Archive timestamps are the commit's, so two runs give identical bytes.
@@ -82,9 +82,9 @@ test: ## all tests with the race detector (service-backed tests skip without Pos
 
 lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
 	@test -z "$$(gofmt -l $(MODULES) deploy)" || { gofmt -l $(MODULES) deploy; echo 'gofmt: files above need formatting'; exit 1; }
-	$(GO) vet $(PKGS) ./deploy/charttest/...
+	$(GO) vet $(PKGS) ./deploy/charttest/... ./deploy/releasetest/...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-	$(STATICCHECK) $(PKGS) ./deploy/charttest/...
+	$(STATICCHECK) $(PKGS) ./deploy/charttest/... ./deploy/releasetest/...
 
 openapi-lint: ## Redocly's linter on api-server/apiserver/openapi.yaml, the file the binaries embed (rules in redocly.yaml; needs npx)
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --yes @redocly/cli@$(REDOCLY_VERSION) lint
