@@ -46,13 +46,7 @@ help: ## this list
 build: ## binaries into ./bin
 	@mkdir -p $(BIN)
 	@echo 'building the binaries into $(BIN)/ (the first build fetches modules and compiles for a few minutes)'
-	$(GOBUILD) -o $(BIN)/api-server ./api-server
-	$(GOBUILD) -o $(BIN)/agent-gateway ./agent-gateway
-	$(GOBUILD) -o $(BIN)/scheduler ./scheduler
-	$(GOBUILD) -o $(BIN)/agentsim ./agentsim
-	$(GOBUILD) -o $(BIN)/viworks ./standalone
-	$(GOBUILD) -o $(BIN)/viworks-agent ./viworks-agent
-	$(GOBUILD) -o $(BIN)/viworksctl ./viworksctl
+	@for b in $(RELEASE_BINARIES); do echo "  $(BIN)/$${b%%=*} from $${b#*=}"; $(GOBUILD) -o $(BIN)/$${b%%=*} $${b#*=} || exit 1; done
 
 release: ## static archives for $(PLATFORMS) into $(DIST)/ (binaries, install.sh, units, examples), with SHA256SUMS
 	rm -rf $(DIST) && mkdir -p $(DIST)
