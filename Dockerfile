@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
-# One image with the three service binaries (and the agent simulator), each at
+# One image with the three service binaries (and the agent simulator and
+# viworksctl, the operator's command line), each at
 # /NAME; Kubernetes picks one per Deployment with `command` (see deploy/).
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
 #     --build-arg COMMIT=$(git rev-parse HEAD) --build-arg DATE=$(git log -1 --format=%cI) \
 #     -t ghcr.io/viworks/backend-agent:1.2.3 .
 #   docker run --rm IMAGE /scheduler migrate
-# The build uses a workspace of just pkg and the four binaries' modules (made
+# The build uses a workspace of just pkg and the five binaries' modules (made
 # here with `go work init`), so the image needs none of the repository's other
 # modules (tests, benchmarks, tools) and builds even while a binary's go.sum
 # lags behind pkg's requirements.
@@ -28,7 +29,8 @@ COPY api-server/go.mod api-server/go.sum ./api-server/
 COPY agent-gateway/go.mod agent-gateway/go.sum ./agent-gateway/
 COPY scheduler/go.mod scheduler/go.sum ./scheduler/
 COPY agentsim/go.mod agentsim/go.sum ./agentsim/
-RUN go work init ./pkg ./api-server ./agent-gateway ./scheduler ./agentsim && \
+COPY viworksctl/go.mod viworksctl/go.sum ./viworksctl/
+RUN go work init ./pkg ./api-server ./agent-gateway ./scheduler ./agentsim ./viworksctl && \
     go mod download
 
 COPY pkg/ ./pkg/
@@ -36,6 +38,7 @@ COPY api-server/ ./api-server/
 COPY agent-gateway/ ./agent-gateway/
 COPY scheduler/ ./scheduler/
 COPY agentsim/ ./agentsim/
+COPY viworksctl/ ./viworksctl/
 RUN --mount=type=cache,target=/root/.cache/go-build \
     export GOOS=$TARGETOS GOARCH=$TARGETARCH && \
     bi=github.com/viworks/backend-agent/pkg/buildinfo && \
@@ -43,12 +46,13 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
     cd /src/api-server && go build -trimpath -ldflags="$ldflags" -o /out/api-server . && \
     cd /src/agent-gateway && go build -trimpath -ldflags="$ldflags" -o /out/agent-gateway . && \
     cd /src/scheduler && go build -trimpath -ldflags="$ldflags" -o /out/scheduler . && \
-    cd /src/agentsim && go build -trimpath -ldflags="$ldflags" -o /out/agentsim .
+    cd /src/agentsim && go build -trimpath -ldflags="$ldflags" -o /out/agentsim . && \
+    cd /src/viworksctl && go build -trimpath -ldflags="$ldflags" -o /out/viworksctl .
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="viworks-backend-agent" \
-      org.opencontainers.image.description="ViWorkS control plane: api-server, agent-gateway, scheduler (and agentsim)" \
+      org.opencontainers.image.description="ViWorkS control plane: api-server, agent-gateway, scheduler (and agentsim, viworksctl)" \
       org.opencontainers.image.source="https://github.com/viworks/backend-agent" \
       org.opencontainers.image.version="${VERSION}"
 COPY --from=build /out/ /
