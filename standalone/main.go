@@ -60,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// systemd sets JOURNAL_STREAM when the output goes to the journal.
+	o.LogOutput = os.Getenv("JOURNAL_STREAM") != ""
 	if err := allinone.Run(ctx, cfg, o, os.Stdout); err != nil {
 		service.PrintErrors(stderr, name, err)
 		return 1

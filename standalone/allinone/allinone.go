@@ -37,6 +37,9 @@ type Options struct {
 	DatabaseURL string // external Postgres instead of SQLite ("" = embedded)
 	RedisURL    string // external Redis instead of the in-process bus ("" = embedded)
 	DemoAgents  int    // simulated agents started in this process
+	// LogOutput says the banner's output is kept as a log (systemd's journal):
+	// the banner then names where the secrets are instead of printing them.
+	LogOutput bool
 }
 
 // Validate reports options that cannot work.
@@ -222,6 +225,15 @@ func demoFleet(cfg config.Config, o Options, st *store.Store, log logrus.FieldLo
 }
 
 func printBanner(out io.Writer, cfg config.Config, o Options, jwt *auth.JWT) error {
+	if o.LogOutput {
+		// Secrets never go into a log: no token, no enrollment secret.
+		_, err := fmt.Fprintf(out, `ViWorkS all-in-one is running on %s (REST API /api/v1, agents /ws/agent, %d demo agents);
+the enrollment secret and the JWT secret are in the service's environment (AGENT_ENROLLMENT_SECRET, JWT_SECRET),
+mint a token with: viworks token --data-dir %s --subject NAME --role admin (run with that environment)
+ready
+`, cfg.ListenAddr(), o.DemoAgents, o.DataDir)
+		return err
+	}
 	ttl := min(24*time.Hour, jwt.MaxLifetime())
 	shown := fmt.Sprintf("%gh", ttl.Hours())
 	token, err := jwt.Issue("admin", auth.RoleAdmin, ttl)
