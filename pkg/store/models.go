@@ -238,6 +238,8 @@ type Command struct {
 	MaxConcurrency int      `gorm:"not null"` // 0: unlimited
 	MaxErrors      *int     // nil: unlimited
 	CancelledBy    string   `gorm:"not null"`
+	ScheduleID     *string    // the schedule whose run this is (schedules.go); nil for others
+	DueAt          *time.Time // that run's due time
 	ExpiresAt      time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
