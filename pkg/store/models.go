@@ -223,27 +223,29 @@ type Targeting struct {
 
 // Command is one request of an operator, fanned out to executions.
 type Command struct {
-	ID             string     `gorm:"primaryKey"`
-	Verb           string     `gorm:"not null"`
-	Args           JSON       `gorm:"type:jsonb;not null"`
-	ArgsSealed     bool       `gorm:"not null"` // Args hold encrypted values (argseal), purged once final
-	Priority       Priority   `gorm:"not null"`
-	Status         string     `gorm:"not null"`
-	CreatedBy      string     `gorm:"not null"`
-	TimeoutSeconds int        `gorm:"not null"`
-	MaxRetries     int        `gorm:"not null"`
-	TTLSeconds     int        `gorm:"column:ttl_seconds;not null"`
-	Mode           string     `gorm:"not null"`
-	Targeting      JSON       `gorm:"not null"` // Targeting, as requested
-	MaxConcurrency int        `gorm:"not null"` // 0: unlimited
-	MaxErrors      *int       // nil: unlimited
-	CancelledBy    string     `gorm:"not null"`
-	ScheduleID     *string    // the schedule whose run this is (schedules.go); nil for others
-	DueAt          *time.Time // that run's due time
+	ID             string   `gorm:"primaryKey"`
+	Verb           string   `gorm:"not null"`
+	Args           JSON     `gorm:"type:jsonb;not null"`
+	ArgsSealed     bool     `gorm:"not null"` // Args hold encrypted values (argseal), purged once final
+	Priority       Priority `gorm:"not null"`
+	Status         string   `gorm:"not null"`
+	CreatedBy      string   `gorm:"not null"`
+	TimeoutSeconds int      `gorm:"not null"`
+	MaxRetries     int      `gorm:"not null"`
+	TTLSeconds     int      `gorm:"column:ttl_seconds;not null"`
+	Mode           string   `gorm:"not null"`
+	Targeting      JSON     `gorm:"not null"` // Targeting, as requested
+	MaxConcurrency int      `gorm:"not null"` // 0: unlimited
+	MaxErrors      *int     // nil: unlimited
+	CancelledBy    string   `gorm:"not null"`
 	ExpiresAt      time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	FinishedAt     *time.Time
+
+	// A schedule's run (schedules.go) carries the schedule and its due time.
+	ScheduleID *string
+	DueAt      *time.Time
 }
 
 // Execution is one command on one agent.
