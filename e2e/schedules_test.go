@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"syscall"
@@ -112,5 +113,27 @@ func TestSchedulesExactlyOnceAcrossSchedulerKill(t *testing.T) {
 		require.Equal(t, http.StatusOK, sys.api.do(t, http.MethodGet, "/api/v1/commands/"+slowRuns[i-1].ID, nil, &p))
 		require.NotNil(t, p.FinishedAt)
 		require.False(t, slowRuns[i].CreatedAt.Before(*p.FinishedAt), "run %d started while run %d was active", i, i-1)
+	}
+}
+
+// TestAllInOneSchedules: bin/viworks (SQLite) fires a 1 s schedule once per
+// due time, and its runs reach the demo agent.
+func TestAllInOneSchedules(t *testing.T) {
+	c := embeddedCluster(t)
+	_, cli := allInOne(t, c, "viworks", filepath.Join(t.TempDir(), "data"), "--demo-agents", "1")
+	require.Eventually(t, func() bool { return len(agentsOf(t, cli, "online")) == 1 }, 30*time.Second, 50*time.Millisecond)
+	sys := system{api: cli}
+	var tick scheduleView
+	require.Equal(t, http.StatusCreated, cli.do(t, http.MethodPost, "/api/v1/schedules", map[string]any{
+		"name": "tick", "interval_seconds": 1, "overlap": "allow", "verb": "echo", "args": map[string]any{"message": "tick"},
+		"agent_targets": []string{"sim-0"},
+	}, &tick))
+	time.Sleep(5 * time.Second)
+	require.Equal(t, http.StatusOK, cli.do(t, http.MethodPost, "/api/v1/schedules/"+tick.ID+"/pause", nil, nil))
+	runs := sys.runsOf(t, "echo", tick.ID)
+	require.GreaterOrEqual(t, len(runs), 3)
+	for i, r := range runs {
+		require.Equal(t, runs[0].DueAt.Add(time.Duration(i)*time.Second), r.DueAt.UTC(), "run %d of %d", i, len(runs))
+		require.Equal(t, "succeeded", sys.waitCommand(t, r.ID, 20*time.Second, 20*time.Millisecond).Status)
 	}
 }
