@@ -241,6 +241,9 @@ func (s *Server) createSchedule(c *gin.Context) {
 	case errors.As(err, &te):
 		writeProblem(c, http.StatusUnprocessableEntity, "invalid schedule", []FieldError{pointerError("/"+te.Field, te.Message)})
 		return
+	case errors.Is(err, store.ErrLimitReached):
+		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d schedules; delete one first", store.MaxSchedules), nil)
+		return
 	case err != nil:
 		s.internalError(c, "creating schedule failed", err)
 		return

@@ -39,6 +39,9 @@ const (
 // LastRuns is how many of a schedule's runs GetSchedule returns.
 const LastRuns = 10
 
+// MaxSchedules bounds the schedules that exist at once.
+const MaxSchedules = 1000
+
 // CommandSpec is the command each run of a schedule creates: what
 // POST /api/v1/commands would have made of the schedule's command part
 // (defaults applied, args rendered from the template and sealed), so that a
@@ -117,7 +120,8 @@ func (sc *Schedule) plan(tt *timetable.Timetable, t time.Time) {
 
 // CreateSchedule validates sc's timetable, plans its first due time (the
 // first after now) and stores it with the audit event. A bad timetable is a
-// *timetable.Error and nothing is stored.
+// *timetable.Error and nothing is stored; beyond MaxSchedules it is
+// ErrLimitReached.
 func (s *Store) CreateSchedule(ctx context.Context, sc Schedule, audit AuditEvent) (Schedule, error) {
 	now := time.Now().UTC()
 	sc.ID, sc.CreatedAt, sc.UpdatedAt = uuid.NewString(), now, now
@@ -137,6 +141,13 @@ func (s *Store) CreateSchedule(ctx context.Context, sc Schedule, audit AuditEven
 	}
 	sc.plan(tt, now)
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var n int64
+		if err := tx.Model(&Schedule{}).Count(&n).Error; err != nil {
+			return fmt.Errorf("counting schedules: %w", err)
+		}
+		if n >= MaxSchedules {
+			return fmt.Errorf("%w: at most %d schedules", ErrLimitReached, MaxSchedules)
+		}
 		if err := tx.Create(&sc).Error; err != nil {
 			return fmt.Errorf("inserting schedule: %w", err)
 		}
