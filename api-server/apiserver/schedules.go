@@ -190,7 +190,7 @@ func (s *Server) decodeSchedule(c *gin.Context, body []byte) (ScheduleRequest, s
 		}
 		creq, cerrs := DecodeCommandRequest(commandBody, s.cfg.MaxTargets)
 		for _, e := range cerrs {
-			errs = append(errs, pointerError("/"+strings.ReplaceAll(e.Field, ".", "/"), e.Message))
+			errs = append(errs, commandFieldError(e))
 		}
 		if len(cerrs) == 0 && len(errs) == 0 {
 			nc, err := s.newCommand(c, creq, exp)

@@ -135,6 +135,7 @@ func TestTemplateAndScheduleBadInput(t *testing.T) {
 			[]string{"/parameters/a/type", "/parameters/b/values", "/parameters/c/default", "/parameters/d/pattern", "/args/m"}},
 		{"template: secret outside a secret key", "/api/v1/templates", `{"name":"t","verb":"echo","args":{"user":"{{pw}}"},"parameters":{"pw":{"type":"string","secret":true}}}`, auth.RoleAdmin, []string{"/args/user"}},
 		{"template: literal secret", "/api/v1/templates", `{"name":"t","verb":"echo","args":{"password":"hunter2"}}`, auth.RoleAdmin, []string{"/args/password"}},
+		{"schedule: bad target id", "/api/v1/schedules", `{"name":"s","interval_seconds":60,"verb":"echo","agent_targets":["ok","bad id"]}`, auth.RoleOperator, []string{"/agent_targets/1"}},
 		{"template: bad defaults", "/api/v1/templates", `{"name":"t","verb":"echo","mode":"some","timeout_seconds":0}`, auth.RoleAdmin, []string{"/mode", "/timeout_seconds"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

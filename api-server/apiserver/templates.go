@@ -113,6 +113,13 @@ func pointerError(ptr, msg string) FieldError {
 	return FieldError{Field: field, Pointer: ptr, Message: msg}
 }
 
+// commandFieldError is a FieldError of DecodeCommandRequest (a dotted name
+// such as selector.site or agent_targets[2]) with its JSON pointer.
+func commandFieldError(e FieldError) FieldError {
+	ptr := "/" + strings.NewReplacer(".", "/", "[", "/", "]", "").Replace(e.Field)
+	return pointerError(ptr, e.Message)
+}
+
 // escapePointer escapes one reference token of a JSON pointer (RFC 6901).
 func escapePointer(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
@@ -158,7 +165,7 @@ func (s *Server) validateTemplate(req TemplateRequest) []FieldError {
 	body, _ := json.Marshal(probe)
 	_, cerrs := DecodeCommandRequest(body, s.cfg.MaxTargets)
 	for _, e := range cerrs {
-		errs = append(errs, pointerError("/"+strings.ReplaceAll(e.Field, ".", "/"), e.Message))
+		errs = append(errs, commandFieldError(e))
 	}
 	return errs
 }
