@@ -59,7 +59,8 @@ func (s system) runsOf(t *testing.T, verb, id string) []runView {
 // fire a 1 s schedule for about 20 s; the first is killed with SIGKILL
 // midway. Every due time from the first run to the last has exactly one
 // command (counted), none is missing. Beside it, a 1 s schedule of a 3 s
-// sleep with overlap skip never has two runs active at once.
+// sleep with overlap skip never has two runs active at once, and one of a 3 s
+// sleep every 2 s with cancel_previous has each run cancelled by the next.
 func TestSchedulesExactlyOnceAcrossSchedulerKill(t *testing.T) {
 	c := newCluster(t)
 	sys := startSystem(t, c)
@@ -70,7 +71,7 @@ func TestSchedulesExactlyOnceAcrossSchedulerKill(t *testing.T) {
 		"--enrollment-secret", sys.enrollKey)
 	sys.waitOnline(t, 1)
 
-	var tick, slow scheduleView
+	var tick, slow, replace scheduleView
 	require.Equal(t, http.StatusCreated, sys.api.do(t, http.MethodPost, "/api/v1/schedules", map[string]any{
 		"name": "tick", "interval_seconds": 1, "overlap": "allow", "verb": "echo", "args": map[string]any{"message": "tick"},
 		"agent_targets": []string{"sch-0"},
@@ -79,6 +80,11 @@ func TestSchedulesExactlyOnceAcrossSchedulerKill(t *testing.T) {
 		"name": "slow", "interval_seconds": 1, "overlap": "skip", "verb": "sleep", "args": map[string]any{"seconds": 3},
 		"agent_targets": []string{"sch-0"}, "timeout_seconds": 60,
 	}, &slow))
+
+	require.Equal(t, http.StatusCreated, sys.api.do(t, http.MethodPost, "/api/v1/schedules", map[string]any{
+		"name": "replace", "interval_seconds": 2, "overlap": "cancel_previous", "verb": "sleep", "args": map[string]any{"seconds": 3},
+		"agent_targets": []string{"sch-0"}, "timeout_seconds": 60,
+	}, &replace))
 
 	time.Sleep(10 * time.Second)
 	var first *proc
@@ -91,7 +97,7 @@ func TestSchedulesExactlyOnceAcrossSchedulerKill(t *testing.T) {
 	require.NoError(t, first.Cmd.Process.Signal(syscall.SIGKILL))
 	<-first.Done
 	time.Sleep(10 * time.Second)
-	for _, id := range []string{tick.ID, slow.ID} {
+	for _, id := range []string{tick.ID, slow.ID, replace.ID} {
 		require.Equal(t, http.StatusOK, sys.api.do(t, http.MethodPost, "/api/v1/schedules/"+id+"/pause", nil, nil))
 	}
 
@@ -113,6 +119,13 @@ func TestSchedulesExactlyOnceAcrossSchedulerKill(t *testing.T) {
 		require.Equal(t, http.StatusOK, sys.api.do(t, http.MethodGet, "/api/v1/commands/"+slowRuns[i-1].ID, nil, &p))
 		require.NotNil(t, p.FinishedAt)
 		require.False(t, slowRuns[i].CreatedAt.Before(*p.FinishedAt), "run %d started while run %d was active", i, i-1)
+	}
+
+	// cancel_previous: each 3 s sleep is cancelled by the run due 2 s later.
+	replaced := sys.runsOf(t, "sleep", replace.ID)
+	require.GreaterOrEqual(t, len(replaced), 5)
+	for i, r := range replaced[:len(replaced)-1] {
+		require.Equal(t, "cancelled", r.Status, "run %d was replaced by the next", i)
 	}
 }
 
