@@ -20,7 +20,7 @@ GOVULNCHECK ?= $(shell $(GO) env GOPATH)/bin/govulncheck
 VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
 VULNDB_DIR     ?= .cache/vulndb-$(VULNDB_VERSION)
 # Modules whose code ships (govulncheck looks at what a binary can reach).
-SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone
+SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone viworks-agent viworksctl
 
 # Redocly's OpenAPI linter, from the npm registry through npx.
 REDOCLY_VERSION ?= 2.77.0
@@ -38,13 +38,15 @@ build: ## binaries into ./bin
 	$(GOBUILD) -o $(BIN)/scheduler ./scheduler
 	$(GOBUILD) -o $(BIN)/agentsim ./agentsim
 	$(GOBUILD) -o $(BIN)/viworks ./standalone
+	$(GOBUILD) -o $(BIN)/viworks-agent ./viworks-agent
+	$(GOBUILD) -o $(BIN)/viworksctl ./viworksctl
 
 test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis; the first lines say which)
 	@$(GO) run ./pkg/testenv/cmd/testenv
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
-	@test -z "$$(gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench deploy)" || { gofmt -l pkg api-server agent-gateway scheduler agentsim standalone e2e bench deploy; echo 'gofmt: files above need formatting'; exit 1; }
+	@test -z "$$(gofmt -l $(MODULES) deploy)" || { gofmt -l $(MODULES) deploy; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet $(PKGS) ./deploy/charttest/...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) $(PKGS) ./deploy/charttest/...

@@ -250,7 +250,7 @@ func (g *Gateway) refuseEnroll(w http.ResponseWriter, r *http.Request, addr, age
 	// agent ids tried): a flood of bad secrets does not write to the audit
 	// chain per request.
 	g.refusals.Record(addr, reason, agentID, time.Now())
-	g.cfg.Events.Publish(r.Context(), events.Event{Type: events.AgentEnrollRefused, AgentID: agentID, GatewayID: g.cfg.GatewayID, Reason: reason})
+	g.cfg.Events.Agent(r.Context(), events.AgentEnrollRefused, agentID, g.cfg.GatewayID, reason)
 	if rf.retryAfter != "" {
 		w.Header().Set("Retry-After", rf.retryAfter)
 	}
@@ -306,7 +306,7 @@ func (g *Gateway) audit(ctx context.Context, actor, action, target string, detai
 	client, _ := details["client"].(string)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := g.audits.submit(ctx, store.AuditEvent{Actor: actor, Action: action, Target: target, ClientIP: client, Details: raw, At: time.Now().UTC()}); err != nil {
+	if _, err := g.audits.submit(ctx, store.AuditEvent{Actor: actor, Action: action, Target: target, ClientIP: client, Details: raw, At: time.Now().UTC()}); err != nil {
 		g.log.WithError(err).WithField("action", action).Warn("writing audit event failed")
 	}
 }

@@ -6,7 +6,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -20,9 +19,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/viworks/backend-agent/pkg/bus"
-	"github.com/viworks/backend-agent/pkg/config"
-	"github.com/viworks/backend-agent/pkg/events"
-	"github.com/viworks/backend-agent/pkg/problem"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/refusal"
@@ -47,120 +43,19 @@ type Store interface {
 	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 }
 
-// DefaultHelloTimeout is Config.HelloTimeout's default.
-const DefaultHelloTimeout = config.DefaultHelloTimeoutSeconds * time.Second
-
-// Config configures a gateway.
-type Config struct {
-	GatewayID         string
-	EnrollmentSecret  string        // bootstrap secret agents exchange for their own credential; "": only secrets from the API
-	HeartbeatInterval time.Duration // told to agents; presence lives config.OfflineHeartbeats intervals
-	TelemetryInterval time.Duration
-	MaxConnections    int
-	ReadLimit         int64
-	HandshakeTimeout  time.Duration // the HTTP upgrade
-	HelloTimeout      time.Duration // upgrade to a valid HELLO; beyond it the socket is closed with 1008
-	WriteTimeout      time.Duration
-	SendQueue         int               // frames buffered per session before it is dropped as slow
-	FlushInterval     time.Duration     // heartbeat (last_seen) and telemetry flush period
-	TelemetryBatch    int               // flush telemetry early at this many samples
-	Retry             store.RetryPolicy // for executions cut off by a disconnect
-	DrainWindow       time.Duration     // sessions are closed spread over this on shutdown
-	MaxHandshakes     int               // enrollments and upgrades-until-registered in flight; beyond: 503
-	MaxFrameRate      int               // frames per second per agent (bursts of twice that)
-	Events            *events.Publisher // optional: agents online/offline are published here (execution progress: the store's observer)
-	// TrustReported takes agents' HELLO site and labels as trusted when
-	// nothing fixed them (trust_reported_attributes; unsafe).
-	TrustReported bool
-	// BootstrapMaxAgents caps the identities EnrollmentSecret creates
-	// (agent_management.bootstrap_max_agents); 0: unlimited.
-	BootstrapMaxAgents int
-	// Limiter counts failed enrollments per client address; give every
-	// gateway the same (Redis) one so N gateways do not allow N times the
-	// guesses. nil: this process's memory (all-in-one).
-	Limiter       ratelimit.Limiter
-	RefusalWindow time.Duration // refused enrollments are audited once per address per window (default refusal.DefaultWindow)
-}
-
-func (c *Config) setDefaults() {
-	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = config.DefaultHeartbeatIntervalSeconds * time.Second
-	}
-	if c.TelemetryInterval <= 0 {
-		c.TelemetryInterval = config.DefaultCollectionIntervalSeconds * time.Second
-	}
-	if c.MaxConnections <= 0 {
-		c.MaxConnections = config.DefaultMaxAgentConnections
-	}
-	if c.ReadLimit <= 0 {
-		c.ReadLimit = protocol.DefaultReadLimit
-	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = config.DefaultConnectionTimeoutSeconds * time.Second
-	}
-	if c.HelloTimeout <= 0 {
-		c.HelloTimeout = DefaultHelloTimeout
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
-	}
-	if c.SendQueue <= 0 {
-		c.SendQueue = 256
-	}
-	if c.FlushInterval <= 0 {
-		c.FlushInterval = config.DefaultFlushIntervalSeconds * time.Second
-	}
-	if c.TelemetryBatch <= 0 {
-		c.TelemetryBatch = config.DefaultTelemetryBatchSize
-	}
-	if c.MaxHandshakes <= 0 {
-		c.MaxHandshakes = 256
-	}
-	if c.MaxFrameRate <= 0 {
-		c.MaxFrameRate = config.DefaultMaxFramesPerSecond
-	}
-	if c.Retry.Base <= 0 {
-		c.Retry.Base = config.DefaultRetryDelayMs * time.Millisecond
-	}
-	if c.Retry.Max <= 0 {
-		c.Retry.Max = 5 * time.Minute
-	}
-	if c.Limiter == nil {
-		c.Limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{})
-	}
-}
-
-// silenceLimit is how long an agent may stay silent on its socket before the
-// gateway gives up on it: its read deadline and its presence's TTL. The same
-// count of missed heartbeats after which the scheduler marks it offline.
-func (c Config) silenceLimit() time.Duration {
-	return config.OfflineHeartbeats * c.HeartbeatInterval
-}
-
-// Validate reports a configuration that cannot work.
-func (c Config) Validate() error {
-	var errs []error
-	if c.GatewayID == "" {
-		errs = append(errs, errors.New("gateway: id is required"))
-	}
-	if c.BootstrapMaxAgents < 0 {
-		errs = append(errs, errors.New("gateway: the bootstrap enrollment cap must not be negative"))
-	}
-	return errors.Join(errs...)
-}
-
 // Gateway serves agents.
 type Gateway struct {
 	cfg      Config
 	store    Store
 	bus      bus.Bus
+	send     *bus.Sender
 	presence bus.Presence
 	log      logrus.FieldLogger
 	upgrader websocket.Upgrader
 	metrics  *metrics
-	commits  *committer
-	online   *group[store.AgentSession] // agents marked online by handshakes
-	audits   *group[store.AuditEvent]
+	reports  *group[report, store.ResultOutcome]  // acks and results
+	online   *group[store.AgentSession, struct{}] // agents marked online by handshakes
+	audits   *group[store.AuditEvent, struct{}]
 	refusals *refusal.Aggregator // refused enrollments, one audit event per address and minute
 	issued   issuedCreds
 	base     context.Context // sessions' context: holds nothing of the upgrade request
@@ -199,9 +94,8 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	g := &Gateway{
 		cfg: cfg, store: st, bus: b, presence: p, log: log.WithField("gateway_id", cfg.GatewayID),
 		metrics:   m,
-		commits:   newCommitter(st, b, log, m.batchSize),
-		online:    newGroup("online", st.MarkAgentsOnline, log, m),
-		audits:    newGroup("audit", st.RecordAudits, log, m),
+		online:    handshakeGroup("online", st.MarkAgentsOnline, log, m),
+		audits:    handshakeGroup("audit", st.RecordAudits, log, m),
 		base:      context.Background(),
 		limiter:   cfg.Limiter,
 		ended:     map[string]time.Time{},
@@ -211,6 +105,8 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		telKick:   make(chan struct{}, 1),
 		logLimit:  logLimiter{every: logEvery, last: map[string]time.Time{}},
 	}
+	g.send = bus.NewSender(b, g.log)
+	g.reports = g.newReports()
 	if g.refusals, err = refusal.New(st, g.log, refusal.Config{Action: "agent.enroll.denied", Window: cfg.RefusalWindow}); err != nil {
 		return nil, err
 	}
@@ -263,8 +159,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.flushLoop(ctx)
 	}()
 	defer func() { <-flushDone }()
-	go g.commits.run(ctx)
-	defer func() { <-g.commits.done }()
+	go g.reports.run(ctx)
+	defer func() { <-g.reports.done }()
 	go g.online.run(ctx)
 	defer func() { <-g.online.done }()
 	go g.audits.run(ctx)
@@ -295,49 +191,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 				return errors.New("agents topic subscription closed")
 			}
 			g.handleEnded(m.Payload)
-		}
-	}
-}
-
-// endedMemory is how long a revocation is remembered for the handshakes that
-// authenticated before it and register after it.
-const endedMemory = time.Minute
-
-// handleEnded applies an admin's revocation or deletion of an agent: the
-// credential this gateway may have cached is dropped and the agent's session
-// here is closed.
-func (g *Gateway) handleEnded(payload []byte) {
-	var e bus.AgentEnded
-	if err := json.Unmarshal(payload, &e); err != nil || e.AgentID == "" {
-		g.log.Warn("dropping malformed agents message")
-		return
-	}
-	g.issued.forget(e.AgentID)
-	g.mu.Lock()
-	g.ended[e.AgentID] = time.Now()
-	s := g.sessions[e.AgentID]
-	g.mu.Unlock()
-	if s != nil {
-		g.metrics.closed.WithLabelValues("revoked").Inc()
-		s.close(protocol.ClosePolicyViolation, e.Reason)
-	}
-}
-
-// endedSince reports whether an admin revoked or deleted agentID after t.
-func (g *Gateway) endedSince(agentID string, t time.Time) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	at, ok := g.ended[agentID]
-	return ok && !at.Before(t)
-}
-
-// forgetEnded drops revocations older than endedMemory.
-func (g *Gateway) forgetEnded(now time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for id, at := range g.ended {
-		if now.Sub(at) > endedMemory {
-			delete(g.ended, id)
 		}
 	}
 }
@@ -377,321 +230,4 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	g.flush(context.WithoutCancel(ctx))
-}
-
-// pingLoop pings every session once per heartbeat interval from one goroutine.
-func (g *Gateway) pingLoop(ctx context.Context) {
-	t := time.NewTicker(g.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		g.mu.Lock()
-		all := make([]*session, 0, len(g.sessions))
-		for _, s := range g.sessions {
-			all = append(all, s)
-		}
-		g.mu.Unlock()
-		for _, s := range all {
-			s.ping()
-		}
-	}
-}
-
-// Handshake admission: a request waits up to admitWait for one of
-// MaxHandshakes slots, with at most admitQueue waiting per slot; beyond that it
-// gets 503 with Retry-After and the agent backs off with jitter. So a storm is
-// admitted at the rate the database sustains and never reaches it unthrottled.
-const (
-	admitWait  = 2 * time.Second
-	admitQueue = 4
-)
-
-func (g *Gateway) admit(w http.ResponseWriter) (release func(), ok bool) {
-	if g.waiting.Add(1) > int64(admitQueue*cap(g.admission)) {
-		g.waiting.Add(-1)
-		return nil, g.busy(w)
-	}
-	t := time.NewTimer(admitWait)
-	defer t.Stop()
-	select {
-	case g.admission <- struct{}{}:
-		g.waiting.Add(-1)
-		g.admitted.Add(1)
-		var once sync.Once
-		return func() { once.Do(func() { <-g.admission }) }, true
-	case <-t.C:
-		g.waiting.Add(-1)
-		return nil, g.busy(w)
-	}
-}
-
-func (g *Gateway) busy(w http.ResponseWriter) bool {
-	g.metrics.rejected.WithLabelValues("busy").Inc()
-	w.Header().Set("Retry-After", "1")
-	problem.Write(w, http.StatusServiceUnavailable, "too many agents are connecting at once; retry shortly", "", nil)
-	return false
-}
-
-func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
-	started := time.Now()
-	release, ok := g.admit(w)
-	if !ok {
-		return
-	}
-	handedOver := false
-	defer func() {
-		if !handedOver {
-			release()
-		}
-	}()
-	agentID, err := g.authenticate(r)
-	if err != nil {
-		if !errors.Is(err, store.ErrUnknownCredential) {
-			g.log.WithError(err).Error("checking agent credential failed")
-			w.Header().Set("Retry-After", "5")
-			problem.Write(w, http.StatusServiceUnavailable, "could not check the credential; retry later", r.URL.Path, nil)
-			return
-		}
-		g.metrics.rejected.WithLabelValues("unauthorized").Inc()
-		w.Header().Set("WWW-Authenticate", `Bearer realm="agents"`)
-		problem.Write(w, http.StatusUnauthorized, "a valid agent credential is required in the Authorization header; enroll at /agent/v1/enroll", r.URL.Path, nil)
-		return
-	}
-	g.mu.Lock()
-	full := len(g.sessions) >= g.cfg.MaxConnections
-	draining := g.draining
-	g.mu.Unlock()
-	if full || draining {
-		g.metrics.rejected.WithLabelValues("capacity").Inc()
-		w.Header().Set("Retry-After", "5")
-		problem.Write(w, http.StatusServiceUnavailable, "this gateway accepts no more agents; retry later", r.URL.Path, nil)
-		return
-	}
-	conn, err := g.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return // the upgrader has answered
-	}
-	handedOver = true
-	remote := r.RemoteAddr
-	ctx := g.base // not the request's: a session outlives it and must not keep it alive
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		s := newSession(g, conn, remote, agentID)
-		if !s.handshake(ctx, release, started) {
-			return
-		}
-		// The handshake's database calls grew this goroutine's stack; a fresh
-		// goroutine, with a small stack, holds the session for its lifetime.
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			s.serve(ctx)
-		}()
-	}()
-}
-
-// attach makes s the agent's current session, returning the one it replaces.
-func (g *Gateway) attach(s *session) *session {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	old := g.sessions[s.agentID]
-	g.sessions[s.agentID] = s
-	g.metrics.sessions.Set(float64(len(g.sessions)))
-	return old
-}
-
-// detach removes s if it is still the agent's current session.
-func (g *Gateway) detach(s *session) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.sessions[s.agentID] != s {
-		return false
-	}
-	delete(g.sessions, s.agentID)
-	g.metrics.sessions.Set(float64(len(g.sessions)))
-	return true
-}
-
-func (g *Gateway) lookup(agentID string) *session {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.sessions[agentID]
-}
-
-func (g *Gateway) handleDelivery(ctx context.Context, payload []byte) {
-	var ds bus.Deliveries
-	if err := json.Unmarshal(payload, &ds); err != nil {
-		g.log.WithError(err).Warn("dropping malformed bus delivery")
-		return
-	}
-	var undelivered []bus.Delivery
-	for _, d := range ds.Items {
-		if !g.deliver(d) && d.ExecutionID != "" {
-			undelivered = append(undelivered, d)
-		}
-	}
-	// Tell the schedulers at once so they re-route instead of waiting for the ack deadline.
-	for _, d := range undelivered {
-		wake := bus.Encode(bus.Wake{Reason: bus.WakeUndelivered, AgentID: d.AgentID, ExecutionID: d.ExecutionID})
-		if _, err := g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
-			g.log.WithError(err).WithField("execution_id", d.ExecutionID).Warn("reporting undelivered execution failed")
-		}
-	}
-}
-
-// deliver hands one delivery to its session; false when the agent's session is not here.
-func (g *Gateway) deliver(d bus.Delivery) bool {
-	s := g.lookup(d.AgentID)
-	if d.Kick {
-		if s != nil && s.id == d.SessionID {
-			s.close(protocol.ClosePolicyViolation, "replaced by a newer session")
-		}
-		return true
-	}
-	if s != nil && (d.SessionID == "" || d.SessionID == s.id) && s.send(d.Frame) {
-		g.metrics.delivered.Inc()
-		return true
-	}
-	g.metrics.undelivered.Inc()
-	return false
-}
-
-// refreshKey loads the newest signing key the schedulers registered.
-func (g *Gateway) refreshKey(ctx context.Context) {
-	keys, err := g.store.SigningKeys(ctx)
-	if err != nil {
-		g.log.WithError(err).Warn("loading signing keys failed")
-		return
-	}
-	if len(keys) == 0 {
-		return
-	}
-	g.keyMu.Lock()
-	g.key = keys[0]
-	g.keyMu.Unlock()
-}
-
-func (g *Gateway) signingKey() store.SigningKey {
-	g.keyMu.RLock()
-	defer g.keyMu.RUnlock()
-	return g.key
-}
-
-func (g *Gateway) noteHealth(u store.HealthUpdate) {
-	g.healthMu.Lock()
-	g.health[u.AgentID] = u
-	g.healthMu.Unlock()
-}
-
-func (g *Gateway) addTelemetry(s store.TelemetrySample) {
-	g.telMu.Lock()
-	g.tel = append(g.tel, s)
-	n := len(g.tel)
-	g.telMu.Unlock()
-	if n >= g.cfg.TelemetryBatch {
-		select {
-		case g.telKick <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (g *Gateway) flushLoop(ctx context.Context) {
-	t := time.NewTicker(g.cfg.FlushInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			g.flush(ctx)
-			g.refreshKey(ctx)
-			g.issued.sweep(time.Now())
-			g.forgetEnded(time.Now())
-		case <-g.telKick:
-			g.flushTelemetry(ctx)
-		}
-	}
-}
-
-func (g *Gateway) flush(ctx context.Context) {
-	g.healthMu.Lock()
-	ups := make([]store.HealthUpdate, 0, len(g.health))
-	for _, u := range g.health {
-		ups = append(ups, u)
-	}
-	// A new map rather than clear: the old one's buckets, sized for a burst,
-	// are not kept for the gateway's lifetime.
-	g.health = make(map[string]store.HealthUpdate, len(ups)/2)
-	g.healthMu.Unlock()
-	if len(ups) > 0 {
-		start := time.Now()
-		if err := g.store.TouchAgents(ctx, ups); err != nil {
-			g.log.WithError(err).WithField("agents", len(ups)).Error("flushing heartbeats failed")
-		}
-		g.metrics.flush.WithLabelValues("heartbeats").Observe(time.Since(start).Seconds())
-	}
-	g.refreshPresences(ctx, ups)
-	g.flushTelemetry(ctx)
-}
-
-// refreshPresences extends the presence of the agents that sent heartbeats,
-// in one round trip. An entry found gone (Redis restarted or lost it) is
-// registered again; one naming another session means the agent connected
-// again elsewhere, so this stale session is closed.
-func (g *Gateway) refreshPresences(ctx context.Context, ups []store.HealthUpdate) {
-	if len(ups) == 0 {
-		return
-	}
-	sessions := make(map[string]*session, len(ups))
-	entries := make(map[string]bus.Entry, len(ups))
-	g.mu.Lock()
-	for _, u := range ups {
-		if s := g.sessions[u.AgentID]; s != nil && s.agentID != "" {
-			sessions[u.AgentID], entries[u.AgentID] = s, s.entry
-		}
-	}
-	g.mu.Unlock()
-	ttl := g.cfg.silenceLimit()
-	got, err := g.presence.RefreshPresences(ctx, entries, ttl)
-	if err != nil {
-		g.log.WithError(err).WithField("agents", len(entries)).Warn("refreshing presence failed")
-		return
-	}
-	for id, r := range got {
-		switch r {
-		case bus.Missing:
-			if _, err := g.presence.SetPresence(ctx, id, entries[id], ttl); err != nil {
-				g.log.WithError(err).WithField("agent_id", id).Warn("registering presence again failed")
-				continue
-			}
-			g.metrics.presenceHealed.Inc()
-		case bus.Replaced:
-			sessions[id].close(protocol.ClosePolicyViolation, "replaced by a newer session")
-		}
-	}
-}
-
-func (g *Gateway) flushTelemetry(ctx context.Context) {
-	g.telMu.Lock()
-	batch := g.tel
-	g.tel = nil
-	g.telMu.Unlock()
-	if len(batch) == 0 {
-		return
-	}
-	start := time.Now()
-	err := g.store.InsertTelemetry(ctx, batch)
-	g.metrics.flush.WithLabelValues("telemetry").Observe(time.Since(start).Seconds())
-	if err != nil {
-		g.metrics.telemetryDropped.Add(float64(len(batch)))
-		g.log.WithError(err).WithField("samples", len(batch)).Error("flushing telemetry failed")
-		return
-	}
-	g.metrics.telemetryStored.Add(float64(len(batch)))
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
@@ -36,7 +37,7 @@ type fixture struct {
 func start(t *testing.T, cfg gateway.Config) fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
+	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: storetest.MigratedPostgres(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(ctx)

@@ -19,13 +19,14 @@ import (
 	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/ratelimit/ratelimittest"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
 // migratedStore is a store on the test's own Postgres database, migrated.
 func migratedStore(t *testing.T) *store.Store {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(t)})
+	st, err := store.Open(context.Background(), store.Config{AuditKey: testenv.AuditKey, URL: storetest.MigratedPostgres(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = st.Migrate(context.Background())

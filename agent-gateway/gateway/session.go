@@ -282,10 +282,8 @@ func (s *session) handshake(ctx context.Context, release func(), started time.Ti
 	})
 	s.g.metrics.handshake.Observe(time.Since(started).Seconds())
 	s.logger().Info("agent connected")
-	s.g.cfg.Events.Publish(ctx, events.Event{Type: events.AgentOnline, AgentID: s.agentID, GatewayID: s.g.cfg.GatewayID})
-	if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})); err != nil {
-		s.logger().WithError(err).Warn("waking schedulers failed")
-	}
+	s.g.cfg.Events.Agent(ctx, events.AgentOnline, s.agentID, s.g.cfg.GatewayID, "")
+	s.g.send.Wake(ctx, bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})
 	return true
 }
 
@@ -369,12 +367,9 @@ func (s *session) register(ctx context.Context, h *protocol.Hello) error {
 		return err
 	}
 	if prev != nil && prev.GatewayID != s.g.cfg.GatewayID {
-		kick := bus.EncodeDeliveries(bus.Delivery{AgentID: s.agentID, SessionID: prev.SessionID, Kick: true})
-		if _, err := s.g.bus.Publish(ctx, bus.GatewayTopic(prev.GatewayID), kick); err != nil {
-			s.logger().WithError(err).Warn("telling the previous gateway to drop the old session failed")
-		}
+		s.g.send.Kick(ctx, prev.GatewayID, s.agentID, prev.SessionID)
 	}
-	err = s.g.online.submit(ctx, store.AgentSession{
+	_, err = s.g.online.submit(ctx, store.AgentSession{
 		ID: s.agentID, Site: h.Site, Version: h.Version, Hostname: h.Hostname, OS: h.OS, Arch: h.Arch,
 		Capabilities: h.Capabilities, Labels: h.Labels, GatewayID: s.g.cfg.GatewayID, SessionID: s.id,
 		At: time.Now(), TrustReported: s.g.cfg.TrustReported,
@@ -397,17 +392,14 @@ func (s *session) unregister() {
 	if offline, err := s.g.store.MarkAgentOffline(ctx, s.agentID, s.id, time.Now()); err != nil {
 		s.logger().WithError(err).Warn("marking agent offline failed")
 	} else if offline {
-		s.g.cfg.Events.Publish(ctx, events.Event{Type: events.AgentOffline, AgentID: s.agentID, GatewayID: s.g.cfg.GatewayID})
+		s.g.cfg.Events.Agent(ctx, events.AgentOffline, s.agentID, s.g.cfg.GatewayID, "")
 	}
 	// Work the agent held through this gateway did not finish here: retry it.
 	touched, err := s.g.store.ReleaseAgentExecutions(ctx, s.agentID, s.g.cfg.GatewayID, s.g.cfg.Retry)
 	if err != nil {
 		s.logger().WithError(err).Error("releasing the agent's executions failed")
 	} else if len(touched) > 0 {
-		wake := bus.Encode(bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})
-		if _, err := s.g.bus.Publish(ctx, bus.TopicScheduler, wake); err != nil {
-			s.logger().WithError(err).Warn("waking schedulers failed")
-		}
+		s.g.send.Wake(ctx, bus.Wake{Reason: bus.WakeAgent, AgentID: s.agentID})
 	}
 	s.logger().Info("agent disconnected")
 }
@@ -526,7 +518,8 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 		}
 		// Not waited for: the result's write does not depend on it, and the
 		// ack's write is guarded (it only moves a dispatched execution).
-		s.g.commits.enqueue(ctx, &job{ack: &store.Ack{ExecutionID: p.ExecutionID, AgentID: s.agentID, At: time.Now()}})
+		s.g.reports.enqueue(ctx, report{ack: &store.Ack{ExecutionID: p.ExecutionID, AgentID: s.agentID, At: time.Now()}},
+			s.logger().WithField("execution_id", p.ExecutionID))
 	case *protocol.CommandResult:
 		return s.handleResult(ctx, p)
 	}
@@ -536,7 +529,7 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 // handleResult persists the result and only then sends RESULT_ACK; if the write
 // fails the agent keeps the result in its outbox and re-sends it.
 func (s *session) handleResult(ctx context.Context, r *protocol.CommandResult) bool {
-	out, err := s.g.commits.submit(ctx, &job{result: &store.Result{
+	out, err := s.g.reports.submit(ctx, report{result: &store.Result{
 		ExecutionID: r.ExecutionID, CommandID: r.CommandID, AgentID: s.agentID, Status: r.Status, ExitCode: r.ExitCode,
 		Output: r.Output, OutputTruncated: r.OutputTruncated, Error: r.Error, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}})

@@ -368,6 +368,6 @@ func (s *Server) patchAgent(c *gin.Context) {
 		s.internalError(c, "changing agent attributes failed", err)
 		return
 	}
-	s.events.Publish(c.Request.Context(), events.Event{Type: events.AgentUpdated, AgentID: a.ID})
+	s.events.Agent(c.Request.Context(), events.AgentUpdated, a.ID, "", "")
 	c.JSON(http.StatusOK, agentView(a))
 }

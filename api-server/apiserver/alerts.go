@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/viworks/backend-agent/pkg/alert"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -55,31 +56,8 @@ func alertRuleView(r store.AlertRule) AlertRuleView {
 	return AlertRuleView{ID: r.ID, Name: r.Name, Kind: r.Kind, Params: params, Enabled: r.Enabled, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt}
 }
 
-// AlertView is the API shape of an alert.
-type AlertView struct {
-	ID         string          `json:"id"`
-	RuleID     string          `json:"rule_id"`
-	RuleName   string          `json:"rule_name"`
-	Kind       string          `json:"kind"`
-	Subject    string          `json:"subject"`
-	State      string          `json:"state"` // firing or resolved
-	Details    json.RawMessage `json:"details"`
-	FiredAt    time.Time       `json:"fired_at"`
-	ResolvedAt *time.Time      `json:"resolved_at"`
-}
-
-func alertView(a store.Alert) AlertView {
-	state := store.AlertStateFiring
-	if a.ResolvedAt != nil {
-		state = store.AlertStateResolved
-	}
-	details := json.RawMessage(a.Details)
-	if len(details) == 0 {
-		details = json.RawMessage(`{}`)
-	}
-	return AlertView{ID: a.ID, RuleID: a.RuleID, RuleName: a.RuleName, Kind: a.Kind, Subject: a.Subject, State: state,
-		Details: details, FiredAt: a.FiredAt, ResolvedAt: a.ResolvedAt}
-}
+// AlertView is the API shape of an alert: the document webhooks receive too.
+type AlertView = alert.Doc
 
 // WebhookRequest is the body of POST /api/v1/webhooks.
 type WebhookRequest struct {
@@ -238,18 +216,24 @@ func (s *Server) createAlertRule(c *gin.Context) {
 		writeProblem(c, http.StatusBadRequest, "invalid alert rule", errs)
 		return
 	}
-	enabled := req.Enabled == nil || *req.Enabled
-	p := principal(c)
-	details, _ := json.Marshal(map[string]any{"name": req.Name, "kind": req.Kind, "params": req.Params, "enabled": enabled})
-	rule, err := s.store.CreateAlertRule(c.Request.Context(), store.NewAlertRule{
-		Name: req.Name, Kind: req.Kind, Params: store.JSON(req.Params), Enabled: enabled, CreatedBy: p.Subject,
-		Audit: store.AuditEvent{Actor: p.Subject, Action: "alert_rule.create", RequestID: c.GetString(ctxRequestID), Details: details},
-	})
+	params, err := alert.CheckRule(req.Name, req.Kind, req.Params)
 	var verrs store.ValidationErrors
 	switch {
 	case errors.As(err, &verrs):
 		writeProblem(c, http.StatusBadRequest, "invalid alert rule", fieldErrors(verrs))
 		return
+	case err != nil:
+		s.internalError(c, "creating alert rule failed", err)
+		return
+	}
+	enabled := req.Enabled == nil || *req.Enabled
+	p := principal(c)
+	details, _ := json.Marshal(map[string]any{"name": req.Name, "kind": req.Kind, "params": req.Params, "enabled": enabled})
+	rule, err := s.store.CreateAlertRule(c.Request.Context(), store.NewAlertRule{
+		Name: req.Name, Kind: req.Kind, Params: params, Enabled: enabled, CreatedBy: p.Subject,
+		Audit: store.AuditEvent{Actor: p.Subject, Action: "alert_rule.create", RequestID: c.GetString(ctxRequestID), Details: details},
+	})
+	switch {
 	case errors.Is(err, store.ErrDuplicate):
 		writeProblem(c, http.StatusConflict, "an alert rule with this name exists", []FieldError{{Field: "name", Message: "is taken"}})
 		return
@@ -323,7 +307,7 @@ func (s *Server) listAlerts(c *gin.Context) {
 	}
 	out := List[AlertView]{Items: make([]AlertView, 0, len(alerts)), NextCursor: nextPtr(next)}
 	for _, a := range alerts {
-		out.Items = append(out.Items, alertView(a))
+		out.Items = append(out.Items, alert.NewDoc(a))
 	}
 	c.JSON(http.StatusOK, out)
 }

@@ -178,6 +178,7 @@ func TestAlertRulesAPI(t *testing.T) {
 		{`{"name":5,"kind":"agent_offline"}`, 400, []string{"body"}},
 		{`{"kind":"agent_offline","params":{"seconds":1}}`, 400, []string{"name"}},
 		{`{"name":"` + strings.Repeat("n", 129) + `","kind":"agent_offline","params":{"seconds":1}}`, 400, []string{"name"}},
+		{`{"name":"bad\nname","kind":"agent_offline","params":{"seconds":1}}`, 400, []string{"name"}},
 		{`{"name":"a","params":{}}`, 400, []string{"kind"}},
 		{`{"name":"a","kind":"disk_full","params":{}}`, 400, []string{"kind"}},
 		{`{"name":"a","kind":"agent_offline","params":{}}`, 400, []string{"params.seconds"}},

@@ -15,7 +15,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/viworks/backend-agent/pkg/bus"
-	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
@@ -208,12 +207,8 @@ func (s *Server) createCommand(c *gin.Context) {
 		s.internalError(c, "creating command failed", err)
 		return
 	}
-	wake := bus.Encode(bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID})
-	if _, err := s.bus.Publish(c.Request.Context(), bus.TopicScheduler, wake); err != nil {
-		// The command is durable; the schedulers' sweep will find it.
-		s.log.WithError(err).WithField("command_id", cmd.ID).Warn("waking schedulers failed")
-	}
-	s.events.Publish(c.Request.Context(), events.Event{Type: events.CommandStatus, CommandID: cmd.ID, Status: cmd.Status})
+	s.send.Wake(c.Request.Context(), bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID})
+	s.events.Command(c.Request.Context(), cmd.ID, cmd.Status)
 	c.Header("Location", "/api/v1/commands/"+cmd.ID)
 	c.JSON(http.StatusAccepted, commandView(cmd, execs))
 }
@@ -324,14 +319,7 @@ func (s *Server) cancelCommand(c *gin.Context) {
 		if r.GatewayID == "" {
 			continue
 		}
-		frame, err := protocol.Encode(protocol.TypeCancel, "", protocol.Cancel{ExecutionID: r.ExecutionID, Reason: "cancelled by " + p.Subject})
-		if err != nil {
-			continue
-		}
-		msg := bus.EncodeDeliveries(bus.Delivery{AgentID: r.AgentID, Frame: frame})
-		if _, err := s.bus.Publish(c.Request.Context(), bus.GatewayTopic(r.GatewayID), msg); err != nil {
-			s.log.WithError(err).WithField("execution_id", r.ExecutionID).Warn("sending cancel failed")
-		}
+		s.send.Cancel(c.Request.Context(), r.GatewayID, r.AgentID, r.ExecutionID, "cancelled by "+p.Subject)
 	}
 	s.getCommand(c)
 }

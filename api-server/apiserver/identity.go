@@ -10,7 +10,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/viworks/backend-agent/pkg/auth"
-	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
@@ -86,10 +85,8 @@ func (s *Server) endAgent(c *gin.Context, revoke bool) {
 	// The credential is dead in the database already; this closes the live
 	// sessions and drops what gateways cached.
 	bctx := context.WithoutCancel(ctx)
-	if _, err := s.bus.Publish(bctx, bus.TopicAgents, bus.Encode(bus.AgentEnded{AgentID: id, Reason: reason})); err != nil {
-		s.log.WithError(err).WithField("agent_id", id).Error("telling gateways to close the agent's session failed")
-	}
-	s.events.Publish(bctx, events.Event{Type: typ, AgentID: id, Reason: reason})
+	s.send.AgentEnded(bctx, id, reason)
+	s.events.Agent(bctx, typ, id, "", reason)
 	c.JSON(http.StatusOK, AgentEndedView{AgentID: id, CancelledExecutions: n, EnrollmentBlocked: revoke})
 }
 
@@ -105,7 +102,7 @@ func (s *Server) unrevokeAgent(c *gin.Context) {
 	case err != nil:
 		s.internalError(c, "lifting the enrollment block failed", err)
 	default:
-		s.events.Publish(context.WithoutCancel(c.Request.Context()), events.Event{Type: events.AgentUnrevoked, AgentID: id})
+		s.events.Agent(context.WithoutCancel(c.Request.Context()), events.AgentUnrevoked, id, "", "")
 		c.Status(http.StatusNoContent)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
@@ -33,7 +34,7 @@ type readAPI struct {
 }
 
 var readDatabases = map[string]func(t *testing.T) string{
-	store.Postgres: func(t *testing.T) string { return testenv.Postgres(t) },
+	store.Postgres: func(t *testing.T) string { return storetest.MigratedPostgres(t) },
 	store.SQLite: func(t *testing.T) string {
 		return store.SQLitePrefix + filepath.Join(t.TempDir(), "viworks.db")
 	},
@@ -567,7 +568,7 @@ func (p *tcpProxy) Close() {
 }
 
 func TestDependencyHealthAPI(t *testing.T) {
-	pgURL, err := url.Parse(testenv.Postgres(t))
+	pgURL, err := url.Parse(storetest.MigratedPostgres(t))
 	require.NoError(t, err)
 	redisURL, prefix := testenv.Redis(t)
 	rURL, err := url.Parse(redisURL)

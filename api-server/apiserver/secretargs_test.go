@@ -15,7 +15,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/bus"
-	"github.com/viworks/backend-agent/pkg/testenv"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 )
 
 // TestSecretArgsEncryptedAtRest: a password given to POST /commands is not
@@ -28,7 +28,7 @@ func TestSecretArgsEncryptedAtRest(t *testing.T) {
 	_, _ = rand.Read(raw)
 	keys, err := argseal.NewKeyring(base64.StdEncoding.EncodeToString(raw))
 	require.NoError(t, err)
-	url := testenv.Postgres(t)
+	url := storetest.MigratedPostgres(t)
 	a := newReadAPI(t, url, bus.NewMemory(), Config{Args: keys})
 	a.agent("a1", "prod", "gw1", []string{"create_panel_user"}, nil)
 

@@ -28,6 +28,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/ratelimit"
 	"github.com/viworks/backend-agent/pkg/ratelimit/ratelimittest"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
@@ -60,7 +61,7 @@ func openPostgres(t *testing.T, url string) *store.Store {
 func newSecAPI(t *testing.T, st *store.Store, cfg Config) *secAPI {
 	t.Helper()
 	if st == nil {
-		st = openPostgres(t, testenv.Postgres(t))
+		st = openPostgres(t, storetest.MigratedPostgres(t))
 	}
 	jwt := newJWT(t)
 	log := logrus.New()
@@ -204,7 +205,7 @@ func TestAPIKeysAndTokenExchange(t *testing.T) {
 }
 
 func TestAuditAPI(t *testing.T) {
-	url := testenv.Postgres(t)
+	url := storetest.MigratedPostgres(t)
 	a := newSecAPI(t, openPostgres(t, url), Config{})
 	for i := 0; i < 3; i++ {
 		w := a.req("admin", "POST", "/api/v1/enrollment-secrets", fmt.Sprintf(`{"name":"s%d"}`, i), "X-Request-ID", fmt.Sprintf("rid-%d", i))
@@ -292,7 +293,7 @@ func TestEnrollmentSecretsAPI(t *testing.T) {
 
 func TestRateLimitSharedAcrossReplicas(t *testing.T) {
 	_, prefix := testenv.Redis(t)
-	st := openPostgres(t, testenv.Postgres(t))
+	st := openPostgres(t, storetest.MigratedPostgres(t))
 	cfg := Config{RateLimit: ratelimit.Limit{Requests: 3, Window: time.Minute}}
 	cfg.Limiter = ratelimittest.NewRedis(t, prefix)
 	a1 := newSecAPI(t, st, cfg)
@@ -456,7 +457,7 @@ func (c *countingStore) RecordAudits(ctx context.Context, es []store.AuditEvent)
 // per source address when the window ends.
 func TestAnonymousFloodIsAggregated(t *testing.T) {
 	ctx := context.Background()
-	st := openPostgres(t, testenv.Postgres(t))
+	st := openPostgres(t, storetest.MigratedPostgres(t))
 	cs := &countingStore{Store: st}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
@@ -519,7 +520,7 @@ func TestAnonymousFloodIsAggregated(t *testing.T) {
 // head it returns is signed with the audit key.
 func TestAuditVerifyReportsTruncation(t *testing.T) {
 	ctx := context.Background()
-	url := testenv.Postgres(t)
+	url := storetest.MigratedPostgres(t)
 	st := openPostgres(t, url)
 	heads := audithead.NewFile(filepath.Join(t.TempDir(), "audit-head.json"))
 	a := newSecAPI(t, st, Config{AuditHeads: heads})

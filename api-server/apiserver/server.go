@@ -196,6 +196,7 @@ type Server struct {
 	openapiDoc  []byte
 	ops         map[string]operation // the document's operations by "METHOD /gin/path"
 	events      *events.Publisher
+	send        *bus.Sender // the scheduler wake-ups, CANCELs and revocations the API publishes
 	requests    *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	limiter     ratelimit.Limiter // nil: no rate limits
@@ -216,6 +217,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	s := &Server{
 		cfg: cfg, store: st, bus: b, verifier: v, log: log,
 		hub: events.NewHub(b, log, cfg.Events), events: events.NewPublisher(b, log),
+		send:        bus.NewSender(b, log),
 		revocations: newRevocations(cfg.RevocationCacheTTL),
 		limitErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_ratelimit_errors_total",
 			Help: "Rate-limiter failures (Redis unreachable) by limit: ip requests are refused (503), principal requests let through."}, []string{"limit"}),

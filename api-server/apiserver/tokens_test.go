@@ -22,6 +22,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/events"
 	"github.com/viworks/backend-agent/pkg/ratelimit"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
@@ -129,7 +130,7 @@ func TestLongLivedTokensRefused(t *testing.T) {
 }
 
 func TestRevokedAPIKeyEndsItsTokensOnEveryReplica(t *testing.T) {
-	st := openPostgres(t, testenv.Postgres(t))
+	st := openPostgres(t, storetest.MigratedPostgres(t))
 	cfg := Config{RevocationCacheTTL: 200 * time.Millisecond, EventRevocationCheck: 100 * time.Millisecond}
 	a1 := newSecAPI(t, st, cfg)
 	a2 := newSecAPI(t, st, cfg) // another replica on the same database

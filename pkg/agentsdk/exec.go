@@ -1,11 +1,9 @@
 package agentsdk
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"runtime/debug"
-	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -17,13 +15,6 @@ import (
 type execution struct {
 	state  string // protocol.AckReceived or protocol.AckStarted; guarded by Agent.mu
 	cancel context.CancelCauseFunc
-}
-
-// outboxEntry is an encoded COMMAND_RESULT waiting for RESULT_ACK.
-type outboxEntry struct {
-	seq   uint64
-	frame []byte
-	sent  time.Time // last handed to a session; guarded by Agent.mu
 }
 
 // recentSet remembers the last recentSize acknowledged execution ids.
@@ -50,47 +41,6 @@ func (r *recentSet) add(id string) {
 func (r *recentSet) has(id string) bool {
 	_, ok := r.set[id]
 	return ok
-}
-
-// pendingResults returns the outbox in the order results were produced.
-// Called with a.mu held.
-func (a *Agent) pendingResults() [][]byte {
-	entries := make([]*outboxEntry, 0, len(a.outbox))
-	for _, e := range a.outbox {
-		entries = append(entries, e)
-	}
-	slices.SortFunc(entries, func(x, y *outboxEntry) int { return cmp.Compare(x.seq, y.seq) })
-	frames := make([][]byte, len(entries))
-	now := time.Now()
-	for i, e := range entries {
-		frames[i] = e.frame
-		e.sent = now
-	}
-	return frames
-}
-
-// unacknowledged returns, oldest first, the results last sent before cutoff
-// and marks them sent now: the gateway received them but did not confirm
-// (its database write failed, say), so they go again on the same session
-// rather than waiting for a reconnect. The gateway keeps the first result of
-// an execution and acknowledges the copies.
-func (a *Agent) unacknowledged(cutoff time.Time) [][]byte {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var entries []*outboxEntry
-	for _, e := range a.outbox {
-		if e.sent.Before(cutoff) {
-			entries = append(entries, e)
-		}
-	}
-	slices.SortFunc(entries, func(x, y *outboxEntry) int { return cmp.Compare(x.seq, y.seq) })
-	frames := make([][]byte, len(entries))
-	now := time.Now()
-	for i, e := range entries {
-		frames[i] = e.frame
-		e.sent = now
-	}
-	return frames
 }
 
 // send queues a frame on the current session, if there is one.
@@ -161,6 +111,11 @@ func (a *Agent) handleCommand(ctx context.Context, s *session, cmd *protocol.Com
 		// restart is then recognised. Only the read loop writes it.
 		if err := a.saveNonces(window); err != nil {
 			log.WithError(err).Error("saving the replay window failed; a replay of this COMMAND after a restart would not be recognised")
+		}
+		// So is the mark that it runs: a process ending before its result
+		// is stored leaves an interrupted result, not a second run.
+		if err := a.markRunning(*cmd, time.Now().UTC()); err != nil {
+			log.WithError(err).Error("saving the running mark failed; if the agent dies while this runs, the execution is not reported")
 		}
 	}
 
@@ -262,6 +217,7 @@ func (a *Agent) storeResult(cmd protocol.Command, res Result, startedAt, finishe
 		FinishedAt:  finishedAt,
 	}
 	r.Output, r.OutputTruncated = protocol.Truncate(res.Output, protocol.MaxOutputBytes)
+	r.OutputTruncated = r.OutputTruncated || res.OutputTruncated
 	r.Error, _ = protocol.Truncate(res.Error, protocol.MaxErrorBytes)
 	if r.OutputTruncated {
 		a.log.WithFields(logrus.Fields{"execution_id": cmd.ExecutionID, "output_bytes": len(res.Output), "limit": protocol.MaxOutputBytes}).
@@ -273,9 +229,17 @@ func (a *Agent) storeResult(cmd protocol.Command, res Result, startedAt, finishe
 		return r.Status, false
 	}
 	a.mu.Lock()
-	delete(a.execs, cmd.ExecutionID)
 	a.outboxSeq++
-	a.outbox[cmd.ExecutionID] = &outboxEntry{seq: a.outboxSeq, frame: frame, sent: time.Now()}
+	seq := a.outboxSeq
+	a.mu.Unlock()
+	// On disk before it is sent: a RESULT_ACK can then only remove a kept
+	// result, and a result finished just before a crash is sent after it.
+	if err := a.persistResult(cmd.ExecutionID, seq, frame); err != nil {
+		a.log.WithError(err).WithField("execution_id", cmd.ExecutionID).Error("keeping the result on disk failed; it is kept in memory only")
+	}
+	a.mu.Lock()
+	delete(a.execs, cmd.ExecutionID)
+	a.outbox[cmd.ExecutionID] = &outboxEntry{seq: seq, frame: frame, sent: time.Now()}
 	if len(a.outbox) > maxOutbox {
 		a.evictOldest()
 	}
@@ -285,39 +249,6 @@ func (a *Agent) storeResult(cmd protocol.Command, res Result, startedAt, finishe
 		s.enqueue(frame)
 	}
 	return r.Status, true
-}
-
-// evictOldest drops the oldest unacknowledged result; called with a.mu held.
-func (a *Agent) evictOldest() {
-	var oldest string
-	var seq uint64
-	for id, e := range a.outbox {
-		if oldest == "" || e.seq < seq {
-			oldest, seq = id, e.seq
-		}
-	}
-	delete(a.outbox, oldest)
-	a.log.WithField("execution_id", oldest).Warn("result outbox full; dropped the oldest unacknowledged result")
-}
-
-func (a *Agent) handleResultAck(p *protocol.ResultAck) {
-	a.mu.Lock()
-	_, ok := a.outbox[p.ExecutionID]
-	if ok {
-		delete(a.outbox, p.ExecutionID)
-		a.recent.add(p.ExecutionID)
-	}
-	a.mu.Unlock()
-	if !ok {
-		a.log.WithField("execution_id", trunc(p.ExecutionID, protocol.MaxIDLen)).Debug("RESULT_ACK for no pending result")
-		return
-	}
-	switch p.Outcome {
-	case protocol.OutcomeStored, protocol.OutcomeDuplicate, "": // "": a gateway older than outcomes
-	default:
-		// Not stored, and re-sending would not change that: dropped.
-		a.log.WithFields(logrus.Fields{"execution_id": p.ExecutionID, "outcome": trunc(p.Outcome, 64)}).Warn("gateway did not store the result")
-	}
 }
 
 func (a *Agent) handleCancel(p *protocol.Cancel) {

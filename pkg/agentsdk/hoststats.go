@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,8 +27,10 @@ const hostSampleMinInterval = time.Second
 //
 //   - cpu_percent: busy share of all CPUs since the previous sample (0 on the
 //     first), from /proc/stat
-//   - mem_percent, mem_used_bytes: MemTotal - MemAvailable, from /proc/meminfo
-//   - disk_percent: used share of the file system holding "/" (as df counts it)
+//   - mem_percent, mem_used_bytes (MemTotal - MemAvailable), mem_total_bytes:
+//     from /proc/meminfo
+//   - disk_percent, disk_used_bytes, disk_total_bytes: the file system holding
+//     "/" (statfs(2); the percentage as df counts it)
 //   - load1, load5, load15: from /proc/loadavg
 //   - net_rx_bytes, net_tx_bytes: counters summed over every interface but
 //     "lo", from /proc/net/dev
@@ -39,14 +42,41 @@ const hostSampleMinInterval = time.Second
 // safe for concurrent use; calls less than a second apart return a copy of the
 // previous sample, so one sampler can serve many agents.
 func HostTelemetry() func() map[string]float64 {
-	s := &hostSampler{proc: "/proc", root: "/", minInterval: hostSampleMinInterval}
+	return HostTelemetryMounts()
+}
+
+// HostTelemetryMounts is HostTelemetry with disk_percent, disk_used_bytes and
+// disk_total_bytes also reported for each file system mounted at one of
+// mounts, named "<metric>:<mount>" with the mount path's slashes as
+// underscores ("disk_used_bytes:var_lib" for /var/lib, "…:root" for /): the
+// names the telemetry API and alert rules accept.
+func HostTelemetryMounts(mounts ...string) func() map[string]float64 {
+	s := &hostSampler{proc: "/proc", root: "/", mounts: slices.Clone(mounts), minInterval: hostSampleMinInterval}
 	return s.sample
+}
+
+// MountMetricSuffix is the suffix HostTelemetryMounts names a mount's metrics
+// with: "root" for "/", otherwise the path without its leading and trailing
+// slashes, every other byte outside A-Z a-z 0-9 _ . - as "_".
+func MountMetricSuffix(mount string) string {
+	p := strings.Trim(filepath.Clean(mount), "/")
+	if p == "" || p == "." {
+		return "root"
+	}
+	b := []byte(p)
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 // hostSampler reads host metrics from the proc file system mounted at proc
 // and the file system holding root.
 type hostSampler struct {
 	proc, root  string
+	mounts      []string
 	minInterval time.Duration
 
 	mu      sync.Mutex
@@ -74,10 +104,12 @@ func (s *hostSampler) sample() map[string]float64 {
 	if s.read("meminfo", func(r io.Reader) (err error) { mem, err = parseMeminfo(r); return err }) {
 		used := mem.total - min(mem.available, mem.total)
 		m["mem_used_bytes"] = float64(used)
+		m["mem_total_bytes"] = float64(mem.total)
 		m["mem_percent"] = hostRound2(100 * float64(used) / float64(mem.total))
 	}
-	if pct, ok := hostDiskPercent(s.root); ok {
-		m["disk_percent"] = hostRound2(pct)
+	addDisk(m, "", s.root)
+	for _, mnt := range s.mounts {
+		addDisk(m, ":"+MountMetricSuffix(mnt), mnt)
 	}
 	var load [3]float64
 	if s.read("loadavg", func(r io.Reader) (err error) { load, err = parseLoadavg(r); return err }) {
@@ -126,9 +158,24 @@ func (s *hostSampler) cpuPercent(cur procCPUTimes) float64 {
 	return s.cpuPct
 }
 
-// hostDiskUsage reports the blocks of the file system holding path; it is set on
+// hostDiskUsage reports the size, free and available bytes of the file system
+// holding path; it is set on
 // systems that have statfs(2) and reports false elsewhere.
 var hostDiskUsage = func(path string) (blocks, free, avail uint64, ok bool) { return 0, 0, 0, false }
+
+// addDisk adds the disk metrics of the file system holding path, their names
+// ending with suffix.
+func addDisk(m map[string]float64, suffix, path string) {
+	total, free, avail, ok := hostDiskUsage(path)
+	if !ok {
+		return
+	}
+	if pct, ok := hostDiskPercentOf(total, free, avail); ok {
+		m["disk_percent"+suffix] = hostRound2(pct)
+		m["disk_used_bytes"+suffix] = float64(total - free)
+		m["disk_total_bytes"+suffix] = float64(total)
+	}
+}
 
 // hostDiskPercent is the used share of the file system holding path, as df(1)
 // computes it: used / (used + available to unprivileged users).

@@ -4,11 +4,13 @@ import "syscall"
 
 func init() { hostDiskUsage = statfsUsage }
 
-// statfsUsage reports the blocks of the file system holding path (statfs(2)).
+// statfsUsage reports the size, free and available bytes of the file system
+// holding path (statfs(2)).
 func statfsUsage(path string) (blocks, free, avail uint64, ok bool) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(path, &st); err != nil {
 		return 0, 0, 0, false
 	}
-	return st.Blocks, st.Bfree, st.Bavail, true
+	bs := uint64(st.Bsize)
+	return st.Blocks * bs, st.Bfree * bs, st.Bavail * bs, true
 }

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,10 +171,11 @@ func TestHostSamplerFixtures(t *testing.T) {
 	s := &hostSampler{proc: dir, root: filepath.Join(dir, "no-such-dir")}
 	first := s.sample()
 	require.Equal(t, map[string]float64{
-		"cpu_percent":    0, // no previous sample yet
-		"mem_used_bytes": (16384000 - 4096000) * 1024,
-		"mem_percent":    75,
-		"load1":          0.5, "load5": 0.25, "load15": 0.1,
+		"cpu_percent":     0, // no previous sample yet
+		"mem_used_bytes":  (16384000 - 4096000) * 1024,
+		"mem_total_bytes": 16384000 * 1024,
+		"mem_percent":     75,
+		"load1":           0.5, "load5": 0.25, "load15": 0.1,
 		"net_rx_bytes": 1300, "net_tx_bytes": 2400,
 		"uptime_s": 123.45,
 	}, first, "disk_percent is absent: its path does not exist")
@@ -196,7 +198,7 @@ func TestHostSamplerFixtures(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(dir, "uptime")))
 	writeProc(t, dir, map[string]string{"loadavg": "broken\n", "meminfo": "nothing useful\n"})
 	got := s.sample()
-	for _, k := range []string{"uptime_s", "load1", "load5", "load15", "mem_percent", "mem_used_bytes"} {
+	for _, k := range []string{"uptime_s", "load1", "load5", "load15", "mem_percent", "mem_used_bytes", "mem_total_bytes"} {
 		require.NotContains(t, got, k)
 	}
 	require.Contains(t, got, "cpu_percent")
@@ -281,6 +283,8 @@ func TestHostTelemetryRealHost(t *testing.T) {
 	}
 	if _, ok := hostDiskPercent("/"); ok {
 		percent("disk_percent")
+		require.Greater(t, m["disk_total_bytes"], 0.0)
+		require.LessOrEqual(t, m["disk_used_bytes"], m["disk_total_bytes"])
 	} else {
 		require.NotContains(t, m, "disk_percent")
 	}
@@ -300,4 +304,24 @@ func TestHostTelemetryRealHost(t *testing.T) {
 		require.GreaterOrEqual(t, m["uptime_s"], first["uptime_s"])
 	}
 	t.Logf("host telemetry: %v", m)
+}
+
+func TestHostTelemetryMounts(t *testing.T) {
+	for _, tc := range []struct{ mount, want string }{
+		{"/", "root"}, {"/var/lib", "var_lib"}, {"/srv/", "srv"}, {"/mnt/a b", "mnt_a_b"}, {"/x:y", "x_y"},
+	} {
+		require.Equal(t, tc.want, MountMetricSuffix(tc.mount), tc.mount)
+	}
+	if runtime.GOOS != "linux" {
+		t.Skipf("no statfs on %s", runtime.GOOS)
+	}
+	dir := t.TempDir()
+	m := HostTelemetryMounts("/", dir, filepath.Join(dir, "missing"))()
+	var st syscall.Statfs_t
+	require.NoError(t, syscall.Statfs(dir, &st))
+	suffix := ":" + MountMetricSuffix(dir)
+	require.Equal(t, float64(st.Blocks*uint64(st.Bsize)), m["disk_total_bytes"+suffix])
+	require.LessOrEqual(t, m["disk_used_bytes"+suffix], m["disk_total_bytes"+suffix])
+	require.Contains(t, m, "disk_percent:root")
+	require.NotContains(t, m, "disk_total_bytes:"+MountMetricSuffix(filepath.Join(dir, "missing")), "a missing mount reports nothing")
 }

@@ -1,6 +1,7 @@
 package agentsdk
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,12 +12,14 @@ import (
 	"time"
 
 	"github.com/viworks/backend-agent/pkg/atomicfile"
+	"github.com/viworks/backend-agent/pkg/signing"
 )
 
 // Files of Config.StateDir.
 const (
-	stateCredentialFile = "credential"  // the enrolled credential
-	stateNoncesFile     = "nonces.json" // the replay window of accepted COMMANDs
+	stateCredentialFile = "credential"      // the enrolled credential
+	stateNoncesFile     = "nonces.json"     // the replay window of accepted COMMANDs
+	statePinnedKeyFile  = "signing-key.pub" // the signing key pinned on first use (base64)
 )
 
 // nonceRecord is one remembered nonce of the replay window on disk.
@@ -97,4 +100,26 @@ func (a *Agent) saveNonces(records []nonceRecord) error {
 		return fmt.Errorf("encoding the replay window: %w", err)
 	}
 	return atomicfile.Write(filepath.Join(a.cfg.StateDir, stateNoncesFile), b)
+}
+
+// loadPinnedKey reads the signing key pinned on first use by an earlier
+// process; nil when there is none.
+func loadPinnedKey(dir string) (ed25519.PublicKey, error) {
+	b, err := os.ReadFile(filepath.Join(dir, statePinnedKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the pinned signing key: %w", err)
+	}
+	pub, err := signing.DecodePublicKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("reading the pinned signing key %s: %w", filepath.Join(dir, statePinnedKeyFile), err)
+	}
+	return pub, nil
+}
+
+// savePinnedKey keeps the key pinned on first use for later processes.
+func savePinnedKey(dir string, pub ed25519.PublicKey) error {
+	return atomicfile.Write(filepath.Join(dir, statePinnedKeyFile), []byte(signing.EncodePublicKey(pub)+"\n"))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,8 +77,54 @@ func TestStateDirKeepsCredential(t *testing.T) {
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 	entries, err := os.ReadDir(filepath.Dir(path))
 	require.NoError(t, err)
-	require.Len(t, entries, 1, "no temporary file left behind")
+	for _, e := range entries {
+		require.False(t, strings.HasPrefix(e.Name(), "."), "no temporary file left behind: %s", e.Name())
+	}
 	a, err = New(cfg)
 	require.NoError(t, err)
 	require.Equal(t, "kept-credential", a.cred)
+}
+
+// With a state directory the key pinned on first use is kept: a restarted
+// agent refuses a gateway announcing another key instead of trusting it.
+func TestTrustOnFirstUseKeptInStateDir(t *testing.T) {
+	g := newGateway(t)
+	first := g.signer.Load()
+	cfg, runs, _ := countingConfig(g)
+	cfg.TrustedKeys = nil
+	cfg.TrustOnFirstUse = true
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+
+	a, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	c := g.accept(t)
+	c.welcome(t, "s1")
+	c.command(t, "e1", "echo", map[string]string{"message": "pinned"})
+	c.expectRuns(t, "e1", "pinned")
+	c.resultAcked(t, a, "e1")
+	cancel()
+	require.NoError(t, <-done)
+	st, err := os.Stat(filepath.Join(cfg.StateDir, statePinnedKeyFile))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+	// The restarted agent reaches a gateway with another key first.
+	second := newSigner(t)
+	g.signer.Store(second)
+	start(t, cfg)
+	c = g.accept(t)
+	c.welcome(t, "s2")
+	c.sendCommand(t, signed(t, second, newCommand(t, "e2", "echo", map[string]string{"message": "impostor"})))
+	c.expectRejected(t, "e2", rejectUnknownKey)
+	c.sendCommand(t, signed(t, first, newCommand(t, "e3", "echo", map[string]string{"message": "still pinned"})))
+	c.expectRuns(t, "e3", "still pinned")
+	require.Equal(t, int32(2), runs.Load())
+
+	// A corrupt pinned key is an error, not a silent re-pin.
+	require.NoError(t, os.WriteFile(filepath.Join(cfg.StateDir, statePinnedKeyFile), []byte("not a key\n"), 0o600))
+	_, err = New(cfg)
+	require.ErrorContains(t, err, "pinned signing key")
 }

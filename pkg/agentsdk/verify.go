@@ -125,7 +125,13 @@ func (a *Agent) observeWelcome(w *protocol.Welcome) {
 		}
 		a.trust.keys = map[string]ed25519.PublicKey{w.SigningKeyID: announced}
 		a.trust.verifier = signing.NewVerifier(a.trust.keys)
-		log.WithField("key_id", w.SigningKeyID).Info("pinned the platform signing key announced in the first WELCOME (trust on first use)")
+		log.WithField("key_id", w.SigningKeyID).Warn("SECURITY: pinned the platform signing key announced in the first WELCOME (trust on first use); " +
+			"pin it in the configuration to protect against an impostor reached first")
+		if a.cfg.StateDir != "" {
+			if err := savePinnedKey(a.cfg.StateDir, announced); err != nil {
+				log.WithError(err).Error("keeping the pinned signing key failed; a restarted agent trusts the first key it sees again")
+			}
+		}
 		return
 	}
 	if announced == nil {

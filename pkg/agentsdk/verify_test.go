@@ -290,11 +290,11 @@ func TestTrustOnFirstUse(t *testing.T) {
 	c1.command(t, "e1", "echo", map[string]string{"message": "pinned"})
 	c1.expectRuns(t, "e1", "pinned")
 	c1.resultAcked(t, a, "e1")
-	require.NoError(t, c1.ws.Close())
-
-	// The next server announces another key: it is not trusted.
+	// The next server announces another key: it is not trusted. (Stored
+	// before the close: the agent may reconnect at once.)
 	second := newSigner(t)
 	g.signer.Store(second)
+	require.NoError(t, c1.ws.Close())
 	c2 := g.accept(t)
 	c2.welcome(t, "s2")
 	c2.sendCommand(t, signed(t, second, newCommand(t, "e2", "echo", map[string]string{"message": "impostor"})))
@@ -307,7 +307,8 @@ func TestTrustOnFirstUse(t *testing.T) {
 	var pinned, alarm *logrus.Entry
 	for _, e := range hook.AllEntries() {
 		switch e.Message {
-		case "pinned the platform signing key announced in the first WELCOME (trust on first use)":
+		case "SECURITY: pinned the platform signing key announced in the first WELCOME (trust on first use); " +
+			"pin it in the configuration to protect against an impostor reached first":
 			require.Nil(t, pinned, "pinned once")
 			pinned = e
 		case "SECURITY: WELCOME announced a signing key other than the one pinned on first use; commands signed with it will be rejected":
@@ -315,6 +316,7 @@ func TestTrustOnFirstUse(t *testing.T) {
 		}
 	}
 	require.NotNil(t, pinned)
+	require.Equal(t, logrus.WarnLevel, pinned.Level, "trust on first use is loud")
 	require.Equal(t, first.KeyID(), pinned.Data["key_id"])
 	require.NotNil(t, alarm)
 	require.Equal(t, logrus.ErrorLevel, alarm.Level)

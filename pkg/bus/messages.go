@@ -1,6 +1,10 @@
 package bus
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
 
 // Wake reasons.
 const (
@@ -44,14 +48,42 @@ type Deliveries struct {
 	Items []Delivery `json:"items"`
 }
 
-// EncodeDeliveries builds a gateway topic payload.
-func EncodeDeliveries(items ...Delivery) []byte { return Encode(Deliveries{Items: items}) }
-
-// Encode marshals a bus message; these types always marshal.
-func Encode(v any) []byte {
+// encode marshals a bus message; these types always marshal.
+func encode(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic("bus: encoding message: " + err.Error())
 	}
 	return b
+}
+
+// DecodeWake parses a TopicScheduler payload. The bus is trusted, but a
+// malformed message is an error, never a panic.
+func DecodeWake(payload []byte) (Wake, error) {
+	var w Wake
+	if err := json.Unmarshal(payload, &w); err != nil {
+		return Wake{}, fmt.Errorf("decoding wake: %w", err)
+	}
+	return w, nil
+}
+
+// DecodeAgentEnded parses a TopicAgents payload; one without an agent id is malformed.
+func DecodeAgentEnded(payload []byte) (AgentEnded, error) {
+	var e AgentEnded
+	if err := json.Unmarshal(payload, &e); err != nil {
+		return AgentEnded{}, fmt.Errorf("decoding agent ended: %w", err)
+	}
+	if e.AgentID == "" {
+		return AgentEnded{}, errors.New("decoding agent ended: no agent_id")
+	}
+	return e, nil
+}
+
+// DecodeDeliveries parses a gateway topic payload.
+func DecodeDeliveries(payload []byte) ([]Delivery, error) {
+	var ds Deliveries
+	if err := json.Unmarshal(payload, &ds); err != nil {
+		return nil, fmt.Errorf("decoding deliveries: %w", err)
+	}
+	return ds.Items, nil
 }

@@ -158,7 +158,7 @@ func (r *Redis) Close() error {
 
 // SetPresence implements Presence.
 func (r *Redis) SetPresence(ctx context.Context, agentID string, e Entry, ttl time.Duration) (*Entry, error) {
-	old, err := r.client.SetArgs(ctx, r.presenceKey(agentID), Encode(e), redis.SetArgs{TTL: ttl, Get: true}).Result()
+	old, err := r.client.SetArgs(ctx, r.presenceKey(agentID), encode(e), redis.SetArgs{TTL: ttl, Get: true}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -182,7 +182,7 @@ var deleteScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] the
 
 // RefreshPresence implements Presence.
 func (r *Redis) RefreshPresence(ctx context.Context, agentID string, e Entry, ttl time.Duration) (bool, error) {
-	n, err := refreshScript.Run(ctx, r.client, []string{r.presenceKey(agentID)}, Encode(e), ttl.Milliseconds()).Int()
+	n, err := refreshScript.Run(ctx, r.client, []string{r.presenceKey(agentID)}, encode(e), ttl.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("refreshing presence: %w", err)
 	}
@@ -208,7 +208,7 @@ func (r *Redis) RefreshPresences(ctx context.Context, entries map[string]Entry, 
 		pipe := r.client.Pipeline()
 		cmds := make([]*redis.Cmd, len(part))
 		for i, id := range part {
-			cmds[i] = refreshScript.EvalSha(ctx, pipe, []string{r.presenceKey(id)}, Encode(entries[id]), ttl.Milliseconds())
+			cmds[i] = refreshScript.EvalSha(ctx, pipe, []string{r.presenceKey(id)}, encode(entries[id]), ttl.Milliseconds())
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("refreshing presences: %w", err)
@@ -226,7 +226,7 @@ func (r *Redis) RefreshPresences(ctx context.Context, entries map[string]Entry, 
 
 // DeletePresence implements Presence.
 func (r *Redis) DeletePresence(ctx context.Context, agentID string, e Entry) (bool, error) {
-	n, err := deleteScript.Run(ctx, r.client, []string{r.presenceKey(agentID)}, Encode(e)).Int()
+	n, err := deleteScript.Run(ctx, r.client, []string{r.presenceKey(agentID)}, encode(e)).Int()
 	if err != nil {
 		return false, fmt.Errorf("deleting presence: %w", err)
 	}

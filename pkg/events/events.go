@@ -112,3 +112,14 @@ func (p *Publisher) Publish(ctx context.Context, evs ...Event) {
 		evs = evs[n:]
 	}
 }
+
+// Agent publishes one event about an agent (the Agent* types); gatewayID and
+// reason may be empty.
+func (p *Publisher) Agent(ctx context.Context, typ, agentID, gatewayID, reason string) {
+	p.Publish(ctx, Event{Type: typ, AgentID: agentID, GatewayID: gatewayID, Reason: reason})
+}
+
+// Command publishes a command's new aggregate status.
+func (p *Publisher) Command(ctx context.Context, commandID, status string) {
+	p.Publish(ctx, Event{Type: CommandStatus, CommandID: commandID, Status: status})
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
@@ -42,7 +43,7 @@ func TestPresenceConfigValidate(t *testing.T) {
 
 func TestPresenceRunRefreshesAndRemoves(t *testing.T) {
 	urls := map[string]string{
-		store.Postgres: testenv.Postgres(t),
+		store.Postgres: storetest.MigratedPostgres(t),
 		store.SQLite:   store.SQLitePrefix + filepath.Join(t.TempDir(), "p.db"),
 	}
 	for name, url := range urls {

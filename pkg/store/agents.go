@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -81,52 +80,11 @@ func (s *Store) TouchAgents(ctx context.Context, ups []HealthUpdate) error {
 	const chunk = 1000
 	for start := 0; start < len(ups); start += chunk {
 		batch := ups[start:min(start+chunk, len(ups))]
-		var err error
-		if s.dialect == Postgres {
-			err = s.touchAgentsValues(ctx, batch)
-		} else {
-			err = s.touchAgentsRows(ctx, batch)
-		}
-		if err != nil {
+		if err := s.dialect.touchAgents(ctx, s.db, batch); err != nil {
 			return fmt.Errorf("touching agents: %w", err)
 		}
 	}
 	return nil
-}
-
-// touchAgentsValues updates a batch in one statement (Postgres).
-func (s *Store) touchAgentsValues(ctx context.Context, ups []HealthUpdate) error {
-	var sb strings.Builder
-	args := make([]any, 0, len(ups)*4+1)
-	sb.WriteString(`UPDATE agents AS a SET last_seen_at = v.at, health_status = v.status, uptime_s = v.uptime, updated_at = ?
-FROM (VALUES `)
-	args = append(args, time.Now().UTC())
-	for i, u := range ups {
-		if i > 0 {
-			sb.WriteString(",")
-		}
-		sb.WriteString("(?::text, ?::text, ?::bigint, ?::timestamptz)")
-		args = append(args, u.AgentID, u.Status, u.UptimeS, u.At.UTC())
-	}
-	sb.WriteString(`) AS v(id, status, uptime, at) WHERE a.id = v.id`)
-	return s.db.WithContext(ctx).Exec(sb.String(), args...).Error
-}
-
-// touchAgentsRows updates a batch row by row in one transaction (SQLite, where
-// one local writer makes that cheap).
-func (s *Store) touchAgentsRows(ctx context.Context, ups []HealthUpdate) error {
-	now := time.Now().UTC()
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		for _, u := range ups {
-			err := tx.Model(&Agent{}).Where("id = ?", u.AgentID).Updates(map[string]any{
-				"last_seen_at": u.At.UTC(), "health_status": u.Status, "uptime_s": u.UptimeS, "updated_at": now,
-			}).Error
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 // AgentFilter selects agents to list; every set field must match.

@@ -137,6 +137,7 @@ func TestAuditKeptHeadMustBeSigned(t *testing.T) {
 // After a rotation new rows chain under the new key and the rows under the
 // previous key still verify while it is configured; without it they do not.
 func TestAuditKeyRotation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	url := testenv.Postgres(t)
 	oldKey, newKey := testenv.AuditKey, []byte("the-next-audit-key-0123456789abcdef0123")

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -237,8 +236,7 @@ func resolveResultCommands(tx *gorm.DB, rs []Result) ([]string, error) {
 // and reports, per result, whether it was recorded. On Postgres that is one
 // statement for the batch; a result repeated within the batch counts once
 // (the first).
-func recordResults(tx *gorm.DB, dialect string, rs []Result, now time.Time) ([]bool, error) {
-	recorded := make([]bool, len(rs))
+func recordResults(tx *gorm.DB, d dialect, rs []Result, now time.Time) ([]bool, error) {
 	first := map[string]int{}
 	var idx []int
 	for i, r := range rs {
@@ -252,138 +250,16 @@ func recordResults(tx *gorm.DB, dialect string, rs []Result, now time.Time) ([]b
 		idx = append(idx, i)
 	}
 	if len(idx) == 0 {
-		return recorded, nil
+		return make([]bool, len(rs)), nil
 	}
-	if dialect != Postgres {
-		for _, i := range idx {
-			ok, err := recordResult(tx, rs[i], now)
-			if err != nil {
-				return nil, err
-			}
-			recorded[i] = ok
-		}
-		return recorded, nil
-	}
-	var sb strings.Builder
-	args := make([]any, 0, len(idx)*9+1)
-	sb.WriteString(`UPDATE executions AS e SET status = v.status, exit_code = v.exit_code, output = v.output,
-  output_truncated = v.output_truncated, error = v.error, finished_at = v.finished_at, started_at = coalesce(v.started_at, e.started_at), updated_at = ?
-FROM (VALUES `)
-	args = append(args, now)
-	for n, i := range idx {
-		r := rs[i]
-		if n > 0 {
-			sb.WriteString(",")
-		}
-		sb.WriteString("(?::text, ?::text, ?::text, ?::integer, ?::text, ?::boolean, ?::text, ?::timestamptz, ?::timestamptz)")
-		finished := r.FinishedAt.UTC()
-		if r.FinishedAt.IsZero() {
-			finished = now
-		}
-		var started *time.Time
-		if !r.StartedAt.IsZero() {
-			t := r.StartedAt.UTC() // the agent's clock, consistent with finished_at
-			started = &t
-		}
-		args = append(args, r.ExecutionID, r.AgentID, r.Status, r.ExitCode, r.Output, r.OutputTruncated, r.Error, finished, started)
-	}
-	sb.WriteString(`) AS v(id, agent_id, status, exit_code, output, output_truncated, error, finished_at, started_at)
-WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status IN ('dispatched', 'running', 'retrying')
-RETURNING e.id`)
-	var ids []string
-	if err := tx.Raw(sb.String(), args...).Scan(&ids).Error; err != nil {
-		return nil, fmt.Errorf("updating executions: %w", err)
-	}
-	for _, id := range ids {
-		recorded[first[id]] = true
-	}
-	return recorded, nil
+	return d.recordResults(tx, rs, idx, now)
 }
 
 // ackExecutions moves the acked executions that are still dispatched to
 // running (one statement on Postgres) and reports which moved.
-func ackExecutions(tx *gorm.DB, dialect string, as []Ack, now time.Time) ([]string, error) {
-	acked := make([]string, len(as))
+func ackExecutions(tx *gorm.DB, d dialect, as []Ack, now time.Time) ([]string, error) {
 	if len(as) == 0 {
-		return acked, nil
+		return nil, nil
 	}
-	if dialect != Postgres {
-		for i, a := range as {
-			cmd, err := ackExecution(tx, a, now)
-			if err != nil {
-				return nil, err
-			}
-			acked[i] = cmd
-		}
-		return acked, nil
-	}
-	first := map[string]int{}
-	var sb strings.Builder
-	args := make([]any, 0, len(as)*3+1)
-	sb.WriteString(`UPDATE executions AS e SET status = 'running', started_at = v.at, updated_at = ?
-FROM (VALUES `)
-	args = append(args, now)
-	n := 0
-	for i, a := range as {
-		if _, dup := first[a.ExecutionID]; dup {
-			continue
-		}
-		first[a.ExecutionID] = i
-		if n > 0 {
-			sb.WriteString(",")
-		}
-		n++
-		sb.WriteString("(?::text, ?::text, ?::timestamptz)")
-		args = append(args, a.ExecutionID, a.AgentID, a.At.UTC())
-	}
-	sb.WriteString(`) AS v(id, agent_id, at)
-WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status = 'dispatched'
-RETURNING e.id, e.command_id`)
-	var rows []struct{ ID, CommandID string }
-	if err := tx.Raw(sb.String(), args...).Scan(&rows).Error; err != nil {
-		return nil, fmt.Errorf("acknowledging executions: %w", err)
-	}
-	for _, r := range rows {
-		acked[first[r.ID]] = r.CommandID
-	}
-	return acked, nil
-}
-
-func recordResult(tx *gorm.DB, r Result, now time.Time) (bool, error) {
-	finished := r.FinishedAt.UTC()
-	if r.FinishedAt.IsZero() {
-		finished = now
-	}
-	upd := map[string]any{
-		"status": r.Status, "exit_code": r.ExitCode, "output": r.Output, "output_truncated": r.OutputTruncated, "error": r.Error,
-		"finished_at": finished, "updated_at": now,
-	}
-	if !r.StartedAt.IsZero() {
-		upd["started_at"] = r.StartedAt.UTC() // the agent's clock, consistent with finished_at
-	}
-	res := tx.Model(&Execution{}).
-		Where("id = ? AND agent_id = ? AND status IN ?", r.ExecutionID, r.AgentID, []string{ExecDispatched, ExecRunning, ExecRetrying}).
-		Updates(upd)
-	if res.Error != nil {
-		return false, fmt.Errorf("updating execution: %w", res.Error)
-	}
-	return res.RowsAffected > 0, nil
-}
-
-// ackExecution moves a dispatched execution of the acking agent to running.
-func ackExecution(db *gorm.DB, a Ack, now time.Time) (string, error) {
-	res := db.Model(&Execution{}).
-		Where("id = ? AND agent_id = ? AND status = ?", a.ExecutionID, a.AgentID, ExecDispatched).
-		Updates(map[string]any{"status": ExecRunning, "started_at": a.At.UTC(), "updated_at": now})
-	if res.Error != nil {
-		return "", fmt.Errorf("acknowledging execution: %w", res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return "", nil
-	}
-	var cmd string
-	if err := db.Raw(`SELECT command_id FROM executions WHERE id = ?`, a.ExecutionID).Scan(&cmd).Error; err != nil {
-		return "", fmt.Errorf("finding the acknowledged execution's command: %w", err)
-	}
-	return cmd, nil
+	return d.ackExecutions(tx, as, now)
 }

@@ -150,19 +150,12 @@ func (s *Store) ClaimDue(ctx context.Context, o ClaimOptions, route Router) ([]D
 	o.setDefaults()
 	var out []DueExecution
 	claimed := 0
-	lock := "FOR UPDATE OF e SKIP LOCKED"
-	if s.dialect == SQLite {
-		lock = "" // the single writer connection serialises claims
-	}
+	lock := s.dialect.claimLock()
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		limit := o.Limit
 		if o.MaxInFlight > 0 {
-			if s.dialect == Postgres {
-				// Replicas count in-flight work one at a time, so together
-				// they never exceed the global cap.
-				if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, claimLockKey).Error; err != nil {
-					return fmt.Errorf("taking claim lock: %w", err)
-				}
+			if err := s.dialect.serialiseClaims(tx); err != nil {
+				return err
 			}
 			var inflight int64
 			if err := tx.Model(&Execution{}).Where("status IN ?", inFlight).Count(&inflight).Error; err != nil {

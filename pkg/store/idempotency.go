@@ -80,10 +80,7 @@ func (s *Store) AbandonIdempotent(ctx context.Context, principal, key string) er
 
 // DeleteIdempotencyKeysBefore purges keys expired before cutoff, in batches.
 func (s *Store) DeleteIdempotencyKeysBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error) {
-	row := "ctid"
-	if s.dialect == SQLite {
-		row = "rowid"
-	}
+	row := s.dialect.rowID()
 	q := `DELETE FROM idempotency_keys WHERE ` + row + ` IN (SELECT ` + row + ` FROM idempotency_keys WHERE expires_at < ? LIMIT ?)`
 	return s.deleteBatches(ctx, maxBatches, "idempotency keys", func(db *gorm.DB) *gorm.DB { return db.Exec(q, cutoff.UTC(), retentionBatch) })
 }

@@ -2,11 +2,8 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -95,49 +92,10 @@ func (s *Store) InsertTelemetry(ctx context.Context, samples []TelemetrySample) 
 	if len(samples) == 0 {
 		return nil
 	}
-	if s.dialect == Postgres {
-		if err := s.copyTelemetry(ctx, samples); err != nil {
-			return fmt.Errorf("inserting telemetry: %w", err)
-		}
-		return nil
-	}
-	if err := s.db.WithContext(ctx).CreateInBatches(samples, 500).Error; err != nil {
+	if err := s.dialect.insertTelemetry(ctx, s.db, samples); err != nil {
 		return fmt.Errorf("inserting telemetry: %w", err)
 	}
 	return nil
-}
-
-var telemetryColumns = []string{"agent_id", "ts", "metrics", "received_at"}
-
-// copyTelemetry streams samples with COPY FROM over one pooled connection.
-func (s *Store) copyTelemetry(ctx context.Context, samples []TelemetrySample) error {
-	sqlDB, err := s.db.DB()
-	if err != nil {
-		return err
-	}
-	conn, err := sqlDB.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(driverConn any) error {
-		c, ok := driverConn.(*stdlib.Conn)
-		if !ok {
-			return errors.New("the postgres driver is not pgx")
-		}
-		n, err := c.Conn().CopyFrom(ctx, pgx.Identifier{"telemetry"}, telemetryColumns,
-			pgx.CopyFromSlice(len(samples), func(i int) ([]any, error) {
-				t := samples[i]
-				return []any{t.AgentID, t.TS.UTC(), []byte(t.Metrics), t.ReceivedAt.UTC()}, nil
-			}))
-		if err != nil {
-			return err
-		}
-		if n != int64(len(samples)) {
-			return fmt.Errorf("copied %d of %d rows", n, len(samples))
-		}
-		return nil
-	})
 }
 
 // RecentTelemetry returns an agent's newest samples, newest first, at most limit.

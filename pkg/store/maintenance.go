@@ -30,28 +30,7 @@ func lockKey(name string) int64 {
 // TryLead tries to become the leader for name; it returns nil (and no error)
 // while another holds it.
 func (s *Store) TryLead(ctx context.Context, name string) (*Leader, error) {
-	if s.dialect == SQLite {
-		return &Leader{}, nil
-	}
-	sqlDB, err := s.db.DB()
-	if err != nil {
-		return nil, err
-	}
-	conn, err := sqlDB.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("acquiring leader connection: %w", err)
-	}
-	key := lockKey(name)
-	var ok bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("trying leader lock: %w", err)
-	}
-	if !ok {
-		_ = conn.Close()
-		return nil, nil
-	}
-	return &Leader{conn: conn, key: key}, nil
+	return s.dialect.tryLead(ctx, s.db, lockKey(name))
 }
 
 // Check verifies the lease is still held: a session-level lock lives exactly
@@ -110,10 +89,7 @@ const retentionBatch = 5000
 // DeleteTelemetryBefore deletes telemetry older than cutoff in batches, at most
 // maxBatches of them per call; it returns how many rows went.
 func (s *Store) DeleteTelemetryBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error) {
-	row := "ctid"
-	if s.dialect == SQLite {
-		row = "rowid"
-	}
+	row := s.dialect.rowID()
 	q := `DELETE FROM telemetry WHERE ` + row + ` IN (SELECT ` + row + ` FROM telemetry WHERE ts < ? LIMIT ?)`
 	return s.deleteBatches(ctx, maxBatches, "telemetry", func(db *gorm.DB) *gorm.DB { return db.Exec(q, cutoff.UTC(), retentionBatch) })
 }

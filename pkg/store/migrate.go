@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,6 +28,26 @@ type migration struct {
 	version int
 	name    string
 	sql     string
+}
+
+// SchemaDigest identifies the schema the migrations build: a SHA-256 over every
+// migration file of both dialects, names and contents. Tests key template
+// databases on it.
+func SchemaDigest() string {
+	h := sha256.New()
+	_ = fs.WalkDir(migrationFiles, "migrations", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		body, err := fs.ReadFile(migrationFiles, path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", path, len(body))
+		h.Write(body)
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // loadMigrations reads one dialect's migrations; both dialects have the same
@@ -85,26 +107,13 @@ func LatestVersion() int {
 	return ms[len(ms)-1].version
 }
 
-var createVersionTable = map[string]string{
-	Postgres: `CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    integer PRIMARY KEY,
-    name       text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)`,
-	SQLite: `CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    INTEGER PRIMARY KEY,
-    name       TEXT     NOT NULL,
-    applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
-)`,
-}
-
 // Migrate applies pending migrations, each in its own transaction. On Postgres
 // it holds a session-level advisory lock, so several migrators (one per pod) may
 // run at once: one applies, the others wait and then find nothing to do. SQLite
 // is used by one process, whose single connection serialises it. It returns the
 // versions it applied.
 func (s *Store) Migrate(ctx context.Context) ([]int, error) {
-	ms, err := loadMigrations(s.dialect)
+	ms, err := loadMigrations(s.dialect.name())
 	if err != nil {
 		return nil, err
 	}
@@ -117,15 +126,12 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 		return nil, fmt.Errorf("acquiring migration connection: %w", err)
 	}
 	defer conn.Close()
-	if s.dialect == Postgres {
-		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
-			return nil, fmt.Errorf("taking migration lock: %w", err)
-		}
-		defer func() {
-			_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockKey)
-		}()
+	unlock, err := s.dialect.lockMigrations(ctx, conn)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := conn.ExecContext(ctx, createVersionTable[s.dialect]); err != nil {
+	defer unlock()
+	if _, err := conn.ExecContext(ctx, s.dialect.versionTable()); err != nil {
 		return nil, fmt.Errorf("creating schema_migrations: %w", err)
 	}
 	var applied []int
@@ -204,7 +210,7 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 
 // missingVersions lists the shipped migrations the database has not applied.
 func (s *Store) missingVersions(ctx context.Context) ([]int, error) {
-	shipped := MigrationVersions(s.dialect)
+	shipped := MigrationVersions(s.dialect.name())
 	if !s.db.WithContext(ctx).Migrator().HasTable("schema_migrations") {
 		return shipped, nil
 	}

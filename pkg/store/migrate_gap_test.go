@@ -16,6 +16,7 @@ import (
 // Migrate applies just that one. Simulated by undoing 0003 (it only creates
 // agent_credentials) under the newer 0005.
 func TestMigrateAppliesAVersionBelowTheNewest(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	url := testenv.Postgres(t)
 	s, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})

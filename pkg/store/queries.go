@@ -2,12 +2,10 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"slices"
-	"strings"
+	"regexp"
 	"time"
 
 	"gorm.io/gorm"
@@ -19,42 +17,7 @@ func (s *Store) agentAttributes(q *gorm.DB, f AgentFilter) *gorm.DB {
 	if f.Site != "" {
 		q = q.Where("site = ?", f.Site)
 	}
-	if s.dialect == Postgres {
-		if len(f.Labels) > 0 {
-			b, _ := json.Marshal(f.Labels) // map[string]string always marshals
-			q = q.Where("labels @> ?::jsonb", string(b))
-		}
-		if f.Capability != "" {
-			b, _ := json.Marshal([]string{f.Capability})
-			q = q.Where("capabilities @> ?::jsonb", string(b))
-		}
-		if f.IDPrefix != "" {
-			q = q.Where(`id LIKE ? ESCAPE '\'`, likePrefix(f.IDPrefix))
-		}
-		return q
-	}
-	keys := make([]string, 0, len(f.Labels))
-	for k := range f.Labels {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		q = q.Where("EXISTS (SELECT 1 FROM json_each(agents.labels) AS l WHERE l.key = ? AND l.type = 'text' AND l.value = ?)", k, f.Labels[k])
-	}
-	if f.Capability != "" {
-		q = q.Where("EXISTS (SELECT 1 FROM json_each(agents.capabilities) AS c WHERE c.type = 'text' AND c.value = ?)", f.Capability)
-	}
-	if f.IDPrefix != "" {
-		// substr, not LIKE: SQLite's LIKE ignores ASCII case, Postgres' does not.
-		q = q.Where("substr(id, 1, length(?)) = ?", f.IDPrefix, f.IDPrefix)
-	}
-	return q
-}
-
-// likePrefix escapes a literal prefix for LIKE ... ESCAPE '\'.
-func likePrefix(p string) string {
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-	return r.Replace(p) + "%"
+	return s.dialect.agentAttributes(q, f)
 }
 
 // Bounds of telemetry queries.
@@ -98,6 +61,9 @@ type TelemetryPoint struct {
 	Count  int64 // samples with the metric in the bucket
 }
 
+// metricPattern: metric names usable as a JSON key in both dialects' path syntax.
+var metricPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$`)
+
 // ValidMetricName reports whether name can be queried as a telemetry metric.
 func ValidMetricName(name string) bool { return metricPattern.MatchString(name) }
 
@@ -126,15 +92,7 @@ func (s *Store) TelemetrySeries(ctx context.Context, tq TelemetryQuery) ([]Telem
 		}
 	}
 	from, to := tq.From.UTC(), tq.To.UTC()
-	var sql string
-	var args []any
-	if s.dialect == Postgres {
-		sql, args = pgSeriesSQL(tq.Metrics)
-		args = append([]any{from, step, step, from}, args...)
-	} else {
-		sql, args = liteSeriesSQL(tq.Metrics)
-		args = append([]any{from.UnixMilli(), step * 1000}, args...)
-	}
+	sql, args := s.dialect.seriesSQL(tq.Metrics, from, step)
 	args = append(args, tq.AgentID, from, to, MaxTelemetryPoints+1)
 	var rows []TelemetryPoint
 	if err := s.db.WithContext(ctx).Raw(sql, args...).Scan(&rows).Error; err != nil {
@@ -144,66 +102,6 @@ func (s *Store) TelemetrySeries(ctx context.Context, tq TelemetryQuery) ([]Telem
 		return nil, ErrTooManyPoints
 	}
 	return rows, nil
-}
-
-// pgSeriesSQL: the innermost query reads the agent's rows through
-// telemetry_agent_ts_idx and turns each into (metric, bucket start, value)
-// rows, taking values that are JSON numbers; OFFSET 0 keeps it a separate
-// step, so the grouping hashes those narrow rows instead of sorting whole
-// telemetry rows. date_bin aligns buckets to from; the bucket index is
-// computed only on the grouped rows.
-func pgSeriesSQL(metrics []string) (string, []any) {
-	from := `CROSS JOIN LATERAL jsonb_each(t.metrics) AS m(key, value)`
-	var args []any
-	if len(metrics) > 0 {
-		var vals string
-		vals, args = valuesList(metrics)
-		from = `CROSS JOIN (VALUES ` + vals + `) AS k(key)
-    CROSS JOIN LATERAL (SELECT k.key, t.metrics -> k.key) AS m(key, value)`
-	}
-	return `SELECT metric, (extract(epoch FROM b - ?::timestamptz) / ?::bigint)::bigint AS bucket, avg, max, count
-FROM (
-  SELECT key AS metric, b, avg(v) AS avg, max(v) AS max, count(*) AS count
-  FROM (
-    SELECT m.key, date_bin(?::bigint * interval '1 second', t.ts, ?::timestamptz) AS b, (m.value)::float8 AS v
-    FROM telemetry t ` + from + `
-    WHERE t.agent_id = ? AND t.ts >= ? AND t.ts < ? AND jsonb_typeof(m.value) = 'number'
-    OFFSET 0
-  ) s
-  GROUP BY 1, 2
-) g
-ORDER BY 1, 2 LIMIT ?`, args
-}
-
-// liteSeriesSQL is pgSeriesSQL for SQLite: whole epoch milliseconds (SQLite's
-// time resolution) from julianday, integer division by the step in
-// milliseconds; values of JSON type integer or real.
-func liteSeriesSQL(metrics []string) (string, []any) {
-	key, typ, val := "m.key", "m.type", "m.value"
-	from := `CROSS JOIN json_each(t.metrics) AS m`
-	var args []any
-	if len(metrics) > 0 {
-		// metricPattern excludes quotes and backslashes, so the path is literal.
-		path := `'$."' || k.key || '"'`
-		key, typ, val = "k.key", "json_type(t.metrics, "+path+")", "json_extract(t.metrics, "+path+")"
-		var vals string
-		vals, args = valuesList(metrics)
-		from = `CROSS JOIN (SELECT column1 AS key FROM (VALUES ` + vals + `)) AS k`
-	}
-	return `SELECT ` + key + ` AS metric, (CAST(round((julianday(t.ts) - 2440587.5) * 86400000.0) AS INTEGER) - ?) / ? AS bucket,
-  avg(` + val + `) AS avg, max(` + val + `) AS max, count(*) AS count
-FROM telemetry t ` + from + `
-WHERE t.agent_id = ? AND t.ts >= ? AND t.ts < ? AND ` + typ + ` IN ('integer', 'real')
-GROUP BY 1, 2 ORDER BY 1, 2 LIMIT ?`, args
-}
-
-func valuesList(items []string) (string, []any) {
-	parts := make([]string, len(items))
-	args := make([]any, len(items))
-	for i, it := range items {
-		parts[i], args[i] = "(?)", it
-	}
-	return strings.Join(parts, ", "), args
 }
 
 // CommandFilter selects commands to list, newest first.
@@ -294,9 +192,6 @@ type DispatchLatency struct {
 	P99     float64 // seconds
 }
 
-// maxLatencySample bounds the latencies SQLite reads to compute percentiles.
-const maxLatencySample = 10_000
-
 // Activity counts agents and commands by status, the executions finished in
 // the last one and five minutes before now (no upper bound: a writer's clock
 // may run a little ahead), and the dispatch latency
@@ -320,32 +215,9 @@ FROM executions WHERE finished_at > ?`, now.Add(-time.Minute), now.Add(-5*time.M
 	}
 	a.Finished1m, a.Finished5m = fin.F1, fin.F5
 	since := now.Add(-5 * time.Minute)
-	if s.dialect == Postgres {
-		var d struct {
-			Samples  int64
-			P50, P99 *float64
-		}
-		err = s.db.WithContext(ctx).Raw(`SELECT count(*) AS samples,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM dispatched_at - created_at)) AS p50,
-  percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM dispatched_at - created_at)) AS p99
-FROM executions WHERE dispatched_at > ?`, since).Scan(&d).Error
-		if err != nil {
-			return a, fmt.Errorf("measuring dispatch latency: %w", err)
-		}
-		a.Dispatch.Samples = d.Samples
-		if d.P50 != nil && d.P99 != nil {
-			a.Dispatch.P50, a.Dispatch.P99 = *d.P50, *d.P99
-		}
-		return a, nil
-	}
-	var lat []float64
-	err = s.db.WithContext(ctx).Raw(`SELECT (julianday(dispatched_at) - julianday(created_at)) * 86400.0
-FROM executions WHERE dispatched_at > ? ORDER BY dispatched_at DESC LIMIT ?`, since, maxLatencySample).Scan(&lat).Error
-	if err != nil {
+	if a.Dispatch, err = s.dialect.dispatchLatency(ctx, s.db, since); err != nil {
 		return a, fmt.Errorf("measuring dispatch latency: %w", err)
 	}
-	slices.Sort(lat)
-	a.Dispatch = DispatchLatency{Samples: int64(len(lat)), P50: Percentile(lat, 0.5), P99: Percentile(lat, 0.99)}
 	return a, nil
 }
 

@@ -39,8 +39,9 @@ ORDER BY ts, a`, start, end).Error
 	require.NoError(b, s.db.Exec(`ANALYZE telemetry`).Error)
 
 	var plan []string
-	sql, _ := pgSeriesSQL(nil)
-	require.NoError(b, s.db.Raw(`EXPLAIN (ANALYZE, BUFFERS) `+sql, start, int64(3*3600), int64(3*3600), start, "agent-3", start, end, MaxTelemetryPoints+1).Scan(&plan).Error)
+	sql, args := postgresDialect{}.seriesSQL(nil, start, int64(3*3600))
+	args = append(args, "agent-3", start, end, MaxTelemetryPoints+1)
+	require.NoError(b, s.db.Raw(`EXPLAIN (ANALYZE, BUFFERS) `+sql, args...).Scan(&plan).Error)
 	b.Logf("plan of the all-metrics query at a 3h step:\n%s", strings.Join(plan, "\n"))
 
 	cases := []struct {

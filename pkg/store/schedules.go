@@ -332,14 +332,12 @@ func (s *Store) fireOne(ctx context.Context, o FireOptions) (ScheduleRun, bool, 
 }
 
 // lockDueSchedule claims the schedule whose fire time passed longest ago.
-// Dialect-specific: on Postgres the row lock is taken with SKIP LOCKED, so
-// each replica claims a different schedule and a claim in flight is never
-// waited for; SQLite's single writer serialises the transactions.
+// On Postgres the row lock is taken with SKIP LOCKED (the dialect's
+// skipLocked), so each replica claims a different schedule and a claim in
+// flight is never waited for; SQLite's single writer serialises the
+// transactions.
 func (s *Store) lockDueSchedule(tx *gorm.DB, now time.Time) (Schedule, bool, error) {
-	q := tx.Where("NOT paused AND fire_at IS NOT NULL AND fire_at <= ?", now.UTC()).Order("fire_at").Order("id").Limit(1)
-	if s.dialect == Postgres {
-		q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
-	}
+	q := s.dialect.skipLocked(tx.Where("NOT paused AND fire_at IS NOT NULL AND fire_at <= ?", now.UTC()).Order("fire_at").Order("id").Limit(1))
 	var sc Schedule
 	res := q.Find(&sc)
 	if res.Error != nil {

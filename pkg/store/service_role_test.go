@@ -17,6 +17,7 @@ import (
 // change or remove audit rows, nor move the keyed chain's start; the store
 // still works as that role.
 func TestServiceRoleCannotRewriteTheAuditTrail(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	ownerURL := testenv.Postgres(t)
 	owner, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: ownerURL})

@@ -3,22 +3,19 @@
 // production database) or SQLite (the embedded one-process mode). It is the
 // source of truth; everything on the bus can be rebuilt from it.
 //
-// Where the two databases differ the store says so: Postgres claims work with
-// FOR UPDATE SKIP LOCKED so replicas share the queue; SQLite has one writer (a
-// single connection), which serialises claims in the one process that uses it.
+// Where the two databases differ, the store asks its dialect (dialect.go, with
+// one implementation in dialect_postgres.go and one in dialect_sqlite.go):
+// Postgres claims work with FOR UPDATE SKIP LOCKED so replicas share the queue;
+// SQLite has one writer (a single connection), which serialises claims in the
+// one process that uses it. Package storetest holds the suite both pass.
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/glebarez/sqlite"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 )
@@ -85,7 +82,7 @@ func (c Config) Validate() error {
 // Store is the durable state.
 type Store struct {
 	db        *gorm.DB
-	dialect   string
+	dialect   dialect
 	auditKeys auditKeyring
 	observe   func(context.Context, []CommandChange)
 	// observeExecutions is called with the execution changes of result batches.
@@ -94,7 +91,7 @@ type Store struct {
 }
 
 // Dialect returns Postgres or SQLite.
-func (s *Store) Dialect() string { return s.dialect }
+func (s *Store) Dialect() string { return s.dialect.name() }
 
 // Open connects to the database named by cfg.URL and verifies the connection.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
@@ -102,18 +99,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dialect := Postgres
-	dialector := postgres.New(postgres.Config{DSN: cfg.URL})
-	if path, ok := strings.CutPrefix(cfg.URL, SQLitePrefix); ok {
-		dsn, err := sqliteDSN(path)
-		if err != nil {
-			return nil, err
-		}
-		dialect, dialector = SQLite, sqlite.Open(dsn)
-		// One connection: SQLite has a single writer, and one connection makes
-		// every transaction wait its turn instead of failing with SQLITE_BUSY.
-		cfg.MaxConns = 1
+	d := dialectFor(cfg.URL)
+	dialector, maxConns, err := d.open(cfg.URL, cfg.MaxConns)
+	if err != nil {
+		return nil, err
 	}
+	cfg.MaxConns = maxConns
 	db, err := gorm.Open(dialector, &gorm.Config{
 		Logger:                 logger.Discard,
 		SkipDefaultTransaction: true,
@@ -137,34 +128,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("connecting to database: %w", err)
 	}
-	if dialect == SQLite {
-		// A file that is not a database only shows on the first real query.
-		var n int
-		if err := db.WithContext(pingCtx).Raw("SELECT count(*) FROM sqlite_master").Scan(&n).Error; err != nil {
-			_ = sqlDB.Close()
-			return nil, fmt.Errorf("opening database: %w", err)
-		}
+	if err := d.checkOpened(pingCtx, db); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("opening database: %w", err)
 	}
 	keys, _ := newAuditKeyring(cfg.AuditKey, cfg.PreviousAuditKeys) // checked by Validate
-	return &Store{db: db, dialect: dialect, auditKeys: keys}, nil
-}
-
-func sqliteDSN(path string) (string, error) {
-	if path == "" {
-		return "", errors.New("store: sqlite URL needs a file path: sqlite://PATH")
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if _, err := os.Stat(dir); err != nil {
-			return "", fmt.Errorf("store: sqlite directory: %w", err)
-		}
-	}
-	pragmas := []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(NORMAL)"}
-	var q strings.Builder
-	q.WriteString(path + "?_time_format=sqlite&_txlock=immediate")
-	for _, p := range pragmas {
-		q.WriteString("&_pragma=" + p)
-	}
-	return q.String(), nil
+	return &Store{db: db, dialect: d, auditKeys: keys}, nil
 }
 
 // Close releases the pool.

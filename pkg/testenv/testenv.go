@@ -85,31 +85,7 @@ func RandomSuffix(n int) string {
 // returns its URL.
 func Postgres(t testing.TB) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, admin, err := openPostgres(ctx)
-	if err != nil {
-		unavailable(t, "postgres", err)
-	}
-	// Named after the package, so a leftover database says whose it is.
-	name := "viworks_test_" + suite() + "_" + RandomSuffix(6)
-	announce("postgres", fmt.Sprintf("using postgres at %s (databases viworks_test_%s_*, dropped after each test)", hostOf(admin), suite()))
-	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		_ = db.Close()
-		t.Fatalf("creating test database: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, _ = db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		_ = db.Close()
-	})
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatalf("parsing %s: %v", EnvPostgres, err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return createDatabase(t, "")
 }
 
 // Redis returns the Redis URL and a key prefix unique to this test; keys under

@@ -24,6 +24,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/egress"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 	"github.com/viworks/backend-agent/scheduler/alerting"
 )
@@ -33,7 +34,7 @@ const secret = "receiver-secret-0123456789"
 // eachStore runs fn on a migrated Postgres and a migrated SQLite store.
 func eachStore(t *testing.T, fn func(t *testing.T, s *store.Store)) {
 	urls := map[string]func(t *testing.T) string{
-		store.Postgres: func(t *testing.T) string { return testenv.Postgres(t) },
+		store.Postgres: func(t *testing.T) string { return storetest.MigratedPostgres(t) },
 		store.SQLite:   func(t *testing.T) string { return store.SQLitePrefix + filepath.Join(t.TempDir(), "viworks.db") },
 	}
 	for _, name := range []string{store.SQLite, store.Postgres} {

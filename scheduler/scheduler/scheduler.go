@@ -126,6 +126,7 @@ type Scheduler struct {
 	cfg      Config
 	store    Store
 	bus      bus.Bus
+	send     *bus.Sender
 	presence bus.Presence
 	log      logrus.FieldLogger
 	metrics  *metrics
@@ -143,7 +144,7 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Scheduler{cfg: cfg, store: st, bus: b, presence: p, log: log, metrics: newMetrics(reg), wake: make(chan struct{}, 1)}, nil
+	return &Scheduler{cfg: cfg, store: st, bus: b, send: bus.NewSender(b, log), presence: p, log: log, metrics: newMetrics(reg), wake: make(chan struct{}, 1)}, nil
 }
 
 // Run dispatches until ctx is done.
@@ -214,8 +215,8 @@ func (s *Scheduler) poke() {
 }
 
 func (s *Scheduler) handleWake(ctx context.Context, payload []byte) {
-	var w bus.Wake
-	if err := json.Unmarshal(payload, &w); err != nil {
+	w, err := bus.DecodeWake(payload)
+	if err != nil {
 		s.log.WithError(err).Warn("dropping malformed wake message")
 		return
 	}
@@ -323,7 +324,7 @@ func (s *Scheduler) releaseStale(ctx context.Context, now time.Time) {
 	}
 	for _, a := range stale {
 		s.metrics.staleAgents.Inc()
-		s.cfg.Events.Publish(ctx, events.Event{Type: events.AgentOffline, AgentID: a.ID, GatewayID: a.GatewayID, Reason: "missed heartbeats"})
+		s.cfg.Events.Agent(ctx, events.AgentOffline, a.ID, a.GatewayID, "missed heartbeats")
 		s.log.WithFields(logrus.Fields{"agent_id": a.ID, "gateway_id": a.GatewayID}).Warn("agent missed its heartbeats; marked offline")
 		if _, err := s.store.ReleaseAgentExecutions(ctx, a.ID, a.GatewayID, s.policy()); err != nil && ctx.Err() == nil {
 			s.log.WithError(err).WithField("agent_id", a.ID).Error("releasing executions of a stale agent failed")
@@ -439,7 +440,7 @@ func (s *Scheduler) publish(ctx context.Context, due []store.DueExecution, sessi
 		})
 	}
 	for gw, items := range byGateway {
-		n, err := s.bus.Publish(ctx, bus.GatewayTopic(gw), bus.EncodeDeliveries(items...))
+		n, err := s.send.Deliver(ctx, gw, items...)
 		if err == nil && n > 0 {
 			s.metrics.dispatched.Add(float64(len(items)))
 			s.dispatchedEvents(ctx, due, gw)

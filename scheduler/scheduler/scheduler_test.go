@@ -20,6 +20,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/signing"
 	"github.com/viworks/backend-agent/pkg/store"
+	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
@@ -33,7 +34,7 @@ type env struct {
 func newEnv(t *testing.T) env {
 	t.Helper()
 	ctx := context.Background()
-	url := testenv.Postgres(t)
+	url := storetest.MigratedPostgres(t)
 	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: url})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
@@ -88,9 +89,8 @@ func gateway(t *testing.T, e env, gw, agentID string) <-chan bus.Delivery {
 	out := make(chan bus.Delivery, 16)
 	go func() {
 		for m := range sub.Messages() {
-			var ds bus.Deliveries
-			if json.Unmarshal(m.Payload, &ds) == nil {
-				for _, d := range ds.Items {
+			if items, err := bus.DecodeDeliveries(m.Payload); err == nil {
+				for _, d := range items {
 					out <- d
 				}
 			}
@@ -130,8 +130,7 @@ func TestDispatchRetryAndTimeout(t *testing.T) {
 	cmd, _, err := e.store.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(`{"message":"x"}`), Targeting: store.Targeting{AgentIDs: []string{"agent-1"}},
 		TimeoutSeconds: 5, MaxRetries: 1, TTLSeconds: 3600, CreatedBy: "alice", Audit: store.AuditEvent{Actor: "alice", Action: "command.create"}})
 	require.NoError(t, err)
-	_, err = e.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID}))
-	require.NoError(t, err)
+	bus.NewSender(e.bus, quiet()).Wake(ctx, bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID})
 
 	f, d := next(t, deliveries)
 	require.Equal(t, protocol.TypeCommand, f.Type)
@@ -263,8 +262,7 @@ func TestSealedArgsReachTheAgentAndArePurged(t *testing.T) {
 	args, flag := stored()
 	require.True(t, flag)
 	require.NotContains(t, args, "hunter2")
-	_, err = e.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID}))
-	require.NoError(t, err)
+	bus.NewSender(e.bus, quiet()).Wake(ctx, bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID})
 
 	f, _ := next(t, deliveries)
 	require.Equal(t, protocol.TypeCommand, f.Type)
@@ -306,8 +304,7 @@ func TestSealedArgsWithoutKeyAreNotDispatched(t *testing.T) {
 		Targeting: store.Targeting{AgentIDs: []string{"agent-n"}}, TimeoutSeconds: 30, TTLSeconds: 3600, CreatedBy: "alice",
 		Audit: store.AuditEvent{Actor: "alice", Action: "command.create"}})
 	require.NoError(t, err)
-	_, err = e.bus.Publish(ctx, bus.TopicScheduler, bus.Encode(bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID}))
-	require.NoError(t, err)
+	bus.NewSender(e.bus, quiet()).Wake(ctx, bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID})
 	select {
 	case d := <-deliveries:
 		t.Fatalf("a COMMAND was sent: %s", d.Frame)

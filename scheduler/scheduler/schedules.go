@@ -7,9 +7,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/viworks/backend-agent/pkg/bus"
-	"github.com/viworks/backend-agent/pkg/events"
-	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -79,7 +76,7 @@ func (s *Scheduler) afterRuns(ctx context.Context, runs []store.ScheduleRun) {
 		} else {
 			created = true
 			log.WithField("command_id", r.Command.ID).Debug("schedule run created")
-			s.cfg.Events.Publish(ctx, events.Event{Type: events.CommandStatus, CommandID: r.Command.ID, Status: r.Command.Status})
+			s.cfg.Events.Command(ctx, r.Command.ID, r.Command.Status)
 		}
 		s.sendCancels(ctx, r.Cancelled, "cancelled: the schedule's next run replaces it")
 	}
@@ -92,16 +89,8 @@ func (s *Scheduler) afterRuns(ctx context.Context, runs []store.ScheduleRun) {
 // dispatched or running.
 func (s *Scheduler) sendCancels(ctx context.Context, ended []store.Timeout, reason string) {
 	for _, t := range ended {
-		if t.GatewayID == "" {
-			continue
-		}
-		frame, err := protocol.Encode(protocol.TypeCancel, "", protocol.Cancel{ExecutionID: t.ExecutionID, Reason: reason})
-		if err != nil {
-			continue
-		}
-		msg := bus.EncodeDeliveries(bus.Delivery{AgentID: t.AgentID, Frame: frame})
-		if _, err := s.bus.Publish(ctx, bus.GatewayTopic(t.GatewayID), msg); err != nil {
-			s.log.WithError(err).WithField("execution_id", t.ExecutionID).Warn("sending cancel failed")
+		if t.GatewayID != "" {
+			s.send.Cancel(ctx, t.GatewayID, t.AgentID, t.ExecutionID, reason)
 		}
 	}
 }

@@ -68,6 +68,7 @@ func Run(t *testing.T, newBus func(t *testing.T) interface {
 		{"PresenceRefreshManyReportsEach", testPresenceRefreshMany},
 		{"PresenceDeleteIsCompareAndDelete", testPresenceDelete},
 		{"PresenceTTLExpiry", testPresenceTTL},
+		{"SenderMessagesArriveTyped", testSender},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

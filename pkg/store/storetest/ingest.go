@@ -1,4 +1,4 @@
-package store_test
+package storetest
 
 import (
 	"context"
@@ -11,8 +11,6 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/store"
 )
-
-func TestInsertTelemetry(t *testing.T) { each(t, testInsertTelemetry) }
 
 func testInsertTelemetry(t *testing.T, s *store.Store) {
 	ctx := context.Background()
@@ -46,8 +44,6 @@ func testInsertTelemetry(t *testing.T, s *store.Store) {
 	require.Len(t, all, 400)
 }
 
-func TestMarkAgentsOnline(t *testing.T) { each(t, testMarkAgentsOnline) }
-
 func testMarkAgentsOnline(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Millisecond)
@@ -71,8 +67,6 @@ func testMarkAgentsOnline(t *testing.T, s *store.Store) {
 	require.Equal(t, []string{"echo"}, []string(b.Capabilities))
 	require.Equal(t, "s3", b.SessionID)
 }
-
-func TestRecordAudits(t *testing.T) { each(t, testRecordAudits) }
 
 func testRecordAudits(t *testing.T, s *store.Store) {
 	ctx := context.Background()

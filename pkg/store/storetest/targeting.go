@@ -1,4 +1,4 @@
-package store_test
+package storetest
 
 import (
 	"context"
@@ -44,8 +44,6 @@ func execAgents(execs []store.Execution) []string {
 	}
 	return out
 }
-
-func TestTargeting(t *testing.T) { each(t, testTargeting) }
 
 func testTargeting(t *testing.T, s *store.Store) {
 	ctx := context.Background()
@@ -107,8 +105,6 @@ func testTargeting(t *testing.T, s *store.Store) {
 	require.ErrorIs(t, err, store.ErrNoOnlineAgent)
 }
 
-func TestCaps(t *testing.T) { each(t, testCaps) }
-
 func testCaps(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	var ids []string
@@ -164,8 +160,6 @@ func testCaps(t *testing.T, s *store.Store) {
 	require.ErrorIs(t, err, store.ErrQueueFull)
 }
 
-func TestMaxErrorsAndCancel(t *testing.T) { each(t, testMaxErrorsAndCancel) }
-
 func testMaxErrorsAndCancel(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	var ids []string
@@ -216,8 +210,6 @@ func testMaxErrorsAndCancel(t *testing.T, s *store.Store) {
 	require.NoError(t, err)
 	require.False(t, rec)
 }
-
-func TestAgentDisconnectRetries(t *testing.T) { each(t, testAgentDisconnectRetries) }
 
 func testAgentDisconnectRetries(t *testing.T, s *store.Store) {
 	ctx := context.Background()
