@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # One image with the three service binaries (and the agent simulator), each at
 # /NAME; Kubernetes picks one per Deployment with `command` (see deploy/).
-#   docker build --build-arg VERSION=1.2.3 -t ghcr.io/viworks/backend-agent:1.2.3 .
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
+#     --build-arg COMMIT=$(git rev-parse HEAD) --build-arg DATE=$(git log -1 --format=%cI) \
+#     -t ghcr.io/viworks/backend-agent:1.2.3 .
 #   docker run --rm IMAGE /scheduler migrate
 # The build uses a workspace of just pkg and the four binaries' modules (made
 # here with `go work init`), so the image needs none of the repository's other
@@ -11,6 +13,11 @@
 FROM --platform=$BUILDPLATFORM golang:1.26 AS build
 ARG TARGETOS
 ARG TARGETARCH
+# The stamp --version prints, as `make release` sets it (the build context has
+# no .git): the same flags give the same binaries as the release archives.
+ARG VERSION=dev
+ARG COMMIT=unknown
+ARG DATE=unknown
 # The same fixed Go as the Makefile (fetched from the module proxy).
 ENV CGO_ENABLED=0 GOTOOLCHAIN=go1.27.3
 WORKDIR /src
@@ -31,10 +38,12 @@ COPY scheduler/ ./scheduler/
 COPY agentsim/ ./agentsim/
 RUN --mount=type=cache,target=/root/.cache/go-build \
     export GOOS=$TARGETOS GOARCH=$TARGETARCH && \
-    cd /src/api-server && go build -trimpath -ldflags="-s -w" -o /out/api-server . && \
-    cd /src/agent-gateway && go build -trimpath -ldflags="-s -w" -o /out/agent-gateway . && \
-    cd /src/scheduler && go build -trimpath -ldflags="-s -w" -o /out/scheduler . && \
-    cd /src/agentsim && go build -trimpath -ldflags="-s -w" -o /out/agentsim .
+    bi=github.com/viworks/backend-agent/pkg/buildinfo && \
+    ldflags="-s -w -buildid= -X $bi.Version=$VERSION -X $bi.Commit=$COMMIT -X $bi.Date=$DATE" && \
+    cd /src/api-server && go build -trimpath -ldflags="$ldflags" -o /out/api-server . && \
+    cd /src/agent-gateway && go build -trimpath -ldflags="$ldflags" -o /out/agent-gateway . && \
+    cd /src/scheduler && go build -trimpath -ldflags="$ldflags" -o /out/scheduler . && \
+    cd /src/agentsim && go build -trimpath -ldflags="$ldflags" -o /out/agentsim .
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev

@@ -6,12 +6,18 @@ export GOTOOLCHAIN
 GO       ?= go
 BIN      ?= bin
 # Every module of go.work (deploy/charttest runs in `make chart-test`).
-MODULES  := $(filter-out deploy/charttest,$(patsubst ./%,%,$(shell sed -n 's/^[[:space:]]*\(\.\/[^[:space:]]*\)$$/\1/p' go.work)))
+MODULES  := $(filter-out deploy/charttest deploy/releasetest,$(patsubst ./%,%,$(shell sed -n 's/^[[:space:]]*\(\.\/[^[:space:]]*\)$$/\1/p' go.work)))
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 DATA_DIR    ?= data
 DEMO_AGENTS ?= 5
 PORT        ?= 8080
-LDFLAGS  := -s -w
+# Version, commit and build date every binary's --version prints (pkg/buildinfo);
+# the date is the commit's, so that two builds of one commit are byte-identical.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+DATE     ?= $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
+BUILDINFO := github.com/viworks/backend-agent/pkg/buildinfo
+LDFLAGS  := -s -w -buildid= -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT) -X $(BUILDINFO).Date=$(DATE)
 GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 GOVULNCHECK ?= $(shell $(GO) env GOPATH)/bin/govulncheck
@@ -22,10 +28,17 @@ VULNDB_DIR     ?= .cache/vulndb-$(VULNDB_VERSION)
 # Modules whose code ships (govulncheck looks at what a binary can reach).
 SHIP_MODULES   := pkg api-server agent-gateway scheduler agentsim standalone viworks-agent viworksctl
 
+# make release: the binaries every archive holds, NAME=PACKAGE each.
+RELEASE_BINARIES ?= api-server=./api-server agent-gateway=./agent-gateway scheduler=./scheduler agentsim=./agentsim viworks=./standalone viworks-agent=./viworks-agent viworksctl=./viworksctl
+PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+DIST      ?= dist
+# Archive timestamps are the commit's, so two runs give identical bytes.
+SOURCE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
 # Redocly's OpenAPI linter, from the npm registry through npx.
 REDOCLY_VERSION ?= 2.77.0
 
-.PHONY: help build test lint openapi-lint vulncheck run bench clean tidy chart-test e2e
+.PHONY: help build release release-test test lint openapi-lint vulncheck run bench clean tidy chart-test e2e
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F '\t' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,15 +54,37 @@ build: ## binaries into ./bin
 	$(GOBUILD) -o $(BIN)/viworks-agent ./viworks-agent
 	$(GOBUILD) -o $(BIN)/viworksctl ./viworksctl
 
+release: ## static archives for $(PLATFORMS) into $(DIST)/ (binaries, install.sh, units, examples), with SHA256SUMS
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@set -e; for p in $(PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; \
+	  case $$os/$$arch in */amd64) a=x86_64;; linux/arm64) a=aarch64;; *) a=$$arch;; esac; \
+	  name=viworks-backend-agent-$${os}_$$a; d=$(DIST)/$$name; \
+	  echo "building $$name"; mkdir -p $$d/bin $$d/systemd; \
+	  for b in $(RELEASE_BINARIES); do GOOS=$$os GOARCH=$$arch $(GOBUILD) -o $$d/bin/$${b%%=*} $${b#*=}; done; \
+	  cp install.sh env.example config.example.toml README.md LICENSE $$d/; \
+	  cp deploy/systemd/*.service $$d/systemd/; \
+	  tar --sort=name --format=gnu --mtime=@$(SOURCE_EPOCH) --owner=0 --group=0 --numeric-owner \
+	    --mode='u+rwX,go+rX,go-w' -C $(DIST) -cf - $$name | gzip -n -9 > $$d.tar.gz; \
+	  rm -rf $$d; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
+
+print-release-binaries:
+	@echo $(foreach b,$(RELEASE_BINARIES),$(firstword $(subst =, ,$(b))))
+
+release-test: ## make release twice for one platform (RELEASE_TEST_PLATFORM), compare, then install.sh, units and the installed all-in-one
+	cd deploy/releasetest && $(GO) test -count=1 -timeout 20m -v ./...
+
 test: ## all tests with the race detector (service-backed tests skip without Postgres/Redis; the first lines say which)
 	@$(GO) run ./pkg/testenv/cmd/testenv
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
 	@test -z "$$(gofmt -l $(MODULES) deploy)" || { gofmt -l $(MODULES) deploy; echo 'gofmt: files above need formatting'; exit 1; }
-	$(GO) vet $(PKGS) ./deploy/charttest/...
+	$(GO) vet $(PKGS) ./deploy/charttest/... ./deploy/releasetest/...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-	$(STATICCHECK) $(PKGS) ./deploy/charttest/...
+	$(STATICCHECK) $(PKGS) ./deploy/charttest/... ./deploy/releasetest/...
 
 openapi-lint: ## Redocly's linter on api-server/apiserver/openapi.yaml, the file the binaries embed (rules in redocly.yaml; needs npx)
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --yes @redocly/cli@$(REDOCLY_VERSION) lint
@@ -83,3 +118,12 @@ tidy: ## go mod tidy in every module of go.work
 
 clean: ## remove ./bin
 	rm -rf $(BIN)
+
+# axe-core, the accessibility checker the browser tests inject (test-only, vendored in e2e/testdata/axe).
+AXE_VERSION ?= 4.14.1
+.PHONY: vendor-axe
+vendor-axe: ## refresh e2e/testdata/axe from the npm registry (AXE_VERSION), recording version and sha256
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent axe-core@$(AXE_VERSION) >/dev/null && tar -xzf axe-core-$(AXE_VERSION).tgz package/axe.min.js package/LICENSE && \
+	  mkdir -p $(CURDIR)/e2e/testdata/axe && cp package/axe.min.js package/LICENSE $(CURDIR)/e2e/testdata/axe/ && \
+	  printf 'axe-core %s %s axe.min.js (npm pack axe-core@%s; make vendor-axe)\n' $(AXE_VERSION) $$(sha256sum package/axe.min.js | cut -d' ' -f1) $(AXE_VERSION) > $(CURDIR)/e2e/testdata/axe/PINNED && \
+	  rm -rf $$tmp && cat $(CURDIR)/e2e/testdata/axe/PINNED

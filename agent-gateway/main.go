@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/viworks/backend-agent/agent-gateway/gateway"
+	"github.com/viworks/backend-agent/pkg/buildinfo"
 	"github.com/viworks/backend-agent/pkg/service"
 )
 
@@ -13,6 +14,9 @@ import (
 const gatewayGOGC = 25
 
 func main() {
+	if buildinfo.PrintIfAsked(os.Stdout, "agent-gateway", os.Args[1:]) {
+		return
+	}
 	os.Exit(service.Main("agent-gateway", 8081, os.Args[1:], func(p *service.Process) (service.Role, error) {
 		// Idle sessions are long-lived heap with little garbage: a low GC target
 		// keeps the heap near its live size (GOGC and GOMEMLIMIT still win).

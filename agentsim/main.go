@@ -21,9 +21,13 @@ import (
 	"syscall"
 
 	"github.com/viworks/backend-agent/agentsim/sim"
+	"github.com/viworks/backend-agent/pkg/buildinfo"
 )
 
 func main() {
+	if buildinfo.PrintIfAsked(os.Stdout, "agentsim", os.Args[1:]) {
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var code int
 	if len(os.Args) > 1 && os.Args[1] == "conformance" {

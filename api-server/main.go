@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/viworks/backend-agent/api-server/apiserver"
+	"github.com/viworks/backend-agent/pkg/buildinfo"
 	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/service"
 )
@@ -20,6 +21,9 @@ const (
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
+	if buildinfo.PrintIfAsked(os.Stdout, name, args) {
+		return 0
+	}
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -129,4 +130,21 @@ func TestReadmeQuickStart(t *testing.T) {
 	require.Equal(t, "created panel user testuser", cmdView.Executions[0].Output)
 	require.Equal(t, "REDACTED", cmdView.Args["password"])
 	require.NotContains(t, string(out), "securepass123", "the password never comes back")
+
+	// The quick start ends with "open http://localhost:8080/": the dashboard.
+	raw, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(raw), "<!-- dashboard:begin -->")
+	require.True(t, ok, "README lacks the dashboard markers")
+	block, _, _ := strings.Cut(rest, "<!-- dashboard:end -->")
+	url := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(strings.Trim(strings.TrimSpace(block), "`")), "open "))
+	require.Equal(t, "http://localhost:8080/", url)
+	resp, err := http.Get(strings.Replace(url, "localhost:8080", fmt.Sprintf("127.0.0.1:%d", port), 1))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	page, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(page), `<label for="credential">API key or token</label>`)
+	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'")
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/viworks/backend-agent/pkg/buildinfo"
 	"github.com/viworks/backend-agent/pkg/service"
 	"github.com/viworks/backend-agent/scheduler/scheduler"
 )
@@ -21,6 +22,9 @@ const (
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
+	if buildinfo.PrintIfAsked(os.Stdout, name, args) {
+		return 0
+	}
 	if len(args) > 0 && args[0] == "migrate" {
 		return migrate(args[1:])
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/viworks/backend-agent/pkg/buildinfo"
 	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/service"
 	"github.com/viworks/backend-agent/standalone/allinone"
@@ -25,6 +26,9 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // run is the command line: it returns the exit code (0 for help, 2 for a
 // usage error).
 func run(args []string, stdout, stderr io.Writer) int {
+	if buildinfo.PrintIfAsked(stdout, name, args) {
+		return 0
+	}
 	if len(args) > 0 {
 		switch a := args[0]; {
 		case a == "token":

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/viworks/backend-agent/pkg/buildinfo"
 )
 
 // Bad flags and configurations end with a clear message and exit code 2,
@@ -32,7 +34,7 @@ func TestCommandLineErrors(t *testing.T) {
 			require.Contains(t, stderr.String(), tc.want)
 			require.NotContains(t, stderr.String(), "panic")
 			if tc.code == 0 {
-				require.Equal(t, version+"\n", stdout.String())
+				require.Equal(t, buildinfo.String("viworks-agent")+"\n", stdout.String())
 			}
 			require.False(t, strings.Contains(stderr.String(), "goroutine"))
 		})

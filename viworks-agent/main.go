@@ -17,13 +17,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/viworks/backend-agent/pkg/buildinfo"
 	"github.com/viworks/backend-agent/pkg/logging"
 	"github.com/viworks/backend-agent/viworks-agent/config"
 	"github.com/viworks/backend-agent/viworks-agent/daemon"
 )
 
-// version is set at build time with -ldflags '-X main.version=...'.
-var version = "0.0.0-dev"
+// version is the stamp of the build (pkg/buildinfo), reported to the gateway.
+var version = buildinfo.Version
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -40,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, version)
+		fmt.Fprintln(stdout, buildinfo.String("viworks-agent"))
 		return 0
 	}
 	if fs.NArg() > 0 {

@@ -273,14 +273,7 @@ func (s *Server) agentHealth(c *gin.Context) {
 		since := max(now.Sub(*a.LastSeenAt).Seconds(), 0)
 		v.SecondsSinceSeen = &since
 	}
-	switch {
-	case a.Status != store.AgentOnline:
-		v.State = StateOffline
-	case v.SecondsSinceSeen == nil || *v.SecondsSinceSeen > s.cfg.StaleAfter.Seconds():
-		v.State = StateStale
-	default:
-		v.State = StateOnline
-	}
+	v.State = s.agentState(a, now)
 	c.JSON(http.StatusOK, v)
 }
 

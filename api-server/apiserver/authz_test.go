@@ -52,6 +52,7 @@ var routeRoles = map[string]auth.Role{
 	"GET /api/v1/status":                      auth.RoleViewer,
 	"GET /api/v1/metrics":                     auth.RoleViewer,
 	"POST /api/v1/commands":                   auth.RoleOperator,
+	"POST /api/v1/commands/preview":           auth.RoleOperator,
 	"GET /api/v1/commands/:id":                auth.RoleViewer,
 	"DELETE /api/v1/commands/:id":             auth.RoleOperator,
 	"GET /api/v1/events":                      auth.RoleViewer,

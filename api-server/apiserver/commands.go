@@ -164,14 +164,8 @@ func jsonProblem(err error) string {
 }
 
 func (s *Server) createCommand(c *gin.Context) {
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeProblem(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
-			return
-		}
-		writeProblem(c, http.StatusBadRequest, "could not read the request body", nil)
+	body, ok := s.readBody(c)
+	if !ok {
 		return
 	}
 	exp, errs, err := s.expandTemplate(c, body)

@@ -44,5 +44,8 @@ func NewFromProcess(p *service.Process, v Verifier) (*Server, error) {
 	return New(p.Store, p.Bus, v, p.Registry, p.Log, c)
 }
 
-// Register mounts the API under /api/ on mux.
-func (s *Server) Register(mux *http.ServeMux) { mux.Handle("/api/", s.Handler()) }
+// Register mounts the API under /api/ on mux, and the dashboard at /.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.Handle("/api/", s.Handler())
+	s.registerDashboard(mux)
+}

@@ -57,6 +57,7 @@ type Store interface {
 	SecurityStore
 	IdentityStore
 	ScheduleStore
+	PreviewStore
 }
 
 // Verifier authenticates bearer tokens.
@@ -274,6 +275,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.GET("/agents/:id/telemetry", s.require(auth.RoleViewer), s.agentTelemetry)
 	v1.GET("/commands", s.require(auth.RoleViewer), s.listCommands)
 	v1.POST("/commands", s.require(auth.RoleOperator), s.idempotent, s.createCommand)
+	v1.POST("/commands/preview", s.require(auth.RoleOperator), s.previewCommand)
 	v1.GET("/commands/:id", s.require(auth.RoleViewer), s.getCommand)
 	v1.DELETE("/commands/:id", s.require(auth.RoleOperator), s.cancelCommand)
 	v1.GET("/events", s.require(auth.RoleViewer), s.streamEvents)

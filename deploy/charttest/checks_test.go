@@ -605,8 +605,8 @@ func checkPDBs(t *testing.T, m *manifest, e expect) {
 	assert.ElementsMatch(t, e.pdbs, got, "%s: PDBs", m.source)
 }
 
-// checkIngress: /api goes to the api-server, /ws/agent and /agent/v1 to the
-// gateway, on their Services' ports; the WebSocket timeouts outlast heartbeats.
+// checkIngress: /api and the dashboard (/ and /ui) go to the api-server,
+// /ws/agent and /agent/v1 to the gateway, on their Services' ports; the WebSocket timeouts outlast heartbeats.
 func checkIngress(t *testing.T, m *manifest, e expect, gw config.Config) {
 	t.Helper()
 	if !e.ingress {
@@ -623,15 +623,21 @@ func checkIngress(t *testing.T, m *manifest, e expect, gw config.Config) {
 		for _, p := range rule.HTTP.Paths {
 			routes[p.Path] = p
 		}
-		for _, want := range []struct{ path, component string }{
-			{"/api", "api-server"}, {"/ws/agent", "agent-gateway"}, {"/agent/v1", "agent-gateway"},
+		for _, want := range []struct {
+			path, component string
+			pathType        networkingv1.PathType
+		}{
+			{"/api", "api-server", networkingv1.PathTypePrefix}, {"/ws/agent", "agent-gateway", networkingv1.PathTypePrefix},
+			{"/agent/v1", "agent-gateway", networkingv1.PathTypePrefix},
+			// The dashboard: the page at / (only), its files under /ui/.
+			{"/", "api-server", networkingv1.PathTypeExact}, {"/ui", "api-server", networkingv1.PathTypePrefix},
 		} {
 			p, ok := routes[want.path]
 			if !assert.True(t, ok, "%s: no route for %s", what, want.path) {
 				continue
 			}
 			require.NotNil(t, p.PathType, what)
-			assert.Equal(t, networkingv1.PathTypePrefix, *p.PathType, "%s: %s pathType", what, want.path)
+			assert.Equal(t, want.pathType, *p.PathType, "%s: %s pathType", what, want.path)
 			require.NotNil(t, p.Backend.Service, "%s: %s backend", what, want.path)
 			svc := m.serviceOf(t, want.component)
 			assert.Equal(t, svc.Name, p.Backend.Service.Name, "%s: %s backend service", what, want.path)

@@ -1,5 +1,6 @@
 // Package logging builds the logrus loggers of the service binaries from the
-// [logging] configuration section: JSON by default, text for a terminal.
+// [logging] configuration section: JSON by default, text for a terminal; to
+// stdout, stderr or a file rotated by size (lumberjack).
 package logging
 
 import (
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 // Options selects the level, format and output of a logger; the fields mirror
@@ -23,14 +25,25 @@ type Options struct {
 	// Output is "stdout", "stderr" or a file path, opened for appending with mode
 	// 0600. Empty means stdout.
 	Output string
+	// MaxFileSize rotates a file Output when a write would take it past this
+	// many bytes, rounded up to whole MiB (the rotation library's unit); 0
+	// never rotates.
+	MaxFileSize int64
+	// MaxFiles is how many rotated files are kept beside the current one; 0
+	// keeps them all.
+	MaxFiles int
 }
+
+// mib is the unit of lumberjack's MaxSize.
+const mib = 1 << 20
 
 // New returns a logger configured by o. The JSON format uses the field names time,
 // level and msg with RFC 3339 timestamps in nanoseconds; the text format prints full
 // timestamps. A bad level or format, or a file that cannot be opened, is an error.
 //
-// When Output is a file, the logger's Out is the *os.File; the caller may close it
-// (it implements io.Closer) when the logger is no longer used.
+// When Output is a file, the logger's Out is the *os.File (MaxFileSize 0) or
+// the rotating *lumberjack.Logger; the caller may close it (it implements
+// io.Closer) when the logger is no longer used.
 func New(o Options) (*logrus.Logger, error) {
 	levelName := o.Level
 	if levelName == "" {
@@ -72,7 +85,17 @@ func New(o Options) (*logrus.Logger, error) {
 		if err != nil {
 			return nil, fmt.Errorf("logging: open output: %w", err)
 		}
-		out = f
+		if o.MaxFileSize <= 0 {
+			out = f
+			break
+		}
+		// The file exists and is writable; the rotator reopens it on first write.
+		_ = f.Close()
+		out = &lumberjack.Logger{
+			Filename:   o.Output,
+			MaxSize:    int((o.MaxFileSize + mib - 1) / mib),
+			MaxBackups: o.MaxFiles,
+		}
 	}
 
 	l := logrus.New()

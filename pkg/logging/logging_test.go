@@ -81,13 +81,69 @@ func TestOutputsAndDefaults(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	for name, o := range map[string]Options{
-		"bad level":  {Level: "loud"},
-		"bad format": {Format: "xml"},
-		"bad output": {Output: filepath.Join(t.TempDir(), "missing-dir", "x.log")},
+		"bad level":           {Level: "loud"},
+		"bad format":          {Format: "xml"},
+		"bad output":          {Output: filepath.Join(t.TempDir(), "missing-dir", "x.log")},
+		"bad output, rotated": {Output: filepath.Join(t.TempDir(), "missing-dir", "x.log"), MaxFileSize: 1 << 20},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := New(o)
 			require.Error(t, err)
 		})
 	}
+}
+
+func TestFileRotatesAtMaxFileSizeKeepingMaxFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "viworks.log")
+	// 1 byte rounds up to the rotator's unit, 1 MiB.
+	l, err := New(Options{Output: path, MaxFileSize: 1, MaxFiles: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Out.(io.Closer).Close() })
+	payload := strings.Repeat("x", 1000)
+	// About 5 MiB of lines: four rotations, of which two files are kept.
+	for i := range 5 * 1100 {
+		l.WithField("n", i).Info(payload)
+	}
+
+	rotated := func() []string {
+		m, err := filepath.Glob(filepath.Join(dir, "viworks-*.log"))
+		require.NoError(t, err)
+		return m
+	}
+	// The rotator removes the oldest files in the background.
+	require.Eventually(t, func() bool { return len(rotated()) == 2 }, 5*time.Second, 20*time.Millisecond,
+		"rotated files: %v", rotated())
+	for _, p := range append(rotated(), path) {
+		info, err := os.Stat(p)
+		require.NoError(t, err)
+		require.LessOrEqual(t, info.Size(), int64(1<<20), p)
+		require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), p)
+	}
+	// The current file holds the newest line, whole.
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var last map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &last))
+	require.EqualValues(t, 5*1100-1, last["n"])
+}
+
+func TestFileWithoutMaxFileSizeNeverRotates(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "viworks.log")
+	l, err := New(Options{Output: path, MaxFileSize: 0, MaxFiles: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Out.(io.Closer).Close() })
+	require.IsType(t, &os.File{}, l.Out)
+	payload := strings.Repeat("y", 1000)
+	for range 1200 {
+		l.Info(payload)
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Greater(t, info.Size(), int64(1<<20))
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
@@ -141,7 +142,10 @@ func Start(ctx context.Context, name string, cfg config.Config) (*Process, error
 
 // StartWith is Start with the differences o asks for.
 func StartWith(ctx context.Context, cfg config.Config, o Options) (*Process, error) {
-	log, err := logging.New(logging.Options{Level: cfg.Logging.Level, Format: cfg.Logging.Format, Output: cfg.Logging.Output})
+	log, err := logging.New(logging.Options{
+		Level: cfg.Logging.Level, Format: cfg.Logging.Format, Output: cfg.Logging.Output,
+		MaxFileSize: cfg.Logging.MaxFileSize, MaxFiles: cfg.Logging.MaxFiles,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("configuring logging: %w", err)
 	}
@@ -221,13 +225,16 @@ func OpenBus(ctx context.Context, cfg config.Config) (*bus.Redis, error) {
 	})
 }
 
-// Close releases the connections.
+// Close releases the connections and a log file.
 func (p *Process) Close() {
 	if p.Bus != nil {
 		_ = p.Bus.Close()
 	}
 	if p.Store != nil {
 		_ = p.Store.Close()
+	}
+	if c, ok := p.Log.Out.(io.Closer); ok && c != os.Stdout && c != os.Stderr {
+		_ = c.Close()
 	}
 }
 
@@ -271,6 +278,7 @@ func (p *Process) Serve(ctx context.Context, mux *http.ServeMux, run func(contex
 
 	p.Health.SetReady(true)
 	p.Log.WithFields(logrus.Fields{"service": p.Name, "addr": ln.Addr().String()}).Info("service started")
+	p.notify(daemon.SdNotifyReady)
 
 	var failure error
 	select {
@@ -283,6 +291,7 @@ func (p *Process) Serve(ctx context.Context, mux *http.ServeMux, run func(contex
 		srvErr <- nil
 	}
 	p.Log.WithField("service", p.Name).Info("shutting down")
+	p.notify(daemon.SdNotifyStopping)
 	p.Health.SetReady(false)
 	if drain != nil {
 		dctx, cancel := context.WithTimeout(context.Background(), p.Cfg.ShutdownTimeout())
@@ -298,6 +307,15 @@ func (p *Process) Serve(ctx context.Context, mux *http.ServeMux, run func(contex
 		failure = err
 	}
 	return failure
+}
+
+// notify tells systemd about the service's state (READY=1 once it serves,
+// STOPPING=1 when it starts draining) when it runs as a Type=notify unit
+// (NOTIFY_SOCKET set); elsewhere it does nothing.
+func (p *Process) notify(state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		p.Log.WithError(err).WithField("state", state).Warn("sd_notify failed")
+	}
 }
 
 func errOrStopped(err error) error {

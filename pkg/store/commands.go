@@ -162,14 +162,33 @@ func (s *Store) createCommandTx(tx *gorm.DB, cmd *Command, nc NewCommand, now ti
 	return execs, s.insertAudit(tx, nc.Audit, cmd.ID, now)
 }
 
-// resolveTargets returns the ids (sorted) of the agents chosen by t: the
-// explicit ids (each must be registered) plus the selector's matches. Every
-// chosen agent must announce verb among its capabilities.
-func resolveTargets(tx *gorm.DB, verb string, t Targeting) ([]string, error) {
+// MatchTargets returns the registered agents t chooses (sorted by id), as
+// CreateCommand resolves them but without the verb check and without writing
+// anything: the preview of a command's targets. An explicit id that is not
+// registered is an *UnknownAgentsError; no match is an empty list.
+func (s *Store) MatchTargets(ctx context.Context, t Targeting) ([]Agent, error) {
+	chosen, err := chooseAgents(s.db.WithContext(ctx), t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Agent, 0, len(chosen))
+	for _, a := range chosen {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// targetColumns are the agent columns targeting reads.
+var targetColumns = []string{"id", "status", "site", "hostname", "last_seen_at", "capabilities", "labels"}
+
+// chooseAgents returns the agents chosen by t by id: the explicit ids (each
+// must be registered) plus the selector's matches.
+func chooseAgents(tx *gorm.DB, t Targeting) (map[string]Agent, error) {
 	chosen := map[string]Agent{}
 	if len(t.AgentIDs) > 0 {
 		var rows []Agent
-		if err := tx.Select("id", "status", "capabilities").Where("id IN ?", t.AgentIDs).Find(&rows).Error; err != nil {
+		if err := tx.Select(targetColumns).Where("id IN ?", t.AgentIDs).Find(&rows).Error; err != nil {
 			return nil, fmt.Errorf("checking targets: %w", err)
 		}
 		for _, a := range rows {
@@ -191,6 +210,16 @@ func resolveTargets(tx *gorm.DB, verb string, t Targeting) ([]string, error) {
 		for _, a := range matches {
 			chosen[a.ID] = a
 		}
+	}
+	return chosen, nil
+}
+
+// resolveTargets returns the ids (sorted) of the agents chosen by t (see
+// chooseAgents). Every chosen agent must announce verb among its capabilities.
+func resolveTargets(tx *gorm.DB, verb string, t Targeting) ([]string, error) {
+	chosen, err := chooseAgents(tx, t)
+	if err != nil {
+		return nil, err
 	}
 	if len(chosen) == 0 {
 		return nil, ErrNoMatchingAgents
@@ -214,7 +243,7 @@ func resolveTargets(tx *gorm.DB, verb string, t Targeting) ([]string, error) {
 // selectAgents returns the registered agents matching sel: site in SQL, labels
 // and capability in Go (portable across Postgres and SQLite).
 func selectAgents(tx *gorm.DB, sel Selector) ([]Agent, error) {
-	q := tx.Select("id", "status", "capabilities", "labels")
+	q := tx.Select(targetColumns)
 	if sel.Site != "" {
 		q = q.Where("site = ?", sel.Site)
 	}
