@@ -64,6 +64,19 @@ var routeRoles = map[string]auth.Role{
 	"POST /api/v1/webhooks":                   auth.RoleAdmin,
 	"DELETE /api/v1/webhooks/:id":             auth.RoleAdmin,
 	"GET /api/v1/webhooks/:id/deliveries":     auth.RoleAdmin,
+
+	"POST /api/v1/templates":                        auth.RoleAdmin,
+	"GET /api/v1/templates":                         auth.RoleViewer,
+	"GET /api/v1/templates/:name":                   auth.RoleViewer,
+	"DELETE /api/v1/templates/:name":                auth.RoleAdmin,
+	"GET /api/v1/templates/:name/versions":          auth.RoleViewer,
+	"GET /api/v1/templates/:name/versions/:version": auth.RoleViewer,
+	"POST /api/v1/schedules":                        auth.RoleOperator,
+	"GET /api/v1/schedules":                         auth.RoleViewer,
+	"GET /api/v1/schedules/:id":                     auth.RoleViewer,
+	"DELETE /api/v1/schedules/:id":                  auth.RoleOperator,
+	"POST /api/v1/schedules/:id/pause":              auth.RoleOperator,
+	"POST /api/v1/schedules/:id/resume":             auth.RoleOperator,
 }
 
 // forge builds a token by hand: header and claims as given, signed with

@@ -34,6 +34,10 @@ type CommandSummaryView struct {
 	MaxRetries     int             `json:"max_retries"`
 	ExpiresAt      time.Time       `json:"expires_at"`
 	Counts         map[string]int  `json:"counts"`
+
+	// A schedule's run carries the schedule and its due time (else null).
+	ScheduleID *string    `json:"schedule_id"`
+	DueAt      *time.Time `json:"due_at"`
 }
 
 func parseCommandFilter(c *gin.Context) (store.CommandFilter, []FieldError) {
@@ -124,5 +128,6 @@ func commandSummary(cmd store.Command, counts map[string]int) CommandSummaryView
 		ID: cmd.ID, Verb: cmd.Verb, Args: redactArgs(cmd.Args), Status: cmd.Status, Priority: cmd.Priority.String(),
 		CreatedBy: cmd.CreatedBy, CreatedAt: cmd.CreatedAt, FinishedAt: cmd.FinishedAt,
 		TimeoutSeconds: cmd.TimeoutSeconds, MaxRetries: cmd.MaxRetries, ExpiresAt: cmd.ExpiresAt, Counts: counts,
+		ScheduleID: cmd.ScheduleID, DueAt: cmd.DueAt,
 	}
 }

@@ -168,11 +168,49 @@ func (s *Server) createCommand(c *gin.Context) {
 	if !ok {
 		return
 	}
-	req, errs := DecodeCommandRequest(body, s.cfg.MaxTargets)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid command request", errs)
+	exp, errs, err := s.expandTemplate(c, body)
+	if err != nil {
+		s.internalError(c, "expanding the command template failed", err)
 		return
 	}
+	status := http.StatusBadRequest
+	if exp != nil || len(errs) > 0 {
+		status = http.StatusUnprocessableEntity // the template's params (templates.go)
+	}
+	var req CommandRequest
+	if len(errs) == 0 {
+		if exp != nil {
+			body = exp.body
+		}
+		req, errs = DecodeCommandRequest(body, s.cfg.MaxTargets)
+	}
+	if len(errs) > 0 {
+		writeProblem(c, status, "invalid command request", errs)
+		return
+	}
+	nc, err := s.newCommand(c, req, exp)
+	if err != nil {
+		s.internalError(c, "sealing command args failed", err)
+		return
+	}
+	cmd, execs, err := s.store.CreateCommand(c.Request.Context(), nc)
+	if s.targetProblem(c, req.Verb, err) {
+		return
+	}
+	if err != nil {
+		s.internalError(c, "creating command failed", err)
+		return
+	}
+	s.send.Wake(c.Request.Context(), bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID})
+	s.events.Command(c.Request.Context(), cmd.ID, cmd.Status)
+	c.Header("Location", "/api/v1/commands/"+cmd.ID)
+	c.JSON(http.StatusAccepted, commandView(cmd, execs))
+}
+
+// newCommand is the command req asks for (exp: the template it was expanded
+// from, or nil): the API's defaults applied, secret args sealed, its audit
+// event. POST /api/v1/commands creates it; a schedule stores it for its runs.
+func (s *Server) newCommand(c *gin.Context, req CommandRequest, exp *expansion) (store.NewCommand, error) {
 	prio, _ := store.ParsePriority(req.Priority)
 	timeout := int(s.cfg.DefaultTimeout / time.Second)
 	if req.TimeoutSeconds != nil {
@@ -195,13 +233,16 @@ func (s *Server) createCommand(c *gin.Context) {
 	if req.Selector != nil {
 		targeting.Selector = &store.Selector{Site: req.Selector.Site, Labels: req.Selector.Labels, Capability: req.Selector.Capability}
 	}
-	details, _ := json.Marshal(map[string]any{"verb": req.Verb, "args": json.RawMessage(redactArgs(args)), "targeting": targeting, "mode": req.Mode, "priority": prio.String()})
+	details := map[string]any{"verb": req.Verb, "args": json.RawMessage(redactArgs(args)), "targeting": targeting, "mode": req.Mode, "priority": prio.String()}
+	if exp != nil {
+		details["template"], details["params"] = exp.ref, exp.params
+	}
+	detailsJSON, _ := json.Marshal(details)
 	sealed := false
 	if s.cfg.Args != nil {
 		out, ok, err := s.cfg.Args.Seal(args)
 		if err != nil {
-			s.internalError(c, "sealing command args failed", err)
-			return
+			return store.NewCommand{}, fmt.Errorf("sealing command args: %w", err)
 		}
 		args, sealed = store.JSON(out), ok
 	}
@@ -209,23 +250,12 @@ func (s *Server) createCommand(c *gin.Context) {
 		Verb: req.Verb, Args: args, ArgsSealed: sealed, Priority: prio, CreatedBy: p.Subject,
 		TimeoutSeconds: timeout, MaxRetries: retries, TTLSeconds: ttl, Mode: req.Mode, Targeting: targeting,
 		MaxErrors: req.MaxErrors, MaxQueued: s.cfg.MaxQueued,
-		Audit: store.AuditEvent{Actor: p.Subject, Action: "command.create", RequestID: c.GetString(ctxRequestID), Details: details},
+		Audit: store.AuditEvent{Actor: p.Subject, Action: "command.create", RequestID: c.GetString(ctxRequestID), Details: detailsJSON},
 	}
 	if req.MaxConcurrency != nil {
 		nc.MaxConcurrency = *req.MaxConcurrency
 	}
-	cmd, execs, err := s.store.CreateCommand(c.Request.Context(), nc)
-	if s.targetProblem(c, req.Verb, err) {
-		return
-	}
-	if err != nil {
-		s.internalError(c, "creating command failed", err)
-		return
-	}
-	s.send.Wake(c.Request.Context(), bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID})
-	s.events.Command(c.Request.Context(), cmd.ID, cmd.Status)
-	c.Header("Location", "/api/v1/commands/"+cmd.ID)
-	c.JSON(http.StatusAccepted, commandView(cmd, execs))
+	return nc, nil
 }
 
 // targetProblem answers the client's targeting mistakes and a full queue; it

@@ -201,6 +201,7 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil)
 	c.do(auth.RoleOperator, http.MethodDelete, "/api/v1/commands/"+cmd.ID, nil) // 409: already final
 
+	exerciseSchedules(t, c)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/events?type=agent.online&type=command.status", nil)
 	c.do(auth.RoleViewer, http.MethodGet, "/api/v1/events?type=nope", nil)
 

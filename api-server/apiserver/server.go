@@ -56,6 +56,7 @@ type Store interface {
 
 	SecurityStore
 	IdentityStore
+	ScheduleStore
 	PreviewStore
 }
 
@@ -288,6 +289,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	v1.GET("/webhooks/:id/deliveries", s.require(auth.RoleAdmin), s.listDeliveries)
 	s.securityRoutes(v1)
 	s.identityRoutes(v1)
+	s.scheduleRoutes(v1)
 	s.engine = e
 	return s, nil
 }

@@ -15,6 +15,9 @@ const ContentType = "application/problem+json"
 type FieldError struct {
 	Field   string `json:"field"`
 	Message string `json:"message"`
+	// Pointer, where given, is the field's JSON pointer (RFC 6901) into the
+	// request body, such as /params/port.
+	Pointer string `json:"pointer,omitempty"`
 }
 
 // Document is an RFC 9457 problem document. Type is always "about:blank", so

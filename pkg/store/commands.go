@@ -56,6 +56,8 @@ type NewCommand struct {
 	MaxErrors      *int       // failures tolerated before the rest is cancelled; nil: unlimited
 	MaxQueued      int        // bound on queued executions system-wide; 0: unbounded
 	Audit          AuditEvent // written in the same transaction; Target is set to the command id
+	ScheduleID     string     // a schedule's run (FireSchedules); "" for others
+	DueAt          time.Time  // that run's due time
 }
 
 // CreateCommand resolves the targets (explicit ids and/or a selector, every
@@ -64,12 +66,30 @@ type NewCommand struct {
 // chosen agent and the audit record in one transaction.
 func (s *Store) CreateCommand(ctx context.Context, nc NewCommand) (Command, []Execution, error) {
 	now := time.Now().UTC()
+	cmd, err := commandRow(nc, now)
+	if err != nil {
+		return Command{}, nil, err
+	}
+	var execs []Execution
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		execs, err = s.createCommandTx(tx, &cmd, nc, now)
+		return err
+	})
+	if err != nil {
+		return Command{}, nil, err
+	}
+	return cmd, execs, nil
+}
+
+// commandRow is the new command nc describes, created at now.
+func commandRow(nc NewCommand, now time.Time) (Command, error) {
 	if nc.Mode == "" {
 		nc.Mode = ModeAll
 	}
 	targeting, err := json.Marshal(nc.Targeting)
 	if err != nil {
-		return Command{}, nil, fmt.Errorf("encoding targeting: %w", err)
+		return Command{}, fmt.Errorf("encoding targeting: %w", err)
 	}
 	cmd := Command{
 		ID: uuid.NewString(), Verb: nc.Verb, Args: nc.Args, ArgsSealed: nc.ArgsSealed, Priority: nc.Priority, Status: CommandQueued,
@@ -81,47 +101,65 @@ func (s *Store) CreateCommand(ctx context.Context, nc NewCommand) (Command, []Ex
 	if len(cmd.Args) == 0 {
 		cmd.Args = JSON("{}")
 	}
-	var execs []Execution
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		agents, err := resolveTargets(tx, nc.Verb, nc.Targeting)
-		if err != nil {
-			return err
-		}
-		if nc.Mode == ModeAny {
-			pick, err := leastLoaded(tx, agents, "")
-			if err != nil {
-				return err
-			}
-			agents = []string{pick}
-		}
-		if nc.MaxQueued > 0 {
-			var queued int64
-			if err := tx.Model(&Execution{}).Where("status IN ?", []string{ExecQueued, ExecRetrying}).Count(&queued).Error; err != nil {
-				return fmt.Errorf("counting queued executions: %w", err)
-			}
-			if int(queued)+len(agents) > nc.MaxQueued {
-				return ErrQueueFull
-			}
-		}
-		execs = make([]Execution, len(agents))
-		for i, id := range agents {
-			execs[i] = Execution{
-				ID: uuid.NewString(), CommandID: cmd.ID, AgentID: id, Status: ExecQueued, Priority: nc.Priority,
-				NextAttemptAt: now, CreatedAt: now, UpdatedAt: now,
-			}
-		}
-		if err := tx.Create(&cmd).Error; err != nil {
-			return fmt.Errorf("inserting command: %w", err)
-		}
-		if err := tx.CreateInBatches(execs, 1000).Error; err != nil {
-			return fmt.Errorf("inserting executions: %w", err)
-		}
-		return s.insertAudit(tx, nc.Audit, cmd.ID, now)
-	})
-	if err != nil {
-		return Command{}, nil, err
+	if nc.ScheduleID != "" {
+		id, due := nc.ScheduleID, nc.DueAt.UTC()
+		cmd.ScheduleID, cmd.DueAt = &id, &due
 	}
-	return cmd, execs, nil
+	return cmd, nil
+}
+
+// errRunExists: the (schedule, due time) of a run has its command already.
+var errRunExists = errors.New("the schedule's run exists already")
+
+// createCommandTx resolves the targets and writes cmd, its executions and its
+// audit record in tx: the one create path of POST /api/v1/commands and of
+// schedules' runs. A run whose (schedule, due time) has a command already
+// gives errRunExists and writes nothing.
+func (s *Store) createCommandTx(tx *gorm.DB, cmd *Command, nc NewCommand, now time.Time) ([]Execution, error) {
+	agents, err := resolveTargets(tx, nc.Verb, nc.Targeting)
+	if err != nil {
+		return nil, err
+	}
+	if cmd.Mode == ModeAny {
+		pick, err := leastLoaded(tx, agents, "")
+		if err != nil {
+			return nil, err
+		}
+		agents = []string{pick}
+	}
+	if nc.MaxQueued > 0 {
+		var queued int64
+		if err := tx.Model(&Execution{}).Where("status IN ?", []string{ExecQueued, ExecRetrying}).Count(&queued).Error; err != nil {
+			return nil, fmt.Errorf("counting queued executions: %w", err)
+		}
+		if int(queued)+len(agents) > nc.MaxQueued {
+			return nil, ErrQueueFull
+		}
+	}
+	execs := make([]Execution, len(agents))
+	for i, id := range agents {
+		execs[i] = Execution{
+			ID: uuid.NewString(), CommandID: cmd.ID, AgentID: id, Status: ExecQueued, Priority: nc.Priority,
+			NextAttemptAt: now, CreatedAt: now, UpdatedAt: now,
+		}
+	}
+	q := tx
+	if cmd.ScheduleID != nil {
+		// The unique (schedule_id, due_at): a due time fires once, whoever else
+		// got there first.
+		q = tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "schedule_id"}, {Name: "due_at"}}, DoNothing: true})
+	}
+	res := q.Create(cmd)
+	if res.Error != nil {
+		return nil, fmt.Errorf("inserting command: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil, errRunExists
+	}
+	if err := tx.CreateInBatches(execs, 1000).Error; err != nil {
+		return nil, fmt.Errorf("inserting executions: %w", err)
+	}
+	return execs, s.insertAudit(tx, nc.Audit, cmd.ID, now)
 }
 
 // MatchTargets returns the registered agents t chooses (sorted by id), as
@@ -435,38 +473,47 @@ func (s *Store) CancelCommand(ctx context.Context, id, actor, requestID string) 
 	var running []Timeout
 	var changes []CommandChange
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		cmd, err := lockCommand(tx, id)
-		if err != nil {
-			return err
-		}
-		if cmd.FinishedAt != nil {
-			return ErrCommandFinal
-		}
-		if err := tx.Model(&Execution{}).Select("id AS execution_id", "command_id", "agent_id", "gateway_id", "status").
-			Where("command_id = ? AND status IN ?", id, []string{ExecDispatched, ExecRunning}).Scan(&running).Error; err != nil {
-			return fmt.Errorf("finding running executions: %w", err)
-		}
-		now := time.Now().UTC()
-		err = tx.Model(&Execution{}).Where("command_id = ? AND status IN ?", id, []string{ExecQueued, ExecRetrying, ExecDispatched, ExecRunning}).
-			Updates(map[string]any{"status": ExecCancelled, "error": "cancelled by " + actor, "finished_at": now, "updated_at": now}).Error
-		if err != nil {
-			return fmt.Errorf("cancelling executions: %w", err)
-		}
-		if err := tx.Model(&Command{}).Where("id = ?", id).Update("cancelled_by", actor).Error; err != nil {
-			return fmt.Errorf("recording who cancelled: %w", err)
-		}
-		if err := refreshCommand(tx, cmd, &changes); err != nil {
-			return err
-		}
-		details, _ := json.Marshal(map[string]any{"running": len(running)})
-		// Last: the audit append holds the chain lock until commit.
-		return s.appendAudit(tx, AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details})
+		var err error
+		running, err = s.cancelCommandTx(tx, id, actor, requestID, &changes)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.notify(ctx, changes)
 	return running, nil
+}
+
+// cancelCommandTx is CancelCommand in tx (also a schedule's cancel_previous);
+// its audit append comes last.
+func (s *Store) cancelCommandTx(tx *gorm.DB, id, actor, requestID string, changes *[]CommandChange) ([]Timeout, error) {
+	var running []Timeout
+	cmd, err := lockCommand(tx, id)
+	if err != nil {
+		return nil, err
+	}
+	if cmd.FinishedAt != nil {
+		return nil, ErrCommandFinal
+	}
+	if err := tx.Model(&Execution{}).Select("id AS execution_id", "command_id", "agent_id", "gateway_id", "status").
+		Where("command_id = ? AND status IN ?", id, []string{ExecDispatched, ExecRunning}).Scan(&running).Error; err != nil {
+		return nil, fmt.Errorf("finding running executions: %w", err)
+	}
+	now := time.Now().UTC()
+	err = tx.Model(&Execution{}).Where("command_id = ? AND status IN ?", id, []string{ExecQueued, ExecRetrying, ExecDispatched, ExecRunning}).
+		Updates(map[string]any{"status": ExecCancelled, "error": "cancelled by " + actor, "finished_at": now, "updated_at": now}).Error
+	if err != nil {
+		return nil, fmt.Errorf("cancelling executions: %w", err)
+	}
+	if err := tx.Model(&Command{}).Where("id = ?", id).Update("cancelled_by", actor).Error; err != nil {
+		return nil, fmt.Errorf("recording who cancelled: %w", err)
+	}
+	if err := refreshCommand(tx, cmd, changes); err != nil {
+		return nil, err
+	}
+	details, _ := json.Marshal(map[string]any{"running": len(running)})
+	// Last: the audit append holds the chain lock until commit.
+	return running, s.appendAudit(tx, AuditEvent{At: now, Actor: actor, Action: "command.cancel", Target: id, RequestID: requestID, Details: details})
 }
 
 // Aggregate derives a command's status from its executions' status counts and

@@ -242,6 +242,10 @@ type Command struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	FinishedAt     *time.Time
+
+	// A schedule's run (schedules.go) carries the schedule and its due time.
+	ScheduleID *string
+	DueAt      *time.Time
 }
 
 // Execution is one command on one agent.

@@ -18,6 +18,7 @@ func ConfigFrom(cfg config.Config) Config {
 		StaleAfter:         cfg.OfflineAfter(),
 		TelemetryRetention: cfg.Retention(),
 		CommandRetention:   cfg.CommandRetention(),
+		MaxQueued:          cfg.Command.MaxCommandQueueSize,
 	}
 }
 

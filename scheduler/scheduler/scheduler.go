@@ -42,6 +42,7 @@ type Store interface {
 	DeleteCommandsFinishedBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
 	DeleteIdempotencyKeysBefore(ctx context.Context, cutoff time.Time, maxBatches int) (int64, error)
 	PurgeSealedArgs(ctx context.Context, limit int) (int, error)
+	FireSchedules(ctx context.Context, o store.FireOptions) ([]store.ScheduleRun, error)
 }
 
 // Task is extra leader-only maintenance (alert evaluation, say), run every sweep.
@@ -73,6 +74,11 @@ type Config struct {
 	Args *argseal.Keyring
 	// Events, optional, receives executions dispatched and timed out and agents marked offline.
 	Events *events.Publisher
+
+	// Schedules (schedules.go).
+	ScheduleTick  time.Duration // how often due schedules are looked for (default DefaultScheduleTick)
+	ScheduleGrace time.Duration // how late a due time still fires as such (default DefaultScheduleGrace)
+	MaxQueued     int           // bound on queued executions (command.max_command_queue_size) for schedules' runs; 0: unbounded
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +106,7 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.scheduleDefaults()
 }
 
 // Validate reports a configuration that cannot work.
@@ -152,7 +159,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer sub.Close()
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		s.dispatchLoop(ctx)
@@ -160,6 +167,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		s.maintenanceLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.scheduleLoop(ctx)
 	}()
 	defer wg.Wait()
 
@@ -510,13 +521,8 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) {
 		evs[i] = events.Event{Type: events.ExecutionStatus, ExecutionID: t.ExecutionID, CommandID: t.CommandID, AgentID: t.AgentID, Status: t.Status}
 	}
 	s.cfg.Events.Publish(ctx, evs...)
-	for _, t := range ended {
-		s.metrics.timedOut.Inc()
-		if t.GatewayID == "" {
-			continue
-		}
-		s.send.Cancel(ctx, t.GatewayID, t.AgentID, t.ExecutionID, "timed out")
-	}
+	s.metrics.timedOut.Add(float64(len(ended)))
+	s.sendCancels(ctx, ended, "timed out")
 }
 
 func nonce() string {

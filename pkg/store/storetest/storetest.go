@@ -78,4 +78,9 @@ var cases = []struct {
 	{"ConcurrentResultBatchesFinishACommandOnce", testConcurrentResultBatches},
 	{"StatusChangesAreObservedInCommitOrder", testStatusChangesInOrder},
 	{"AuditListFilters", testAuditListFilters},
+	{"ScheduleFiresEachDueTimeOnce", testScheduleFiresEachDueTimeOnce},
+	{"ScheduleOverlap", testScheduleOverlap},
+	{"ScheduleCatchUp", testScheduleCatchUp},
+	{"SchedulePauseResumeEndAndFailures", testSchedulePauseResumeEndAndFailures},
+	{"TemplateVersions", testTemplateVersions},
 }
