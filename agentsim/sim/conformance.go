@@ -140,7 +140,7 @@ func RunConformance(ctx context.Context, cfg ConformanceConfig) ([]CheckResult, 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	base := "127.0.0.1:" + fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	cmd := exec.CommandContext(runCtx, "sh", "-c", cfg.AgentCmd)
+	cmd := exec.CommandContext(runCtx, "sh", "-c", cfg.AgentCmd) //nolint:gosec // G204: running the operator's agent command is the point
 	cmd.Env = append(os.Environ(),
 		EnvConfGatewayURL+"=ws://"+base+"/ws/agent", EnvConfEnrollURL+"=http://"+base+agentsdk.EnrollPath,
 		EnvConfSecret+"="+c.secret, EnvConfAgentID+"="+cfg.AgentID,
@@ -155,7 +155,7 @@ func RunConformance(ctx context.Context, cfg ConformanceConfig) ([]CheckResult, 
 	go func() { exited <- cmd.Wait() }()
 	defer func() {
 		cancel()
-		<-exited
+		<-exited //nolint:errcheck // the agent was stopped: how it exited does not matter
 	}()
 
 	c.run(runCtx, exited)

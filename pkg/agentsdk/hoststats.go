@@ -135,7 +135,7 @@ func (s *hostSampler) read(name string, parse func(io.Reader) error) bool {
 	if err != nil {
 		return false
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	return parse(f) == nil
 }
 

@@ -99,7 +99,7 @@ func (postgresDialect) insertTelemetry(ctx context.Context, db *gorm.DB, samples
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	return conn.Raw(func(driverConn any) error {
 		c, ok := driverConn.(*stdlib.Conn)
 		if !ok {

@@ -427,7 +427,7 @@ func (p RetryPolicy) Delay(n int) time.Duration {
 	if p.Jitter != nil {
 		return p.Jitter(ceil)
 	}
-	return rand.N(ceil)
+	return rand.N(ceil) //nolint:gosec // G404: retry jitter, not a secret
 }
 
 // sweepBatch bounds the rows one sweep pass touches per deadline kind.

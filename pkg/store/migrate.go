@@ -125,7 +125,7 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("acquiring migration connection: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	unlock, err := s.dialect.lockMigrations(ctx, conn)
 	if err != nil {
 		return nil, err

@@ -171,5 +171,5 @@ func Jitter(max time.Duration) time.Duration {
 	if max <= 0 {
 		return 0
 	}
-	return rand.N(max)
+	return rand.N(max) //nolint:gosec // G404: schedule jitter, not a secret
 }

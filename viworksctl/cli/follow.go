@@ -77,7 +77,7 @@ func (a *app) follow(ctx context.Context, c *client.Client, id string) error {
 		dropped <- nil
 	} else {
 		go func() {
-			defer stream.Close()
+			defer func() { _ = stream.Close() }()
 			for {
 				e, err := stream.Next()
 				if err != nil {

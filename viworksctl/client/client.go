@@ -218,7 +218,7 @@ func (c *Client) do(ctx context.Context, r Request) (*Response, error) {
 	if err != nil {
 		return nil, &NetworkError{Err: fmt.Errorf("%s %s: %w", r.Method, r.Path, err)}
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		return nil, &NetworkError{Err: fmt.Errorf("reading the answer of %s %s: %w", r.Method, r.Path, err)}

@@ -62,7 +62,7 @@ func (c *Client) Events(ctx context.Context, query url.Values) (*Stream, error) 
 		}
 	}
 	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return nil, apiError(http.MethodGet, "/api/v1/events", resp, raw)
 	}
