@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"slices"
 	"time"
@@ -69,14 +68,7 @@ func parseCommandFilter(c *gin.Context) (store.CommandFilter, []FieldError) {
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 		errs = append(errs, FieldError{Field: "from", Message: "must be before to"})
 	}
-	limit, ferr := parseLimit(c)
-	if ferr != nil {
-		errs = append(errs, *ferr)
-	}
-	f.Page = store.Page{Limit: limit, Cursor: c.Query("cursor")}
-	if len(f.Cursor) > 512 {
-		errs = append(errs, FieldError{Field: "cursor", Message: "too long"})
-	}
+	f.Page = parsePage(c, &errs)
 	return f, errs
 }
 
@@ -88,12 +80,7 @@ func (s *Server) listCommands(c *gin.Context) {
 	}
 	ctx := c.Request.Context()
 	cmds, next, err := s.store.ListCommands(ctx, f)
-	if errors.Is(err, store.ErrBadCursor) {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", []FieldError{{Field: "cursor", Message: "is not a cursor from this list"}})
-		return
-	}
-	if err != nil {
-		s.internalError(c, "listing commands failed", err)
+	if s.storeFailed(c, resCommand.listing(), "listing commands", err) {
 		return
 	}
 	ids := make([]string, len(cmds))
@@ -105,10 +92,7 @@ func (s *Server) listCommands(c *gin.Context) {
 		s.internalError(c, "counting executions failed", err)
 		return
 	}
-	out := List[CommandSummaryView]{Items: make([]CommandSummaryView, 0, len(cmds))}
-	if next != "" {
-		out.NextCursor = &next
-	}
+	out := List[CommandSummaryView]{Items: make([]CommandSummaryView, 0, len(cmds)), NextCursor: nextPtr(next)}
 	for _, cmd := range cmds {
 		cnt := counts[cmd.ID]
 		if cnt == nil {

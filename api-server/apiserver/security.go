@@ -15,7 +15,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/protocol"
@@ -183,8 +182,12 @@ type AuditEventView struct {
 }
 
 func (s *Server) listAudit(c *gin.Context) {
-	var errs []FieldError
-	page := parsePage(c, &errs)
+	listPage(s, c, resAuditEvent, parseAuditFilter, s.store.ListAudit, auditEventView)
+}
+
+// parseAuditFilter reads the filters of GET /audit: actor, action, target,
+// from and to.
+func parseAuditFilter(c *gin.Context, page store.Page, errs *[]FieldError) store.AuditFilter {
 	f := store.AuditFilter{Actor: c.Query("actor"), Action: c.Query("action"), Target: c.Query("target"), Page: page}
 	for _, q := range []struct {
 		name string
@@ -196,29 +199,21 @@ func (s *Server) listAudit(c *gin.Context) {
 		}
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil || len(v) > 64 {
-			errs = append(errs, FieldError{Field: q.name, Message: "must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z"})
+			*errs = append(*errs, FieldError{Field: q.name, Message: "must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z"})
 			continue
 		}
 		*q.dst = &t
 	}
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
+	return f
+}
+
+func auditEventView(e store.AuditEvent) AuditEventView {
+	details := json.RawMessage(e.Details)
+	if len(details) == 0 || string(details) == "null" { // recorded before details were always an object
+		details = json.RawMessage(`{}`)
 	}
-	events, next, err := s.store.ListAudit(c.Request.Context(), f)
-	if s.listProblem(c, "audit events", err) {
-		return
-	}
-	out := List[AuditEventView]{Items: make([]AuditEventView, 0, len(events)), NextCursor: nextPtr(next)}
-	for _, e := range events {
-		details := json.RawMessage(e.Details)
-		if len(details) == 0 || string(details) == "null" { // recorded before details were always an object
-			details = json.RawMessage(`{}`)
-		}
-		out.Items = append(out.Items, AuditEventView{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Target: e.Target,
-			RequestID: e.RequestID, ClientIP: e.ClientIP, Details: details, KeyID: e.KeyID, PrevHash: e.PrevHash, Hash: e.Hash})
-	}
-	c.JSON(http.StatusOK, out)
+	return AuditEventView{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Target: e.Target,
+		RequestID: e.RequestID, ClientIP: e.ClientIP, Details: details, KeyID: e.KeyID, PrevHash: e.PrevHash, Hash: e.Hash}
 }
 
 // AuditHeads is where the audit chain's head is kept outside the database
@@ -297,12 +292,7 @@ func (s *Server) createAPIKey(c *gin.Context) {
 		Name: req.Name, Role: string(role), KeyHash: hash, Prefix: secret[:shownPrefixLen], CreatedBy: principal(c).Subject, ExpiresAt: exp,
 		Audit: auditEvent(c, "api_key.create", map[string]any{"name": req.Name, "role": role, "expires_at": exp}),
 	})
-	switch {
-	case errors.Is(err, store.ErrLimitReached):
-		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d API keys; revoke one first", store.MaxAPIKeys), nil)
-		return
-	case err != nil:
-		s.internalError(c, "creating API key failed", err)
+	if s.storeFailed(c, resAPIKey, "creating API key", err) {
 		return
 	}
 	v := apiKeyView(k)
@@ -313,39 +303,16 @@ func (s *Server) createAPIKey(c *gin.Context) {
 }
 
 func (s *Server) listAPIKeys(c *gin.Context) {
-	var errs []FieldError
-	page := parsePage(c, &errs)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	keys, next, err := s.store.ListAPIKeys(c.Request.Context(), page)
-	if s.listProblem(c, "API keys", err) {
-		return
-	}
-	out := List[APIKeyView]{Items: make([]APIKeyView, 0, len(keys)), NextCursor: nextPtr(next)}
-	for _, k := range keys {
-		out.Items = append(out.Items, apiKeyView(k))
-	}
-	c.JSON(http.StatusOK, out)
+	listPage(s, c, resAPIKey, pageOnly, s.store.ListAPIKeys, apiKeyView)
 }
 
 func (s *Server) revokeAPIKey(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no API key with this id", nil)
-		return
-	}
-	err := s.store.RevokeAPIKey(c.Request.Context(), id, auditEvent(c, "api_key.revoke", map[string]any{"tokens_revoked": true}))
-	s.revocations.forget(id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no API key with this id", nil)
-	case err != nil:
-		s.internalError(c, "revoking API key failed", err)
-	default:
-		c.Status(http.StatusNoContent)
-	}
+	s.removeByID(c, resAPIKey, "api_key.revoke", map[string]any{"tokens_revoked": true},
+		func(ctx context.Context, id string, audit store.AuditEvent) error {
+			err := s.store.RevokeAPIKey(ctx, id, audit)
+			s.revocations.forget(id)
+			return err
+		})
 }
 
 // TokenRequest is the body of POST /api/v1/auth/token (or send the key as
@@ -517,12 +484,7 @@ func (s *Server) createEnrollmentSecret(c *gin.Context) {
 		Audit: auditEvent(c, "enrollment_secret.create", map[string]any{"name": req.Name, "site": req.Site, "labels": req.Labels, "allowed_capabilities": allowed, "max_uses": req.MaxUses, "expires_at": exp,
 			"agent_id_pattern": req.AgentIDPattern, "max_agents": req.MaxAgents}),
 	})
-	switch {
-	case errors.Is(err, store.ErrLimitReached):
-		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d enrollment secrets; revoke one first", store.MaxEnrollmentSecrets), nil)
-		return
-	case err != nil:
-		s.internalError(c, "creating enrollment secret failed", err)
+	if s.storeFailed(c, resEnrollmentSecret, "creating enrollment secret", err) {
 		return
 	}
 	v := enrollmentSecretView(e)
@@ -533,36 +495,9 @@ func (s *Server) createEnrollmentSecret(c *gin.Context) {
 }
 
 func (s *Server) listEnrollmentSecrets(c *gin.Context) {
-	var errs []FieldError
-	page := parsePage(c, &errs)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	list, next, err := s.store.ListEnrollmentSecrets(c.Request.Context(), page)
-	if s.listProblem(c, "enrollment secrets", err) {
-		return
-	}
-	out := List[EnrollmentSecretView]{Items: make([]EnrollmentSecretView, 0, len(list)), NextCursor: nextPtr(next)}
-	for _, e := range list {
-		out.Items = append(out.Items, enrollmentSecretView(e))
-	}
-	c.JSON(http.StatusOK, out)
+	listPage(s, c, resEnrollmentSecret, pageOnly, s.store.ListEnrollmentSecrets, enrollmentSecretView)
 }
 
 func (s *Server) revokeEnrollmentSecret(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no enrollment secret with this id", nil)
-		return
-	}
-	err := s.store.RevokeEnrollmentSecret(c.Request.Context(), id, auditEvent(c, "enrollment_secret.revoke", nil))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no enrollment secret with this id", nil)
-	case err != nil:
-		s.internalError(c, "revoking enrollment secret failed", err)
-	default:
-		c.Status(http.StatusNoContent)
-	}
+	s.removeByID(c, resEnrollmentSecret, "enrollment_secret.revoke", nil, s.store.RevokeEnrollmentSecret)
 }
