@@ -30,6 +30,12 @@ type Server struct {
 	BindAddress string `toml:"bind_address"`
 	// Port is the TCP port to listen on, 1..65535 (env BACKEND_AGENT_PORT).
 	Port int `toml:"port"`
+	// Workers is the number of worker goroutines for background work (env BACKEND_AGENT_WORKERS).
+	Workers int `toml:"workers"`
+	// MaxConnections is the maximum number of concurrent client connections.
+	MaxConnections int `toml:"max_connections"`
+	// RequestTimeout is the per-request timeout, in seconds.
+	RequestTimeout int `toml:"request_timeout"`
 	// MaxEventStreamsPerPrincipal bounds the event streams (GET /api/v1/events)
 	// one principal may hold open on one replica; beyond it the API answers 429.
 	MaxEventStreamsPerPrincipal int `toml:"max_event_streams_per_principal"`
@@ -92,6 +98,8 @@ type Security struct {
 	MaxTokenLifetime int `toml:"max_token_lifetime"`
 	// BackendPrivateKeyPath is the path of the key used to sign commands (env BACKEND_PRIVATE_KEY_PATH).
 	BackendPrivateKeyPath string `toml:"backend_private_key_path"`
+	// BackendCertificatePath is the path of the backend certificate (env BACKEND_CERTIFICATE_PATH).
+	BackendCertificatePath string `toml:"backend_certificate_path"`
 	// PreviousSigningKeyPath is the previous command signing key (public or
 	// private PEM) during a rotation: announced and accepted, no longer used to
 	// sign (env BACKEND_PREVIOUS_KEY_PATH).
@@ -148,6 +156,10 @@ type AgentManagement struct {
 	HeartbeatInterval int `toml:"heartbeat_interval"`
 	// ConnectionTimeout is the agent connection timeout, in seconds.
 	ConnectionTimeout int `toml:"connection_timeout"`
+	// MaxReconnectAttempts is the number of reconnect attempts an agent makes (0 = none).
+	MaxReconnectAttempts int `toml:"max_reconnect_attempts"`
+	// ReconnectBackoffMs is the base reconnect backoff, in milliseconds.
+	ReconnectBackoffMs int `toml:"reconnect_backoff_ms"`
 	// DrainSeconds is the window over which a stopping gateway closes its
 	// sessions, so agents reconnect elsewhere without a stampede (env AGENT_DRAIN_SECONDS).
 	DrainSeconds int `toml:"drain_seconds"`
@@ -260,6 +272,9 @@ func Default() Config {
 		Server: Server{
 			BindAddress:                 "0.0.0.0",
 			Port:                        8080,
+			Workers:                     4,
+			MaxConnections:              1000,
+			RequestTimeout:              30,
 			MaxEventStreamsPerPrincipal: DefaultMaxEventStreamsPerPrincipal,
 			ShutdownTimeout:             15,
 		},
@@ -285,6 +300,7 @@ func Default() Config {
 			JWTExpiration:          3600,
 			MaxTokenLifetime:       DefaultMaxTokenLifetime,
 			BackendPrivateKeyPath:  "/etc/viworks/backend.key",
+			BackendCertificatePath: "/etc/viworks/backend.crt",
 			RateLimitRequests:      100,
 			RateLimitWindow:        60,
 			JWTIssuer:              "viworks",
@@ -294,6 +310,8 @@ func Default() Config {
 			MaxAgentConnections:  DefaultMaxAgentConnections,
 			HeartbeatInterval:    DefaultHeartbeatIntervalSeconds,
 			ConnectionTimeout:    DefaultConnectionTimeoutSeconds,
+			MaxReconnectAttempts: 5,
+			ReconnectBackoffMs:   1000,
 			DrainSeconds:         10,
 			HelloTimeoutSeconds:  DefaultHelloTimeoutSeconds,
 			MaxFramesPerSecond:   DefaultMaxFramesPerSecond,
@@ -348,6 +366,9 @@ func (c Config) ListenAddr() string {
 func seconds(n int) time.Duration      { return time.Duration(n) * time.Second }
 func milliseconds(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 
+// RequestTimeout is server.request_timeout.
+func (c Config) RequestTimeout() time.Duration { return seconds(c.Server.RequestTimeout) }
+
 // ShutdownTimeout is server.shutdown_timeout.
 func (c Config) ShutdownTimeout() time.Duration { return seconds(c.Server.ShutdownTimeout) }
 
@@ -387,6 +408,11 @@ func (c Config) HeartbeatInterval() time.Duration {
 // RedisConnectionTimeout).
 func (c Config) ConnectionTimeout() time.Duration {
 	return seconds(c.AgentManagement.ConnectionTimeout)
+}
+
+// ReconnectBackoff is agent_management.reconnect_backoff_ms.
+func (c Config) ReconnectBackoff() time.Duration {
+	return milliseconds(c.AgentManagement.ReconnectBackoffMs)
 }
 
 // DefaultHelloTimeoutSeconds is agent_management.hello_timeout_seconds' default.

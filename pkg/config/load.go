@@ -116,13 +116,6 @@ func (f *Flags) apply(cfg *Config) (bindSet bool) {
 var removedKeys = map[string]string{
 	"server.cors_origins":      "was removed: the API sends no CORS headers (browsers cannot call it cross-origin); delete the key, and put a reverse proxy in front if a browser console needs it",
 	"security.allowed_origins": "was removed: the API sends no CORS headers (browsers cannot call it cross-origin); delete the key, and put a reverse proxy in front if a browser console needs it",
-	// Read by nothing since the first release; removed rather than promised.
-	"server.workers":                          "was removed: nothing read it (each role sizes its own goroutines); delete the key",
-	"server.max_connections":                  "was removed: nothing read it; delete the key (agent_management.max_agent_connections bounds a gateway's agents, database.max_connections the pool)",
-	"server.request_timeout":                  "was removed: nothing read it; delete the key (put a timeout in the reverse proxy in front of the API)",
-	"security.backend_certificate_path":       "was removed: nothing read it (COMMANDs are signed with the Ed25519 key of backend_private_key_path, no certificate); delete the key",
-	"agent_management.max_reconnect_attempts": "was removed: agents' reconnects are the agent's own setting (the SDK's), not the server's; delete the key",
-	"agent_management.reconnect_backoff_ms":   "was removed: agents' reconnects are the agent's own setting (the SDK's), not the server's; delete the key",
 }
 
 // decodeFile overlays the TOML file at path onto cfg; it reports whether the
@@ -154,6 +147,7 @@ type binding struct {
 var bindings = []binding{
 	{"BACKEND_AGENT_BIND_ADDRESS", "server.bind_address", func(c *Config) any { return &c.Server.BindAddress }},
 	{"BACKEND_AGENT_PORT", "server.port", func(c *Config) any { return &c.Server.Port }},
+	{"BACKEND_AGENT_WORKERS", "server.workers", func(c *Config) any { return &c.Server.Workers }},
 	{"VIWORKS_DEV_MODE", "server.dev_mode", func(c *Config) any { return &c.Server.DevMode }},
 	{"VIWORKS_INSTANCE_ID", "server.instance_id", func(c *Config) any { return &c.Server.InstanceID }},
 	{"VIWORKS_PPROF", "server.pprof", func(c *Config) any { return &c.Server.Pprof }},
@@ -168,6 +162,7 @@ var bindings = []binding{
 	{"RATE_LIMIT_REQUESTS", "security.rate_limit_requests", func(c *Config) any { return &c.Security.RateLimitRequests }},
 	{"RATE_LIMIT_WINDOW", "security.rate_limit_window", func(c *Config) any { return &c.Security.RateLimitWindow }},
 	{"BACKEND_PRIVATE_KEY_PATH", "security.backend_private_key_path", func(c *Config) any { return &c.Security.BackendPrivateKeyPath }},
+	{"BACKEND_CERTIFICATE_PATH", "security.backend_certificate_path", func(c *Config) any { return &c.Security.BackendCertificatePath }},
 	{"BACKEND_PREVIOUS_KEY_PATH", "security.previous_signing_key_path", func(c *Config) any { return &c.Security.PreviousSigningKeyPath }},
 	{"ARGS_ENCRYPTION_KEY", "security.args_encryption_key", func(c *Config) any { return &c.Security.ArgsEncryptionKey }},
 	{"AGENT_ENROLLMENT_SECRET", "security.agent_enrollment_secret", func(c *Config) any { return &c.Security.AgentEnrollmentSecret }},

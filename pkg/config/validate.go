@@ -54,6 +54,9 @@ func (c Config) Validate() error {
 
 	s := c.Server
 	v.between("server.port", s.Port, 1, 65535)
+	v.atLeast("server.workers", s.Workers, 1)
+	v.atLeast("server.max_connections", s.MaxConnections, 1)
+	v.positive("server.request_timeout", s.RequestTimeout)
 	v.positive("server.shutdown_timeout", s.ShutdownTimeout)
 	v.between("server.max_event_streams_per_principal", s.MaxEventStreamsPerPrincipal, 1, 1000)
 	if s.InstanceID != "" && !instanceIDRe.MatchString(s.InstanceID) {
@@ -166,6 +169,8 @@ func (c Config) Validate() error {
 	v.atLeast("agent_management.max_agent_connections", a.MaxAgentConnections, 1)
 	v.positive("agent_management.heartbeat_interval", a.HeartbeatInterval)
 	v.positive("agent_management.connection_timeout", a.ConnectionTimeout)
+	v.atLeast("agent_management.max_reconnect_attempts", a.MaxReconnectAttempts, 0)
+	v.positive("agent_management.reconnect_backoff_ms", a.ReconnectBackoffMs)
 	v.atLeast("agent_management.drain_seconds", a.DrainSeconds, 0)
 	v.positive("agent_management.hello_timeout_seconds", a.HelloTimeoutSeconds)
 	v.atLeast("agent_management.max_frames_per_second", a.MaxFramesPerSecond, 1)
