@@ -35,6 +35,16 @@ type slowStore struct {
 	release chan struct{}
 }
 
+func (s *slowStore) CreateCommand(ctx context.Context, nc store.NewCommand) (store.Command, []store.Execution, error) {
+	s.calls.Add(1)
+	select {
+	case <-s.release:
+		return s.Store.CreateCommand(ctx, nc)
+	case <-ctx.Done():
+		return store.Command{}, nil, fmt.Errorf("creating command: %w", ctx.Err())
+	}
+}
+
 func (s *slowStore) ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error) {
 	s.calls.Add(1)
 	select {
@@ -49,7 +59,8 @@ type overloadAPI struct {
 	srv   *Server
 	st    *slowStore
 	http  *httptest.Server
-	token string
+	token string // a viewer's
+	op    string // an operator's
 	reg   *prometheus.Registry
 	logs  *logtest.Hook
 }
@@ -74,13 +85,15 @@ func newOverloadAPI(t *testing.T, cfg Config) *overloadAPI {
 	require.NoError(t, err)
 	tok, err := jwt.Issue("viewer-user", auth.RoleViewer, time.Hour)
 	require.NoError(t, err)
+	op, err := jwt.Issue("operator-user", auth.RoleOperator, time.Hour)
+	require.NoError(t, err)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Run(rctx) }()
 	t.Cleanup(func() { stop(); <-done })
-	return &overloadAPI{srv: srv, st: slow, http: hs, token: tok, reg: reg, logs: hook}
+	return &overloadAPI{srv: srv, st: slow, http: hs, token: tok, op: op, reg: reg, logs: hook}
 }
 
 func (a *overloadAPI) get(t *testing.T, ctx context.Context, path string) (*http.Response, error) {
@@ -220,6 +233,43 @@ func TestClientGoneIsNotADatabaseOutage(t *testing.T) {
 		require.Less(t, logrus.WarnLevel, e.Level, "logged at %s: %s", e.Level, e.Message)
 	}
 	require.Contains(t, messages(a.logs), "client went away before the answer")
+}
+
+// An Idempotency-Key whose first request lost its client is released: the
+// retry runs again instead of replaying the 499 nobody read.
+func TestClientGoneReleasesTheIdempotencyKey(t *testing.T) {
+	a := newOverloadAPI(t, Config{RequestTimeout: time.Minute})
+	post := func(ctx context.Context) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.http.URL+"/api/v1/commands",
+			strings.NewReader(`{"verb":"echo","agent_targets":["a-1"]}`))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+a.op)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "k-1")
+		return http.DefaultClient.Do(req)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := post(ctx)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return a.st.calls.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled)
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(a.srv.requests.WithLabelValues("/api/v1/commands", statusName(statusClientClosed))) == 1
+	}, 5*time.Second, 5*time.Millisecond)
+
+	close(a.st.release)
+	resp, err := post(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, resp.Header.Get("Idempotent-Replayed"), "the lost answer is not replayed")
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "the retry ran: no agent matches")
+	require.Contains(t, problemOf(t, resp).Detail, "not registered")
 }
 
 func messages(h *logtest.Hook) []string {
