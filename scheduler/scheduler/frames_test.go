@@ -58,3 +58,25 @@ func TestCommandFramesInParallel(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkCommandFrames signs a dispatch batch of 100 COMMANDs with 1 and
+// with 4 workers.
+func BenchmarkCommandFrames(b *testing.B) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(b, err)
+	signer, err := signing.NewSigner(priv)
+	require.NoError(b, err)
+	due := make([]store.DueExecution, 100)
+	for i := range due {
+		due[i] = store.DueExecution{ExecutionID: fmt.Sprintf("exec-%03d", i), CommandID: "cmd-1", AgentID: fmt.Sprintf("agent-%03d", i),
+			Verb: "echo", Args: store.JSON(`{"message":"hello fleet"}`), ExpiresAt: time.Now().Add(time.Hour), TimeoutSeconds: 60}
+	}
+	for _, workers := range []int{1, 4} {
+		b.Run(fmt.Sprint(workers, " workers"), func(b *testing.B) {
+			s := &Scheduler{cfg: Config{Signer: signer, Workers: workers}}
+			for b.Loop() {
+				_, _ = s.commandFrames(due)
+			}
+		})
+	}
+}
