@@ -57,10 +57,13 @@ func (s *Server) shed(c *gin.Context) {
 }
 
 // deadline gives the request's context the request deadline
-// (server.request_timeout) and bounds reading its body and writing its
-// answer by it; a handler that returns past it without answering answers 503.
-// The connection's deadlines are cleared afterwards, so a keep-alive
-// connection's next request (perhaps an event stream) starts afresh.
+// (server.request_timeout) and bounds writing its answer by it (plus
+// writeGrace); a handler that returns past it without answering answers 503.
+// The write deadline is cleared afterwards, so a keep-alive connection's next
+// request (perhaps an event stream) starts afresh. No read deadline: one that
+// fires while the handler runs cancels the connection's context (net/http),
+// which would end the next request on that connection at once; the body is
+// bounded by MaxBodyBytes and the headers by the server's ReadHeaderTimeout.
 func (s *Server) deadline(c *gin.Context) {
 	if exempt(c) {
 		c.Next()
@@ -72,12 +75,7 @@ func (s *Server) deadline(c *gin.Context) {
 	c.Set(ctxDeadline, end)
 	rc := http.NewResponseController(c.Writer)
 	// Not every writer supports deadlines (tests' recorders); the context
-	// deadline holds regardless. A read deadline that fires cancels the
-	// request's context (net/http), which pastDue tells from a client that
-	// went away.
-	if rc.SetReadDeadline(end) == nil {
-		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-	}
+	// deadline holds regardless.
 	if rc.SetWriteDeadline(end.Add(writeGrace)) == nil {
 		defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	}

@@ -114,8 +114,8 @@ type Config struct {
 	// Default config.DefaultMaxConnections.
 	MaxInFlight int
 	// RequestTimeout is every request's deadline (server.request_timeout) but
-	// health checks' and event streams': its context ends then, and reading
-	// its body; past it the request answers 503 with Retry-After. Default
+	// health checks' and event streams': its context ends then; past it the
+	// request answers 503 with Retry-After. Default
 	// config.DefaultRequestTimeoutSeconds.
 	RequestTimeout time.Duration
 }
