@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/viworks/backend-agent/pkg/signing"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -67,6 +68,12 @@ func TestAllInOneSurvivesRestart(t *testing.T) {
 	}, &done))
 	first := sys.waitCommand(t, done.ID, 20*time.Second, 10*time.Millisecond)
 	require.Equal(t, "succeeded", first.Status)
+	// The signing key's public half is written beside it, for agents to pin.
+	pinned, err := signing.LoadPublicKey(filepath.Join(dataDir, "signing.pub"))
+	require.NoError(t, err)
+	signKey, err := signing.LoadPrivateKey(filepath.Join(dataDir, "signing.key"))
+	require.NoError(t, err)
+	require.True(t, pinned.Equal(signKey.Public()))
 	// The demo agents' site and labels come from the enrollment secret they enrolled with.
 	var demo commandView
 	require.Equal(t, http.StatusAccepted, cli.do(t, http.MethodPost, "/api/v1/commands", map[string]any{

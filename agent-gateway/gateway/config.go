@@ -39,6 +39,12 @@ type Config struct {
 	// BootstrapMaxAgents caps the identities EnrollmentSecret creates
 	// (agent_management.bootstrap_max_agents); 0: unlimited.
 	BootstrapMaxAgents int
+	// ReconnectBackoff and MaxReconnectAttempts are advertised in WELCOME
+	// (agent_management.reconnect_backoff_ms, max_reconnect_attempts): the
+	// agents' first reconnect delay and how many reconnects it doubles for.
+	// Zero: not advertised (agents use their own).
+	ReconnectBackoff     time.Duration
+	MaxReconnectAttempts int
 	// Limiter counts failed enrollments per client address; give every
 	// gateway the same (Redis) one so N gateways do not allow N times the
 	// guesses. nil: this process's memory (all-in-one).

@@ -25,6 +25,9 @@ func ConfigFrom(cfg config.Config, gatewayID string) Config {
 		MaxFrameRate:       cfg.AgentManagement.MaxFramesPerSecond,
 		TrustReported:      cfg.AgentManagement.TrustReportedAttributes,
 		BootstrapMaxAgents: cfg.AgentManagement.BootstrapMaxAgents,
+
+		ReconnectBackoff:     cfg.ReconnectBackoff(),
+		MaxReconnectAttempts: cfg.AgentManagement.MaxReconnectAttempts,
 	}
 }
 

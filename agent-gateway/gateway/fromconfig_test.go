@@ -29,6 +29,8 @@ func TestConfigFromMapsTheSharedConfiguration(t *testing.T) {
 		{"frame rate", func(c *config.Config) { c.AgentManagement.MaxFramesPerSecond = 18 }, func(c Config) any { return c.MaxFrameRate }, 18},
 		{"trust reported", func(c *config.Config) { c.AgentManagement.TrustReportedAttributes = true }, func(c Config) any { return c.TrustReported }, true},
 		{"bootstrap cap", func(c *config.Config) { c.AgentManagement.BootstrapMaxAgents = 19 }, func(c Config) any { return c.BootstrapMaxAgents }, 19},
+		{"reconnect backoff", func(c *config.Config) { c.AgentManagement.ReconnectBackoffMs = 1500 }, func(c Config) any { return c.ReconnectBackoff }, 1500 * time.Millisecond},
+		{"reconnect attempts", func(c *config.Config) { c.AgentManagement.MaxReconnectAttempts = 7 }, func(c Config) any { return c.MaxReconnectAttempts }, 7},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

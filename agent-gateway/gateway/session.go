@@ -279,6 +279,9 @@ func (s *session) handshake(ctx context.Context, release func(), started time.Ti
 		ProtocolVersion:    version,
 		OutputLimit:        protocol.MaxOutputBytes,
 		MaxFrameBytes:      s.g.cfg.ReadLimit,
+
+		ReconnectBackoffMs:   int(s.g.cfg.ReconnectBackoff / time.Millisecond),
+		MaxReconnectAttempts: s.g.cfg.MaxReconnectAttempts,
 	})
 	s.g.metrics.handshake.Observe(time.Since(started).Seconds())
 	s.logger().Info("agent connected")

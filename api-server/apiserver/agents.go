@@ -3,7 +3,6 @@ package apiserver
 import (
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -217,21 +216,12 @@ func (s *Server) listAgents(c *gin.Context) {
 // agent loads the agent named by the :id path parameter, answering 404 when
 // there is none; ok is false when a response was written.
 func (s *Server) agent(c *gin.Context) (store.Agent, bool) {
-	id := c.Param("id")
-	if protocol.CheckID("", id) != nil {
-		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
+	id, ok := idParam(c, resAgent)
+	if !ok {
 		return store.Agent{}, false
 	}
 	a, err := s.store.GetAgent(c.Request.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
-		return a, false
-	}
-	if err != nil {
-		s.internalError(c, "getting agent failed", err)
-		return a, false
-	}
-	return a, true
+	return a, !s.storeFailed(c, resAgent, "getting agent", err)
 }
 
 func (s *Server) getAgent(c *gin.Context) {
@@ -333,9 +323,8 @@ func parseAgentPatch(req AgentPatchRequest) (store.AttributesPatch, []FieldError
 // selectors at once, the agent's HELLOs no longer change them (a new
 // enrollment does), and the change is audited with its before and after.
 func (s *Server) patchAgent(c *gin.Context) {
-	id := c.Param("id")
-	if protocol.CheckID("", id) != nil {
-		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
+	id, ok := idParam(c, resAgent)
+	if !ok {
 		return
 	}
 	var req AgentPatchRequest
@@ -349,16 +338,7 @@ func (s *Server) patchAgent(c *gin.Context) {
 	}
 	p.Audit = auditEvent(c, "agent.update", nil)
 	a, err := s.store.PatchAgentAttributes(c.Request.Context(), id, p)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
-		return
-	case errors.Is(err, store.ErrTooManyLabels):
-		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("the agent would have more than %d labels", protocol.MaxLabels),
-			[]FieldError{{Field: "labels", Message: fmt.Sprintf("at most %d labels in all; remove some with null", protocol.MaxLabels)}})
-		return
-	case err != nil:
-		s.internalError(c, "changing agent attributes failed", err)
+	if s.storeFailed(c, resAgent, "changing agent attributes", err) {
 		return
 	}
 	s.events.Agent(c.Request.Context(), events.AgentUpdated, a.ID, "", "")

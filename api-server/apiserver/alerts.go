@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 
 	"github.com/viworks/backend-agent/pkg/alert"
 	"github.com/viworks/backend-agent/pkg/store"
@@ -155,51 +155,6 @@ func readStrict(c *gin.Context, dst any) bool {
 	return true
 }
 
-// parsePage reads limit and cursor; problems are appended to errs.
-func parsePage(c *gin.Context, errs *[]FieldError) store.Page {
-	limit, ferr := parseLimit(c)
-	if ferr != nil {
-		*errs = append(*errs, *ferr)
-	}
-	cursor := c.Query("cursor")
-	if len(cursor) > maxCursorLen {
-		*errs = append(*errs, FieldError{Field: "cursor", Message: "too long"})
-	}
-	return store.Page{Limit: limit, Cursor: cursor}
-}
-
-// listProblem answers the errors a list query can give; it reports whether
-// it wrote a response.
-func (s *Server) listProblem(c *gin.Context, what string, err error) bool {
-	var verrs store.ValidationErrors
-	switch {
-	case err == nil:
-		return false
-	case errors.Is(err, store.ErrBadCursor):
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", []FieldError{{Field: "cursor", Message: "is not a cursor returned by this list"}})
-	case errors.As(err, &verrs):
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", fieldErrors(verrs))
-	default:
-		s.internalError(c, "listing "+what+" failed", err)
-	}
-	return true
-}
-
-func fieldErrors(v store.ValidationErrors) []FieldError {
-	out := make([]FieldError, len(v))
-	for i, e := range v {
-		out[i] = FieldError{Field: e.Field, Message: e.Message}
-	}
-	return out
-}
-
-func nextPtr(next string) *string {
-	if next == "" {
-		return nil
-	}
-	return &next
-}
-
 func (s *Server) createAlertRule(c *gin.Context) {
 	var req AlertRuleRequest
 	if !readStrict(c, &req) {
@@ -233,15 +188,7 @@ func (s *Server) createAlertRule(c *gin.Context) {
 		Name: req.Name, Kind: req.Kind, Params: params, Enabled: enabled, CreatedBy: p.Subject,
 		Audit: store.AuditEvent{Actor: p.Subject, Action: "alert_rule.create", RequestID: c.GetString(ctxRequestID), Details: details},
 	})
-	switch {
-	case errors.Is(err, store.ErrDuplicate):
-		writeProblem(c, http.StatusConflict, "an alert rule with this name exists", []FieldError{{Field: "name", Message: "is taken"}})
-		return
-	case errors.Is(err, store.ErrLimitReached):
-		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d alert rules; delete one first", store.MaxAlertRules), nil)
-		return
-	case err != nil:
-		s.internalError(c, "creating alert rule failed", err)
+	if s.storeFailed(c, resAlertRule, "creating alert rule", err) {
 		return
 	}
 	c.Header("Location", "/api/v1/alert-rules/"+rule.ID)
@@ -249,67 +196,28 @@ func (s *Server) createAlertRule(c *gin.Context) {
 }
 
 func (s *Server) listAlertRules(c *gin.Context) {
-	var errs []FieldError
-	page := parsePage(c, &errs)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	rules, next, err := s.store.ListAlertRules(c.Request.Context(), page)
-	if s.listProblem(c, "alert rules", err) {
-		return
-	}
-	out := List[AlertRuleView]{Items: make([]AlertRuleView, 0, len(rules)), NextCursor: nextPtr(next)}
-	for _, r := range rules {
-		out.Items = append(out.Items, alertRuleView(r))
-	}
-	c.JSON(http.StatusOK, out)
+	listPage(s, c, resAlertRule, pageOnly, s.store.ListAlertRules, alertRuleView)
 }
 
 func (s *Server) deleteAlertRule(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no alert rule with this id", nil)
-		return
-	}
-	p := principal(c)
-	err := s.store.DeleteAlertRule(c.Request.Context(), id, store.AuditEvent{Actor: p.Subject, Action: "alert_rule.delete", RequestID: c.GetString(ctxRequestID)})
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no alert rule with this id", nil)
-	case err != nil:
-		s.internalError(c, "deleting alert rule failed", err)
-	default:
-		c.Status(http.StatusNoContent)
-	}
+	s.removeByID(c, resAlertRule, "alert_rule.delete", nil, s.store.DeleteAlertRule)
 }
 
 func (s *Server) listAlerts(c *gin.Context) {
-	var errs []FieldError
-	page := parsePage(c, &errs)
+	listPage(s, c, resAlert, parseAlertFilter, s.store.ListAlerts, alert.NewDoc)
+}
+
+// parseAlertFilter reads the filters of GET /alerts: state and rule_id.
+func parseAlertFilter(c *gin.Context, page store.Page, errs *[]FieldError) store.AlertFilter {
 	state := c.Query("state")
 	if state != "" && state != store.AlertStateFiring && state != store.AlertStateResolved {
-		errs = append(errs, FieldError{Field: "state", Message: "must be firing or resolved"})
+		*errs = append(*errs, FieldError{Field: "state", Message: "must be firing or resolved"})
 	}
 	ruleID := c.Query("rule_id")
-	if ruleID != "" {
-		if _, err := uuid.Parse(ruleID); err != nil {
-			errs = append(errs, FieldError{Field: "rule_id", Message: "must be an alert rule id (a UUID)"})
-		}
+	if ruleID != "" && !validUUID(ruleID) {
+		*errs = append(*errs, FieldError{Field: "rule_id", Message: "must be an alert rule id (a UUID)"})
 	}
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	alerts, next, err := s.store.ListAlerts(c.Request.Context(), store.AlertFilter{State: state, RuleID: ruleID, Page: page})
-	if s.listProblem(c, "alerts", err) {
-		return
-	}
-	out := List[AlertView]{Items: make([]AlertView, 0, len(alerts)), NextCursor: nextPtr(next)}
-	for _, a := range alerts {
-		out.Items = append(out.Items, alert.NewDoc(a))
-	}
-	c.JSON(http.StatusOK, out)
+	return store.AlertFilter{State: state, RuleID: ruleID, Page: page}
 }
 
 // validateWebhook checks a webhook request; it returns the secret to store.
@@ -367,12 +275,7 @@ func (s *Server) createWebhook(c *gin.Context) {
 		URL: req.URL, Secret: secret, Enabled: enabled, CreatedBy: p.Subject,
 		Audit: store.AuditEvent{Actor: p.Subject, Action: "webhook.create", RequestID: c.GetString(ctxRequestID), Details: details},
 	})
-	switch {
-	case errors.Is(err, store.ErrLimitReached):
-		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d webhooks; delete one first", store.MaxWebhooks), nil)
-		return
-	case err != nil:
-		s.internalError(c, "creating webhook failed", err)
+	if s.storeFailed(c, resWebhook, "creating webhook", err) {
 		return
 	}
 	v := webhookView(w)
@@ -383,67 +286,29 @@ func (s *Server) createWebhook(c *gin.Context) {
 }
 
 func (s *Server) listWebhooks(c *gin.Context) {
-	var errs []FieldError
-	page := parsePage(c, &errs)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	hooks, next, err := s.store.ListWebhooks(c.Request.Context(), page)
-	if s.listProblem(c, "webhooks", err) {
-		return
-	}
-	out := List[WebhookView]{Items: make([]WebhookView, 0, len(hooks)), NextCursor: nextPtr(next)}
-	for _, w := range hooks {
-		out.Items = append(out.Items, webhookView(w))
-	}
-	c.JSON(http.StatusOK, out)
+	listPage(s, c, resWebhook, pageOnly, s.store.ListWebhooks, webhookView)
 }
 
 func (s *Server) deleteWebhook(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no webhook with this id", nil)
-		return
-	}
-	p := principal(c)
-	err := s.store.DeleteWebhook(c.Request.Context(), id, store.AuditEvent{Actor: p.Subject, Action: "webhook.delete", RequestID: c.GetString(ctxRequestID)})
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no webhook with this id", nil)
-	case err != nil:
-		s.internalError(c, "deleting webhook failed", err)
-	default:
-		c.Status(http.StatusNoContent)
-	}
+	s.removeByID(c, resWebhook, "webhook.delete", nil, s.store.DeleteWebhook)
 }
 
+// listDeliveries lists the deliveries of the webhook named by :id, which
+// must exist.
 func (s *Server) listDeliveries(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no webhook with this id", nil)
+	id, ok := idParam(c, resWebhook)
+	if !ok {
 		return
 	}
-	var errs []FieldError
-	page := parsePage(c, &errs)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	if _, err := s.store.GetWebhook(c.Request.Context(), id); errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no webhook with this id", nil)
-		return
-	} else if err != nil {
-		s.internalError(c, "getting webhook failed", err)
-		return
-	}
-	ds, next, err := s.store.ListDeliveries(c.Request.Context(), store.DeliveryFilter{WebhookID: id, Page: page})
-	if s.listProblem(c, "deliveries", err) {
-		return
-	}
-	out := List[DeliveryView]{Items: make([]DeliveryView, 0, len(ds)), NextCursor: nextPtr(next)}
-	for _, d := range ds {
-		out.Items = append(out.Items, deliveryView(d))
-	}
-	c.JSON(http.StatusOK, out)
+	listPage(s, c, resDelivery,
+		func(_ *gin.Context, page store.Page, _ *[]FieldError) store.DeliveryFilter {
+			return store.DeliveryFilter{WebhookID: id, Page: page}
+		},
+		func(ctx context.Context, f store.DeliveryFilter) ([]store.WebhookDelivery, string, error) {
+			if _, err := s.store.GetWebhook(ctx, f.WebhookID); err != nil {
+				return nil, "", fmt.Errorf("getting webhook: %w", err)
+			}
+			return s.store.ListDeliveries(ctx, f)
+		},
+		deliveryView)
 }

@@ -1,9 +1,9 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
-	"net/http"
+	"fmt"
 	"slices"
 	"time"
 
@@ -40,23 +40,24 @@ type CommandSummaryView struct {
 	DueAt      *time.Time `json:"due_at"`
 }
 
-func parseCommandFilter(c *gin.Context) (store.CommandFilter, []FieldError) {
-	var f store.CommandFilter
-	var errs []FieldError
+// parseCommandFilter reads the filters of GET /commands: status, verb,
+// agent, created_by, from and to; problems are appended to errs.
+func parseCommandFilter(c *gin.Context, page store.Page, errs *[]FieldError) store.CommandFilter {
+	f := store.CommandFilter{Page: page}
 	if f.Status = c.Query("status"); f.Status != "" && !slices.Contains(commandStatuses, f.Status) {
-		errs = append(errs, FieldError{Field: "status", Message: "must be one of queued, running, succeeded, failed, partially_succeeded, cancelled, timed_out, expired"})
+		*errs = append(*errs, FieldError{Field: "status", Message: "must be one of queued, running, succeeded, failed, partially_succeeded, cancelled, timed_out, expired"})
 	}
 	if f.Verb = c.Query("verb"); f.Verb != "" && !verbPattern.MatchString(f.Verb) {
-		errs = append(errs, FieldError{Field: "verb", Message: "must be 1-64 characters of a-z, 0-9, _ . - starting with a letter"})
+		*errs = append(*errs, FieldError{Field: "verb", Message: "must be 1-64 characters of a-z, 0-9, _ . - starting with a letter"})
 	}
 	if v, ok := c.GetQuery("agent"); ok {
 		if protocol.CheckID("", v) != nil {
-			errs = append(errs, FieldError{Field: "agent", Message: "must be an agent id of " + protocol.IDRule})
+			*errs = append(*errs, FieldError{Field: "agent", Message: "must be an agent id of " + protocol.IDRule})
 		}
 		f.AgentID = v
 	}
 	if f.CreatedBy = c.Query("created_by"); len(f.CreatedBy) > maxFilterLen {
-		errs = append(errs, FieldError{Field: "created_by", Message: "longer than 256 bytes"})
+		*errs = append(*errs, FieldError{Field: "created_by", Message: "longer than 256 bytes"})
 	}
 	for _, p := range []struct {
 		name string
@@ -65,40 +66,26 @@ func parseCommandFilter(c *gin.Context) (store.CommandFilter, []FieldError) {
 		if v := c.Query(p.name); v != "" {
 			t, ok := parseTime(v)
 			if !ok {
-				errs = append(errs, FieldError{Field: p.name, Message: "must be an RFC 3339 time or Unix seconds"})
+				*errs = append(*errs, FieldError{Field: p.name, Message: "must be an RFC 3339 time or Unix seconds"})
 			}
 			*p.dst = t
 		}
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-		errs = append(errs, FieldError{Field: "from", Message: "must be before to"})
+		*errs = append(*errs, FieldError{Field: "from", Message: "must be before to"})
 	}
-	limit, ferr := parseLimit(c)
-	if ferr != nil {
-		errs = append(errs, *ferr)
-	}
-	f.Page = store.Page{Limit: limit, Cursor: c.Query("cursor")}
-	if len(f.Cursor) > 512 {
-		errs = append(errs, FieldError{Field: "cursor", Message: "too long"})
-	}
-	return f, errs
+	return f
 }
 
 func (s *Server) listCommands(c *gin.Context) {
-	f, errs := parseCommandFilter(c)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	ctx := c.Request.Context()
+	listPage(s, c, resCommand, parseCommandFilter, s.commandSummaries, asIs[CommandSummaryView])
+}
+
+// commandSummaries is one page of commands with their executions' counts.
+func (s *Server) commandSummaries(ctx context.Context, f store.CommandFilter) ([]CommandSummaryView, string, error) {
 	cmds, next, err := s.store.ListCommands(ctx, f)
-	if errors.Is(err, store.ErrBadCursor) {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", []FieldError{{Field: "cursor", Message: "is not a cursor from this list"}})
-		return
-	}
 	if err != nil {
-		s.internalError(c, "listing commands failed", err)
-		return
+		return nil, "", err
 	}
 	ids := make([]string, len(cmds))
 	for i, cmd := range cmds {
@@ -106,21 +93,17 @@ func (s *Server) listCommands(c *gin.Context) {
 	}
 	counts, err := s.store.ExecutionCounts(ctx, ids)
 	if err != nil {
-		s.internalError(c, "counting executions failed", err)
-		return
+		return nil, "", fmt.Errorf("counting executions: %w", err)
 	}
-	out := List[CommandSummaryView]{Items: make([]CommandSummaryView, 0, len(cmds))}
-	if next != "" {
-		out.NextCursor = &next
-	}
+	out := make([]CommandSummaryView, 0, len(cmds))
 	for _, cmd := range cmds {
 		cnt := counts[cmd.ID]
 		if cnt == nil {
 			cnt = map[string]int{}
 		}
-		out.Items = append(out.Items, commandSummary(cmd, cnt))
+		out = append(out, commandSummary(cmd, cnt))
 	}
-	c.JSON(http.StatusOK, out)
+	return out, next, nil
 }
 
 func commandSummary(cmd store.Command, counts map[string]int) CommandSummaryView {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/protocol"
@@ -194,11 +193,7 @@ func (s *Server) createCommand(c *gin.Context) {
 		return
 	}
 	cmd, execs, err := s.store.CreateCommand(c.Request.Context(), nc)
-	if s.targetProblem(c, req.Verb, err) {
-		return
-	}
-	if err != nil {
-		s.internalError(c, "creating command failed", err)
+	if s.targetProblem(c, req.Verb, err) || s.storeFailed(c, resCommand, "creating command", err) {
 		return
 	}
 	s.send.Wake(c.Request.Context(), bus.Wake{Reason: bus.WakeCommand, CommandID: cmd.ID})
@@ -258,8 +253,9 @@ func (s *Server) newCommand(c *gin.Context, req CommandRequest, exp *expansion) 
 	return nc, nil
 }
 
-// targetProblem answers the client's targeting mistakes and a full queue; it
-// reports whether it wrote a response.
+// targetProblem answers the targeting mistakes that name the agents at fault
+// (the error table answers the others); it reports whether it wrote a
+// response.
 func (s *Server) targetProblem(c *gin.Context, verb string, err error) bool {
 	var unknown *store.UnknownAgentsError
 	var incapable *store.IncapableAgentsError
@@ -270,13 +266,6 @@ func (s *Server) targetProblem(c *gin.Context, verb string, err error) bool {
 	case errors.As(err, &incapable):
 		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("%d chosen agents do not announce the verb %q", len(incapable.IDs), verb),
 			[]FieldError{{Field: "verb", Message: "not among the capabilities of: " + listIDs(incapable.IDs)}})
-	case errors.Is(err, store.ErrNoMatchingAgents):
-		writeProblem(c, http.StatusUnprocessableEntity, "no registered agent matches the selector", []FieldError{{Field: "selector", Message: "matches no registered agent"}})
-	case errors.Is(err, store.ErrNoOnlineAgent):
-		writeProblem(c, http.StatusUnprocessableEntity, "mode any needs a matching agent that is online; none is", []FieldError{{Field: "mode", Message: "no matching agent is online"}})
-	case errors.Is(err, store.ErrQueueFull):
-		c.Header("Retry-After", "5")
-		writeProblem(c, http.StatusTooManyRequests, "the command queue is full; retry later", nil)
 	default:
 		return false
 	}
@@ -291,22 +280,13 @@ func listIDs(ids []string) string {
 }
 
 func (s *Server) cancelCommand(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no command with this id", nil)
+	id, ok := idParam(c, resCommand)
+	if !ok {
 		return
 	}
 	p := principal(c)
 	running, err := s.store.CancelCommand(c.Request.Context(), id, p.Subject, c.GetString(ctxRequestID))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no command with this id", nil)
-		return
-	case errors.Is(err, store.ErrCommandFinal):
-		writeProblem(c, http.StatusConflict, "the command has already finished", nil)
-		return
-	case err != nil:
-		s.internalError(c, "cancelling command failed", err)
+	if s.storeFailed(c, resCommand, "cancelling command", err) {
 		return
 	}
 	for _, r := range running {
@@ -319,18 +299,12 @@ func (s *Server) cancelCommand(c *gin.Context) {
 }
 
 func (s *Server) getCommand(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no command with this id", nil)
+	id, ok := idParam(c, resCommand)
+	if !ok {
 		return
 	}
 	cmd, execs, err := s.store.GetCommand(c.Request.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no command with this id", nil)
-		return
-	}
-	if err != nil {
-		s.internalError(c, "getting command failed", err)
+	if s.storeFailed(c, resCommand, "getting command", err) {
 		return
 	}
 	c.JSON(http.StatusOK, commandView(cmd, execs))

@@ -21,6 +21,8 @@ func ConfigFrom(cfg config.Config) Config {
 		RateLimit:         service.RateLimit(cfg),
 		TrustedProxies:    cfg.Security.TrustedProxies,
 		Events:            events.HubConfig{MaxPerOwner: cfg.Server.MaxEventStreamsPerPrincipal},
+		MaxInFlight:       cfg.Server.MaxConnections,
+		RequestTimeout:    cfg.RequestTimeout(),
 	}
 }
 

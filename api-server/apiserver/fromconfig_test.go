@@ -28,6 +28,8 @@ func TestConfigFromMapsTheSharedConfiguration(t *testing.T) {
 		{"trusted proxies", func(c *config.Config) { c.Security.TrustedProxies = []string{"10.0.0.0/8"} },
 			func(c Config) any { return c.TrustedProxies }, []string{"10.0.0.0/8"}},
 		{"event streams", func(c *config.Config) { c.Server.MaxEventStreamsPerPrincipal = 6 }, func(c Config) any { return c.Events.MaxPerOwner }, 6},
+		{"in-flight bound", func(c *config.Config) { c.Server.MaxConnections = 3 }, func(c Config) any { return c.MaxInFlight }, 3},
+		{"request timeout", func(c *config.Config) { c.Server.RequestTimeout = 4 }, func(c Config) any { return c.RequestTimeout }, 4 * time.Second},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,4 +50,6 @@ func TestConfigDefaultsAreTheSharedDefaults(t *testing.T) {
 	require.Equal(t, from.HeartbeatInterval, zero.HeartbeatInterval)
 	require.Equal(t, from.StaleAfter, zero.StaleAfter)
 	require.Equal(t, from.Events.MaxPerOwner, zero.Events.MaxPerOwner)
+	require.Equal(t, from.MaxInFlight, zero.MaxInFlight)
+	require.Equal(t, from.RequestTimeout, zero.RequestTimeout)
 }

@@ -20,7 +20,7 @@ import (
 // claim it once); its answer is stored and replayed to every retry with the
 // same body, marked Idempotent-Replayed: true. A retry while the first is in
 // flight gets 409; the same key with another body 422. Answers 5xx and 429 are
-// not kept (the key is released, so a retry runs again). Keys live IdempotencyTTL
+// not kept, nor a request whose client went away (499) (the key is released, so a retry runs again). Keys live IdempotencyTTL
 // (24 h); the scheduler's leader purges expired ones, and an expired key is
 // replaced when used again.
 const (
@@ -116,7 +116,7 @@ func (s *Server) idempotent(c *gin.Context) {
 	done, cancel := contextWithoutCancel(ctx, 5*time.Second)
 	defer cancel()
 	status := w.Status()
-	if status >= 500 || status == http.StatusTooManyRequests {
+	if status >= 500 || status == http.StatusTooManyRequests || status == statusClientClosed {
 		if err := s.store.AbandonIdempotent(done, who, key); err != nil {
 			s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID)).Warn("releasing idempotency key failed")
 		}

@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/events"
-	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -43,16 +41,6 @@ type AgentEndedView struct {
 	EnrollmentBlocked   bool   `json:"enrollment_blocked"`
 }
 
-// agentIDParam is the path's agent id; a malformed one answers 404.
-func agentIDParam(c *gin.Context) (string, bool) {
-	id := c.Param("id")
-	if protocol.CheckID("", id) != nil {
-		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
-		return "", false
-	}
-	return id, true
-}
-
 func (s *Server) revokeAgent(c *gin.Context) { s.endAgent(c, true) }
 
 func (s *Server) deleteAgent(c *gin.Context) { s.endAgent(c, false) }
@@ -60,7 +48,7 @@ func (s *Server) deleteAgent(c *gin.Context) { s.endAgent(c, false) }
 // endAgent revokes (revoke) or deletes an agent, then tells every gateway to
 // drop its cached credential and close its session, and publishes the event.
 func (s *Server) endAgent(c *gin.Context, revoke bool) {
-	id, ok := agentIDParam(c)
+	id, ok := idParam(c, resAgent)
 	if !ok {
 		return
 	}
@@ -74,12 +62,7 @@ func (s *Server) endAgent(c *gin.Context, revoke bool) {
 	} else {
 		n, err = s.store.DeleteAgent(ctx, id, auditEvent(c, action, nil))
 	}
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
-		return
-	case err != nil:
-		s.internalError(c, action+" failed", err)
+	if s.storeFailed(c, resAgent, action, err) {
 		return
 	}
 	// The credential is dead in the database already; this closes the live
@@ -91,19 +74,8 @@ func (s *Server) endAgent(c *gin.Context, revoke bool) {
 }
 
 func (s *Server) unrevokeAgent(c *gin.Context) {
-	id, ok := agentIDParam(c)
-	if !ok {
-		return
-	}
-	err := s.store.UnrevokeAgent(c.Request.Context(), id, auditEvent(c, "agent.unrevoke", nil))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no revoked agent with this id", nil)
-	case err != nil:
-		s.internalError(c, "lifting the enrollment block failed", err)
-	default:
+	if id, ok := s.removeByID(c, resRevokedAgent, "agent.unrevoke", nil, s.store.UnrevokeAgent); ok {
 		s.events.Agent(context.WithoutCancel(c.Request.Context()), events.AgentUnrevoked, id, "", "")
-		c.Status(http.StatusNoContent)
 	}
 }
 
@@ -120,7 +92,7 @@ type ReenrollSecretView struct {
 }
 
 func (s *Server) createReenrollSecret(c *gin.Context) {
-	id, ok := agentIDParam(c)
+	id, ok := idParam(c, resAgent)
 	if !ok {
 		return
 	}
@@ -141,12 +113,7 @@ func (s *Server) createReenrollSecret(c *gin.Context) {
 	secret, hash := newSecret(store.ReenrollSecretPrefix)
 	err := s.store.CreateReenrollSecret(c.Request.Context(), id, hash, principal(c).Subject, exp,
 		auditEvent(c, "agent.reenroll_secret", map[string]any{"expires_at": exp}))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeProblem(c, http.StatusNotFound, "no agent with this id", nil)
-		return
-	case err != nil:
-		s.internalError(c, "creating re-enrollment secret failed", err)
+	if s.storeFailed(c, resAgent, "creating re-enrollment secret", err) {
 		return
 	}
 	c.Header("Cache-Control", "no-store")

@@ -56,7 +56,7 @@ func (s *Server) clientContext(c *gin.Context) {
 // limitByIP applies the per-address limit to every request but health checks
 // (probes of load balancers and orchestrators must never get a 429).
 func (s *Server) limitByIP(c *gin.Context) {
-	if strings.HasPrefix(c.FullPath(), "/api/v1/health") {
+	if strings.HasPrefix(c.FullPath(), healthPrefix) {
 		c.Next()
 		return
 	}

@@ -261,21 +261,7 @@ func utcPtr(t *time.Time) *time.Time {
 }
 
 func (s *Server) listSchedules(c *gin.Context) {
-	var errs []FieldError
-	page := parsePage(c, &errs)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	rows, next, err := s.store.ListSchedules(c.Request.Context(), page)
-	if s.listProblem(c, "schedules", err) {
-		return
-	}
-	out := List[ScheduleView]{Items: make([]ScheduleView, 0, len(rows)), NextCursor: nextPtr(next)}
-	for _, sc := range rows {
-		out.Items = append(out.Items, scheduleView(sc, nil))
-	}
-	c.JSON(http.StatusOK, out)
+	listPage(s, c, resSchedule, pageOnly, s.store.ListSchedules, func(sc store.Schedule) ScheduleView { return scheduleView(sc, nil) })
 }
 
 func (s *Server) getSchedule(c *gin.Context) {

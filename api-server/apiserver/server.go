@@ -110,6 +110,16 @@ type Config struct {
 	// AuditHeads is where the scheduler keeps the audit chain's head; GET
 	// /audit/verify compares the table against it. Nil: no comparison.
 	AuditHeads AuditHeads
+	// MaxInFlight bounds the requests in flight on this replica
+	// (server.max_connections): beyond it a request answers 503 with
+	// Retry-After at once. Health checks and event streams are not counted.
+	// Default config.DefaultMaxConnections.
+	MaxInFlight int
+	// RequestTimeout is every request's deadline (server.request_timeout) but
+	// health checks' and event streams': its context ends then; past it the
+	// request answers 503 with Retry-After. Default
+	// config.DefaultRequestTimeoutSeconds.
+	RequestTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -158,6 +168,12 @@ func (c *Config) setDefaults() {
 	if c.IdempotencyTTL <= 0 {
 		c.IdempotencyTTL = 24 * time.Hour
 	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = config.DefaultMaxConnections
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = config.DefaultRequestTimeoutSeconds * time.Second
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -205,6 +221,9 @@ type Server struct {
 	limitErrs   *prometheus.CounterVec
 	revocations *revocations
 
+	inFlight  chan struct{}      // a slot per request in flight (MaxInFlight)
+	shedCount prometheus.Counter // requests shed for want of a slot
+
 	authFailures *prometheus.CounterVec // anonymous requests refused, by reason
 	refusals     *refusal.Aggregator    // their audit events, one per address and minute
 }
@@ -225,6 +244,9 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"}),
 		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_api_request_duration_seconds", Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"}),
 	}
+	s.inFlight = make(chan struct{}, cfg.MaxInFlight)
+	s.shedCount = prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_api_shed_requests_total",
+		Help: "API requests answered 503 at once because server.max_connections requests were in flight."})
 	s.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_auth_failures_total", Help: "Anonymous API requests refused for their credentials, by reason."}, []string{"reason"})
 	refusals, err := refusal.New(st, log, refusal.Config{Action: "auth.failure", Window: cfg.AuthFailureWindow})
 	if err != nil {
@@ -240,7 +262,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 		return nil, err
 	}
 	if reg != nil {
-		reg.MustRegister(s.requests, s.latency, s.limitErrs, s.authFailures)
+		reg.MustRegister(s.requests, s.latency, s.limitErrs, s.authFailures, s.shedCount)
 	}
 	if cfg.RateLimit.Requests > 0 {
 		s.limiter = cfg.Limiter
@@ -255,7 +277,7 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 	if err := e.SetTrustedProxies(cfg.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("apiserver: trusted proxies: %w", err)
 	}
-	e.Use(s.recoverer, s.observe, s.clientContext, s.limitByIP, s.conform)
+	e.Use(s.recoverer, s.observe, s.shed, s.deadline, s.clientContext, s.limitByIP, s.conform)
 	e.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "no such endpoint", nil) })
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, "method not allowed on this endpoint", nil)
@@ -339,7 +361,7 @@ func (s *Server) observe(c *gin.Context) {
 		route = "unmatched"
 	}
 	code := c.Writer.Status()
-	s.requests.WithLabelValues(route, http.StatusText(code)).Inc()
+	s.requests.WithLabelValues(route, statusName(code)).Inc()
 	s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	s.log.WithFields(logrus.Fields{
 		"request_id": rid, "method": c.Request.Method, "route": route, "status": code,
@@ -376,11 +398,16 @@ func (s *Server) health(c *gin.Context) {
 	c.JSON(code, gin.H{"status": status, "checks": checks, "time": time.Now().UTC()})
 }
 
-// internalError answers a failed store call. While the database is
+// internalError answers a failed store call. A request whose context is done
+// (its deadline passed, its client went away) is answered by requestEnded,
+// never as a database outage. While the database is
 // unreachable or restarting (the error says so, or a ping fails) that is 503
 // with Retry-After, so clients and load balancers retry; any other failure is
 // a 500.
 func (s *Server) internalError(c *gin.Context, msg string, err error) {
+	if s.requestEnded(c, err) {
+		return
+	}
 	log := s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), unavailableProbe)
 	defer cancel()

@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -156,13 +155,7 @@ func (s *Server) agentTelemetry(c *gin.Context) {
 	}
 	q.AgentID = a.ID
 	pts, err := s.store.TelemetrySeries(c.Request.Context(), q)
-	switch {
-	case errors.Is(err, store.ErrTooManyPoints):
-		writeProblem(c, http.StatusBadRequest, fmt.Sprintf("more than %d points; choose a larger step, a shorter range or fewer metrics", store.MaxTelemetryPoints),
-			[]FieldError{{Field: "step", Message: "too small for this range and these metrics"}})
-		return
-	case err != nil:
-		s.internalError(c, "querying telemetry failed", err)
+	if s.storeFailed(c, resTelemetry, "querying telemetry", err) {
 		return
 	}
 	out := TelemetryView{AgentID: a.ID, From: q.From, To: q.To, StepSeconds: int64(q.Step / time.Second), Series: []TelemetrySeriesView{}}

@@ -498,21 +498,7 @@ func (s *Server) createTemplate(c *gin.Context) {
 }
 
 func (s *Server) listTemplates(c *gin.Context) {
-	var errs []FieldError
-	page := parsePage(c, &errs)
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	rows, next, err := s.store.ListTemplates(c.Request.Context(), page)
-	if s.listProblem(c, "templates", err) {
-		return
-	}
-	out := List[TemplateView]{Items: make([]TemplateView, 0, len(rows)), NextCursor: nextPtr(next)}
-	for _, t := range rows {
-		out.Items = append(out.Items, templateView(t))
-	}
-	c.JSON(http.StatusOK, out)
+	listPage(s, c, resTemplate, pageOnly, s.store.ListTemplates, templateView)
 }
 
 func (s *Server) getTemplate(c *gin.Context) {

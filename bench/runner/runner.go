@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,51 +104,121 @@ type Row struct {
 func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	cfg.Defaults()
 	began := time.Now()
-	progress := func(format string, a ...any) {
+	r := &run{cfg: cfg, progress: func(format string, a ...any) {
 		fmt.Fprintf(out, "bench [%5.1fs]: "+format+"\n", append([]any{time.Since(began).Seconds()}, a...)...)
+	}}
+	defer r.close()
+	if err := r.setUp(ctx); err != nil {
+		return err
 	}
+	var m measured
+	steps := []struct {
+		name string
+		step func(context.Context, *measured) error
+	}{
+		{"machine limits", r.machineLimits},
+		{"api", r.api},
+		{"connections", r.connections},
+		{"latency and throughput", r.commands},
+		{"fan-out", r.fanOut},
+		{"telemetry", r.telemetry},
+	}
+	for _, st := range steps {
+		if err := st.step(ctx, &m); err != nil {
+			return fmt.Errorf("bench %s: %w", st.name, err)
+		}
+	}
+	return r.report(out, m)
+}
 
-	progress("building binaries")
+// run is one bench run: its configuration, the system it started and what
+// to undo at the end.
+type run struct {
+	cfg      Config
+	progress func(format string, a ...any)
+	c        *cluster.Cluster
+	sys      system
+	db       *sql.DB
+	rdb      *redis.Client
+	dbURL    string
+	prefix   string // of every Redis key
+	prof     profiler
+	undo     []func() // in reverse order by close
+}
+
+// measured is what the scenarios found, for the report.
+type measured struct {
+	limits     Limits
+	api        apiResult
+	conn       connResult
+	lat        []time.Duration
+	throughput float64
+	fan        fanOutResult
+	tel        telemetryResult
+}
+
+// copyBatch is the rows per COPY of the raw ingest limit.
+const copyBatch = 5000
+
+func (r *run) onClose(f func()) { r.undo = append(r.undo, f) }
+
+func (r *run) close() {
+	for i := len(r.undo) - 1; i >= 0; i-- {
+		r.undo[i]()
+	}
+}
+
+// report logs the profiles a scenario wrote.
+func (r *run) reportProfiles(paths []string) {
+	for _, p := range paths {
+		r.progress("profile %s", p)
+	}
+}
+
+// setUp builds the binaries, creates a private database and Redis prefix,
+// and starts the scheduler, two gateways and the api-server.
+func (r *run) setUp(ctx context.Context) error {
+	cfg := r.cfg
+	r.progress("building binaries")
 	bin, err := cluster.Build(cfg.Root)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(bin)
+	r.onClose(func() { os.RemoveAll(bin) })
 	work, err := os.MkdirTemp("", "viworks-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	r.onClose(func() { os.RemoveAll(work) })
 
 	admin, err := sql.Open("pgx", cfg.AdminDB)
 	if err != nil {
 		return fmt.Errorf("opening postgres: %w", err)
 	}
-	defer admin.Close()
+	r.onClose(func() { admin.Close() })
 	dbName := fmt.Sprintf("viworks_bench_%d", time.Now().UnixNano())
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+dbName); err != nil {
 		return fmt.Errorf("creating database (is Postgres running on 127.0.0.1?): %w", err)
 	}
-	defer func() {
+	r.onClose(func() {
 		_, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+dbName+" WITH (FORCE)")
-	}()
+	})
 	u, _ := url.Parse(cfg.AdminDB)
 	u.Path = "/" + dbName
-	dbURL := u.String()
-	db, err := sql.Open("pgx", dbURL)
-	if err != nil {
+	r.dbURL = u.String()
+	if r.db, err = sql.Open("pgx", r.dbURL); err != nil {
 		return err
 	}
-	defer db.Close()
+	r.onClose(func() { r.db.Close() })
 
 	ropts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return err
 	}
-	rdb := redis.NewClient(ropts)
-	defer rdb.Close()
+	r.rdb = redis.NewClient(ropts)
+	r.onClose(func() { r.rdb.Close() })
 
-	prefix := fmt.Sprintf("viworks-bench-%d:", time.Now().UnixNano())
+	r.prefix = fmt.Sprintf("viworks-bench-%d:", time.Now().UnixNano())
 	keyPath := filepath.Join(work, "signing.key")
 	if _, err := signing.GenerateKeyFile(keyPath); err != nil {
 		return err
@@ -158,107 +227,124 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := os.WriteFile(confPath, []byte(serviceConfig), 0o600); err != nil {
 		return err
 	}
-	c := &cluster.Cluster{Bin: bin, Dir: work, Env: append(os.Environ(),
-		"DATABASE_URL="+dbURL, "REDIS_URL="+cfg.RedisURL, "REDIS_KEY_PREFIX="+prefix,
+	r.c = &cluster.Cluster{Bin: bin, Dir: work, Env: append(os.Environ(),
+		"DATABASE_URL="+r.dbURL, "REDIS_URL="+cfg.RedisURL, "REDIS_KEY_PREFIX="+r.prefix,
 		"BACKEND_PRIVATE_KEY_PATH="+keyPath, "JWT_SECRET=bench-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"-0123456789abcdef",
 		"AUDIT_HMAC_KEY=bench-audit-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"-0123456789abcdef",
 		"AGENT_ENROLLMENT_SECRET=bench-enrollment-secret", "ARGS_ENCRYPTION_KEY="+strings.Repeat("ab", 32), "LOG_LEVEL=warn", "LOG_FORMAT=text",
 		"RATE_LIMIT_REQUESTS=100000000", // the load comes from one address
 	)}
-	prof := profiler{stamp: time.Now().UTC().Format("20060102T150405Z")}
+	r.prof = profiler{stamp: time.Now().UTC().Format("20060102T150405Z")}
 	if cfg.Profile {
-		c.Env = append(c.Env, "VIWORKS_PPROF=1")
-		prof.dir = cfg.OutDir
+		r.c.Env = append(r.c.Env, "VIWORKS_PPROF=1")
+		r.prof.dir = cfg.OutDir
 	}
-	defer c.StopAll(20 * time.Second)
+	r.onClose(func() { r.c.StopAll(20 * time.Second) })
 
-	progress("starting scheduler, two agent-gateways and api-server")
-	sys, err := start(c, confPath)
-	if err != nil {
+	r.progress("starting scheduler, two agent-gateways and api-server")
+	if r.sys, err = start(r.c, confPath); err != nil {
 		return err
 	}
-	sys.prof, sys.db = prof, db
-	report := func(paths []string) {
-		for _, p := range paths {
-			progress("profile %s", p)
-		}
-	}
-	if _, err := db.ExecContext(ctx, persistedColumn); err != nil {
+	r.sys.prof, r.sys.db = r.prof, r.db
+	if _, err := r.db.ExecContext(ctx, persistedColumn); err != nil {
 		return fmt.Errorf("adding the bench's persisted-at column: %w", err)
 	}
+	return nil
+}
 
-	progress("measuring the limits of this machine (%d samples each, COPY of %d rows)", cfg.LimitSamples, cfg.CopyRows)
-	limits, err := measureLimits(ctx, db, rdb, cfg.RedisURL, cfg.LimitSamples)
+// machineLimits measures Redis and Postgres alone: the figures' baselines.
+func (r *run) machineLimits(ctx context.Context, m *measured) error {
+	cfg := r.cfg
+	r.progress("measuring the limits of this machine (%d samples each, COPY of %d rows)", cfg.LimitSamples, cfg.CopyRows)
+	var err error
+	if m.limits, err = measureLimits(ctx, r.db, r.rdb, cfg.RedisURL, cfg.LimitSamples); err != nil {
+		return err
+	}
+	if m.limits.CopyRowsPS, err = measureCopy(ctx, r.dbURL, cfg.CopyRows, copyBatch); err != nil {
+		return err
+	}
+	m.limits.CopyRows = cfg.CopyRows
+	return nil
+}
+
+// api is GET /agents against the real API and a bare gin server.
+func (r *run) api(ctx context.Context, m *measured) error {
+	r.progress("api: %d agents in the database, GET %s", r.cfg.APIAgents, apiPath)
+	var err error
+	if m.api, err = apiScenario(ctx, r.c, r.sys, r.db, r.cfg.APIAgents, r.cfg.APIConcurrency, r.cfg.APIFor, r.progress); err != nil {
+		return err
+	}
+	r.reportProfiles(m.api.profiles)
+	return nil
+}
+
+// connections holds idle sessions on one gateway, then stops them.
+func (r *run) connections(_ context.Context, m *measured) error {
+	r.progress("connections: %d idle agents on one gateway", r.cfg.ConnAgents)
+	conn, fleet, err := connections(r.c, r.sys, r.cfg.ConnAgents, r.progress)
 	if err != nil {
 		return err
 	}
-	const copyBatch = 5000
-	if limits.CopyRowsPS, err = measureCopy(ctx, dbURL, cfg.CopyRows, copyBatch); err != nil {
-		return err
-	}
-	limits.CopyRows = cfg.CopyRows
+	m.conn = conn
+	r.progress("stopping the idle agents; starting %d simulated agents for the command scenarios", r.cfg.Agents)
+	stopProcs(fleet)
+	return nil
+}
 
-	progress("api: %d agents in the database, GET %s", cfg.APIAgents, apiPath)
-	api, err := apiScenario(ctx, c, sys, db, cfg.APIAgents, cfg.APIConcurrency, cfg.APIFor, progress)
-	if err != nil {
-		return err
-	}
-	report(api.profiles)
-
-	progress("connections: %d idle agents on one gateway", cfg.ConnAgents)
-	conn, connFleet, err := connections(c, sys, cfg.ConnAgents, progress)
-	if err != nil {
-		return err
-	}
-	progress("stopping the idle agents; starting %d simulated agents for the command scenarios", cfg.Agents)
-	stopProcs(connFleet)
-	fleet, err := startFleet(c, sys.gateways[:1], "agentsim", "b-", cfg.Agents)
+// commands measures sequential single-target latency, then throughput, on
+// one fleet on one gateway; every execution must succeed.
+func (r *run) commands(ctx context.Context, m *measured) error {
+	cfg, sys := r.cfg, r.sys
+	fleet, err := startFleet(r.c, sys.gateways[:1], "agentsim", "b-", cfg.Agents)
 	if err != nil {
 		return err
 	}
 	if err := sys.waitFleet(ctx, "b-", cfg.Agents, 4*time.Minute); err != nil {
 		return err
 	}
-	b, err := bus.NewRedis(ctx, bus.RedisConfig{URL: cfg.RedisURL, KeyPrefix: prefix})
+	b, err := bus.NewRedis(ctx, bus.RedisConfig{URL: cfg.RedisURL, KeyPrefix: r.prefix})
 	if err != nil {
 		return err
 	}
-	defer b.Close()
+	r.onClose(func() { b.Close() })
 	results, err := subscribeResults(ctx, b)
 	if err != nil {
 		return err
 	}
 
-	progress("latency: %d sequential single-target commands", cfg.LatencyN)
-	wait := prof.capture(ctx, "latency", 5*time.Second, map[string]string{"scheduler": sys.scheduler, "gateway": "http://" + sys.gateways[0], "api": sys.api})
-	lat, err := latency(ctx, sys, results, cfg.LatencyN, cfg.Agents)
+	r.progress("latency: %d sequential single-target commands", cfg.LatencyN)
+	wait := r.prof.capture(ctx, "latency", 5*time.Second, map[string]string{"scheduler": sys.scheduler, "gateway": "http://" + sys.gateways[0], "api": sys.api})
+	if m.lat, err = latency(ctx, sys, results, cfg.LatencyN, cfg.Agents); err != nil {
+		return err
+	}
+	r.reportProfiles(wait())
+	breakdown, err := latencyBreakdown(ctx, r.db)
 	if err != nil {
 		return err
 	}
-	report(wait())
-	breakdown, err := latencyBreakdown(ctx, db)
-	if err != nil {
+	r.progress("latency breakdown (medians, server clocks): %s", breakdown)
+	r.progress("throughput: %s with %d agents, %d agents per command", cfg.Throughput, cfg.Agents, cfg.FanOut)
+	wait = r.prof.capture(ctx, "throughput", cfg.Throughput, map[string]string{"scheduler": sys.scheduler, "gateway": "http://" + sys.gateways[0], "api": sys.api})
+	if m.throughput, err = throughput(ctx, sys, results, cfg.Agents, cfg.FanOut, cfg.Throughput, r.progress); err != nil {
 		return err
 	}
-	progress("latency breakdown (medians, server clocks): %s", breakdown)
-	progress("throughput: %s with %d agents, %d agents per command", cfg.Throughput, cfg.Agents, cfg.FanOut)
-	wait = prof.capture(ctx, "throughput", cfg.Throughput, map[string]string{"scheduler": sys.scheduler, "gateway": "http://" + sys.gateways[0], "api": sys.api})
-	tput, err := throughput(ctx, sys, results, cfg.Agents, cfg.FanOut, cfg.Throughput, progress)
-	if err != nil {
-		return err
-	}
-	report(wait())
+	r.reportProfiles(wait())
 	var unfinished int
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM executions WHERE status <> 'succeeded'`).Scan(&unfinished); err != nil {
+	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM executions WHERE status <> 'succeeded'`).Scan(&unfinished); err != nil {
 		return err
 	}
 	if unfinished > 0 {
 		return fmt.Errorf("%d executions did not succeed", unfinished)
 	}
 	stopProcs(fleet)
+	return nil
+}
 
-	progress("fan-out: %d agents over %d gateways", cfg.FanOutAgents, len(sys.gateways))
-	fleet, err = startFleet(c, sys.gateways, "fan-agentsim", "f-", cfg.FanOutAgents)
+// fanOut sends one command to a fleet spread over both gateways.
+func (r *run) fanOut(ctx context.Context, m *measured) error {
+	cfg, sys := r.cfg, r.sys
+	r.progress("fan-out: %d agents over %d gateways", cfg.FanOutAgents, len(sys.gateways))
+	fleet, err := startFleet(r.c, sys.gateways, "fan-agentsim", "f-", cfg.FanOutAgents)
 	if err != nil {
 		return err
 	}
@@ -266,104 +352,38 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	time.Sleep(time.Second) // the connect burst's heartbeats and garbage settle
-	progress("fan-out: one command to all %d agents", cfg.FanOutAgents)
-	wait = prof.capture(ctx, "fanout", fanOutProfile(cfg.Quick), map[string]string{"scheduler": sys.scheduler, "gateway1": "http://" + sys.gateways[0], "gateway2": "http://" + sys.gateways[1], "api": sys.api})
+	r.progress("fan-out: one command to all %d agents", cfg.FanOutAgents)
+	wait := r.prof.capture(ctx, "fanout", fanOutProfile(cfg.Quick), map[string]string{"scheduler": sys.scheduler, "gateway1": "http://" + sys.gateways[0], "gateway2": "http://" + sys.gateways[1], "api": sys.api})
 	roundsSum0, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_sum")
 	rounds0, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_count")
-	pgs := startPGSampler(ctx, db, 20*time.Millisecond)
-	fan, err := fanOut(ctx, sys, db, "f-", cfg.FanOutAgents)
+	pgs := startPGSampler(ctx, r.db, 20*time.Millisecond)
+	fan, err := fanOut(ctx, sys, r.db, "f-", cfg.FanOutAgents)
 	fan.pgTop = pgs.Stop(6)
 	if err != nil {
 		return err
 	}
-	report(wait())
+	r.reportProfiles(wait())
 	roundsSum1, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_sum")
 	rounds1, _ := sys.metric(sys.scheduler, "viworks_scheduler_dispatch_round_seconds_count")
 	if n := rounds1 - rounds0; n > 0 {
 		fan.rounds, fan.roundAvg = int(n), time.Duration((roundsSum1-roundsSum0)/n*float64(time.Second))
 	}
-	progress("fan-out: POST answered after %s, last COMMAND dispatched after %s, last result durable after %s; %d dispatch rounds averaging %s",
+	r.progress("fan-out: POST answered after %s, last COMMAND dispatched after %s, last result durable after %s; %d dispatch rounds averaging %s",
 		ms(fan.post), ms(fan.allDispatched), ms(fan.durable), fan.rounds, ms(fan.roundAvg))
 	stopProcs(fleet)
+	m.fan = fan
+	return nil
+}
 
-	telAgents, telInterval := telemetrySizing(limits.CopyRowsPS, cfg.TelemetryMax)
-	progress("telemetry: %d agents sending every %s over %d gateways (offered %.0f rows/s)", telAgents, telInterval, len(sys.gateways), float64(telAgents)/telInterval.Seconds())
-	tel, err := telemetry(ctx, c, sys, db, telAgents, telInterval, cfg.TelemetryFor, progress)
-	if err != nil {
+// telemetry offers telemetry sized to the measured COPY rate.
+func (r *run) telemetry(ctx context.Context, m *measured) error {
+	telAgents, telInterval := telemetrySizing(m.limits.CopyRowsPS, r.cfg.TelemetryMax)
+	r.progress("telemetry: %d agents sending every %s over %d gateways (offered %.0f rows/s)", telAgents, telInterval, len(r.sys.gateways), float64(telAgents)/telInterval.Seconds())
+	var err error
+	if m.tel, err = telemetry(ctx, r.c, r.sys, r.db, telAgents, telInterval, r.cfg.TelemetryFor, r.progress); err != nil {
 		return err
 	}
-	report(tel.profiles)
-
-	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
-	base := limits.RedisRTT + limits.PGCommit
-	rows := []Row{
-		{"connections", fmt.Sprintf("%.1f KiB RSS per idle session at %d", conn.perSessionKiB, cfg.ConnAgents), "≤ 8 KiB", "", "", met(conn.perSessionKiB <= 8)},
-		{"connections", fmt.Sprintf("%.0f agents/s connect (enroll + upgrade + HELLO)", conn.rate), "≥ 2,000 agents/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(conn.rate, limits.PGInsertTPS), met(conn.rate >= 2000)},
-		{"latency", "p50 " + ms(p50), "≤ 5 ms", "Redis RTT + PG commit " + ms(base), ratio(float64(p50), float64(base)), met(p50 <= 5*time.Millisecond)},
-		{"latency", "p99 " + ms(p99), "≤ 20 ms", "", "", met(p99 <= 20*time.Millisecond)},
-		{"fan-out", fmt.Sprintf("%.2f s POST → %d results durable", fan.durable.Seconds(), fan.agents), "≤ 1 s", "", "", met(fan.durable <= time.Second)},
-		{"throughput", fmt.Sprintf("%.0f executions/s", tput), "≥ 5,000/s", fmt.Sprintf("PG single-row INSERT %.0f tx/s", limits.PGInsertTPS), ratio(tput, limits.PGInsertTPS), met(tput >= 5000)},
-		{"telemetry", fmt.Sprintf("%.0f rows/s persisted (%.0f/s offered)", tel.persisted, tel.offered), "≥ 50% of raw COPY", fmt.Sprintf("COPY %.0f rows/s", limits.CopyRowsPS), ratio(tel.persisted, limits.CopyRowsPS), telemetryMet(tel, limits.CopyRowsPS)},
-		{"telemetry", "p99 ingest lag " + ms(tel.lagP99) + " (sent → in table)", "", "", "", ""},
-		{"api", fmt.Sprintf("%.0f req/s GET /agents?limit=100, %d agents", api.real.reqPS, api.agents), "≥ 50% of bare", fmt.Sprintf("bare gin, same bytes %.0f req/s", api.bare.reqPS), ratio(api.real.reqPS, api.bare.reqPS), met(api.real.reqPS >= 0.5*api.bare.reqPS)},
-	}
-	var table bytes.Buffer
-	fmt.Fprintf(&table, "service configuration (TOML, on top of the defaults, every scenario):\n%s\n", indent(serviceConfig))
-	fmt.Fprintf(&table, "configuration per scenario:\n")
-	fmt.Fprintf(&table, "  connections: %d idle agentsim agents on one gateway (heartbeat 30 s, telemetry 30 s), up to %d per agentsim process\n", cfg.ConnAgents, perProcess)
-	fmt.Fprintf(&table, "  latency:     %d sequential echo commands, one target each, over %d connected agents on one gateway; result seen via the scheduler wake (after commit)\n", cfg.LatencyN, cfg.Agents)
-	fmt.Fprintf(&table, "  fan-out:     one echo command to %d agents, %d per gateway over %d gateways, in %d agentsim processes; figure = last execution's updated_at (terminal) − POST sent;\n"+
-		"               POST answered %s, last dispatch %s; scheduler: %d claim-route-publish rounds (dispatch_batch_size above) averaging %s\n",
-		fan.agents, fan.agents/len(sys.gateways), len(sys.gateways), processes(cfg.FanOutAgents, len(sys.gateways)), ms(fan.post), ms(fan.allDispatched), fan.rounds, ms(fan.roundAvg))
-	fmt.Fprintf(&table, "               Postgres during the fan-out (pg_stat_activity every 20 ms, mean active sessions by wait | query):\n")
-	for _, l := range fan.pgTop {
-		fmt.Fprintf(&table, "                 %s\n", l)
-	}
-	fmt.Fprintf(&table, "  throughput:  %s, commands of %d targets, 8 commands in flight, %d agents on one gateway\n", cfg.Throughput, cfg.FanOut, cfg.Agents)
-	fmt.Fprintf(&table, "  telemetry:   %d agents sending every %s over %d gateways (interval sized to offer 60%% of the COPY limit, at least 25 ms) for %s after warm-up;\n"+
-		"               lag = bench_persisted_at (clock_timestamp() default on a bench-only column) − agent ts: p50 %s, p99 %s; gateway received_at − ts p99 %s;\n"+
-		"               CPU during the window: agentsim %.2f cores, gateways %.2f cores; last row written %s after the agents stopped\n",
-		tel.agents, tel.interval, len(sys.gateways), tel.window, ms(tel.lagP50), ms(tel.lagP99), ms(tel.recvP99), tel.simCores, tel.gwCores, ms(tel.drainAfter))
-	if tel.shortOf != "" {
-		fmt.Fprintf(&table, "               not every agent connected under the telemetry load: %s\n", tel.shortOf)
-	}
-	if tel.stillArriving {
-		fmt.Fprintf(&table, "               rows were still being written 2 minutes after the agents stopped: the gateways had fallen behind\n")
-	}
-	fmt.Fprintf(&table, "  api:         %d agents inserted directly into the database; %d keep-alive connections, %s per server after a warm-up, response %d bytes;\n"+
-		"               the same Go load generator (this process, GOMAXPROCS=%d) for both, its own CPU counted per request:\n"+
-		"               real API:  %s\n               bare gin:  %s\n",
-		api.agents, api.concurrency, api.dur, api.bodyBytes, runtime.GOMAXPROCS(0), api.real, api.bare)
-	fmt.Fprintf(&table, "\nlimits measured in this run: Redis (%s) PING p50 %s, PUBLISH %.0f/s one client", limits.RedisTool, ms(limits.RedisRTT), limits.RedisPublishPS)
-	if limits.RedisPublishPS50 > 0 {
-		fmt.Fprintf(&table, ", %.0f/s 50 clients", limits.RedisPublishPS50)
-	}
-	fmt.Fprintf(&table, "; Postgres single-row INSERT commit p50 %s, %.0f tx/s (one client); COPY into telemetry %.0f rows/s (pgx CopyFrom, %d rows in COPYs of %d, one connection)\n\n",
-		ms(limits.PGCommit), limits.PGInsertTPS, limits.CopyRowsPS, limits.CopyRows, copyBatch)
-	writeTable(&table, rows)
-	if _, err := out.Write(table.Bytes()); err != nil {
-		return err
-	}
-	if cfg.OutDir != "" {
-		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-			return err
-		}
-		stamp := time.Now().UTC().Format("20060102T150405Z")
-		name := filepath.Join(cfg.OutDir, "results-"+stamp+".txt")
-		if err := os.WriteFile(name, table.Bytes(), 0o644); err != nil {
-			return err
-		}
-		progress("wrote %s", name)
-		var chart bytes.Buffer
-		if err := latencyChart(&chart, lat, fmt.Sprintf("latency: POST -> succeeded, %d sequential single-target commands (cumulative)", len(lat))); err != nil {
-			return err
-		}
-		name = filepath.Join(cfg.OutDir, "latency-"+stamp+".png")
-		if err := os.WriteFile(name, chart.Bytes(), 0o644); err != nil {
-			return err
-		}
-		progress("wrote %s", name)
-	}
+	r.reportProfiles(m.tel.profiles)
 	return nil
 }
 

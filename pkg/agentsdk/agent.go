@@ -40,6 +40,8 @@ type Agent struct {
 	trust     trustState
 	cred      string // current credential (Credential, loaded, or enrolled)
 	proposal  string // credential proposed by an enrollment whose outcome is unknown
+
+	reconnect atomic.Pointer[reconnectPolicy] // the last WELCOME's; nil: MinBackoff doubling up to MaxBackoff
 }
 
 // New applies the defaults to cfg, validates it and returns an Agent.
@@ -192,7 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if out.welcomed || time.Since(start) > stableSession {
 			attempt = 0
 		}
-		delay := backoff(a.cfg.MinBackoff, a.cfg.MaxBackoff, attempt)
+		delay := backoff(a.cfg.MinBackoff, a.cfg.MaxBackoff, a.reconnect.Load(), attempt)
 		if out.retryAfter > 0 {
 			delay += min(out.retryAfter, a.cfg.MaxBackoff)
 		}
@@ -215,18 +217,38 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// reconnectPolicy is the reconnect backoff a gateway advertised in WELCOME.
+type reconnectPolicy struct {
+	base      time.Duration // reconnect_backoff_ms: the first delay
+	doublings int           // max_reconnect_attempts - 1: how often it doubles
+}
+
+// reconnectFrom is w's reconnect policy; nil when w advertises none.
+func reconnectFrom(w *protocol.Welcome) *reconnectPolicy {
+	if w.ReconnectBackoffMs <= 0 {
+		return nil
+	}
+	return &reconnectPolicy{base: time.Duration(w.ReconnectBackoffMs) * time.Millisecond, doublings: max(w.MaxReconnectAttempts-1, 0)}
+}
+
 // backoff returns a full-jitter delay: a uniform random duration in
-// [0, min(max, min*2^attempt)].
-func backoff(minD, maxD time.Duration, attempt int) time.Duration {
-	ceil := minD
-	for i := 0; i < attempt && ceil < maxD; i++ {
+// [0, ceil], ceil at most maxD. Without a policy ceil is minD*2^attempt. With
+// a gateway's policy (WELCOME) it is base*2^attempt for the first
+// max_reconnect_attempts attempts, then stays at the longest of those: the
+// agent keeps trying, it never gives up.
+func backoff(minD, maxD time.Duration, p *reconnectPolicy, attempt int) time.Duration {
+	ceil, doublings := minD, attempt
+	if p != nil {
+		ceil, doublings = p.base, min(attempt, p.doublings)
+	}
+	for i := 0; i < doublings && ceil < maxD; i++ {
 		ceil *= 2
 	}
 	ceil = min(ceil, maxD)
 	if ceil <= 0 {
 		return 0
 	}
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
+	return time.Duration(rand.Int64N(int64(ceil) + 1)) //nolint:gosec // G404: reconnect jitter, not a secret
 }
 
 func (a *Agent) waitHandlers() {

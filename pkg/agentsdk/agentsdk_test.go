@@ -698,14 +698,14 @@ func TestBackoffBounds(t *testing.T) {
 		ceil *= time.Millisecond
 		var top time.Duration
 		for range 200 {
-			d := backoff(minD, maxD, attempt)
+			d := backoff(minD, maxD, nil, attempt)
 			require.GreaterOrEqual(t, d, time.Duration(0))
 			require.LessOrEqual(t, d, ceil)
 			top = max(top, d)
 		}
 		require.Greater(t, top, ceil/2, "jitter should spread over the whole range")
 	}
-	require.LessOrEqual(t, backoff(minD, maxD, 1000), maxD)
+	require.LessOrEqual(t, backoff(minD, maxD, nil, 1000), maxD)
 }
 
 func TestParseRetryAfter(t *testing.T) {

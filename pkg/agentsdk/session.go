@@ -144,6 +144,7 @@ func (a *Agent) runSession(ctx context.Context) (out sessionOutcome) {
 	}
 	out.welcomed = true
 	a.observeWelcome(welcome)
+	a.reconnect.Store(reconnectFrom(welcome))
 	hb := interval(a.cfg.HeartbeatInterval, welcome.HeartbeatIntervalS, DefaultHeartbeatInterval)
 	tel := interval(a.cfg.TelemetryInterval, welcome.TelemetryIntervalS, DefaultTelemetryInterval)
 

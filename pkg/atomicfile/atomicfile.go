@@ -12,7 +12,11 @@ import (
 // Write replaces path with data, mode 0600: written to a temporary file in
 // the same directory, synced, then renamed over path, and the directory synced
 // so the rename itself is durable. The directory must exist.
-func Write(path string, data []byte) error {
+func Write(path string, data []byte) error { return WriteMode(path, data, 0o600) }
+
+// WriteMode is Write with the file's mode, for files others may read (a
+// public key).
+func WriteMode(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -20,7 +24,7 @@ func Write(path string, data []byte) error {
 	}
 	tmp := f.Name()
 	defer func() { _ = os.Remove(tmp) }() // after a successful rename: nothing left to remove
-	if err := f.Chmod(0o600); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}

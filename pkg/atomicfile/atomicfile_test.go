@@ -27,3 +27,15 @@ func TestWrite(t *testing.T) {
 	}
 	require.Error(t, atomicfile.Write(filepath.Join(dir, "missing", "x"), []byte("x")), "the directory must exist")
 }
+
+func TestWriteMode(t *testing.T) {
+	for _, mode := range []os.FileMode{0o644, 0o600, 0o640} {
+		t.Run(mode.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "public")
+			require.NoError(t, atomicfile.WriteMode(path, []byte("key\n"), mode))
+			st, err := os.Stat(path)
+			require.NoError(t, err)
+			require.Equal(t, mode, st.Mode().Perm())
+		})
+	}
+}

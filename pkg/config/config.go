@@ -30,11 +30,16 @@ type Server struct {
 	BindAddress string `toml:"bind_address"`
 	// Port is the TCP port to listen on, 1..65535 (env BACKEND_AGENT_PORT).
 	Port int `toml:"port"`
-	// Workers is the number of worker goroutines for background work (env BACKEND_AGENT_WORKERS).
+	// Workers is the number of goroutines a scheduler signs and encodes a
+	// dispatch batch's COMMAND frames with (env BACKEND_AGENT_WORKERS); 0:
+	// DefaultWorkers.
 	Workers int `toml:"workers"`
-	// MaxConnections is the maximum number of concurrent client connections.
+	// MaxConnections is the API's bound on requests in flight per replica;
+	// beyond it a request answers 503 with Retry-After at once (health checks
+	// and event streams are not counted).
 	MaxConnections int `toml:"max_connections"`
-	// RequestTimeout is the per-request timeout, in seconds.
+	// RequestTimeout is the API's deadline on one request, in seconds (not on
+	// event streams or health checks): past it the request answers 503.
 	RequestTimeout int `toml:"request_timeout"`
 	// MaxEventStreamsPerPrincipal bounds the event streams (GET /api/v1/events)
 	// one principal may hold open on one replica; beyond it the API answers 429.
@@ -98,7 +103,10 @@ type Security struct {
 	MaxTokenLifetime int `toml:"max_token_lifetime"`
 	// BackendPrivateKeyPath is the path of the key used to sign commands (env BACKEND_PRIVATE_KEY_PATH).
 	BackendPrivateKeyPath string `toml:"backend_private_key_path"`
-	// BackendCertificatePath is the path of the backend certificate (env BACKEND_CERTIFICATE_PATH).
+	// BackendCertificatePath is the file holding the public half of the
+	// signing key, for agents to pin (env BACKEND_CERTIFICATE_PATH): the
+	// scheduler writes it when absent and refuses to start when it holds
+	// another key. "": not written.
 	BackendCertificatePath string `toml:"backend_certificate_path"`
 	// PreviousSigningKeyPath is the previous command signing key (public or
 	// private PEM) during a rotation: announced and accepted, no longer used to
@@ -156,9 +164,13 @@ type AgentManagement struct {
 	HeartbeatInterval int `toml:"heartbeat_interval"`
 	// ConnectionTimeout is the agent connection timeout, in seconds.
 	ConnectionTimeout int `toml:"connection_timeout"`
-	// MaxReconnectAttempts is the number of reconnect attempts an agent makes (0 = none).
+	// MaxReconnectAttempts is how many reconnects an agent makes with a
+	// doubling delay, advertised in WELCOME; after them it keeps retrying at
+	// the longest delay (an agent never gives up). 0: every retry waits
+	// reconnect_backoff_ms.
 	MaxReconnectAttempts int `toml:"max_reconnect_attempts"`
-	// ReconnectBackoffMs is the base reconnect backoff, in milliseconds.
+	// ReconnectBackoffMs is an agent's first reconnect delay, in
+	// milliseconds, advertised in WELCOME.
 	ReconnectBackoffMs int `toml:"reconnect_backoff_ms"`
 	// DrainSeconds is the window over which a stopping gateway closes its
 	// sessions, so agents reconnect elsewhere without a stampede (env AGENT_DRAIN_SECONDS).
@@ -256,6 +268,11 @@ const (
 	DefaultCollectionIntervalSeconds = 30
 	DefaultTelemetryBatchSize        = 100
 	DefaultFlushIntervalSeconds      = 5
+	DefaultWorkers                   = 4
+	DefaultMaxConnections            = 1000
+	DefaultRequestTimeoutSeconds     = 30
+	DefaultMaxReconnectAttempts      = 5
+	DefaultReconnectBackoffMs        = 1000
 )
 
 // DevAuditKey is the default audit key: a placeholder, long enough to run in
@@ -272,9 +289,9 @@ func Default() Config {
 		Server: Server{
 			BindAddress:                 "0.0.0.0",
 			Port:                        8080,
-			Workers:                     4,
-			MaxConnections:              1000,
-			RequestTimeout:              30,
+			Workers:                     DefaultWorkers,
+			MaxConnections:              DefaultMaxConnections,
+			RequestTimeout:              DefaultRequestTimeoutSeconds,
 			MaxEventStreamsPerPrincipal: DefaultMaxEventStreamsPerPrincipal,
 			ShutdownTimeout:             15,
 		},
@@ -310,8 +327,8 @@ func Default() Config {
 			MaxAgentConnections:  DefaultMaxAgentConnections,
 			HeartbeatInterval:    DefaultHeartbeatIntervalSeconds,
 			ConnectionTimeout:    DefaultConnectionTimeoutSeconds,
-			MaxReconnectAttempts: 5,
-			ReconnectBackoffMs:   1000,
+			MaxReconnectAttempts: DefaultMaxReconnectAttempts,
+			ReconnectBackoffMs:   DefaultReconnectBackoffMs,
 			DrainSeconds:         10,
 			HelloTimeoutSeconds:  DefaultHelloTimeoutSeconds,
 			MaxFramesPerSecond:   DefaultMaxFramesPerSecond,

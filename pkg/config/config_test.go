@@ -369,7 +369,7 @@ func TestValidateRules(t *testing.T) {
 		{"port 0", func(c *config.Config) { c.Server.Port = 0 }, "server.port (BACKEND_AGENT_PORT)"},
 		{"port 65536", func(c *config.Config) { c.Server.Port = 65536 }, "server.port"},
 		{"port 65535", func(c *config.Config) { c.Server.Port = 65535 }, ""},
-		{"workers", func(c *config.Config) { c.Server.Workers = 0 }, "server.workers"},
+		{"workers", func(c *config.Config) { c.Server.Workers = -1 }, "server.workers"},
 		{"server max connections", func(c *config.Config) { c.Server.MaxConnections = 0 }, "server.max_connections"},
 		{"request timeout", func(c *config.Config) { c.Server.RequestTimeout = 0 }, "server.request_timeout"},
 		{"shutdown timeout", func(c *config.Config) { c.Server.ShutdownTimeout = -1 }, "server.shutdown_timeout"},

@@ -54,7 +54,7 @@ func (c Config) Validate() error {
 
 	s := c.Server
 	v.between("server.port", s.Port, 1, 65535)
-	v.atLeast("server.workers", s.Workers, 1)
+	v.atLeast("server.workers", s.Workers, 0) // 0: DefaultWorkers
 	v.atLeast("server.max_connections", s.MaxConnections, 1)
 	v.positive("server.request_timeout", s.RequestTimeout)
 	v.positive("server.shutdown_timeout", s.ShutdownTimeout)

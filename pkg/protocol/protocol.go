@@ -96,6 +96,12 @@ type Welcome struct {
 	ProtocolVersion    int       `json:"protocol_version"`
 	OutputLimit        int       `json:"output_limit"`    // bytes of COMMAND_RESULT output stored; beyond: truncated
 	MaxFrameBytes      int64     `json:"max_frame_bytes"` // a larger frame closes the session (1009)
+	// ReconnectBackoffMs is the agent's first reconnect delay, doubling for
+	// MaxReconnectAttempts reconnects, then staying at the longest; the agent
+	// never gives up (agent_management.reconnect_backoff_ms,
+	// max_reconnect_attempts). 0 or absent (an older gateway): the agent's own.
+	ReconnectBackoffMs   int `json:"reconnect_backoff_ms,omitempty"`
+	MaxReconnectAttempts int `json:"max_reconnect_attempts,omitempty"`
 }
 
 // Health states an agent reports in HEARTBEAT.

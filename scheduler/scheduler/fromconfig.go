@@ -15,6 +15,7 @@ func ConfigFrom(cfg config.Config) Config {
 		MaxInFlight:        cfg.Command.MaxConcurrentCommands,
 		PerAgent:           cfg.Command.MaxPerAgent,
 		BatchSize:          cfg.Command.DispatchBatchSize,
+		Workers:            cfg.Server.Workers,
 		StaleAfter:         cfg.OfflineAfter(),
 		TelemetryRetention: cfg.Retention(),
 		CommandRetention:   cfg.CommandRetention(),

@@ -57,6 +57,7 @@ type Config struct {
 	MaxRetryDelay time.Duration
 	MaxInFlight   int // executions dispatched or running across all replicas; 0: unlimited
 	PerAgent      int // executions in flight per agent
+	Workers       int // goroutines signing a batch's COMMAND frames (server.workers); default config.DefaultWorkers
 
 	// Leader-only maintenance.
 	StaleAfter         time.Duration // an online agent unseen this long is marked offline (default: config.Default().OfflineAfter())
@@ -84,6 +85,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.BatchSize <= 0 {
 		c.BatchSize = config.DefaultDispatchBatchSize
+	}
+	if c.Workers <= 0 {
+		c.Workers = config.DefaultWorkers
 	}
 	if c.AckTimeout <= 0 {
 		c.AckTimeout = 10 * time.Second
@@ -425,12 +429,13 @@ func (s *Scheduler) dispatchBatch(ctx context.Context) (int, error) {
 	return claimed, nil
 }
 
-// publish signs the claimed executions' COMMAND frames and sends them, one
-// bus message per gateway.
+// publish signs the claimed executions' COMMAND frames (in parallel:
+// commandFrames) and sends them, one bus message per gateway.
 func (s *Scheduler) publish(ctx context.Context, due []store.DueExecution, sessions map[string]bus.Entry) {
 	byGateway := map[string][]bus.Delivery{}
-	for _, d := range due {
-		frame, err := s.commandFrame(d)
+	frames, errs := s.commandFrames(due)
+	for i, d := range due {
+		frame, err := frames[i], errs[i]
 		if err != nil {
 			s.log.WithError(err).WithField("execution_id", d.ExecutionID).Error("building command frame failed")
 			continue

@@ -79,6 +79,7 @@ func BaseConfig(dataDir string, create bool) (config.Config, error) {
 	cfg.Security.AuditKey = sec.AuditKey
 	cfg.Security.AgentEnrollmentSecret = sec.EnrollmentSecret
 	cfg.Security.BackendPrivateKeyPath = sec.SigningKeyPath
+	cfg.Security.BackendCertificatePath = filepath.Join(dataDir, SigningPublicKeyFile) // beside the key, not in /etc/viworks
 	cfg.Security.ArgsEncryptionKey = sec.ArgsKey
 	return cfg, nil
 }

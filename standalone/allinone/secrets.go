@@ -20,6 +20,7 @@ const (
 	AuditHeadFile        = "audit-head.json" // the audit chain's head, kept outside the database
 	EnrollmentSecretFile = "enrollment.secret"
 	SigningKeyFile       = "signing.key" // Ed25519, PKCS#8 PEM: the command signing key
+	SigningPublicKeyFile = "signing.pub" // its public half, base64: what agents pin (written at start)
 	ArgsKeyFile          = "args.key"    // 32 bytes, base64: encrypts secret command args at rest
 	DatabaseFile         = "viworks.db"
 )
