@@ -19,7 +19,8 @@ DATE     ?= $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
 BUILDINFO := github.com/viworks/backend-agent/pkg/buildinfo
 LDFLAGS  := -s -w -buildid= -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT) -X $(BUILDINFO).Date=$(DATE)
 GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+GOLANGCI_LINT ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
+GOLANGCI_LINT_VERSION ?= v2.15.0
 GOVULNCHECK ?= $(shell $(GO) env GOPATH)/bin/govulncheck
 # The Go vulnerability database, fetched as a Go module and indexed locally, so
 # govulncheck needs no network beyond the module proxy.
@@ -74,11 +75,10 @@ test: ## all tests with the race detector (service-backed tests skip without Pos
 	@$(GO) run ./pkg/testenv/cmd/testenv
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
-lint: vulncheck ## gofmt, go vet, staticcheck, govulncheck
+lint: vulncheck ## gofmt, then golangci-lint (.golangci.yml: errcheck, govet, staticcheck, unused, bodyclose, gosec, depguard) on every module, govulncheck
 	@test -z "$$(gofmt -l $(MODULES) deploy)" || { gofmt -l $(MODULES) deploy; echo 'gofmt: files above need formatting'; exit 1; }
-	$(GO) vet $(PKGS) ./deploy/charttest/... ./deploy/releasetest/...
-	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-	$(STATICCHECK) $(PKGS) ./deploy/charttest/... ./deploy/releasetest/...
+	@test -x $(GOLANGCI_LINT) || { echo 'installing golangci-lint $(GOLANGCI_LINT_VERSION) (once, a few minutes)'; $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); }
+	@for m in $(MODULES) deploy/charttest deploy/releasetest; do echo "golangci-lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...) || exit 1; done
 
 openapi-lint: ## Redocly's linter on api-server/apiserver/openapi.yaml, the file the binaries embed (rules in redocly.yaml; needs npx)
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --yes @redocly/cli@$(REDOCLY_VERSION) lint

@@ -51,7 +51,7 @@ func migrate(args []string) int {
 		service.PrintErrors(os.Stderr, name+" migrate", err)
 		return 1
 	}
-	defer st.Close()
+	defer func() { _ = st.Close() }()
 	applied, err := st.Migrate(ctx)
 	if err != nil {
 		service.PrintErrors(os.Stderr, name+" migrate", err)

@@ -71,7 +71,7 @@ type enrollRequest struct {
 // Why an enrollment is refused: the metric label, the audit detail and the
 // event's reason.
 const (
-	refuseBadSecret     = "bad_secret"          // no valid secret
+	refuseBadSecret     = "bad_secret"          //nolint:gosec // G101: a refusal reason, not a secret
 	refuseBadCredential = "bad_credential"      // rotation without the id's live credential
 	refuseEnrolled      = "already_enrolled"    // the id has a live identity
 	refuseRevoked       = "revoked"             // an admin revoked the id and has not lifted the block

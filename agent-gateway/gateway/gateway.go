@@ -147,12 +147,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribing to gateway topic: %w", err)
 	}
-	defer sub.Close()
+	defer func() { _ = sub.Close() }()
 	endedSub, err := g.bus.Subscribe(ctx, bus.TopicAgents)
 	if err != nil {
 		return fmt.Errorf("subscribing to agents topic: %w", err)
 	}
-	defer endedSub.Close()
+	defer func() { _ = endedSub.Close() }()
 	flushDone := make(chan struct{})
 	go func() {
 		defer close(flushDone)

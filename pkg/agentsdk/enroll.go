@@ -134,7 +134,7 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 		// credential, which the gateway answers again if this one succeeded.
 		return "", fmt.Errorf("enrolling: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusCreated {
 		if resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {

@@ -113,7 +113,7 @@ func (a *Agent) runSession(ctx context.Context) (out sessionOutcome) {
 		header.Set("Authorization", "Bearer "+cred)
 	}
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
-	ws, resp, err := a.cfg.Dialer.DialContext(dctx, a.cfg.URL, header)
+	ws, resp, err := a.cfg.Dialer.DialContext(dctx, a.cfg.URL, header) //nolint:bodyclose // gorilla/websocket: a failed handshake's body needs no closing
 	cancel()
 	if err != nil {
 		out.err = err

@@ -295,7 +295,7 @@ func Default() Config {
 			MaxEventStreamsPerPrincipal: DefaultMaxEventStreamsPerPrincipal,
 			ShutdownTimeout:             15,
 		},
-		Database: Database{
+		Database: Database{ //nolint:gosec // G101: the documented default URL of a local install
 			URL:            "postgresql://viworks:viworks@localhost/viworks",
 			MaxConnections: 10,
 			MinConnections: 2,

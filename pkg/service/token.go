@@ -27,7 +27,7 @@ func NewJWT(cfg config.Config) (*auth.JWT, error) {
 
 // DevSecretFileEnv names the file of dev mode's generated JWT secret,
 // overriding DevSecretFile's default.
-const DevSecretFileEnv = "VIWORKS_DEV_SECRET_FILE"
+const DevSecretFileEnv = "VIWORKS_DEV_SECRET_FILE" //nolint:gosec // G101: the name of a variable, not a secret
 
 // DevSecretFile is where dev mode keeps the JWT secret it generates:
 // $VIWORKS_DEV_SECRET_FILE, else viworks/dev-jwt.secret in the user's cache

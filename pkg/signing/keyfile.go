@@ -34,7 +34,7 @@ func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
 		}
 		return nil, fmt.Errorf("signing: opening private key file: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("signing: private key file %s: %w", path, err)
@@ -83,7 +83,7 @@ func LoadPublicKey(path string) (ed25519.PublicKey, error) {
 		}
 		return nil, fmt.Errorf("signing: opening public key file: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	data, err := readAll(f, path)
 	if err != nil {
 		return nil, err

@@ -167,7 +167,7 @@ func (a *Alerter) send(ctx context.Context, d store.PendingDelivery) store.Deliv
 	resp, err := a.client.Do(req)
 	out.Attempts, out.At = int(attempts.Load()), time.Now()
 	if resp != nil {
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		code := resp.StatusCode
 		out.ResponseCode = &code
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, store.MaxResponseBodySize))

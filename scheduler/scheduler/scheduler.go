@@ -160,7 +160,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribing to scheduler topic: %w", err)
 	}
-	defer sub.Close()
+	defer func() { _ = sub.Close() }()
 
 	var wg sync.WaitGroup
 	wg.Add(3)
