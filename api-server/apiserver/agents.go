@@ -11,8 +11,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/viworks/backend-agent/pkg/agentspec"
 	"github.com/viworks/backend-agent/pkg/events"
-	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -126,8 +126,8 @@ func parseAgentFilter(c *gin.Context) (store.AgentFilter, []FieldError) {
 		errs = append(errs, FieldError{Field: "label", Message: msg})
 	}
 	if q, ok := c.GetQuery("q"); ok {
-		if protocol.CheckID("", q) != nil {
-			errs = append(errs, FieldError{Field: "q", Message: "must be an id prefix of " + protocol.IDRule})
+		if agentspec.CheckID("", q) != nil {
+			errs = append(errs, FieldError{Field: "q", Message: "must be an id prefix of " + agentspec.IDRule})
 		}
 		f.IDPrefix = q
 	}
@@ -158,7 +158,7 @@ func decodeAgentCursor(raw string) (string, bool) {
 		return "", false
 	}
 	id, ok := strings.CutPrefix(string(b), agentCursorTag)
-	if !ok || protocol.CheckID("", id) != nil {
+	if !ok || agentspec.CheckID("", id) != nil {
 		return "", false
 	}
 	return id, true
@@ -277,7 +277,7 @@ type AgentPatchRequest struct {
 
 // parseAgentPatch turns the request into a store patch, naming each problem.
 func parseAgentPatch(req AgentPatchRequest) (store.AttributesPatch, []FieldError) {
-	p := store.AttributesPatch{MaxLabels: protocol.MaxLabels}
+	p := store.AttributesPatch{MaxLabels: agentspec.MaxLabels}
 	var errs []FieldError
 	if req.Site == nil && req.Labels == nil {
 		errs = append(errs, FieldError{Field: "site", Message: "give site or labels to change"})

@@ -9,7 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/agentspec"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -51,8 +51,8 @@ func parseCommandFilter(c *gin.Context, page store.Page, errs *[]FieldError) sto
 		*errs = append(*errs, FieldError{Field: "verb", Message: "must be 1-64 characters of a-z, 0-9, _ . - starting with a letter"})
 	}
 	if v, ok := c.GetQuery("agent"); ok {
-		if protocol.CheckID("", v) != nil {
-			*errs = append(*errs, FieldError{Field: "agent", Message: "must be an agent id of " + protocol.IDRule})
+		if agentspec.CheckID("", v) != nil {
+			*errs = append(*errs, FieldError{Field: "agent", Message: "must be an agent id of " + agentspec.IDRule})
 		}
 		f.AgentID = v
 	}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/viworks/backend-agent/pkg/agentspec"
 	"github.com/viworks/backend-agent/pkg/bus"
-	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -78,8 +78,8 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 		}
 		// An echo prints its message: one longer than the agent protocol's
 		// output limit could only come back cut.
-		if msg, ok := obj["message"].(string); ok && req.Verb == "echo" && len(msg) > protocol.MaxOutputBytes {
-			errs = append(errs, FieldError{Field: "args.message", Message: fmt.Sprintf("an echo's message must be at most %d bytes (the agent protocol's output limit)", protocol.MaxOutputBytes)})
+		if msg, ok := obj["message"].(string); ok && req.Verb == "echo" && len(msg) > agentspec.MaxOutputBytes {
+			errs = append(errs, FieldError{Field: "args.message", Message: fmt.Sprintf("an echo's message must be at most %d bytes (the agent protocol's output limit)", agentspec.MaxOutputBytes)})
 		}
 	}
 	hasSelector := req.Selector != nil && (req.Selector.Site != "" || len(req.Selector.Labels) > 0 || req.Selector.Capability != "")
@@ -90,8 +90,8 @@ func DecodeCommandRequest(body []byte, maxTargets int) (CommandRequest, []FieldE
 		errs = append(errs, FieldError{Field: "agent_targets", Message: fmt.Sprintf("at most %d agents per command", maxTargets)})
 	default:
 		for i, id := range req.AgentTargets {
-			if protocol.CheckID("", id) != nil {
-				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be " + protocol.IDRule})
+			if agentspec.CheckID("", id) != nil {
+				errs = append(errs, FieldError{Field: fmt.Sprintf("agent_targets[%d]", i), Message: "must be " + agentspec.IDRule})
 				break
 			}
 		}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/agentspec"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -80,8 +80,8 @@ func (s *Server) createEnrollmentSecret(c *gin.Context) {
 		errs = append(errs, *fe)
 	}
 	if req.AllowedCapabilities != nil {
-		if err := protocol.ValidateHello(&protocol.Hello{AgentID: "x", Capabilities: *req.AllowedCapabilities}); err != nil {
-			errs = append(errs, FieldError{Field: "allowed_capabilities", Message: fmt.Sprintf("at most %d entries of 1-%d bytes", protocol.MaxCapabilities, protocol.MaxShortFieldLen)})
+		if err := agentspec.CheckCapabilities("allowed_capabilities", *req.AllowedCapabilities); err != nil {
+			errs = append(errs, FieldError{Field: "allowed_capabilities", Message: fmt.Sprintf("at most %d entries of 1-%d bytes", agentspec.MaxCapabilities, agentspec.MaxShortFieldLen)})
 		}
 	}
 	if req.MaxUses != nil && (*req.MaxUses < 1 || *req.MaxUses > maxMaxUses) {

@@ -8,7 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
-	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/agentspec"
 	"github.com/viworks/backend-agent/pkg/store"
 )
 
@@ -41,7 +41,7 @@ var (
 	resTemplate         = resource{name: "template", plural: "templates"}
 )
 
-func validAgentID(id string) bool { return protocol.CheckID("", id) == nil }
+func validAgentID(id string) bool { return agentspec.CheckID("", id) == nil }
 
 func validUUID(id string) bool { _, err := uuid.Parse(id); return err == nil }
 
@@ -77,8 +77,8 @@ var errorTable = []struct {
 		detail: func(r resource) string { return "another " + r.name + " has this name" }, field: "name", message: "is taken"}},
 	{store.ErrCommandFinal, answer{status: http.StatusConflict, detail: fixed("the command has already finished")}},
 	{store.ErrTooManyLabels, answer{status: http.StatusUnprocessableEntity,
-		detail: fixed(fmt.Sprintf("the agent would have more than %d labels", protocol.MaxLabels)),
-		field:  "labels", message: fmt.Sprintf("at most %d labels in all; remove some with null", protocol.MaxLabels)}},
+		detail: fixed(fmt.Sprintf("the agent would have more than %d labels", agentspec.MaxLabels)),
+		field:  "labels", message: fmt.Sprintf("at most %d labels in all; remove some with null", agentspec.MaxLabels)}},
 	{store.ErrNoMatchingAgents, answer{status: http.StatusUnprocessableEntity, detail: fixed("no registered agent matches the selector"),
 		field: "selector", message: "matches no registered agent"}},
 	{store.ErrNoOnlineAgent, answer{status: http.StatusUnprocessableEntity, detail: fixed("mode any needs a matching agent that is online; none is"),

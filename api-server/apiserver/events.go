@@ -12,8 +12,8 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/viworks/backend-agent/pkg/agentspec"
 	"github.com/viworks/backend-agent/pkg/events"
-	"github.com/viworks/backend-agent/pkg/protocol"
 )
 
 // eventWriteTimeout bounds one write to an event stream: a client that stops
@@ -122,7 +122,7 @@ func parseEventFilter(c *gin.Context) (events.Filter, []FieldError) {
 		}
 	}
 	if a := c.Query("agent"); a != "" {
-		if err := protocol.CheckID("agent", a); err != nil {
+		if err := agentspec.CheckID("agent", a); err != nil {
 			errs = append(errs, FieldError{Field: "agent", Message: err.Error()})
 		}
 		f.AgentID = a

@@ -6,21 +6,21 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/viworks/backend-agent/pkg/protocol"
+	"github.com/viworks/backend-agent/pkg/agentspec"
 )
 
-// validSite checks an agent site by the agent protocol's HELLO rules.
+// validSite checks an agent site by the rule HELLO applies too.
 func validSite(field, site string) *FieldError {
-	if protocol.ValidateHello(&protocol.Hello{AgentID: "x", Site: site}) != nil {
-		return &FieldError{Field: field, Message: fmt.Sprintf("at most %d bytes", protocol.MaxShortFieldLen)}
+	if agentspec.CheckShort(field, site) != nil {
+		return &FieldError{Field: field, Message: fmt.Sprintf("at most %d bytes", agentspec.MaxShortFieldLen)}
 	}
 	return nil
 }
 
-// validLabels checks agent labels by the agent protocol's HELLO rules.
+// validLabels checks agent labels by the rule HELLO applies too.
 func validLabels(field string, labels map[string]string) *FieldError {
-	if protocol.ValidateHello(&protocol.Hello{AgentID: "x", Labels: labels}) != nil {
-		return &FieldError{Field: field, Message: fmt.Sprintf("at most %d labels; keys 1-%d bytes, values at most %d", protocol.MaxLabels, protocol.MaxShortFieldLen, protocol.MaxShortFieldLen)}
+	if agentspec.CheckLabels(field, labels) != nil {
+		return &FieldError{Field: field, Message: fmt.Sprintf("at most %d labels; keys 1-%d bytes, values at most %d", agentspec.MaxLabels, agentspec.MaxShortFieldLen, agentspec.MaxShortFieldLen)}
 	}
 	return nil
 }

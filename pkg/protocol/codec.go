@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/viworks/backend-agent/pkg/agentspec"
 )
 
 // WebSocket close codes used for protocol violations (RFC 6455 §7.4.1).
@@ -263,33 +265,19 @@ func truncate(s string, n int) string {
 }
 
 // IDRule describes the identifier rule CheckID applies, for error messages.
-const IDRule = "1-128 bytes of A-Z a-z 0-9 . _ : - and not only dots"
+const IDRule = agentspec.IDRule
 
-// CheckID is the one rule for identifiers (agent, execution and command ids,
-// nonces) wherever they enter: the wire, enrollment, certificates and API
-// paths. An id is 1..MaxIDLen bytes of A-Z a-z 0-9 . _ : - and not only
-// dots, so it is safe in a path, a log line and a terminal, and two distinct
-// ids never collapse into one. field names it in the error ("" for none).
-func CheckID(field, v string) error {
-	if v == "" {
-		return invalid(field, "is required")
-	}
-	if len(v) > MaxIDLen {
-		return invalid(field, fmt.Sprintf("is longer than %d bytes", MaxIDLen))
-	}
-	for i := range len(v) {
-		if !idByte(v[i]) {
-			return invalid(field, "may contain only A-Z a-z 0-9 . _ : -")
-		}
-	}
-	if strings.Trim(v, ".") == "" {
-		return invalid(field, "must not be only dots")
-	}
-	return nil
-}
+// CheckID is agentspec.CheckID, the one rule for identifiers wherever they
+// enter, answering a *DecodeError like the rest of the decoder.
+func CheckID(field, v string) error { return fromSpec(agentspec.CheckID(field, v)) }
 
-func idByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
+// fromSpec turns an agentspec rule's error into the decoder's *DecodeError.
+func fromSpec(err error) error {
+	var e *agentspec.Error
+	if errors.As(err, &e) {
+		return invalid(e.Field, e.Reason)
+	}
+	return err
 }
 
 // TruncationMarker ends an output that was cut to the output limit.
@@ -312,12 +300,7 @@ func Truncate(s string, n int) (string, bool) {
 	return s[:cut] + TruncationMarker, true
 }
 
-func checkShort(field, v string) error {
-	if len(v) > MaxShortFieldLen {
-		return invalid(field, fmt.Sprintf("longer than %d bytes", MaxShortFieldLen))
-	}
-	return nil
-}
+func checkShort(field, v string) error { return fromSpec(agentspec.CheckShort(field, v)) }
 
 // MaxProtocolVersions bounds HELLO's protocol_versions list.
 const MaxProtocolVersions = 16
@@ -339,23 +322,10 @@ func (h *Hello) validate() error {
 			return err
 		}
 	}
-	if len(h.Capabilities) > MaxCapabilities {
-		return invalid("payload.capabilities", fmt.Sprintf("more than %d entries", MaxCapabilities))
+	if err := agentspec.CheckCapabilities("payload.capabilities", h.Capabilities); err != nil {
+		return fromSpec(err)
 	}
-	for _, c := range h.Capabilities {
-		if c == "" || len(c) > MaxShortFieldLen {
-			return invalid("payload.capabilities", "entries must be 1..256 bytes")
-		}
-	}
-	if len(h.Labels) > MaxLabels {
-		return invalid("payload.labels", fmt.Sprintf("more than %d entries", MaxLabels))
-	}
-	for k, v := range h.Labels {
-		if k == "" || len(k) > MaxShortFieldLen || len(v) > MaxShortFieldLen {
-			return invalid("payload.labels", "keys must be 1..256 bytes, values at most 256")
-		}
-	}
-	return nil
+	return fromSpec(agentspec.CheckLabels("payload.labels", h.Labels))
 }
 
 func (h *Heartbeat) validate() error {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"slices"
 	"time"
+
+	"github.com/viworks/backend-agent/pkg/agentspec"
 )
 
 // Frame types.
@@ -24,12 +26,12 @@ const (
 
 // Limits on what an agent may send.
 const (
-	MaxIDLen           = 128
-	MaxShortFieldLen   = 256
-	MaxCapabilities    = 128
-	MaxLabels          = 64
+	MaxIDLen           = agentspec.MaxIDLen
+	MaxShortFieldLen   = agentspec.MaxShortFieldLen
+	MaxCapabilities    = agentspec.MaxCapabilities
+	MaxLabels          = agentspec.MaxLabels
 	MaxMetrics         = 128
-	MaxOutputBytes     = 64 << 10
+	MaxOutputBytes     = agentspec.MaxOutputBytes
 	MaxErrorBytes      = 4 << 10
 	DefaultReadLimit   = 1 << 20
 	MaxRunningCommands = 1 << 20
