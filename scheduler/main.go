@@ -11,7 +11,7 @@ import (
 
 	"github.com/viworks/backend-agent/pkg/buildinfo"
 	"github.com/viworks/backend-agent/pkg/service"
-	"github.com/viworks/backend-agent/scheduler/scheduler"
+	"github.com/viworks/backend-agent/scheduler/dispatch"
 )
 
 const (
@@ -29,7 +29,7 @@ func run(args []string) int {
 		return migrate(args[1:])
 	}
 	return service.Main(name, port, args, func(p *service.Process) (service.Role, error) {
-		s, err := scheduler.NewFromProcess(p)
+		s, err := dispatch.NewFromProcess(p)
 		if err != nil {
 			return service.Role{}, err
 		}

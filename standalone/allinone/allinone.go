@@ -24,7 +24,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/service"
 	"github.com/viworks/backend-agent/pkg/store"
-	"github.com/viworks/backend-agent/scheduler/scheduler"
+	"github.com/viworks/backend-agent/scheduler/dispatch"
 )
 
 // DemoAgentsDir is the data directory's subdirectory keeping the demo
@@ -133,7 +133,7 @@ func Run(ctx context.Context, cfg config.Config, o Options, out io.Writer) error
 	if err != nil {
 		return err
 	}
-	sched, err := scheduler.NewFromProcess(p)
+	sched, err := dispatch.NewFromProcess(p)
 	if err != nil {
 		return err
 	}

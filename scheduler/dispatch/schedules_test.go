@@ -1,4 +1,4 @@
-package scheduler_test
+package dispatch_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/viworks/backend-agent/pkg/store"
-	"github.com/viworks/backend-agent/scheduler/scheduler"
+	"github.com/viworks/backend-agent/scheduler/dispatch"
 )
 
 // Two schedulers on one Postgres fire a 1 s schedule: every due time gets
@@ -27,7 +27,7 @@ func TestTwoSchedulersFireEachDueTimeOnce(t *testing.T) {
 		store.AuditEvent{Actor: "op", Action: "schedule.create"})
 	require.NoError(t, err)
 
-	cfg := scheduler.Config{ScheduleTick: 20 * time.Millisecond}
+	cfg := dispatch.Config{ScheduleTick: 20 * time.Millisecond}
 	_, stop1 := start(t, e, cfg)
 	_, stop2 := start(t, e, cfg)
 	time.Sleep(3500 * time.Millisecond)

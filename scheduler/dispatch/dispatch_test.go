@@ -1,4 +1,4 @@
-package scheduler_test
+package dispatch_test
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 	"github.com/viworks/backend-agent/pkg/store"
 	"github.com/viworks/backend-agent/pkg/store/storetest"
 	"github.com/viworks/backend-agent/pkg/testenv"
-	"github.com/viworks/backend-agent/scheduler/scheduler"
+	"github.com/viworks/backend-agent/scheduler/dispatch"
 )
 
 type env struct {
@@ -59,13 +59,13 @@ func quiet() logrus.FieldLogger {
 	return l
 }
 
-func start(t *testing.T, e env, cfg scheduler.Config) (*scheduler.Scheduler, context.CancelFunc) {
+func start(t *testing.T, e env, cfg dispatch.Config) (*dispatch.Scheduler, context.CancelFunc) {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	cfg.Signer, err = signing.NewSigner(priv)
 	require.NoError(t, err)
-	s, err := scheduler.New(e.store, e.bus, e.bus, nil, quiet(), cfg)
+	s, err := dispatch.New(e.store, e.bus, e.bus, nil, quiet(), cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -125,7 +125,7 @@ func TestDispatchRetryAndTimeout(t *testing.T) {
 	ctx := context.Background()
 	deliveries := gateway(t, e, "gw-t", "agent-1")
 	clk := &clock{}
-	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond, AckTimeout: time.Second, RetryDelay: time.Second, MaxRetryDelay: time.Second, Now: clk.Now})
+	start(t, e, dispatch.Config{SweepInterval: 20 * time.Millisecond, AckTimeout: time.Second, RetryDelay: time.Second, MaxRetryDelay: time.Second, Now: clk.Now})
 
 	cmd, _, err := e.store.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(`{"message":"x"}`), Targeting: store.Targeting{AgentIDs: []string{"agent-1"}},
 		TimeoutSeconds: 5, MaxRetries: 1, TTLSeconds: 3600, CreatedBy: "alice", Audit: store.AuditEvent{Actor: "alice", Action: "command.create"}})
@@ -172,7 +172,7 @@ func TestDispatchRetryAndTimeout(t *testing.T) {
 
 func TestLeaderHandOverBetweenSchedulers(t *testing.T) {
 	e := newEnv(t)
-	cfg := scheduler.Config{SweepInterval: 20 * time.Millisecond}
+	cfg := dispatch.Config{SweepInterval: 20 * time.Millisecond}
 	a, stopA := start(t, e, cfg)
 	b, stopB := start(t, e, cfg)
 	require.Eventually(t, func() bool { return a.Leading() != b.Leading() }, settle, 10*time.Millisecond, "exactly one leads")
@@ -194,7 +194,7 @@ func TestStaleAgentMarkedOffline(t *testing.T) {
 	ctx := context.Background()
 	_ = gateway(t, e, "gw-dead", "agent-stale")
 	clk := &clock{}
-	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond, StaleAfter: time.Minute, Now: clk.Now})
+	start(t, e, dispatch.Config{SweepInterval: 20 * time.Millisecond, StaleAfter: time.Minute, Now: clk.Now})
 	time.Sleep(100 * time.Millisecond)
 	a, err := e.store.GetAgent(ctx, "agent-stale")
 	require.NoError(t, err)
@@ -217,7 +217,7 @@ func TestLeaderPurgesExpiredIdempotencyKeys(t *testing.T) {
 	require.True(t, claimed)
 	clk := &clock{}
 	clk.Advance(time.Hour) // "old" has expired, "fresh" has not
-	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond, RetentionInterval: 20 * time.Millisecond, Now: clk.Now})
+	start(t, e, dispatch.Config{SweepInterval: 20 * time.Millisecond, RetentionInterval: 20 * time.Millisecond, Now: clk.Now})
 	// Until purged, "old" is still unexpired by the real clock and cannot be
 	// claimed again; the leader's clock runs an hour ahead and purges it.
 	require.Eventually(t, func() bool {
@@ -241,7 +241,7 @@ func TestSealedArgsReachTheAgentAndArePurged(t *testing.T) {
 	_, _ = rand.Read(raw)
 	keys, err := argseal.NewKeyring(hex.EncodeToString(raw))
 	require.NoError(t, err)
-	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond, Args: keys})
+	start(t, e, dispatch.Config{SweepInterval: 20 * time.Millisecond, Args: keys})
 
 	sealed, ok, err := keys.Seal([]byte(`{"username":"ops","password":"hunter2-plain"}`))
 	require.NoError(t, err)
@@ -297,7 +297,7 @@ func TestSealedArgsWithoutKeyAreNotDispatched(t *testing.T) {
 	_, _ = rand.Read(raw)
 	keys, err := argseal.NewKeyring(hex.EncodeToString(raw))
 	require.NoError(t, err)
-	start(t, e, scheduler.Config{SweepInterval: 20 * time.Millisecond})
+	start(t, e, dispatch.Config{SweepInterval: 20 * time.Millisecond})
 	sealed, _, err := keys.Seal([]byte(`{"password":"p"}`))
 	require.NoError(t, err)
 	cmd, _, err := e.store.CreateCommand(ctx, store.NewCommand{Verb: "echo", Args: store.JSON(sealed), ArgsSealed: true,

@@ -1,9 +1,9 @@
-// Package scheduler is the scheduler role: it claims due executions from
+// Package dispatch is the scheduler role: it claims due executions from
 // Postgres (FOR UPDATE SKIP LOCKED, so replicas never claim one twice), routes
 // each to the gateway holding its agent's session, publishes the COMMAND there,
 // and applies deadlines (ack timeouts with backoff, command timeouts, TTLs).
 // It is woken by bus messages; a slow periodic sweep is only the safety net.
-package scheduler
+package dispatch
 
 import (
 	"context"
