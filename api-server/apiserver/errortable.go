@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,6 +23,7 @@ type resource struct {
 	free    string            // how a client makes room: "delete" or "revoke"
 	invalid string            // detail of store.ValidationErrors; default "invalid <name>"
 	validID func(string) bool // a malformed id answers 404 without asking the store; default: a UUID
+	key     string            // what names one, as in "no <name> with this <key>"; default "id"
 }
 
 // The resources of the API.
@@ -38,7 +40,7 @@ var (
 	resAuditEvent       = resource{name: "audit event", plural: "audit events"}
 	resTelemetry        = resource{name: "agent", plural: "telemetry points"}
 	resSchedule         = resource{name: "schedule", plural: "schedules", max: store.MaxSchedules, free: "delete"}
-	resTemplate         = resource{name: "template", plural: "templates"}
+	resTemplate         = resource{name: "template", plural: "templates", key: "name (or it was retired)"}
 )
 
 func validAgentID(id string) bool { return agentspec.CheckID("", id) == nil }
@@ -68,13 +70,14 @@ var errorTable = []struct {
 	answer
 }{
 	{store.ErrNotFound, answer{status: http.StatusNotFound,
-		detail: func(r resource) string { return "no " + r.name + " with this id" }}},
+		detail: func(r resource) string { return "no " + r.name + " with this " + cmp.Or(r.key, "id") }}},
 	{store.ErrBadCursor, answer{status: http.StatusBadRequest, detail: fixed("invalid query parameters"),
 		field: "cursor", message: "is not a cursor returned by this list"}},
 	{store.ErrLimitReached, answer{status: http.StatusUnprocessableEntity,
 		detail: func(r resource) string { return fmt.Sprintf("at most %d %s; %s one first", r.max, r.plural, r.free) }}},
 	{store.ErrDuplicate, answer{status: http.StatusConflict,
 		detail: func(r resource) string { return "another " + r.name + " has this name" }, field: "name", message: "is taken"}},
+	{store.ErrTemplateConflict, answer{status: http.StatusConflict, detail: fixed("the template changed concurrently; retry")}},
 	{store.ErrCommandFinal, answer{status: http.StatusConflict, detail: fixed("the command has already finished")}},
 	{store.ErrTooManyLabels, answer{status: http.StatusUnprocessableEntity,
 		detail: fixed(fmt.Sprintf("the agent would have more than %d labels", agentspec.MaxLabels)),

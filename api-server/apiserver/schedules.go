@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 
 	"github.com/viworks/backend-agent/pkg/auth"
 	"github.com/viworks/backend-agent/pkg/store"
@@ -241,11 +240,7 @@ func (s *Server) createSchedule(c *gin.Context) {
 	case errors.As(err, &te):
 		writeProblem(c, http.StatusUnprocessableEntity, "invalid schedule", []FieldError{pointerError("/"+te.Field, te.Message)})
 		return
-	case errors.Is(err, store.ErrLimitReached):
-		writeProblem(c, http.StatusUnprocessableEntity, fmt.Sprintf("at most %d schedules; delete one first", store.MaxSchedules), nil)
-		return
-	case err != nil:
-		s.internalError(c, "creating schedule failed", err)
+	case s.storeFailed(c, resSchedule, "creating schedule", err):
 		return
 	}
 	c.Header("Location", "/api/v1/schedules/"+saved.ID)
@@ -265,18 +260,12 @@ func (s *Server) listSchedules(c *gin.Context) {
 }
 
 func (s *Server) getSchedule(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no schedule with this id", nil)
+	id, ok := idParam(c, resSchedule)
+	if !ok {
 		return
 	}
 	sc, runs, err := s.store.GetSchedule(c.Request.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no schedule with this id", nil)
-		return
-	}
-	if err != nil {
-		s.internalError(c, "getting schedule failed", err)
+	if s.storeFailed(c, resSchedule, "getting schedule", err) {
 		return
 	}
 	if runs == nil {
@@ -289,9 +278,8 @@ func (s *Server) pauseSchedule(c *gin.Context)  { s.setPaused(c, true) }
 func (s *Server) resumeSchedule(c *gin.Context) { s.setPaused(c, false) }
 
 func (s *Server) setPaused(c *gin.Context, paused bool) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no schedule with this id", nil)
+	id, ok := idParam(c, resSchedule)
+	if !ok {
 		return
 	}
 	action := "schedule.resume"
@@ -299,33 +287,14 @@ func (s *Server) setPaused(c *gin.Context, paused bool) {
 		action = "schedule.pause"
 	}
 	_, err := s.store.SetSchedulePaused(c.Request.Context(), id, paused, auditEvent(c, action, nil))
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no schedule with this id", nil)
-		return
-	}
-	if err != nil {
-		s.internalError(c, "pausing or resuming schedule failed", err)
+	if s.storeFailed(c, resSchedule, "pausing or resuming schedule", err) {
 		return
 	}
 	s.getSchedule(c)
 }
 
 func (s *Server) deleteSchedule(c *gin.Context) {
-	id := c.Param("id")
-	if _, err := uuid.Parse(id); err != nil {
-		writeProblem(c, http.StatusNotFound, "no schedule with this id", nil)
-		return
-	}
-	err := s.store.DeleteSchedule(c.Request.Context(), id, auditEvent(c, "schedule.delete", nil))
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no schedule with this id", nil)
-		return
-	}
-	if err != nil {
-		s.internalError(c, "deleting schedule failed", err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	s.removeByID(c, resSchedule, "schedule.delete", nil, s.store.DeleteSchedule)
 }
 
 // scheduleRoutes registers the templates and schedules (docs/schedules.md).

@@ -485,12 +485,7 @@ func (s *Server) createTemplate(c *gin.Context) {
 	saved, err := s.store.SaveTemplate(c.Request.Context(), store.Template{
 		Name: req.Name, Verb: req.Verb, Args: args, Parameters: params, Defaults: defaults, Description: req.Description, CreatedBy: p.Subject,
 	}, auditEvent(c, "template.save", map[string]any{"name": req.Name, "verb": req.Verb}))
-	switch {
-	case errors.Is(err, store.ErrTemplateConflict):
-		writeProblem(c, http.StatusConflict, "the template changed concurrently; retry", nil)
-		return
-	case err != nil:
-		s.internalError(c, "saving template failed", err)
+	if s.storeFailed(c, resTemplate, "saving template", err) {
 		return
 	}
 	c.Header("Location", "/api/v1/templates/"+saved.Name)
@@ -512,12 +507,7 @@ func (s *Server) getTemplate(c *gin.Context) {
 		version = n
 	}
 	t, err := s.store.GetTemplate(c.Request.Context(), c.Param("name"), version)
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no such template (or it was retired)", nil)
-		return
-	}
-	if err != nil {
-		s.internalError(c, "getting template failed", err)
+	if s.storeFailed(c, resTemplate, "getting template", err) {
 		return
 	}
 	c.JSON(http.StatusOK, templateView(t))
@@ -525,12 +515,7 @@ func (s *Server) getTemplate(c *gin.Context) {
 
 func (s *Server) templateVersions(c *gin.Context) {
 	rows, err := s.store.TemplateVersions(c.Request.Context(), c.Param("name"))
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no such template (or it was retired)", nil)
-		return
-	}
-	if err != nil {
-		s.internalError(c, "listing template versions failed", err)
+	if s.storeFailed(c, resTemplate, "listing template versions", err) {
 		return
 	}
 	out := List[TemplateView]{Items: make([]TemplateView, 0, len(rows))}
@@ -543,12 +528,7 @@ func (s *Server) templateVersions(c *gin.Context) {
 func (s *Server) retireTemplate(c *gin.Context) {
 	name := c.Param("name")
 	err := s.store.RetireTemplate(c.Request.Context(), name, auditEvent(c, "template.retire", map[string]any{"name": name}))
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(c, http.StatusNotFound, "no such template (or it was retired)", nil)
-		return
-	}
-	if err != nil {
-		s.internalError(c, "retiring template failed", err)
+	if s.storeFailed(c, resTemplate, "retiring template", err) {
 		return
 	}
 	c.Status(http.StatusNoContent)
