@@ -266,6 +266,15 @@ http {
       proxy_set_header Connection "";
       proxy_read_timeout 60s;
     }
+    # The dashboard, as the chart's Ingress routes it: / (exact) and /ui.
+    location = / {
+      proxy_pass http://api;
+      proxy_set_header Connection "";
+    }
+    location /ui/ {
+      proxy_pass http://api;
+      proxy_set_header Connection "";
+    }
   }
 }
 `, dir, port, servers(apiPorts), servers(gwPorts), secs)

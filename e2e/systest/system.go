@@ -292,7 +292,7 @@ func (s *system) waitIngress(ctx context.Context) error {
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				return s.checkDashboard()
 			}
 		}
 		select {
@@ -303,6 +303,22 @@ func (s *system) waitIngress(ctx context.Context) error {
 		}
 	}
 	return errors.New("the API did not answer through nginx within 30s")
+}
+
+// checkDashboard checks that the dashboard answers through nginx at / (the
+// page) and /ui/ (its files), as the chart's Ingress routes them.
+func (s *system) checkDashboard() error {
+	for _, path := range []string{"/", "/ui/app.js"} {
+		resp, err := s.client.Get(s.base + path)
+		if err != nil {
+			return fmt.Errorf("dashboard %s through nginx: %w", path, err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("dashboard %s through nginx: HTTP %d", path, resp.StatusCode)
+		}
+	}
+	return nil
 }
 
 // metric reads one unlabelled sample from a service's /metrics.
