@@ -467,6 +467,53 @@ func TestAgainstAllInOne(t *testing.T) {
 		require.Contains(t, table.out, "sim-0")
 	})
 
+	t.Run("templates and schedules", func(t *testing.T) {
+		tpl := `{"name":"greet","verb":"echo","args":{"message":"hello {{who}}"},"parameters":{"who":{"type":"string","required":true}}}`
+		r := in.ctl(t, tpl, nil, "templates", "create", "--file", "-")
+		require.Equal(t, 0, r.code, r.String())
+		require.Regexp(t, `version:\s+1\n`, r.out)
+		r = in.ctl(t, "", nil, "templates", "get", "greet")
+		require.Equal(t, 0, r.code, r.String())
+		require.Contains(t, r.out, "who")
+		r = in.ctl(t, "", nil, "commands", "send", "--template", "greet", "--param", "who=ctl", "--target", "sim-0", "--wait")
+		require.Equal(t, 0, r.code, r.String())
+		require.Contains(t, r.out, "sim-0  succeeded  exit 0  hello ctl")
+		r = in.ctl(t, "", nil, "commands", "send", "--template", "greet", "--target", "sim-0")
+		require.Equal(t, cli.ExitUsage, r.code, "a required parameter missing is the client's mistake: %s", r.String())
+		require.Contains(t, r.err, "params.who: is required")
+		r = in.ctl(t, "", nil, "commands", "send", "echo", "--template", "greet", "--target", "sim-0")
+		require.Equal(t, cli.ExitUsage, r.code, r.String())
+
+		r = in.ctl(t, "", nil, "schedules", "create", "--name", "ping", "--every", "1s", "--template", "greet", "--param", "who=schedule", "--target", "sim-1", "-o", "json")
+		require.Equal(t, 0, r.code, r.String())
+		var sc struct {
+			ID string `json:"id"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.out), &sc), r.out)
+		require.Eventually(t, func() bool {
+			var doc struct {
+				LastRunAt *time.Time `json:"last_run_at"`
+				Runs      []struct {
+					Status string `json:"status"`
+				} `json:"runs"`
+			}
+			r := in.ctl(t, "", nil, "schedules", "get", sc.ID, "-o", "json")
+			return r.code == 0 && json.Unmarshal([]byte(r.out), &doc) == nil && doc.LastRunAt != nil && len(doc.Runs) > 0 && doc.Runs[0].Status == "succeeded"
+		}, 20*time.Second, 250*time.Millisecond, "the schedule runs")
+		r = in.ctl(t, "", nil, "schedules", "ls")
+		require.Equal(t, 0, r.code, r.String())
+		require.Contains(t, r.out, "every 1s")
+		require.Contains(t, r.out, "template greet")
+		r = in.ctl(t, "", nil, "schedules", "pause", sc.ID)
+		require.Equal(t, 0, r.code, r.String())
+		require.Regexp(t, `paused:\s+true\n`, r.out)
+		r = in.ctl(t, "", nil, "schedules", "create", "--name", "bad", "--cron", "0 25 * * *", "--verb", "echo", "--target", "sim-1")
+		require.Equal(t, cli.ExitUsage, r.code, "422: %s", r.String())
+		require.Equal(t, 0, in.ctl(t, "", nil, "schedules", "delete", sc.ID).code)
+		require.Equal(t, 0, in.ctl(t, "", nil, "templates", "retire", "greet").code)
+		require.Equal(t, cli.ExitNotFound, in.ctl(t, "", nil, "templates", "get", "greet").code)
+	})
+
 	t.Run("contexts", func(t *testing.T) {
 		r := in.ctl(t, apiKey+"\n", nil, "login", "--server", in.server, "--context", "second")
 		require.Equal(t, 0, r.code, r.String())

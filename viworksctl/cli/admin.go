@@ -168,7 +168,7 @@ func (a *app) crudCmd(r crud) *cobra.Command {
 		Example: fmt.Sprintf("  viworksctl %s %s 1f2e…", r.use, r.remove),
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			past := map[string]string{"delete": "deleted", "revoke": "revoked"}[r.remove]
+			past := map[string]string{"delete": "deleted", "revoke": "revoked", "retire": "retired"}[r.remove]
 			return a.mutate(cmd, client.Request{Method: http.MethodDelete, Path: r.path + "/" + pathID(args[0])}, past+" "+args[0], nil)
 		},
 	}

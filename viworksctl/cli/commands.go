@@ -51,6 +51,9 @@ func (t *targeting) add(cmd *cobra.Command) {
 	f.BoolVar(&t.any, "any", false, "mode any: one of the matching agents, with failover (default all of them)")
 }
 
+// given reports whether any targeting flag was set.
+func (t *targeting) given() bool { return len(t.targets) > 0 || t.selector != "" || t.any }
+
 // body adds agent_targets, selector and mode to req.
 func (t *targeting) body(req map[string]any) error {
 	if len(t.targets) == 0 && t.selector == "" {
@@ -139,17 +142,20 @@ func seconds(flag string, d time.Duration) (int, error) {
 
 func (a *app) commandsSend() *cobra.Command {
 	var tg targeting
-	var argsJSON, priority, idemKey string
-	var kvs []string
+	var argsJSON, priority, idemKey, template, paramsJSON string
+	var kvs, paramKVs []string
 	var timeout, ttl time.Duration
 	var maxRetries, maxConc, maxErrors int
 	var wait bool
 	cmd := &cobra.Command{
-		Use:   "send VERB (--target ID … | --selector site=…,label=k=v [--any]) [--args JSON | --arg k=v …] [--wait]",
+		Use:   "send (VERB [--args JSON | --arg k=v …] | --template NAME[@N] [--param k=v …]) (--target ID … | --selector site=…,label=k=v [--any]) [--wait]",
 		Short: "Send a command; with --wait follow it live and exit 0 only if every target succeeded",
 		Long: `Send a command to agents named by id (--target) or matched by a selector
 (--selector; --any: one matching agent, with failover). Arguments come from
 --args (a JSON object) and --arg: k=v sets a string, k:=JSON any JSON value.
+With --template the command is a template's (its latest version, or @N), its
+parameters from --params / --param the same way; the template's default
+targets apply when no --target or --selector is given.
 
 With --wait the command is followed on the event stream (GET /api/v1/events;
 polling GET /api/v1/commands/{id} if the stream drops) with a progress line of
@@ -159,18 +165,41 @@ target, 1 otherwise.`,
 		Example: `  viworksctl commands send echo --arg message=hello --target sim-0 --wait
   viworksctl commands send sleep --arg seconds:=30 --selector site=demo,label=role=demo --max-concurrency 2
   viworksctl commands send create_panel_user --args '{"username":"ann","password":"s3cret"}' --target sim-0 --wait -o json
-  viworksctl commands send echo --arg message=once --target sim-1 --idempotency-key deploy-42`,
-		Args: exactArgs("VERB"),
+  viworksctl commands send echo --arg message=once --target sim-1 --idempotency-key deploy-42
+  viworksctl commands send --template restart --param service=nginx --selector site=paris --wait`,
+		Args: func(cmd *cobra.Command, argv []string) error {
+			if template != "" {
+				return exactArgs()(cmd, argv)
+			}
+			return exactArgs("VERB")(cmd, argv)
+		},
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			req := map[string]any{"verb": argv[0]}
-			args, err := parseArgs(argsJSON, kvs)
-			if err != nil {
-				return err
+			req := map[string]any{}
+			if template != "" {
+				if argsJSON != "" || len(kvs) > 0 {
+					return usageErrorf("--args and --arg go with a VERB; a template takes --params / --param")
+				}
+				params, err := parseArgs(paramsJSON, paramKVs)
+				if err != nil {
+					return err
+				}
+				req["template"], req["params"] = template, params
+			} else {
+				if paramsJSON != "" || len(paramKVs) > 0 {
+					return usageErrorf("--params and --param go with --template")
+				}
+				args, err := parseArgs(argsJSON, kvs)
+				if err != nil {
+					return err
+				}
+				req["verb"], req["args"] = argv[0], args
 			}
-			req["args"] = args
-			if err := tg.body(req); err != nil {
-				return err
+			if template == "" || tg.given() {
+				if err := tg.body(req); err != nil {
+					return err
+				}
 			}
+			var err error
 			f := cmd.Flags()
 			if priority != "" {
 				req["priority"] = priority
@@ -224,6 +253,9 @@ target, 1 otherwise.`,
 	f := cmd.Flags()
 	f.StringVar(&argsJSON, "args", "", "the verb's arguments as a JSON object")
 	f.StringArrayVar(&kvs, "arg", nil, "k=v (string) or k:=JSON, repeatable")
+	f.StringVar(&template, "template", "", "send a template's command: NAME or NAME@VERSION (no VERB then)")
+	f.StringVar(&paramsJSON, "params", "", "the template's parameters as a JSON object")
+	f.StringArrayVar(&paramKVs, "param", nil, "a template parameter: k=v (string) or k:=JSON, repeatable")
 	f.StringVar(&priority, "priority", "", "low, normal, high or critical (default normal)")
 	f.DurationVar(&timeout, "timeout", 0, "per-execution timeout after dispatch, such as 30s (default the server's)")
 	f.DurationVar(&ttl, "ttl", 0, "how long the command may wait queued, such as 10m")

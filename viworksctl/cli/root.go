@@ -177,7 +177,7 @@ is refreshed before it expires.
 		c.GroupID = "setup"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.agentsCmd(), a.commandsCmd(), a.statusCmd(), a.alertsCmd()} {
+	for _, c := range []*cobra.Command{a.agentsCmd(), a.commandsCmd(), a.templatesCmd(), a.schedulesCmd(), a.statusCmd(), a.alertsCmd()} {
 		c.GroupID = "fleet"
 		root.AddCommand(c)
 	}
