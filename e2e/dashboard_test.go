@@ -460,6 +460,7 @@ func dashboardScenarios(t *testing.T, chromium string, env dashEnv) {
 	b.run(20*time.Second, chromedp.Click(chromedp.CSS("#delete")), chromedp.WaitVisible(chromedp.CSS(`table[aria-label=schedules]`)))
 	require.Equal(t, http.StatusNotFound, op.do(t, http.MethodGet, "/api/v1/schedules/"+doomed.ID, nil, nil))
 	require.NotContains(t, b.text("table[aria-label=schedules]"), "dash doomed")
+	require.Equal(t, `Deleted the schedule "dash doomed"; its runs stay as commands.`, b.text("#message"))
 	b.noProblems("schedule pages")
 	b.signOut()
 
@@ -503,12 +504,32 @@ func dashboardScenarios(t *testing.T, chromium string, env dashEnv) {
 	require.Equal(t, []string{"times", "integer", "optional", "no", "3", ""}, times)
 	b.accessible("template")
 	b.screenshot("template")
+
+	// The Send form sends from a template; the secret param is never shown back.
+	b.goTo("#/send", "#send-form")
+	require.Eventually(t, func() bool {
+		return eval[bool](b, `document.querySelector('#s-template option[value="dash-greet"]') !== null`)
+	}, 10*time.Second, 100*time.Millisecond, "the templates are offered")
+	b.run(20*time.Second,
+		chromedp.SetValue(chromedp.CSS("#s-template"), "dash-greet"))
+	disabled := eval[bool](b, `(() => { const s = document.getElementById("s-template"); s.dispatchEvent(new Event("change")); return document.getElementById("s-verb").disabled })()`)
+	require.True(t, disabled, "the verb comes from the template")
+	b.run(30*time.Second,
+		chromedp.SetValue(chromedp.CSS("#s-params"), `{"greeting": "hello via a template", "api_token": "t0ps3cret-dash"}`),
+		chromedp.SetValue(chromedp.CSS("#s-ids"), env.initial[0]),
+		chromedp.Click(chromedp.Search(`//button[normalize-space()="Send command"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#command-status [data-status="succeeded"]`)))
+	page := b.text("#view")
+	require.Contains(t, page, "hello via a template")
+	require.NotContains(t, page, "t0ps3cret-dash", "a secret param is redacted")
+	b.accessible("send from template")
 	b.goTo("#/templates/dash-old", "#retire")
 	b.run(10*time.Second, chromedp.Click(chromedp.CSS("#retire")))
 	require.Equal(t, "Confirm retire", b.text("#retire"))
 	b.run(20*time.Second, chromedp.Click(chromedp.CSS("#retire")), chromedp.WaitVisible(chromedp.CSS(`table[aria-label=templates] a[href="#/templates/dash-greet"]`)))
 	require.Equal(t, http.StatusNotFound, admin.do(t, http.MethodGet, "/api/v1/templates/dash-old", nil, nil))
 	require.NotContains(t, b.text("table[aria-label=templates]"), "dash-old")
+	require.Contains(t, b.text("#message"), `Retired the template "dash-old"`)
 	b.noProblems("template pages")
 	b.signOut()
 

@@ -39,9 +39,16 @@ const routes = [
   [/^#\/admin$/, adminPage, "admin"],
 ];
 
+// navigate goes to hash and shows message there (another page's message
+// is cleared on the way).
+let pending = "";
+function navigate(hash, message) { pending = message; location.hash = hash; }
+
 function route() {
   if (!session.token) return;
   showError(null);
+  showMessage(pending);
+  pending = "";
   if (current) { current.dispose(); current = null; }
   const hash = location.hash || "#/fleet";
   for (const [re, page, role] of routes) {
@@ -309,9 +316,15 @@ function sendPage(view) {
   const form = h("form", { id: "send-form", novalidate: true },
     h("div", { class: "row" },
       field("Verb", h("input", { name: "verb", id: "s-verb", required: true, size: 18, value: "echo" })),
-      field("Mode", h("select", { name: "mode", id: "s-mode" }, h("option", { value: "all" }, "all matching agents"), h("option", { value: "any" }, "any one online agent"))),
-      field("Priority", h("select", { name: "priority", id: "s-priority" }, ...["normal", "low", "high", "critical"].map((p) => h("option", {}, p))))),
+      field("Mode", h("select", { name: "mode", id: "s-mode" }, h("option", { value: "" }, "default (all matching agents)"),
+        h("option", { value: "all" }, "all matching agents"), h("option", { value: "any" }, "any one online agent"))),
+      field("Priority", h("select", { name: "priority", id: "s-priority" }, h("option", { value: "" }, "default (normal)"),
+        ...["low", "normal", "high", "critical"].map((p) => h("option", {}, p))))),
     field("Arguments (a JSON object)", h("textarea", { name: "args", id: "s-args", spellcheck: "false" }, '{"message": "hello"}')),
+    h("fieldset", {}, h("legend", {}, "Or from a template (its verb and arguments; its defaults unless set here)"),
+      h("div", { class: "row" },
+        field("Template", h("select", { name: "template", id: "s-template" }, h("option", { value: "" }, "none: the verb and arguments above"))),
+        h("div", { class: "grow" }, field("Params (a JSON object)", h("textarea", { name: "params", id: "s-params", spellcheck: "false" }, "{}"))))),
     h("fieldset", {}, h("legend", {}, "Targets: agent ids and/or a selector"),
       h("div", { class: "row" },
         field("Agent ids (comma separated)", h("input", { name: "ids", id: "s-ids", size: 30 })),
@@ -327,13 +340,17 @@ function sendPage(view) {
   // build turns the form into a request body; it throws on invalid input.
   function build() {
     const el = form.elements;
-    const body = { verb: el.verb.value.trim(), mode: el.mode.value, priority: el.priority.value };
-    const raw = el.args.value.trim();
-    if (raw) {
-      let args;
-      try { args = JSON.parse(raw); } catch (err) { throw new Error("Arguments are not valid JSON: " + err.message); }
-      if (args === null || typeof args !== "object" || Array.isArray(args)) throw new Error("Arguments must be a JSON object");
-      body.args = args;
+    const body = {};
+    if (el.mode.value) body.mode = el.mode.value;
+    if (el.priority.value) body.priority = el.priority.value;
+    if (el.template.value) {
+      body.template = el.template.value;
+      const params = jsonObject(el.params.value, "Params");
+      if (params) body.params = params;
+    } else {
+      body.verb = el.verb.value.trim();
+      const args = jsonObject(el.args.value, "Arguments");
+      if (args) body.args = args;
     }
     const ids = el.ids.value.split(",").map((s) => s.trim()).filter(Boolean);
     if (ids.length) body.agent_targets = ids;
@@ -358,6 +375,12 @@ function sendPage(view) {
     }
     return body;
   }
+  const pick = form.elements.template;
+  const fromTemplate = () => { form.elements.verb.disabled = form.elements.args.disabled = pick.value !== ""; };
+  pick.addEventListener("change", fromTemplate);
+  api("GET", "/templates?limit=200").then((l) => {
+    pick.append(...l.items.map((t) => h("option", { value: t.name }, `${t.name} (v${t.version}, ${t.verb})`)));
+  }).catch(showError);
   const box = form.querySelector("#preview");
   async function preview() {
     let body;
@@ -467,8 +490,7 @@ function schedulePage(view, id) {
         confirmButton("Delete", "delete", async () => {
           await api("DELETE", path);
           gone = true;
-          showMessage(`Deleted the schedule "${s.name}"; its runs stay as commands.`);
-          location.hash = "#/schedules";
+          navigate("#/schedules", `Deleted the schedule "${s.name}"; its runs stay as commands.`);
         }));
     }
     runs.replaceChildren(table(["Command", "Due", "Status", "Created", "Finished"], (s.runs || []).map((r) => [
@@ -547,13 +569,23 @@ function templatePage(view, name) {
     if (session.allows("admin")) {
       controls.replaceChildren(confirmButton("Retire", "retire", async () => {
         await api("DELETE", path);
-        showMessage(`Retired the template "${name}"; commands and schedules made from it keep what they were made of.`);
-        location.hash = "#/templates";
+        navigate("#/templates", `Retired the template "${name}"; commands and schedules made from it keep what they were made of.`);
       }));
     }
   }
   load().catch(showError);
   return { dispose() {} };
+}
+
+// jsonObject parses a form's JSON object field ("" is none); it throws a
+// message naming the field otherwise.
+function jsonObject(text, name) {
+  const raw = text.trim();
+  if (!raw) return null;
+  let v;
+  try { v = JSON.parse(raw); } catch (err) { throw new Error(`${name} are not valid JSON: ${err.message}`); }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error(`${name} must be a JSON object`);
+  return v;
 }
 
 // ---- Status ----
