@@ -416,6 +416,52 @@ func dashboardScenarios(t *testing.T, chromium string, env dashEnv) {
 	adminLink := eval[bool](b, `!document.querySelector('nav a[href="#/admin"]').hidden`)
 	require.False(t, adminLink, "an operator sees no Admin link")
 	b.noProblems("operator pages")
+
+	// Schedules: a 1 s schedule made through the API shows on the Schedules
+	// page, its runs appear live on its page, and the operator pauses it there.
+	op := api{base: env.base, token: env.operator}
+	tick := dashSchedule(t, op, "dash tick", 1, env.initial[2])
+	b.run(10*time.Second, chromedp.Click(chromedp.Search(`//nav//a[normalize-space()="Schedules"]`)),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`table[aria-label=schedules] a[href="#/schedules/%s"]`, tick.ID))))
+	listed := b.text("table[aria-label=schedules]")
+	require.Contains(t, listed, "every 1 s")
+	require.Contains(t, listed, "verb echo")
+	b.accessible("schedules")
+	b.screenshot("schedules")
+	b.run(10*time.Second, chromedp.Click(chromedp.CSS(fmt.Sprintf(`a[href="#/schedules/%s"]`, tick.ID))),
+		chromedp.WaitVisible(chromedp.CSS(`#schedule-state [data-status="active"]`)))
+	var runs int
+	require.Eventually(t, func() bool {
+		runs = eval[int](b, `document.querySelectorAll('table[aria-label=runs] a[href^="#/commands/"]').length`)
+		done := eval[int](b, `document.querySelectorAll('table[aria-label=runs] [data-status="succeeded"]').length`)
+		return runs >= 3 && done >= 1
+	}, 30*time.Second, 250*time.Millisecond, "runs appear on the schedule's page (%d so far)", runs)
+	b.sameDocument()
+	b.accessible("schedule")
+	b.screenshot("schedule")
+	b.run(20*time.Second, chromedp.Click(chromedp.CSS("#pause")),
+		chromedp.WaitVisible(chromedp.CSS(`#schedule-state [data-status="paused"]`)), chromedp.WaitVisible(chromedp.CSS("#resume")))
+	var paused scheduleView
+	require.Equal(t, http.StatusOK, op.do(t, http.MethodGet, "/api/v1/schedules/"+tick.ID, nil, &paused))
+	require.True(t, paused.Paused, "the page paused the schedule")
+	b.phoneWidth("schedule")
+	// A run links to its command page, which links back.
+	b.run(20*time.Second, chromedp.Click(chromedp.CSS(`table[aria-label=runs] a[href^="#/commands/"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#command-status [data-status]`)),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`a#command-schedule[href="#/schedules/%s"]`, tick.ID))))
+	require.Contains(t, b.text("table[aria-label=executions]"), "tick from a schedule")
+
+	// Delete asks twice, then the schedule is gone; its runs stay commands.
+	doomed := dashSchedule(t, op, "dash doomed", 3600, env.initial[2])
+	b.goTo("#/schedules/"+doomed.ID, "#delete")
+	b.run(10*time.Second, chromedp.Click(chromedp.CSS("#delete")))
+	require.Equal(t, "Confirm delete", b.text("#delete"))
+	require.Equal(t, http.StatusOK, op.do(t, http.MethodGet, "/api/v1/schedules/"+doomed.ID, nil, nil), "one click deletes nothing")
+	b.run(20*time.Second, chromedp.Click(chromedp.CSS("#delete")), chromedp.WaitVisible(chromedp.CSS(`table[aria-label=schedules]`)))
+	require.Equal(t, http.StatusNotFound, op.do(t, http.MethodGet, "/api/v1/schedules/"+doomed.ID, nil, nil))
+	require.NotContains(t, b.text("table[aria-label=schedules]"), "dash doomed")
+	require.Equal(t, `Deleted the schedule "dash doomed"; its runs stay as commands.`, b.text("#message"))
+	b.noProblems("schedule pages")
 	b.signOut()
 
 	// An admin signs in with an API key and verifies the audit trail.
@@ -425,10 +471,69 @@ func dashboardScenarios(t *testing.T, chromium string, env dashEnv) {
 	b.accessible("admin")
 	b.screenshot("admin")
 	b.noProblems("admin page")
+
+	// Templates: the list, one template with its versions and parameters (a
+	// secret one shown as secret, never a value), and Retire for admins.
+	var exchanged struct {
+		Token string `json:"token"`
+	}
+	require.Equal(t, http.StatusOK, api{base: env.base}.do(t, http.MethodPost, "/api/v1/auth/token", map[string]any{"api_key": env.adminKey}, &exchanged))
+	admin := api{base: env.base, token: exchanged.Token}
+	for _, desc := range []string{"greets, first cut", "greets"} {
+		require.Equal(t, http.StatusCreated, admin.do(t, http.MethodPost, "/api/v1/templates", map[string]any{
+			"name": "dash-greet", "description": desc, "verb": "echo",
+			"args": map[string]any{"message": "{{greeting}}", "token": "{{api_token}}"},
+			"parameters": map[string]any{
+				"greeting":  map[string]any{"type": "string", "required": true, "description": "what to say"},
+				"times":     map[string]any{"type": "integer", "default": 3},
+				"api_token": map[string]any{"type": "string", "secret": true, "required": true},
+			},
+		}, nil))
+	}
+	require.Equal(t, http.StatusCreated, admin.do(t, http.MethodPost, "/api/v1/templates", map[string]any{"name": "dash-old", "verb": "echo"}, nil))
+	b.run(10*time.Second, chromedp.Click(chromedp.Search(`//nav//a[normalize-space()="Templates"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table[aria-label=templates] a[href="#/templates/dash-greet"]`)))
+	b.accessible("templates")
+	b.screenshot("templates")
+	b.run(10*time.Second, chromedp.Click(chromedp.CSS(`a[href="#/templates/dash-greet"]`)), chromedp.WaitVisible(chromedp.CSS("table[aria-label=versions]")))
+	versions := eval[[]string](b, `[...document.querySelectorAll("table[aria-label=versions] tbody tr")].map(r => r.cells[0].textContent)`)
+	require.Equal(t, []string{"2", "1"}, versions, "every version, newest first")
+	secret := eval[[]string](b, `[...([...document.querySelectorAll("table[aria-label=parameters] tbody tr")].find(r => r.cells[0].textContent === "api_token")?.cells || [])].map(c => c.textContent)`)
+	require.Equal(t, []string{"api_token", "string", "required", "secret", "—", ""}, secret)
+	times := eval[[]string](b, `[...([...document.querySelectorAll("table[aria-label=parameters] tbody tr")].find(r => r.cells[0].textContent === "times")?.cells || [])].map(c => c.textContent)`)
+	require.Equal(t, []string{"times", "integer", "optional", "no", "3", ""}, times)
+	b.accessible("template")
+	b.screenshot("template")
+
+	// The Send form sends from a template; the secret param is never shown back.
+	b.goTo("#/send", "#send-form")
+	require.Eventually(t, func() bool {
+		return eval[bool](b, `document.querySelector('#s-template option[value="dash-greet"]') !== null`)
+	}, 10*time.Second, 100*time.Millisecond, "the templates are offered")
+	b.run(20*time.Second,
+		chromedp.SetValue(chromedp.CSS("#s-template"), "dash-greet"))
+	disabled := eval[bool](b, `(() => { const s = document.getElementById("s-template"); s.dispatchEvent(new Event("change")); return document.getElementById("s-verb").disabled })()`)
+	require.True(t, disabled, "the verb comes from the template")
+	b.run(30*time.Second,
+		chromedp.SetValue(chromedp.CSS("#s-params"), `{"greeting": "hello via a template", "api_token": "t0ps3cret-dash"}`),
+		chromedp.SetValue(chromedp.CSS("#s-ids"), env.initial[0]),
+		chromedp.Click(chromedp.Search(`//button[normalize-space()="Send command"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#command-status [data-status="succeeded"]`)))
+	page := b.text("#view")
+	require.Contains(t, page, "hello via a template")
+	require.NotContains(t, page, "t0ps3cret-dash", "a secret param is redacted")
+	b.accessible("send from template")
+	b.goTo("#/templates/dash-old", "#retire")
+	b.run(10*time.Second, chromedp.Click(chromedp.CSS("#retire")))
+	require.Equal(t, "Confirm retire", b.text("#retire"))
+	b.run(20*time.Second, chromedp.Click(chromedp.CSS("#retire")), chromedp.WaitVisible(chromedp.CSS(`table[aria-label=templates] a[href="#/templates/dash-greet"]`)))
+	require.Equal(t, http.StatusNotFound, admin.do(t, http.MethodGet, "/api/v1/templates/dash-old", nil, nil))
+	require.NotContains(t, b.text("table[aria-label=templates]"), "dash-old")
+	require.Contains(t, b.text("#message"), `Retired the template "dash-old"`)
+	b.noProblems("template pages")
 	b.signOut()
 
 	// A viewer finds no send or cancel controls, even on a running command.
-	op := api{base: env.base, token: env.operator}
 	var running commandView
 	require.Equal(t, http.StatusAccepted, op.do(t, http.MethodPost, "/api/v1/commands", map[string]any{
 		"verb": "sleep", "args": map[string]any{"seconds": 120}, "agent_targets": []string{env.initial[1]}}, &running))
@@ -446,6 +551,18 @@ func dashboardScenarios(t *testing.T, chromium string, env dashEnv) {
 	controls := eval[int](b, `[...document.querySelectorAll("button")].filter(x => /Send command|Cancel/.test(x.textContent)).length`)
 	require.Zero(t, controls)
 	b.accessible("viewer")
+	// Nor Pause, Resume, Delete or Retire; the API refuses them anyway.
+	b.goTo("#/schedules/"+tick.ID, `#schedule-state [data-status="paused"]`)
+	b.run(10*time.Second, chromedp.WaitVisible(chromedp.CSS(`table[aria-label=runs] a[href^="#/commands/"]`)))
+	controls = eval[int](b, `document.querySelectorAll("#pause, #resume, #delete, #retire").length`)
+	require.Zero(t, controls, "a viewer sees no schedule controls")
+	b.accessible("viewer schedule")
+	b.goTo("#/templates/dash-greet", "table[aria-label=versions]")
+	controls = eval[int](b, `document.querySelectorAll("#retire").length`)
+	require.Zero(t, controls, "a viewer sees no Retire")
+	viewer := api{base: env.base, token: env.viewer}
+	require.Equal(t, http.StatusForbidden, viewer.do(t, http.MethodPost, "/api/v1/schedules/"+tick.ID+"/resume", nil, nil))
+	require.Equal(t, http.StatusForbidden, viewer.do(t, http.MethodDelete, "/api/v1/templates/dash-greet", nil, nil))
 	b.noProblems("viewer pages")
 	b.signOut()
 
@@ -457,4 +574,17 @@ func dashboardScenarios(t *testing.T, chromium string, env dashEnv) {
 		return strings.HasPrefix(state, "false|") && strings.Contains(state, "expired")
 	}, 40*time.Second, 250*time.Millisecond, "the session ends with a message: %s", state)
 	b.noProblems("expiry")
+}
+
+// dashSchedule creates an echo schedule every interval seconds on agent;
+// the test deletes it at the end.
+func dashSchedule(t *testing.T, op api, name string, interval int, agent string) scheduleView {
+	t.Helper()
+	var s scheduleView
+	require.Equal(t, http.StatusCreated, op.do(t, http.MethodPost, "/api/v1/schedules", map[string]any{
+		"name": name, "interval_seconds": interval, "verb": "echo", "args": map[string]any{"message": "tick from a schedule"},
+		"agent_targets": []string{agent},
+	}, &s))
+	t.Cleanup(func() { op.do(t, http.MethodDelete, "/api/v1/schedules/"+s.ID, nil, nil) })
+	return s
 }

@@ -31,13 +31,24 @@ const routes = [
   [/^#\/commands$/, commandsPage],
   [/^#\/commands\/([0-9a-f-]{36})$/, commandPage],
   [/^#\/send$/, sendPage, "operator"],
+  [/^#\/schedules$/, schedulesPage],
+  [/^#\/schedules\/([^/]+)$/, schedulePage],
+  [/^#\/templates$/, templatesPage],
+  [/^#\/templates\/([^/]+)$/, templatePage],
   [/^#\/status$/, statusPage],
   [/^#\/admin$/, adminPage, "admin"],
 ];
 
+// navigate goes to hash and shows message there (another page's message
+// is cleared on the way).
+let pending = "";
+function navigate(hash, message) { pending = message; location.hash = hash; }
+
 function route() {
   if (!session.token) return;
   showError(null);
+  showMessage(pending);
+  pending = "";
   if (current) { current.dispose(); current = null; }
   const hash = location.hash || "#/fleet";
   for (const [re, page, role] of routes) {
@@ -48,7 +59,8 @@ function route() {
       return;
     }
     for (const a of $("nav").querySelectorAll("a")) {
-      a.toggleAttribute("aria-current", hash.startsWith(a.getAttribute("href")));
+      const href = a.getAttribute("href");
+      a.toggleAttribute("aria-current", hash === href || hash.startsWith(href + "/"));
       if (a.hasAttribute("aria-current")) a.setAttribute("aria-current", "page");
     }
     const view = h("div", {});
@@ -279,7 +291,8 @@ function commandPage(view, id) {
       ...kv("Status", h("span", { id: "command-status" }, statusCell(c.status))), ...kv("Verb", c.verb),
       ...kv("Arguments", h("pre", {}, JSON.stringify(c.args))), ...kv("Priority", c.priority),
       ...kv("Created", `${fmtTime(c.created_at)} by ${c.created_by}`), ...kv("Finished", c.finished_at ? fmtTime(c.finished_at) : "—"),
-      ...kv("Counts", Object.entries(c.counts).map(([k, v]) => `${v} ${k}`).join(", "))), cancel);
+      ...kv("Counts", Object.entries(c.counts).map(([k, v]) => `${v} ${k}`).join(", ")),
+      ...(c.schedule_id ? kv("Schedule", h("a", { href: "#/schedules/" + encodeURIComponent(c.schedule_id), id: "command-schedule" }, c.schedule_id)) : [])), cancel);
     execs.replaceChildren(table(["Agent", "Status", "Attempts", "Exit code", "Output", "Error", "Dispatched", "Duration"], c.executions.map((e) => [
       h("a", { href: "#/agents/" + encodeURIComponent(e.agent_id) }, e.agent_id), statusCell(e.status), String(e.attempts),
       e.exit_code == null ? "—" : String(e.exit_code), h("pre", {}, e.output), e.error,
@@ -303,9 +316,15 @@ function sendPage(view) {
   const form = h("form", { id: "send-form", novalidate: true },
     h("div", { class: "row" },
       field("Verb", h("input", { name: "verb", id: "s-verb", required: true, size: 18, value: "echo" })),
-      field("Mode", h("select", { name: "mode", id: "s-mode" }, h("option", { value: "all" }, "all matching agents"), h("option", { value: "any" }, "any one online agent"))),
-      field("Priority", h("select", { name: "priority", id: "s-priority" }, ...["normal", "low", "high", "critical"].map((p) => h("option", {}, p))))),
+      field("Mode", h("select", { name: "mode", id: "s-mode" }, h("option", { value: "" }, "default (all matching agents)"),
+        h("option", { value: "all" }, "all matching agents"), h("option", { value: "any" }, "any one online agent"))),
+      field("Priority", h("select", { name: "priority", id: "s-priority" }, h("option", { value: "" }, "default (normal)"),
+        ...["low", "normal", "high", "critical"].map((p) => h("option", {}, p))))),
     field("Arguments (a JSON object)", h("textarea", { name: "args", id: "s-args", spellcheck: "false" }, '{"message": "hello"}')),
+    h("fieldset", {}, h("legend", {}, "Or from a template (its verb and arguments; its defaults unless set here)"),
+      h("div", { class: "row" },
+        field("Template", h("select", { name: "template", id: "s-template" }, h("option", { value: "" }, "none: the verb and arguments above"))),
+        h("div", { class: "grow" }, field("Params (a JSON object)", h("textarea", { name: "params", id: "s-params", spellcheck: "false" }, "{}"))))),
     h("fieldset", {}, h("legend", {}, "Targets: agent ids and/or a selector"),
       h("div", { class: "row" },
         field("Agent ids (comma separated)", h("input", { name: "ids", id: "s-ids", size: 30 })),
@@ -321,13 +340,17 @@ function sendPage(view) {
   // build turns the form into a request body; it throws on invalid input.
   function build() {
     const el = form.elements;
-    const body = { verb: el.verb.value.trim(), mode: el.mode.value, priority: el.priority.value };
-    const raw = el.args.value.trim();
-    if (raw) {
-      let args;
-      try { args = JSON.parse(raw); } catch (err) { throw new Error("Arguments are not valid JSON: " + err.message); }
-      if (args === null || typeof args !== "object" || Array.isArray(args)) throw new Error("Arguments must be a JSON object");
-      body.args = args;
+    const body = {};
+    if (el.mode.value) body.mode = el.mode.value;
+    if (el.priority.value) body.priority = el.priority.value;
+    if (el.template.value) {
+      body.template = el.template.value;
+      const params = jsonObject(el.params.value, "Params");
+      if (params) body.params = params;
+    } else {
+      body.verb = el.verb.value.trim();
+      const args = jsonObject(el.args.value, "Arguments");
+      if (args) body.args = args;
     }
     const ids = el.ids.value.split(",").map((s) => s.trim()).filter(Boolean);
     if (ids.length) body.agent_targets = ids;
@@ -352,6 +375,12 @@ function sendPage(view) {
     }
     return body;
   }
+  const pick = form.elements.template;
+  const fromTemplate = () => { form.elements.verb.disabled = form.elements.args.disabled = pick.value !== ""; };
+  pick.addEventListener("change", fromTemplate);
+  api("GET", "/templates?limit=200").then((l) => {
+    pick.append(...l.items.map((t) => h("option", { value: t.name }, `${t.name} (v${t.version}, ${t.verb})`)));
+  }).catch(showError);
   const box = form.querySelector("#preview");
   async function preview() {
     let body;
@@ -386,6 +415,177 @@ function sendPage(view) {
     }
   });
   return { dispose() { refresh.stop(); } };
+}
+
+// ---- Schedules ----
+function timetable(s) {
+  if (s.interval_seconds) return `every ${s.interval_seconds} s`;
+  return `${s.cron} (${s.timezone || "UTC"})`;
+}
+function scheduleCommand(s) { return s.template ? `template ${s.template}` : `verb ${s.command.verb}`; }
+function pausedCell(s) { return statusCell(s.paused ? "paused" : "active"); }
+function maybeAgo(t) { return t ? fmtAgo(t) : "—"; }
+function fmtWhen(t) { return t ? h("time", { datetime: t, title: fmtTime(t) }, fmtTime(t)) : "—"; }
+
+function schedulesPage(view) {
+  let cursors = [""], page = 0;
+  const body = h("div", { class: "table-wrap" });
+  const pager = h("div", { class: "pager" });
+  view.append(h("h1", {}, "Schedules"), body, pager);
+  async function load() {
+    const qs = new URLSearchParams({ limit: "50" });
+    if (cursors[page]) qs.set("cursor", cursors[page]);
+    const list = await api("GET", "/schedules?" + qs);
+    cursors[page + 1] = list.next_cursor || null;
+    body.replaceChildren(table(["Name", "Timetable", "Command", "State", "Next run", "Last run", "Last outcome"], list.items.map((s) => [
+      h("a", { href: "#/schedules/" + encodeURIComponent(s.id) }, s.name), timetable(s), scheduleCommand(s), pausedCell(s),
+      s.paused ? "—" : fmtWhen(s.next_run_at), maybeAgo(s.last_run_at), s.last_outcome || "—"]), "schedules"));
+    pager.replaceChildren(
+      h("button", { type: "button", class: "secondary", disabled: page === 0, onclick: () => { page--; refresh(); } }, "Previous page"),
+      h("span", {}, `page ${page + 1}`),
+      h("button", { type: "button", class: "secondary", disabled: !cursors[page + 1], onclick: () => { page++; refresh(); } }, "Next page"));
+  }
+  // Runs are ordinary commands: their events (and a modest poll, for a
+  // schedule whose due time is skipped) keep the list current.
+  const refresh = coalesce(load, 1000);
+  refresh();
+  const off = events.on((ev) => { if (ev.type === "command.status") refresh(); });
+  const timer = setInterval(refresh, 5000);
+  return { dispose() { off(); clearInterval(timer); refresh.stop(); } };
+}
+
+function schedulePage(view, id) {
+  const path = "/schedules/" + encodeURIComponent(id);
+  const head = h("div", {});
+  const controls = h("div", { class: "row", id: "schedule-controls" });
+  const runs = h("div", { class: "table-wrap" });
+  view.append(h("h1", {}, "Schedule ", h("code", {}, id)), head, controls, h("h2", {}, "Last runs"), runs);
+  const act = (label, cls, fn) => h("button", { type: "button", class: cls, id: label.toLowerCase(), onclick: async (e) => {
+    e.target.disabled = true;
+    try { await fn(); } catch (err) { showError(err); e.target.disabled = false; }
+  } }, label);
+  let gone = false, shown = null; // shown: the paused state the controls are for
+  async function load() {
+    if (gone) return;
+    const s = await api("GET", path);
+    const c = s.command;
+    const targets = [c.agent_targets.length ? "agents " + c.agent_targets.join(", ") : "",
+      c.selector ? "selector " + JSON.stringify(c.selector) : ""].filter(Boolean).join("; ");
+    head.replaceChildren(h("dl", { class: "kv" },
+      ...kv("Name", s.name), ...kv("State", h("span", { id: "schedule-state" }, pausedCell(s))), ...kv("Timetable", timetable(s)),
+      ...kv("Jitter", `${s.jitter_seconds} s`), ...kv("Overlap", s.overlap), ...kv("Catch up", s.catch_up),
+      ...kv("Window", `${s.start_at ? fmtTime(s.start_at) : "now"} – ${s.end_at ? fmtTime(s.end_at) : "no end"}`),
+      ...kv("Command", scheduleCommand(s)),
+      ...(s.template ? kv("Params", h("pre", {}, JSON.stringify(s.params))) : []),
+      ...kv("Arguments", h("pre", {}, JSON.stringify(c.args))), ...kv("Targets", targets || "none"),
+      ...kv("Mode / priority", `${c.mode} / ${c.priority}`),
+      ...kv("Next run", s.paused ? "— (paused)" : fmtWhen(s.next_run_at)), ...kv("Last run", maybeAgo(s.last_run_at)),
+      ...kv("Last outcome", s.last_outcome || "—"), ...kv("Created", `${fmtTime(s.created_at)} by ${s.created_by}`)));
+    if (session.allows("operator") && shown !== s.paused) {
+      shown = s.paused;
+      controls.replaceChildren(
+        s.paused
+          ? act("Resume", "", async () => { await api("POST", path + "/resume"); showMessage("Resumed."); refresh(); })
+          : act("Pause", "secondary", async () => { await api("POST", path + "/pause"); showMessage("Paused."); refresh(); }),
+        confirmButton("Delete", "delete", async () => {
+          await api("DELETE", path);
+          gone = true;
+          navigate("#/schedules", `Deleted the schedule "${s.name}"; its runs stay as commands.`);
+        }));
+    }
+    runs.replaceChildren(table(["Command", "Due", "Status", "Created", "Finished"], (s.runs || []).map((r) => [
+      h("a", { href: "#/commands/" + r.command_id }, r.command_id.slice(0, 8)), fmtWhen(r.due_at), statusCell(r.status),
+      fmtAgo(r.created_at), r.finished_at ? fmtWhen(r.finished_at) : "—"]), "runs"));
+  }
+  const refresh = coalesce(load, 1000);
+  refresh();
+  const off = events.on((ev) => { if (ev.type === "command.status") refresh(); });
+  const timer = setInterval(refresh, 5000);
+  return { dispose() { off(); clearInterval(timer); refresh.stop(); } };
+}
+
+// confirmButton asks twice: the first click turns it into "Confirm …",
+// the second runs fn (a dialog would be modal and unlabelled).
+function confirmButton(label, id, fn) {
+  return h("button", { type: "button", class: "danger", id, onclick: async (e) => {
+    const b = e.currentTarget;
+    if (!b.dataset.armed) { b.dataset.armed = "true"; b.textContent = "Confirm " + label.toLowerCase(); return; }
+    b.disabled = true;
+    try { await fn(); } catch (err) { showError(err); b.disabled = false; }
+  } }, label);
+}
+
+// ---- Templates ----
+function templatesPage(view) {
+  let cursors = [""], page = 0;
+  const body = h("div", { class: "table-wrap" });
+  const pager = h("div", { class: "pager" });
+  view.append(h("h1", {}, "Templates"), body, pager);
+  async function load() {
+    const qs = new URLSearchParams({ limit: "50" });
+    if (cursors[page]) qs.set("cursor", cursors[page]);
+    const list = await api("GET", "/templates?" + qs);
+    cursors[page + 1] = list.next_cursor || null;
+    body.replaceChildren(table(["Name", "Version", "Verb", "Parameters", "Description", "Created"], list.items.map((t) => [
+      h("a", { href: "#/templates/" + encodeURIComponent(t.name) }, t.name), String(t.version), t.verb,
+      Object.keys(t.parameters || {}).join(", ") || "none", t.description, fmtAgo(t.created_at)]), "templates"));
+    pager.replaceChildren(
+      h("button", { type: "button", class: "secondary", disabled: page === 0, onclick: () => { page--; load().catch(showError); } }, "Previous page"),
+      h("span", {}, `page ${page + 1}`),
+      h("button", { type: "button", class: "secondary", disabled: !cursors[page + 1], onclick: () => { page++; load().catch(showError); } }, "Next page"));
+  }
+  load().catch(showError);
+  return { dispose() {} };
+}
+
+// paramRows shows a template's parameters: a secret one says so, and its
+// default (the API never holds a secret's value) is not shown either.
+function paramRows(params) {
+  return Object.entries(params || {}).sort(([a], [b]) => a.localeCompare(b)).map(([name, p]) => [
+    h("code", {}, name), p.type + (p.type === "enum" && p.values ? ` (${p.values.join(", ")})` : "") + (p.pattern ? ` matching ${p.pattern}` : ""),
+    p.required ? "required" : "optional",
+    p.secret ? h("span", { class: "secret" }, "secret") : "no",
+    p.secret || p.default === undefined ? "—" : JSON.stringify(p.default), p.description || ""]);
+}
+
+function templatePage(view, name) {
+  const path = "/templates/" + encodeURIComponent(name);
+  const head = h("div", {});
+  const params = h("div", { class: "table-wrap" });
+  const versions = h("div", { class: "table-wrap" });
+  const controls = h("div", { class: "row" });
+  view.append(h("h1", {}, "Template ", h("code", {}, name)), head, controls, h("h2", {}, "Parameters"), params, h("h2", {}, "Versions"), versions);
+  async function load() {
+    const [t, vs] = await Promise.all([api("GET", path), api("GET", path + "/versions")]);
+    const d = t.defaults || {};
+    head.replaceChildren(h("dl", { class: "kv" },
+      ...kv("Latest version", String(t.version)), ...kv("Description", t.description || "—"), ...kv("Verb", t.verb),
+      ...kv("Arguments", h("pre", {}, JSON.stringify(t.args))),
+      ...kv("Defaults", Object.keys(d).length ? h("pre", {}, JSON.stringify(d)) : "none"),
+      ...kv("Created", `${fmtTime(t.created_at)} by ${t.created_by}`)));
+    params.replaceChildren(table(["Name", "Type", "Required", "Secret", "Default", "Description"], paramRows(t.parameters), "parameters"));
+    versions.replaceChildren(table(["Version", "Verb", "Parameters", "Created by", "Created"], vs.items.map((v) => [
+      String(v.version), v.verb, Object.keys(v.parameters || {}).join(", ") || "none", v.created_by, fmtWhen(v.created_at)]), "versions"));
+    if (session.allows("admin")) {
+      controls.replaceChildren(confirmButton("Retire", "retire", async () => {
+        await api("DELETE", path);
+        navigate("#/templates", `Retired the template "${name}"; commands and schedules made from it keep what they were made of.`);
+      }));
+    }
+  }
+  load().catch(showError);
+  return { dispose() {} };
+}
+
+// jsonObject parses a form's JSON object field ("" is none); it throws a
+// message naming the field otherwise.
+function jsonObject(text, name) {
+  const raw = text.trim();
+  if (!raw) return null;
+  let v;
+  try { v = JSON.parse(raw); } catch (err) { throw new Error(`${name} are not valid JSON: ${err.message}`); }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error(`${name} must be a JSON object`);
+  return v;
 }
 
 // ---- Status ----
