@@ -123,10 +123,29 @@ $("signout").addEventListener("click", () => signOut("Signed out."));
 onSignOut(showSignedOut);
 window.addEventListener("hashchange", route);
 
+// keyset keeps a list page's place in the API's keyset pages (the cursor of
+// every page seen and the current one) and draws its Previous/Next controls
+// into pager; reload shows the page it moved to.
+function keyset(pager, reload) {
+  let cursors = [""], page = 0;
+  const go = (step) => () => { page += step; reload(); };
+  return {
+    query(qs) { if (cursors[page]) qs.set("cursor", cursors[page]); },
+    reset() { cursors = [""]; page = 0; },
+    show(list) {
+      cursors[page + 1] = list.next_cursor || null;
+      pager.replaceChildren(
+        h("button", { type: "button", class: "secondary", disabled: page === 0, onclick: go(-1) }, "Previous page"),
+        h("span", {}, `page ${page + 1}`),
+        h("button", { type: "button", class: "secondary", disabled: !cursors[page + 1], onclick: go(1) }, "Next page"));
+    },
+  };
+}
+
 // ---- Fleet ----
 function fleetPage(view) {
   const f = { status: "", site: "", label: "", capability: "", q: "" };
-  let cursors = [""], page = 0, rows = [];
+  let rows = [];
   const counts = h("div", { class: "counts", "aria-label": "Agent counts" });
   const form = h("form", { class: "filters", role: "search" },
     field("Status", h("select", { name: "status", id: "f-status" }, h("option", { value: "" }, "any"), h("option", {}, "online"), h("option", {}, "offline"))),
@@ -138,20 +157,21 @@ function fleetPage(view) {
   const body = h("div", { class: "table-wrap" });
   const pager = h("div", { class: "pager" });
   view.append(h("h1", {}, "Fleet"), counts, form, body, pager);
+  const pages = keyset(pager, () => refresh());
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     for (const k of Object.keys(f)) f[k] = form.elements[k].value.trim();
-    cursors = [""]; page = 0; refresh();
+    pages.reset(); refresh();
   });
 
   async function load() {
     const qs = new URLSearchParams({ limit: "50" });
     for (const [k, v] of Object.entries(f)) if (v) qs.set(k, v);
-    if (cursors[page]) qs.set("cursor", cursors[page]);
+    pages.query(qs);
     const [list, sum] = await Promise.all([api("GET", "/agents?" + qs), api("GET", "/metrics")]);
     rows = list.items;
-    cursors[page + 1] = list.next_cursor || null;
+    pages.show(list);
     counts.replaceChildren(
       h("div", { class: "count" }, h("b", { id: "count-online" }, String(sum.agents.online)), "online"),
       h("div", { class: "count" }, h("b", { id: "count-stale" }, String(stale(rows))), "stale (this page)"),
@@ -160,10 +180,6 @@ function fleetPage(view) {
     body.replaceChildren(table(["Id", "Hostname", "Site", "Labels", "Version", "Status", "Last seen"], rows.map((a) => [
       h("a", { href: "#/agents/" + encodeURIComponent(a.id) }, a.id), a.hostname, a.site, labels(a.labels), a.version,
       statusCell(agentState(a)), fmtAgo(a.last_seen_at)]), "agents"));
-    pager.replaceChildren(
-      h("button", { type: "button", class: "secondary", disabled: page === 0, onclick: () => { page--; refresh(); } }, "Previous page"),
-      h("span", {}, `page ${page + 1}`),
-      h("button", { type: "button", class: "secondary", disabled: !cursors[page + 1], onclick: () => { page++; refresh(); } }, "Next page"));
   }
   const refresh = coalesce(load, 1000);
   refresh();
@@ -244,7 +260,6 @@ function commandTable(items) {
 }
 
 function commandsPage(view) {
-  let cursors = [""], page = 0;
   const statuses = ["", "queued", "running", ...FINAL];
   const form = h("form", { class: "filters", role: "search" },
     field("Status", h("select", { name: "status", id: "c-status" }, ...statuses.map((s) => h("option", { value: s }, s || "any")))),
@@ -254,18 +269,15 @@ function commandsPage(view) {
   const body = h("div", { class: "table-wrap" });
   const pager = h("div", { class: "pager" });
   view.append(h("h1", {}, "Commands"), form, body, pager);
-  form.addEventListener("submit", (e) => { e.preventDefault(); cursors = [""]; page = 0; refresh(); });
+  const pages = keyset(pager, () => refresh());
+  form.addEventListener("submit", (e) => { e.preventDefault(); pages.reset(); refresh(); });
   async function load() {
     const qs = new URLSearchParams({ limit: "50" });
     for (const k of ["status", "verb", "agent"]) { const v = form.elements[k].value.trim(); if (v) qs.set(k, v); }
-    if (cursors[page]) qs.set("cursor", cursors[page]);
+    pages.query(qs);
     const list = await api("GET", "/commands?" + qs);
-    cursors[page + 1] = list.next_cursor || null;
+    pages.show(list);
     body.replaceChildren(commandTable(list.items));
-    pager.replaceChildren(
-      h("button", { type: "button", class: "secondary", disabled: page === 0, onclick: () => { page--; refresh(); } }, "Previous page"),
-      h("span", {}, `page ${page + 1}`),
-      h("button", { type: "button", class: "secondary", disabled: !cursors[page + 1], onclick: () => { page++; refresh(); } }, "Next page"));
   }
   const refresh = coalesce(load, 1000);
   refresh();
@@ -428,22 +440,18 @@ function maybeAgo(t) { return t ? fmtAgo(t) : "—"; }
 function fmtWhen(t) { return t ? h("time", { datetime: t, title: fmtTime(t) }, fmtTime(t)) : "—"; }
 
 function schedulesPage(view) {
-  let cursors = [""], page = 0;
   const body = h("div", { class: "table-wrap" });
   const pager = h("div", { class: "pager" });
   view.append(h("h1", {}, "Schedules"), body, pager);
+  const pages = keyset(pager, () => refresh());
   async function load() {
     const qs = new URLSearchParams({ limit: "50" });
-    if (cursors[page]) qs.set("cursor", cursors[page]);
+    pages.query(qs);
     const list = await api("GET", "/schedules?" + qs);
-    cursors[page + 1] = list.next_cursor || null;
+    pages.show(list);
     body.replaceChildren(table(["Name", "Timetable", "Command", "State", "Next run", "Last run", "Last outcome"], list.items.map((s) => [
       h("a", { href: "#/schedules/" + encodeURIComponent(s.id) }, s.name), timetable(s), scheduleCommand(s), pausedCell(s),
       s.paused ? "—" : fmtWhen(s.next_run_at), maybeAgo(s.last_run_at), s.last_outcome || "—"]), "schedules"));
-    pager.replaceChildren(
-      h("button", { type: "button", class: "secondary", disabled: page === 0, onclick: () => { page--; refresh(); } }, "Previous page"),
-      h("span", {}, `page ${page + 1}`),
-      h("button", { type: "button", class: "secondary", disabled: !cursors[page + 1], onclick: () => { page++; refresh(); } }, "Next page"));
   }
   // Runs are ordinary commands: their events (and a modest poll, for a
   // schedule whose due time is skipped) keep the list current.
@@ -517,22 +525,18 @@ function confirmButton(label, id, fn) {
 
 // ---- Templates ----
 function templatesPage(view) {
-  let cursors = [""], page = 0;
   const body = h("div", { class: "table-wrap" });
   const pager = h("div", { class: "pager" });
   view.append(h("h1", {}, "Templates"), body, pager);
+  const pages = keyset(pager, () => load().catch(showError));
   async function load() {
     const qs = new URLSearchParams({ limit: "50" });
-    if (cursors[page]) qs.set("cursor", cursors[page]);
+    pages.query(qs);
     const list = await api("GET", "/templates?" + qs);
-    cursors[page + 1] = list.next_cursor || null;
+    pages.show(list);
     body.replaceChildren(table(["Name", "Version", "Verb", "Parameters", "Description", "Created"], list.items.map((t) => [
       h("a", { href: "#/templates/" + encodeURIComponent(t.name) }, t.name), String(t.version), t.verb,
       Object.keys(t.parameters || {}).join(", ") || "none", t.description, fmtAgo(t.created_at)]), "templates"));
-    pager.replaceChildren(
-      h("button", { type: "button", class: "secondary", disabled: page === 0, onclick: () => { page--; load().catch(showError); } }, "Previous page"),
-      h("span", {}, `page ${page + 1}`),
-      h("button", { type: "button", class: "secondary", disabled: !cursors[page + 1], onclick: () => { page++; load().catch(showError); } }, "Next page"));
   }
   load().catch(showError);
   return { dispose() {} };
