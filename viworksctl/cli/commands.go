@@ -106,6 +106,54 @@ func parseSelector(s string) (map[string]any, error) {
 	return sel, nil
 }
 
+// runWhat are the flags saying what a command runs: a verb's arguments
+// (--args, --arg), or a template with its parameters (--template, --params,
+// --param). commands send takes the verb as its argument, schedules create
+// as --verb.
+type runWhat struct {
+	argsJSON, template, paramsJSON string
+	kvs, paramKVs                  []string
+}
+
+func (w *runWhat) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&w.argsJSON, "args", "", "the verb's arguments as a JSON object")
+	f.StringArrayVar(&w.kvs, "arg", nil, "a verb argument: k=v (string) or k:=JSON, repeatable")
+	f.StringVar(&w.template, "template", "", "a template's command instead of a verb: NAME or NAME@VERSION")
+	f.StringVar(&w.paramsJSON, "params", "", "the template's parameters as a JSON object")
+	f.StringArrayVar(&w.paramKVs, "param", nil, "a template parameter: k=v (string) or k:=JSON, repeatable")
+}
+
+// body sets req's verb and args, or its template and params.
+func (w *runWhat) body(req map[string]any, verb string) error {
+	if w.template != "" {
+		if verb != "" {
+			return usageErrorf("a verb or --template, not both")
+		}
+		if w.argsJSON != "" || len(w.kvs) > 0 {
+			return usageErrorf("--args and --arg go with a verb; a template takes --params / --param")
+		}
+		params, err := parseArgs(w.paramsJSON, w.paramKVs)
+		if err != nil {
+			return err
+		}
+		req["template"], req["params"] = w.template, params
+		return nil
+	}
+	if verb == "" {
+		return usageErrorf("give the command: a verb, or --template T")
+	}
+	if w.paramsJSON != "" || len(w.paramKVs) > 0 {
+		return usageErrorf("--params and --param go with --template")
+	}
+	args, err := parseArgs(w.argsJSON, w.kvs)
+	if err != nil {
+		return err
+	}
+	req["verb"], req["args"] = verb, args
+	return nil
+}
+
 // parseArgs merges --args (a JSON object) and --arg k=v (a string) or k:=v
 // (a JSON value).
 func parseArgs(raw string, kvs []string) (map[string]any, error) {
@@ -142,8 +190,8 @@ func seconds(flag string, d time.Duration) (int, error) {
 
 func (a *app) commandsSend() *cobra.Command {
 	var tg targeting
-	var argsJSON, priority, idemKey, template, paramsJSON string
-	var kvs, paramKVs []string
+	var run runWhat
+	var priority, idemKey string
 	var timeout, ttl time.Duration
 	var maxRetries, maxConc, maxErrors int
 	var wait bool
@@ -168,33 +216,21 @@ target, 1 otherwise.`,
   viworksctl commands send echo --arg message=once --target sim-1 --idempotency-key deploy-42
   viworksctl commands send --template restart --param service=nginx --selector site=paris --wait`,
 		Args: func(cmd *cobra.Command, argv []string) error {
-			if template != "" {
+			if run.template != "" {
 				return exactArgs()(cmd, argv)
 			}
 			return exactArgs("VERB")(cmd, argv)
 		},
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			req := map[string]any{}
-			if template != "" {
-				if argsJSON != "" || len(kvs) > 0 {
-					return usageErrorf("--args and --arg go with a VERB; a template takes --params / --param")
-				}
-				params, err := parseArgs(paramsJSON, paramKVs)
-				if err != nil {
-					return err
-				}
-				req["template"], req["params"] = template, params
-			} else {
-				if paramsJSON != "" || len(paramKVs) > 0 {
-					return usageErrorf("--params and --param go with --template")
-				}
-				args, err := parseArgs(argsJSON, kvs)
-				if err != nil {
-					return err
-				}
-				req["verb"], req["args"] = argv[0], args
+			verb := ""
+			if len(argv) > 0 {
+				verb = argv[0]
 			}
-			if template == "" || tg.given() {
+			if err := run.body(req, verb); err != nil {
+				return err
+			}
+			if run.template == "" || tg.given() {
 				if err := tg.body(req); err != nil {
 					return err
 				}
@@ -251,11 +287,7 @@ target, 1 otherwise.`,
 	}
 	tg.add(cmd)
 	f := cmd.Flags()
-	f.StringVar(&argsJSON, "args", "", "the verb's arguments as a JSON object")
-	f.StringArrayVar(&kvs, "arg", nil, "k=v (string) or k:=JSON, repeatable")
-	f.StringVar(&template, "template", "", "send a template's command: NAME or NAME@VERSION (no VERB then)")
-	f.StringVar(&paramsJSON, "params", "", "the template's parameters as a JSON object")
-	f.StringArrayVar(&paramKVs, "param", nil, "a template parameter: k=v (string) or k:=JSON, repeatable")
+	run.add(cmd)
 	f.StringVar(&priority, "priority", "", "low, normal, high or critical (default normal)")
 	f.DurationVar(&timeout, "timeout", 0, "per-execution timeout after dispatch, such as 30s (default the server's)")
 	f.DurationVar(&ttl, "ttl", 0, "how long the command may wait queued, such as 10m")

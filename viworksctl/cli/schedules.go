@@ -123,8 +123,8 @@ func templateTable(p *output.Printer, doc map[string]any) error {
 
 func (a *app) schedulesCmd() *cobra.Command {
 	var tg targeting
-	var name, cron, tz, template, paramsJSON, verb, argsJSON, overlap, catchUp, priority string
-	var paramKVs, kvs []string
+	var run runWhat
+	var name, cron, tz, verb, overlap, catchUp, priority string
 	var every, jitter time.Duration
 	create := &cobra.Command{
 		Use:   "create --name N (--cron EXPR [--timezone Z] | --every D) (--template T [--param k=v …] | --verb V [--arg k=v …]) (--target ID … | --selector …)",
@@ -159,25 +159,10 @@ while no scheduler ran (skip, or once for the latest).`,
 			default:
 				return usageErrorf("give the timetable: --cron EXPR or --every D")
 			}
-			switch {
-			case template != "" && verb != "":
-				return usageErrorf("--template or --verb, not both")
-			case template != "":
-				params, err := parseArgs(paramsJSON, paramKVs)
-				if err != nil {
-					return err
-				}
-				req["template"], req["params"] = template, params
-			case verb != "":
-				args, err := parseArgs(argsJSON, kvs)
-				if err != nil {
-					return err
-				}
-				req["verb"], req["args"] = verb, args
-			default:
-				return usageErrorf("give the command: --template T or --verb V")
+			if err := run.body(req, verb); err != nil {
+				return err
 			}
-			if template == "" || tg.given() {
+			if run.template == "" || tg.given() {
 				if err := tg.body(req); err != nil {
 					return err
 				}
@@ -207,12 +192,8 @@ while no scheduler ran (skip, or once for the latest).`,
 	f.StringVar(&tz, "timezone", "", "IANA time zone of --cron, such as Europe/Paris (default UTC)")
 	f.DurationVar(&every, "every", 0, "a fixed interval in place of --cron, such as 30s or 1h")
 	f.DurationVar(&jitter, "jitter", 0, "each run fires up to this much after its due time, such as 30s")
-	f.StringVar(&template, "template", "", "the template of each run: NAME or NAME@VERSION")
-	f.StringVar(&paramsJSON, "params", "", "the template's parameters as a JSON object")
-	f.StringArrayVar(&paramKVs, "param", nil, "a template parameter: k=v (string) or k:=JSON, repeatable")
+	run.add(create)
 	f.StringVar(&verb, "verb", "", "the verb of each run, in place of --template")
-	f.StringVar(&argsJSON, "args", "", "the verb's arguments as a JSON object")
-	f.StringArrayVar(&kvs, "arg", nil, "a verb argument: k=v (string) or k:=JSON, repeatable")
 	f.StringVar(&overlap, "overlap", "", "while the previous run is active: skip (default), allow or cancel_previous")
 	f.StringVar(&catchUp, "catch-up", "", "due times missed while no scheduler ran: skip (default) or once")
 	f.StringVar(&priority, "priority", "", "low, normal, high or critical")
