@@ -72,12 +72,11 @@ func buildTemplate(name string, prepare func(ctx context.Context, url string) er
 	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+building); err != nil {
 		return fmt.Errorf("creating the template: %w", err)
 	}
-	u, err := url.Parse(admin)
+	buildURL, err := databaseURL(admin, building)
 	if err != nil {
-		return fmt.Errorf("parsing %s: %w", EnvPostgres, err)
+		return err
 	}
-	u.Path = "/" + building
-	if err := prepare(ctx, u.String()); err != nil {
+	if err := prepare(ctx, buildURL); err != nil {
 		return err
 	}
 	if _, err := conn.ExecContext(ctx, "ALTER DATABASE "+building+" RENAME TO "+name); err != nil {
@@ -122,10 +121,19 @@ func createDatabase(t testing.TB, template string) string {
 		_, _ = db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 		_ = db.Close()
 	})
+	u, err := databaseURL(admin, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// databaseURL is the admin URL with database name in place of its own.
+func databaseURL(admin, name string) (string, error) {
 	u, err := url.Parse(admin)
 	if err != nil {
-		t.Fatalf("parsing %s: %v", EnvPostgres, err)
+		return "", fmt.Errorf("parsing %s: %w", EnvPostgres, err)
 	}
 	u.Path = "/" + name
-	return u.String()
+	return u.String(), nil
 }
