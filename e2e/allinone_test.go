@@ -190,3 +190,57 @@ func TestAllInOneBadInput(t *testing.T) {
 	msg = runFail("token", "--data-dir", t.TempDir(), "--subject", "x", "--role", "admin")
 	require.Contains(t, msg, "start `viworks` once")
 }
+
+// TestAllInOneDefaultsPastTheirLimits: `make run`'s defaults (100 sessions,
+// 50 executions in flight, a queue of 1,000) against more than they allow.
+// Sessions past the 100th are refused, the 100 take commands, executions past
+// the queue's 1,000 are refused with 429, and the process stays ready.
+func TestAllInOneDefaultsPastTheirLimits(t *testing.T) {
+	c := embeddedCluster(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	_, cli := allInOne(t, c, "viworks", dataDir, "--demo-agents", "0")
+	secret, err := os.ReadFile(filepath.Join(dataDir, "enrollment.secret"))
+	require.NoError(t, err)
+	c.start("agentsim", "agentsim", nil, "--gateway", strings.Replace(cli.base, "http://", "ws://", 1)+"/ws/agent",
+		"--agents", "150", "--prefix", "lim-", "--enrollment-secret", strings.TrimSpace(string(secret)), "--log-level", "error")
+
+	online := func() []string {
+		var page agentList
+		require.Equal(t, http.StatusOK, cli.do(t, http.MethodGet, "/api/v1/agents?status=online&limit=1000", nil, &page))
+		ids := make([]string, len(page.Items))
+		for i, a := range page.Items {
+			ids[i] = a.ID
+		}
+		return ids
+	}
+	require.Eventually(t, func() bool { return len(online()) >= 100 }, 60*time.Second, 250*time.Millisecond)
+	time.Sleep(2 * time.Second) // the refused agents retry meanwhile
+	ids := online()
+	require.Len(t, ids, 100, "sessions past max_agent_connections are refused")
+
+	post := func(verb string, args map[string]any) (int, commandView) {
+		var cmd commandView
+		code := cli.do(t, http.MethodPost, "/api/v1/commands", map[string]any{"verb": verb, "args": args, "agent_targets": ids}, &cmd)
+		return code, cmd
+	}
+	code, cmd := post("echo", map[string]any{"message": "limits"})
+	require.Equal(t, http.StatusAccepted, code)
+	require.Equal(t, "succeeded", system{api: cli}.waitCommand(t, cmd.ID, 30*time.Second, 100*time.Millisecond).Status)
+
+	// Ten commands of 100 long sleeps: at most 50 run, so between 950 and 1,000
+	// executions wait and the eleventh command's 100 do not fit.
+	sleep := func() int {
+		return cli.do(t, http.MethodPost, "/api/v1/commands", map[string]any{"verb": "sleep", "args": map[string]any{"seconds": 60}, "agent_targets": ids}, nil)
+	}
+	for i := range 10 {
+		require.Equal(t, http.StatusAccepted, sleep(), "command %d", i)
+	}
+	code = sleep()
+	require.Equal(t, http.StatusTooManyRequests, code, "executions past the queue's 1,000 are refused")
+
+	require.Len(t, online(), 100)
+	resp, err := http.Get(cli.base + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}

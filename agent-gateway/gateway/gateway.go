@@ -68,6 +68,7 @@ type Gateway struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session  // agent id → current session
+	opening  int                  // upgrades past the capacity check whose handshake has not ended
 	ended    map[string]time.Time // agent id → when an admin revoked or deleted it (kept endedMemory)
 	draining bool
 

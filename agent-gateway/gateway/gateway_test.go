@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,6 +223,64 @@ func TestConnectStorm(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(agents), n)
 	require.Equal(t, float64(agents), value(t, f.reg, "viworks_gateway_handshake_duration_seconds", ""))
+}
+
+// A burst past max_agent_connections: handshakes under way count against the
+// capacity, so no more than the limit get a session, however many pass the
+// check at once.
+func TestConnectStormPastCapacity(t *testing.T) {
+	const limit, agents = 20, 80
+	f := start(t, gateway.Config{MaxConnections: limit})
+	ctx := context.Background()
+	creds := make([]string, agents)
+	for i := range creds {
+		creds[i] = f.enroll(t, fmt.Sprintf("cap-%d", i))
+	}
+	var wg sync.WaitGroup
+	var admitted atomic.Int64
+	gate := make(chan struct{})
+	for i, cred := range creds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			var c *websocket.Conn
+			// Like an agent: a storm's "busy" answer is retried, "no more
+			// agents" (capacity) is final.
+			for range 100 {
+				conn, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(f.srv.URL, "http")+"/ws/agent", http.Header{"Authorization": {"Bearer " + cred}})
+				if err == nil {
+					_ = resp.Body.Close()
+					c = conn
+					break
+				}
+				require.NotNil(t, resp, err)
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+				if !strings.Contains(string(body), "connecting at once") {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			require.NotNil(t, c, "still busy after 100 attempts")
+			t.Cleanup(func() { _ = c.Close() })
+			hello, _ := protocol.Encode(protocol.TypeHello, "", protocol.Hello{AgentID: fmt.Sprintf("cap-%d", i), Version: "1", Hostname: "h"})
+			if c.WriteMessage(websocket.TextMessage, hello) != nil {
+				return
+			}
+			if _, msg, err := c.ReadMessage(); err == nil && strings.Contains(string(msg), `"type":"WELCOME"`) {
+				admitted.Add(1)
+			}
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	require.Equal(t, int64(limit), admitted.Load())
+	require.Equal(t, float64(limit), value(t, f.reg, "viworks_gateway_sessions", ""))
+	online, err := f.store.ListAgents(ctx, store.AgentFilter{Status: store.AgentOnline, Limit: 1000})
+	require.NoError(t, err)
+	require.Len(t, online, limit)
 }
 
 // connect enrolls id, opens its session and waits for WELCOME.

@@ -31,6 +31,7 @@ type session struct {
 
 	id      string
 	authID  string // the agent the upgrade request authenticated as
+	slot    *slot  // its place under max_agent_connections until attached
 	agentID string
 	entry   bus.Entry
 

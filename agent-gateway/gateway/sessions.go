@@ -11,6 +11,7 @@ func (g *Gateway) attach(s *session) *session {
 	defer g.mu.Unlock()
 	old := g.sessions[s.agentID]
 	g.sessions[s.agentID] = s
+	s.slot.freeLocked() // from now on the entry in sessions counts
 	g.metrics.sessions.Set(float64(len(g.sessions)))
 	return old
 }

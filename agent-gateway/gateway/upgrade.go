@@ -70,15 +70,19 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, http.StatusUnauthorized, "a valid agent credential is required in the Authorization header; enroll at /agent/v1/enroll", r.URL.Path, nil)
 		return
 	}
-	g.mu.Lock()
-	full := len(g.sessions) >= g.cfg.MaxConnections
-	draining := g.draining
-	g.mu.Unlock()
+	// Sessions and handshakes under way both count against the capacity:
+	// a burst of upgrades cannot all pass the check before any registers.
+	slot, full, draining := g.reserve()
 	if full || draining {
 		g.metrics.rejected.WithLabelValues("capacity").Inc()
 		w.Header().Set("Retry-After", "5")
 		problem.Write(w, http.StatusServiceUnavailable, "this gateway accepts no more agents; retry later", r.URL.Path, nil)
 		return
+	}
+	admitted := release
+	release = func() {
+		admitted()
+		slot.free()
 	}
 	conn, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -91,6 +95,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer g.wg.Done()
 		s := newSession(g, conn, remote, agentID)
+		s.slot = slot
 		if !s.handshake(ctx, release, started) {
 			return
 		}
@@ -102,4 +107,41 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 			s.serve(ctx)
 		}()
 	}()
+}
+
+// slot is one session's place under max_agent_connections, held from the
+// capacity check until the session is attached (then its entry in sessions
+// counts) or its handshake fails.
+type slot struct {
+	g    *Gateway
+	held bool // guarded by g.mu
+}
+
+// reserve takes a slot unless the gateway is full or draining: sessions and
+// handshakes under way both count, so a burst of upgrades cannot all pass the
+// check before any is attached.
+func (g *Gateway) reserve() (s *slot, full, draining bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	full = len(g.sessions)+g.opening >= g.cfg.MaxConnections
+	if full || g.draining {
+		return nil, full, g.draining
+	}
+	g.opening++
+	return &slot{g: g, held: true}, false, false
+}
+
+// free gives the slot back if attach has not taken it over; it may be called
+// more than once.
+func (s *slot) free() {
+	s.g.mu.Lock()
+	defer s.g.mu.Unlock()
+	s.freeLocked()
+}
+
+func (s *slot) freeLocked() {
+	if s != nil && s.held {
+		s.held = false
+		s.g.opening--
+	}
 }
