@@ -119,12 +119,18 @@ func recordResult(tx *gorm.DB, r Result, now time.Time) (string, error) {
 	if res.Error != nil {
 		return "", fmt.Errorf("updating execution: %w", res.Error)
 	}
+	return commandIfMoved(tx, res, r.ExecutionID)
+}
+
+// commandIfMoved is the command of the execution an update res moved, or ""
+// when it moved none.
+func commandIfMoved(tx *gorm.DB, res *gorm.DB, executionID string) (string, error) {
 	if res.RowsAffected == 0 {
 		return "", nil
 	}
 	var cmd string
-	if err := tx.Raw(`SELECT command_id FROM executions WHERE id = ?`, r.ExecutionID).Scan(&cmd).Error; err != nil {
-		return "", fmt.Errorf("finding the result's command: %w", err)
+	if err := tx.Raw(`SELECT command_id FROM executions WHERE id = ?`, executionID).Scan(&cmd).Error; err != nil {
+		return "", fmt.Errorf("finding the execution's command: %w", err)
 	}
 	return cmd, nil
 }
@@ -149,14 +155,7 @@ func ackExecution(db *gorm.DB, a Ack, now time.Time) (string, error) {
 	if res.Error != nil {
 		return "", fmt.Errorf("acknowledging execution: %w", res.Error)
 	}
-	if res.RowsAffected == 0 {
-		return "", nil
-	}
-	var cmd string
-	if err := db.Raw(`SELECT command_id FROM executions WHERE id = ?`, a.ExecutionID).Scan(&cmd).Error; err != nil {
-		return "", fmt.Errorf("finding the acknowledged execution's command: %w", err)
-	}
-	return cmd, nil
+	return commandIfMoved(db, res, a.ExecutionID)
 }
 
 // agentAttributes uses json_each, and substr for the prefix.

@@ -15,7 +15,8 @@ import (
 //
 //	VIWORKS_REQUIRE_SERVICES=1 go test -run '^$' -bench 'Ingest' -benchmem ./store/
 
-func openIngestBench(b *testing.B) *Store {
+// openBenchStore is a migrated store on a fresh Postgres database.
+func openBenchStore(b *testing.B) *Store {
 	b.Helper()
 	ctx := context.Background()
 	s, err := Open(ctx, Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(b)})
@@ -38,7 +39,7 @@ func benchSessions(prefix string, n int) []AgentSession {
 // BenchmarkIngestTelemetry writes 5,000-row batches (the bench's raw COPY
 // size) through InsertTelemetry.
 func BenchmarkIngestTelemetry(b *testing.B) {
-	s := openIngestBench(b)
+	s := openBenchStore(b)
 	ctx := context.Background()
 	const rows = 5000
 	metrics := JSON(`{"cpu_percent":12.5,"mem_percent":40.1,"load1":0.5,"net_rx_bytes":123456789}`)
@@ -56,7 +57,7 @@ func BenchmarkIngestTelemetry(b *testing.B) {
 // BenchmarkIngestMarkAgentsOnline upserts a batch of 500 HELLOs (the group
 // commit's largest).
 func BenchmarkIngestMarkAgentsOnline(b *testing.B) {
-	s := openIngestBench(b)
+	s := openBenchStore(b)
 	ctx := context.Background()
 	as := benchSessions("hello", 500)
 	for b.Loop() {
@@ -68,7 +69,7 @@ func BenchmarkIngestMarkAgentsOnline(b *testing.B) {
 // BenchmarkIngestCredentials looks 500 credentials up one by one and as one
 // batch (the upgrades' group).
 func BenchmarkIngestCredentials(b *testing.B) {
-	s := openIngestBench(b)
+	s := openBenchStore(b)
 	ctx := context.Background()
 	hashes := make([]string, 500)
 	for i := range hashes {
@@ -96,7 +97,7 @@ func BenchmarkIngestCredentials(b *testing.B) {
 // out to 500 agents, dispatched) through RecordBatch; the fan-out is made
 // outside the timer.
 func BenchmarkIngestResults(b *testing.B) {
-	s := openIngestBench(b)
+	s := openBenchStore(b)
 	ctx := context.Background()
 	as := benchSessions("res", 500)
 	require.NoError(b, s.MarkAgentsOnline(ctx, as))
