@@ -5,6 +5,17 @@ import (
 	"time"
 )
 
+// credentialWriters is how many credential lookups may be in flight at once.
+const credentialWriters = 2
+
+// newCredentialLookups returns the group that looks the upgrades' credential
+// hashes up: a reconnect storm costs one query per batch of upgrades, not one
+// per agent. An outcome is the agent id, "" for an unknown credential.
+func (g *Gateway) newCredentialLookups() *group[string, string] {
+	return newGroup("credential", credentialWriters, g.store.AgentsForCredentials, g.log,
+		g.metrics.groupSize.WithLabelValues("credential"), g.metrics.groupLatency.WithLabelValues("credential"))
+}
+
 // issuedTTL bounds how long a credential this gateway just issued may skip the
 // database lookup on its first upgrade (so a rotation or revocation elsewhere
 // is honoured after at most this long).

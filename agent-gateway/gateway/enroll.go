@@ -282,7 +282,14 @@ func (g *Gateway) authenticate(r *http.Request) (string, error) {
 	if id, ok := g.issued.take(hash, time.Now()); ok {
 		return id, nil
 	}
-	return g.store.AgentForCredential(r.Context(), hash)
+	id, err := g.creds.submit(r.Context(), hash)
+	switch {
+	case err != nil:
+		return "", err
+	case id == "":
+		return "", store.ErrUnknownCredential
+	}
+	return id, nil
 }
 
 // CertAgentID is the agent id a client certificate names: a URI SAN

@@ -38,7 +38,7 @@ type Store interface {
 	EnrollWithSecret(ctx context.Context, secretHash, agentID, credentialHash string, now time.Time) (store.EnrollmentSecret, error)
 	ReenrollAgent(ctx context.Context, agentID, secretHash, credentialHash string, now time.Time) error
 	RotateAgentCredential(ctx context.Context, agentID, currentHash, newHash string, now time.Time) error
-	AgentForCredential(ctx context.Context, credentialHash string) (string, error)
+	AgentsForCredentials(ctx context.Context, credentialHashes []string) ([]string, error)
 	AgentEnrollBlocked(ctx context.Context, agentID string) (bool, error)
 	RecordAudits(ctx context.Context, es []store.AuditEvent) error
 }
@@ -55,6 +55,7 @@ type Gateway struct {
 	metrics  *metrics
 	reports  *group[report, store.ResultOutcome]  // acks and results
 	online   *group[store.AgentSession, struct{}] // agents marked online by handshakes
+	creds    *group[string, string]               // upgrades' credential lookups
 	audits   *group[store.AuditEvent, struct{}]
 	refusals *refusal.Aggregator // refused enrollments, one audit event per address and minute
 	issued   issuedCreds
@@ -74,9 +75,7 @@ type Gateway struct {
 
 	healthMu sync.Mutex
 	health   map[string]store.HealthUpdate
-	telMu    sync.Mutex
-	tel      []store.TelemetrySample
-	telKick  chan struct{}
+	tel      telemetryBuffer
 
 	keyMu sync.RWMutex
 	key   store.SigningKey // newest registered signing key, announced in WELCOME
@@ -103,11 +102,12 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 		admission: make(chan struct{}, cfg.MaxHandshakes),
 		sessions:  map[string]*session{},
 		health:    map[string]store.HealthUpdate{},
-		telKick:   make(chan struct{}, 1),
+		tel:       newTelemetryBuffer(),
 		logLimit:  logLimiter{every: logEvery, last: map[string]time.Time{}},
 	}
 	g.send = bus.NewSender(b, g.log)
 	g.reports = g.newReports()
+	g.creds = g.newCredentialLookups()
 	if g.refusals, err = refusal.New(st, g.log, refusal.Config{Action: "agent.enroll.denied", Window: cfg.RefusalWindow}); err != nil {
 		return nil, err
 	}
@@ -164,6 +164,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { <-g.reports.done }()
 	go g.online.run(ctx)
 	defer func() { <-g.online.done }()
+	go g.creds.run(ctx)
+	defer func() { <-g.creds.done }()
 	go g.audits.run(ctx)
 	defer func() { <-g.audits.done }()
 	rctx, stopRefusals := context.WithCancel(ctx)

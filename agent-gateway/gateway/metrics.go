@@ -29,6 +29,8 @@ type metrics struct {
 	undelivered      prometheus.Counter
 	telemetryStored  prometheus.Counter
 	telemetryDropped prometheus.Counter
+	telemetryShed    prometheus.Counter
+	throttled        prometheus.Counter
 	batchSize        prometheus.Histogram
 	enrollments      *prometheus.CounterVec
 	presenceHealed   prometheus.Counter
@@ -59,9 +61,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		undelivered:      prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_undelivered_total", Help: "Frames from the bus whose agent session is not here."}),
 		telemetryStored:  prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_stored_total", Help: "Telemetry samples (rows) written to the database."}),
 		telemetryDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_dropped_total", Help: "Telemetry samples lost to a failed flush."}),
-		enrollments:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_enrollments_total", Help: "Enrollment requests, by outcome."}, []string{"outcome"}),
-		presenceHealed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_presence_reregistered_total", Help: "Presence entries found missing (e.g. after a Redis restart) and registered again."}),
-		batchSize:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "viworks_gateway_commit_batch_size", Help: "Acks and results written per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_frames_throttled_total",
+			Help: "Frames read late because their agent was over its frame rate (max_frames_per_second)."}),
+		telemetryShed: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_telemetry_samples_shed_total",
+			Help: "Telemetry samples dropped, oldest first, because the gateway held its bound of samples the database had not taken yet."}),
+		enrollments:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_gateway_enrollments_total", Help: "Enrollment requests, by outcome."}, []string{"outcome"}),
+		presenceHealed: prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_gateway_presence_reregistered_total", Help: "Presence entries found missing (e.g. after a Redis restart) and registered again."}),
+		batchSize:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "viworks_gateway_commit_batch_size", Help: "Acks and results written per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 		handshake: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "viworks_gateway_handshake_duration_seconds",
 			Help: "From the upgrade request's arrival (before admission) to WELCOME, for sessions that registered.", Buckets: latencyBuckets}),
 		flush: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_gateway_flush_duration_seconds",
@@ -74,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.sessions, m.rejected, m.closed, m.sessionsClosed, m.frames, m.framesOut, m.bytesIn, m.bytesOut,
 			m.protocolErrors, m.results, m.resultAcks, m.telemetryRefused, m.delivered, m.undelivered, m.telemetryStored, m.telemetryDropped,
-			m.batchSize, m.enrollments, m.presenceHealed, m.handshake, m.flush, m.groupSize, m.groupLatency)
+			m.telemetryShed, m.throttled, m.batchSize, m.enrollments, m.presenceHealed, m.handshake, m.flush, m.groupSize, m.groupLatency)
 	}
 	return m
 }

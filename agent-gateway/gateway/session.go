@@ -50,20 +50,20 @@ type session struct {
 	refill time.Time // when tokens were last topped up
 }
 
-// allowFrame applies the per-agent frame rate: a token bucket of MaxFrameRate
-// per second holding up to twice that.
-func (s *session) allowFrame(now time.Time) bool {
+// frameWait applies the per-agent frame rate, a token bucket of MaxFrameRate
+// per second holding up to twice that, and returns how long the reader must
+// wait before it takes the frame (0: at once).
+func (s *session) frameWait(now time.Time) time.Duration {
 	rate := float64(s.g.cfg.MaxFrameRate)
 	if s.refill.IsZero() {
 		s.tokens, s.refill = 2*rate, now
 	}
-	s.tokens = min(2*rate, s.tokens+now.Sub(s.refill).Seconds()*rate)
+	s.tokens = min(2*rate, s.tokens+now.Sub(s.refill).Seconds()*rate) - 1
 	s.refill = now
-	if s.tokens < 1 {
-		return false
+	if s.tokens >= 0 {
+		return 0
 	}
-	s.tokens--
-	return true
+	return time.Duration(-s.tokens / rate * float64(time.Second))
 }
 
 // logger builds the session's log entry when something is logged, so an idle
@@ -423,11 +423,12 @@ func (s *session) readLoop(ctx context.Context) {
 		}
 		s.g.metrics.bytesIn.Add(float64(len(data)))
 		_ = s.conn.SetReadDeadline(s.deadline())
-		if !s.allowFrame(time.Now()) {
-			s.g.metrics.closed.WithLabelValues("rate_limited").Inc()
-			s.logger().Warn("agent exceeded its frame rate; closing")
-			s.closeFromReader(protocol.ClosePolicyViolation, "frame rate limit exceeded")
-			return
+		if wait := s.frameWait(time.Now()); wait > 0 {
+			// Over its rate: the reader pauses, so TCP slows the agent down.
+			// Not a close: frames a busy gateway read late arrive in a burst
+			// that is the gateway's backlog, not the agent's.
+			s.g.metrics.throttled.Inc()
+			time.Sleep(wait)
 		}
 		if !s.process(ctx, data) {
 			return

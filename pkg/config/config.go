@@ -179,7 +179,7 @@ type AgentManagement struct {
 	// HELLO before it is closed with 1008 (env AGENT_HELLO_TIMEOUT).
 	HelloTimeoutSeconds int `toml:"hello_timeout_seconds"`
 	// MaxFramesPerSecond is each agent's sustained frame rate; bursts of twice
-	// that are allowed, beyond it the session is closed.
+	// that are allowed, beyond it the gateway reads the agent's frames no faster.
 	MaxFramesPerSecond int `toml:"max_frames_per_second"`
 	// TLSCertPath and TLSKeyPath make the gateway serve TLS (env
 	// GATEWAY_TLS_CERT, GATEWAY_TLS_KEY); with ClientCAPath (env

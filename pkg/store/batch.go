@@ -91,12 +91,12 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch) (BatchOutcome, error) 
 	seq := s.batches.begin()
 	defer s.batches.end(seq)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		unresolved, err := resolveResultCommands(tx, b.Results)
+		now := time.Now().UTC()
+		recorded, err := recordResults(tx, s.dialect, b.Results, now)
 		if err != nil {
 			return err
 		}
-		now := time.Now().UTC()
-		recorded, err := recordResults(tx, s.dialect, b.Results, now)
+		unresolved, err := resolveUnrecorded(tx, b.Results, recorded)
 		if err != nil {
 			return err
 		}
@@ -193,20 +193,52 @@ func lockCommands(tx *gorm.DB, ids []string) ([]lockedCommand, error) {
 	return cmds, nil
 }
 
-// resolveResultCommands finds each result's command through its execution,
-// filling in the command id, so a wrong id sent by an agent cannot touch
-// another command; results of unknown executions or of another agent's get
-// none (and are not recorded): for those it reports ResultUnknownExecution or
-// ResultNotYours, per result ("" for a resolved one).
-func resolveResultCommands(tx *gorm.DB, rs []Result) ([]string, error) {
-	unresolved := make([]string, len(rs))
-	if len(rs) == 0 {
-		return unresolved, nil
-	}
-	ids := make([]string, len(rs))
+// recordResults writes the results of executions that belong to their agent
+// and are not final yet, and reports, per result, whether it was recorded,
+// setting the CommandID of a recorded one from its execution (the agent's is
+// never trusted). On Postgres that is one statement for the batch; a result
+// repeated within the batch counts once (the first).
+func recordResults(tx *gorm.DB, d dialect, rs []Result, now time.Time) ([]bool, error) {
+	first := map[string]int{}
+	var idx []int
 	for i, r := range rs {
-		ids[i] = r.ExecutionID
 		rs[i].CommandID = ""
+		if _, dup := first[r.ExecutionID]; dup {
+			continue
+		}
+		first[r.ExecutionID] = i
+		idx = append(idx, i)
+	}
+	if len(idx) == 0 {
+		return make([]bool, len(rs)), nil
+	}
+	commands, err := d.recordResults(tx, rs, idx, now)
+	if err != nil {
+		return nil, err
+	}
+	recorded := make([]bool, len(rs))
+	for i, cmd := range commands {
+		if cmd != "" {
+			rs[i].CommandID, recorded[i] = cmd, true
+		}
+	}
+	return recorded, nil
+}
+
+// resolveUnrecorded tells, for each result that was not recorded, why: its
+// execution is unknown (ResultUnknownExecution), another agent's
+// (ResultNotYours) or already final ("", a duplicate, whose CommandID it
+// fills in). Only a batch with unrecorded results costs this query.
+func resolveUnrecorded(tx *gorm.DB, rs []Result, recorded []bool) ([]string, error) {
+	unresolved := make([]string, len(rs))
+	var ids []string
+	for i, r := range rs {
+		if !recorded[i] {
+			ids = append(ids, r.ExecutionID)
+		}
+	}
+	if len(ids) == 0 {
+		return unresolved, nil
 	}
 	var rows []struct {
 		ID, CommandID, AgentID string
@@ -219,6 +251,9 @@ func resolveResultCommands(tx *gorm.DB, rs []Result) ([]string, error) {
 		byExec[r.ID] = i
 	}
 	for i := range rs {
+		if recorded[i] {
+			continue
+		}
 		j, ok := byExec[rs[i].ExecutionID]
 		switch {
 		case !ok:
@@ -230,29 +265,6 @@ func resolveResultCommands(tx *gorm.DB, rs []Result) ([]string, error) {
 		}
 	}
 	return unresolved, nil
-}
-
-// recordResults writes the results whose command was found (CommandID set)
-// and reports, per result, whether it was recorded. On Postgres that is one
-// statement for the batch; a result repeated within the batch counts once
-// (the first).
-func recordResults(tx *gorm.DB, d dialect, rs []Result, now time.Time) ([]bool, error) {
-	first := map[string]int{}
-	var idx []int
-	for i, r := range rs {
-		if r.CommandID == "" {
-			continue
-		}
-		if _, dup := first[r.ExecutionID]; dup {
-			continue
-		}
-		first[r.ExecutionID] = i
-		idx = append(idx, i)
-	}
-	if len(idx) == 0 {
-		return make([]bool, len(rs)), nil
-	}
-	return d.recordResults(tx, rs, idx, now)
 }
 
 // ackExecutions moves the acked executions that are still dispatched to

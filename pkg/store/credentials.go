@@ -53,15 +53,38 @@ type AgentCredential struct {
 
 // AgentForCredential returns the agent a credential hash belongs to.
 func (s *Store) AgentForCredential(ctx context.Context, credentialHash string) (string, error) {
-	var c AgentCredential
-	res := s.db.WithContext(ctx).Where("credential_hash = ? AND revoked_at IS NULL", credentialHash).Limit(1).Find(&c)
-	if res.Error != nil {
-		return "", fmt.Errorf("looking up agent credential: %w", res.Error)
+	ids, err := s.AgentsForCredentials(ctx, []string{credentialHash})
+	if err != nil {
+		return "", err
 	}
-	if res.RowsAffected == 0 {
+	if ids[0] == "" {
 		return "", ErrUnknownCredential
 	}
-	return c.AgentID, nil
+	return ids[0], nil
+}
+
+// AgentsForCredentials looks a batch of credential hashes up in one query
+// (a reconnect storm's upgrades): per hash, the agent it belongs to, or ""
+// for one that is unknown or revoked.
+func (s *Store) AgentsForCredentials(ctx context.Context, credentialHashes []string) ([]string, error) {
+	ids := make([]string, len(credentialHashes))
+	if len(credentialHashes) == 0 {
+		return ids, nil
+	}
+	var rows []struct{ AgentID, CredentialHash string }
+	err := s.db.WithContext(ctx).Model(&AgentCredential{}).Select("agent_id", "credential_hash").
+		Where("credential_hash IN ? AND revoked_at IS NULL", credentialHashes).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("looking up agent credentials: %w", err)
+	}
+	byHash := make(map[string]string, len(rows))
+	for _, r := range rows {
+		byHash[r.CredentialHash] = r.AgentID
+	}
+	for i, h := range credentialHashes {
+		ids[i] = byHash[h]
+	}
+	return ids, nil
 }
 
 // AgentEnrollBlocked reports whether an admin revoked agentID and has not
@@ -79,7 +102,22 @@ func (s *Store) AgentEnrollBlocked(ctx context.Context, agentID string) (bool, e
 // ErrMaxAgents). A live identity gives ErrAgentEnrolled, a revoked one still
 // blocked ErrAgentRevoked; a revoked one whose block was lifted is enrolled
 // again (without counting against the cap).
+//
+// An uncapped enrollment of a new id (a fleet's first start) is one
+// statement; anything else takes the transaction that tells the cases apart.
 func (s *Store) EnrollBootstrap(ctx context.Context, agentID, credentialHash string, maxAgents int, now time.Time) error {
+	if maxAgents <= 0 {
+		res := s.db.WithContext(ctx).Exec(`INSERT INTO agent_credentials (agent_id, credential_hash, enrolled_at, enrolled_from, created_with)
+SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM agents WHERE id = ?)
+  AND NOT EXISTS (SELECT 1 FROM agent_credentials WHERE agent_id = ? OR credential_hash = ?)
+ON CONFLICT (agent_id) DO NOTHING`, agentID, credentialHash, now.UTC(), FromBootstrap, FromBootstrap, agentID, agentID, credentialHash)
+		if res.Error != nil {
+			return fmt.Errorf("storing agent credential: %w", res.Error)
+		}
+		if res.RowsAffected == 1 {
+			return nil // a new identity: nothing imposed, no agent row to clear
+		}
+	}
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		spend := func() error { return spendCounter(tx, bootstrapKey, maxAgents) }
 		_, err := claimIdentity(tx, agentID, credentialHash, FromBootstrap, now, spend)

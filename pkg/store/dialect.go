@@ -45,8 +45,10 @@ type dialect interface {
 	// touchAgents writes a batch (at most 1000) of heartbeats.
 	touchAgents(ctx context.Context, db *gorm.DB, ups []HealthUpdate) error
 	// recordResults writes the results rs[i] for i in picked (one per
-	// execution) and reports, per index of rs, whether each was recorded.
-	recordResults(tx *gorm.DB, rs []Result, picked []int, now time.Time) ([]bool, error)
+	// execution) whose execution is the result's agent's and not final, and
+	// returns, per index of rs, the command of each recorded one ("": not
+	// recorded).
+	recordResults(tx *gorm.DB, rs []Result, picked []int, now time.Time) ([]string, error)
 	// ackExecutions moves the acked executions (at least one) that are still
 	// dispatched to running; per ack, the command of a moved one, else "".
 	ackExecutions(tx *gorm.DB, as []Ack, now time.Time) ([]string, error)

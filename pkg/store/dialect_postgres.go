@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -105,11 +106,7 @@ func (postgresDialect) insertTelemetry(ctx context.Context, db *gorm.DB, samples
 		if !ok {
 			return errors.New("the postgres driver is not pgx")
 		}
-		n, err := c.Conn().CopyFrom(ctx, pgx.Identifier{"telemetry"}, telemetryColumns,
-			pgx.CopyFromSlice(len(samples), func(i int) ([]any, error) {
-				t := samples[i]
-				return []any{t.AgentID, t.TS.UTC(), []byte(t.Metrics), t.ReceivedAt.UTC()}, nil
-			}))
+		n, err := c.Conn().CopyFrom(ctx, pgx.Identifier{"telemetry"}, telemetryColumns, &telemetryRows{samples: samples, at: -1})
 		if err != nil {
 			return err
 		}
@@ -138,81 +135,91 @@ FROM (VALUES `)
 	return db.WithContext(ctx).Exec(sb.String(), args...).Error
 }
 
+// recordResultsSQL updates the batch's executions from arrays, one element
+// per result: a constant statement (prepared once per connection) with ten
+// parameters whatever the batch size.
+const recordResultsSQL = `UPDATE executions AS e SET status = v.status, exit_code = v.exit_code, output = v.output,
+  output_truncated = v.output_truncated, error = v.error, finished_at = v.finished_at,
+  started_at = coalesce(v.started_at, e.started_at), updated_at = $1
+FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::bool[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+  AS v(id, agent_id, status, exit_code, output, output_truncated, error, finished_at, started_at)
+WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status IN ('dispatched', 'running', 'retrying')
+RETURNING e.id, e.command_id`
+
 // recordResults writes the picked results in one statement.
-func (postgresDialect) recordResults(tx *gorm.DB, rs []Result, picked []int, now time.Time) ([]bool, error) {
-	var sb strings.Builder
-	args := make([]any, 0, len(picked)*9+1)
-	sb.WriteString(`UPDATE executions AS e SET status = v.status, exit_code = v.exit_code, output = v.output,
-  output_truncated = v.output_truncated, error = v.error, finished_at = v.finished_at, started_at = coalesce(v.started_at, e.started_at), updated_at = ?
-FROM (VALUES `)
-	args = append(args, now)
-	at := make(map[string]int, len(picked))
-	for n, i := range picked {
+func (postgresDialect) recordResults(tx *gorm.DB, rs []Result, picked []int, now time.Time) ([]string, error) {
+	n := len(picked)
+	ids, agents, statuses, outputs, errs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	codes, truncated := make([]int64, n), make([]bool, n)
+	finished, started := make([]time.Time, n), make([]pgtype.Timestamptz, n)
+	at := make(map[string]int, n)
+	for k, i := range picked {
 		r := rs[i]
 		at[r.ExecutionID] = i
-		if n > 0 {
-			sb.WriteString(",")
-		}
-		sb.WriteString("(?::text, ?::text, ?::text, ?::integer, ?::text, ?::boolean, ?::text, ?::timestamptz, ?::timestamptz)")
-		finished := r.FinishedAt.UTC()
+		ids[k], agents[k], statuses[k], outputs[k], errs[k] = r.ExecutionID, r.AgentID, r.Status, r.Output, r.Error
+		codes[k], truncated[k] = int64(r.ExitCode), r.OutputTruncated
+		finished[k] = r.FinishedAt.UTC()
 		if r.FinishedAt.IsZero() {
-			finished = now
+			finished[k] = now
 		}
-		var started *time.Time
 		if !r.StartedAt.IsZero() {
-			t := r.StartedAt.UTC() // the agent's clock, consistent with finished_at
-			started = &t
+			// The agent's clock, consistent with finished_at.
+			started[k] = pgtype.Timestamptz{Time: r.StartedAt.UTC(), Valid: true}
 		}
-		args = append(args, r.ExecutionID, r.AgentID, r.Status, r.ExitCode, r.Output, r.OutputTruncated, r.Error, finished, started)
 	}
-	sb.WriteString(`) AS v(id, agent_id, status, exit_code, output, output_truncated, error, finished_at, started_at)
-WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status IN ('dispatched', 'running', 'retrying')
-RETURNING e.id`)
-	var ids []string
-	if err := tx.Raw(sb.String(), args...).Scan(&ids).Error; err != nil {
+	commands := make([]string, len(rs))
+	err := queryPairs(tx, recordResultsSQL, func(id, cmd string) { commands[at[id]] = cmd },
+		now, ids, agents, statuses, codes, outputs, truncated, errs, finished, started)
+	if err != nil {
 		return nil, fmt.Errorf("updating executions: %w", err)
 	}
-	recorded := make([]bool, len(rs))
-	for _, id := range ids {
-		recorded[at[id]] = true
-	}
-	return recorded, nil
+	return commands, nil
 }
+
+// ackExecutionsSQL moves the acked executions still dispatched to running,
+// from arrays (see recordResultsSQL).
+const ackExecutionsSQL = `UPDATE executions AS e SET status = 'running', started_at = v.at, updated_at = $1
+FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS v(id, agent_id, at)
+WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status = 'dispatched'
+RETURNING e.id, e.command_id`
 
 // ackExecutions moves the acked executions in one statement; an ack repeated
 // within the batch counts once (the first).
 func (postgresDialect) ackExecutions(tx *gorm.DB, as []Ack, now time.Time) ([]string, error) {
 	acked := make([]string, len(as))
-	first := map[string]int{}
-	var sb strings.Builder
-	args := make([]any, 0, len(as)*3+1)
-	sb.WriteString(`UPDATE executions AS e SET status = 'running', started_at = v.at, updated_at = ?
-FROM (VALUES `)
-	args = append(args, now)
-	n := 0
+	first := make(map[string]int, len(as))
+	ids, agents, ats := make([]string, 0, len(as)), make([]string, 0, len(as)), make([]time.Time, 0, len(as))
 	for i, a := range as {
 		if _, dup := first[a.ExecutionID]; dup {
 			continue
 		}
 		first[a.ExecutionID] = i
-		if n > 0 {
-			sb.WriteString(",")
-		}
-		n++
-		sb.WriteString("(?::text, ?::text, ?::timestamptz)")
-		args = append(args, a.ExecutionID, a.AgentID, a.At.UTC())
+		ids, agents, ats = append(ids, a.ExecutionID), append(agents, a.AgentID), append(ats, a.At.UTC())
 	}
-	sb.WriteString(`) AS v(id, agent_id, at)
-WHERE e.id = v.id AND e.agent_id = v.agent_id AND e.status = 'dispatched'
-RETURNING e.id, e.command_id`)
-	var rows []struct{ ID, CommandID string }
-	if err := tx.Raw(sb.String(), args...).Scan(&rows).Error; err != nil {
+	err := queryPairs(tx, ackExecutionsSQL, func(id, cmd string) { acked[first[id]] = cmd }, now, ids, agents, ats)
+	if err != nil {
 		return nil, fmt.Errorf("acknowledging executions: %w", err)
 	}
-	for _, r := range rows {
-		acked[first[r.ID]] = r.CommandID
-	}
 	return acked, nil
+}
+
+// queryPairs runs a statement returning two text columns on tx's connection,
+// past GORM (which would expand the array arguments into lists), and calls
+// row for each row.
+func queryPairs(tx *gorm.DB, query string, row func(a, b string), args ...any) error {
+	rows, err := tx.Statement.ConnPool.QueryContext(tx.Statement.Context, query, args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		var a, b string
+		if err := rows.Scan(&a, &b); err != nil {
+			return err
+		}
+		row(a, b)
+	}
+	return rows.Err()
 }
 
 // agentAttributes uses jsonb containment and LIKE with escaping.

@@ -88,19 +88,20 @@ func (sqliteDialect) touchAgents(ctx context.Context, db *gorm.DB, ups []HealthU
 	})
 }
 
-func (sqliteDialect) recordResults(tx *gorm.DB, rs []Result, picked []int, now time.Time) ([]bool, error) {
-	recorded := make([]bool, len(rs))
+func (sqliteDialect) recordResults(tx *gorm.DB, rs []Result, picked []int, now time.Time) ([]string, error) {
+	commands := make([]string, len(rs))
 	for _, i := range picked {
-		ok, err := recordResult(tx, rs[i], now)
+		cmd, err := recordResult(tx, rs[i], now)
 		if err != nil {
 			return nil, err
 		}
-		recorded[i] = ok
+		commands[i] = cmd
 	}
-	return recorded, nil
+	return commands, nil
 }
 
-func recordResult(tx *gorm.DB, r Result, now time.Time) (bool, error) {
+// recordResult writes one result and returns its command ("": not recorded).
+func recordResult(tx *gorm.DB, r Result, now time.Time) (string, error) {
 	finished := r.FinishedAt.UTC()
 	if r.FinishedAt.IsZero() {
 		finished = now
@@ -116,9 +117,22 @@ func recordResult(tx *gorm.DB, r Result, now time.Time) (bool, error) {
 		Where("id = ? AND agent_id = ? AND status IN ?", r.ExecutionID, r.AgentID, []string{ExecDispatched, ExecRunning, ExecRetrying}).
 		Updates(upd)
 	if res.Error != nil {
-		return false, fmt.Errorf("updating execution: %w", res.Error)
+		return "", fmt.Errorf("updating execution: %w", res.Error)
 	}
-	return res.RowsAffected > 0, nil
+	return commandIfMoved(tx, res, r.ExecutionID)
+}
+
+// commandIfMoved is the command of the execution an update res moved, or ""
+// when it moved none.
+func commandIfMoved(tx *gorm.DB, res *gorm.DB, executionID string) (string, error) {
+	if res.RowsAffected == 0 {
+		return "", nil
+	}
+	var cmd string
+	if err := tx.Raw(`SELECT command_id FROM executions WHERE id = ?`, executionID).Scan(&cmd).Error; err != nil {
+		return "", fmt.Errorf("finding the execution's command: %w", err)
+	}
+	return cmd, nil
 }
 
 func (sqliteDialect) ackExecutions(tx *gorm.DB, as []Ack, now time.Time) ([]string, error) {
@@ -141,14 +155,7 @@ func ackExecution(db *gorm.DB, a Ack, now time.Time) (string, error) {
 	if res.Error != nil {
 		return "", fmt.Errorf("acknowledging execution: %w", res.Error)
 	}
-	if res.RowsAffected == 0 {
-		return "", nil
-	}
-	var cmd string
-	if err := db.Raw(`SELECT command_id FROM executions WHERE id = ?`, a.ExecutionID).Scan(&cmd).Error; err != nil {
-		return "", fmt.Errorf("finding the acknowledged execution's command: %w", err)
-	}
-	return cmd, nil
+	return commandIfMoved(db, res, a.ExecutionID)
 }
 
 // agentAttributes uses json_each, and substr for the prefix.

@@ -98,6 +98,27 @@ func (s *Store) InsertTelemetry(ctx context.Context, samples []TelemetrySample) 
 	return nil
 }
 
+// telemetryRows is a pgx.CopyFromSource over samples that reuses one row of
+// values: pgx encodes each row before it asks for the next.
+type telemetryRows struct {
+	samples []TelemetrySample
+	at      int
+	row     [4]any
+}
+
+func (r *telemetryRows) Next() bool {
+	r.at++
+	return r.at < len(r.samples)
+}
+
+func (r *telemetryRows) Values() ([]any, error) {
+	t := &r.samples[r.at]
+	r.row = [4]any{t.AgentID, t.TS.UTC(), []byte(t.Metrics), t.ReceivedAt.UTC()}
+	return r.row[:], nil
+}
+
+func (r *telemetryRows) Err() error { return nil }
+
 // RecentTelemetry returns an agent's newest samples, newest first, at most limit.
 func (s *Store) RecentTelemetry(ctx context.Context, agentID string, limit int) ([]TelemetrySample, error) {
 	var out []TelemetrySample

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/viworks/backend-agent/pkg/testenv"
 )
 
 // BenchmarkTelemetrySeries30Days downsamples 30 days of per-minute samples
@@ -19,11 +17,8 @@ import (
 //	go test -run '^$' -bench TelemetrySeries30Days -benchtime 10x ./store/
 func BenchmarkTelemetrySeries30Days(b *testing.B) {
 	ctx := context.Background()
-	s, err := Open(ctx, Config{AuditKey: testenv.AuditKey, URL: testenv.Postgres(b)})
-	require.NoError(b, err)
-	b.Cleanup(func() { _ = s.Close() })
-	_, err = s.Migrate(ctx)
-	require.NoError(b, err)
+	s := openBenchStore(b)
+	var err error
 	end := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 	start := end.Add(-30 * 24 * time.Hour)
 	// Ten agents, one sample a minute each for 30 days: 432,000 rows.
