@@ -127,7 +127,18 @@ func (l StringList) Value() (driver.Value, error) {
 }
 
 // Scan implements sql.Scanner.
-func (l *StringList) Scan(src any) error { return scanJSON(src, (*[]string)(l)) }
+func (l *StringList) Scan(src any) error {
+	b, err := jsonSource(src)
+	if b == nil || err != nil {
+		return err
+	}
+	v, err := decodeStringList(b)
+	if err != nil {
+		return err
+	}
+	*l = v
+	return nil
+}
 
 // StringMap is a jsonb object of strings.
 type StringMap map[string]string
@@ -142,18 +153,31 @@ func (m StringMap) Value() (driver.Value, error) {
 }
 
 // Scan implements sql.Scanner.
-func (m *StringMap) Scan(src any) error { return scanJSON(src, (*map[string]string)(m)) }
+func (m *StringMap) Scan(src any) error {
+	b, err := jsonSource(src)
+	if b == nil || err != nil {
+		return err
+	}
+	v, err := decodeStringMap(b)
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
 
-func scanJSON(src any, dst any) error {
+// jsonSource is the JSON text a driver gives for a jsonb column: nil (and
+// no error) for SQL NULL, which leaves the destination as it is.
+func jsonSource(src any) ([]byte, error) {
 	switch v := src.(type) {
 	case nil:
-		return nil
+		return nil, nil
 	case []byte:
-		return json.Unmarshal(v, dst)
+		return v, nil
 	case string:
-		return json.Unmarshal([]byte(v), dst)
+		return []byte(v), nil
 	}
-	return fmt.Errorf("scanning JSON from %T", src)
+	return nil, fmt.Errorf("scanning JSON from %T", src)
 }
 
 // Agent is a registered OS agent.
