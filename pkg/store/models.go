@@ -127,18 +127,7 @@ func (l StringList) Value() (driver.Value, error) {
 }
 
 // Scan implements sql.Scanner.
-func (l *StringList) Scan(src any) error {
-	b, err := jsonSource(src)
-	if b == nil || err != nil {
-		return err
-	}
-	v, err := decodeStringList(b)
-	if err != nil {
-		return err
-	}
-	*l = v
-	return nil
-}
+func (l *StringList) Scan(src any) error { return scanJSON(src, (*[]string)(l), decodeStringList) }
 
 // StringMap is a jsonb object of strings.
 type StringMap map[string]string
@@ -154,30 +143,29 @@ func (m StringMap) Value() (driver.Value, error) {
 
 // Scan implements sql.Scanner.
 func (m *StringMap) Scan(src any) error {
-	b, err := jsonSource(src)
-	if b == nil || err != nil {
-		return err
+	return scanJSON(src, (*map[string]string)(m), decodeStringMap)
+}
+
+// scanJSON decodes the JSON text a driver gives for a jsonb column into dst;
+// SQL NULL leaves dst as it is.
+func scanJSON[T any](src any, dst *T, decode func([]byte) (T, error)) error {
+	var b []byte
+	switch v := src.(type) {
+	case nil:
+		return nil
+	case []byte:
+		b = v
+	case string:
+		b = []byte(v)
+	default:
+		return fmt.Errorf("scanning JSON from %T", src)
 	}
-	v, err := decodeStringMap(b)
+	v, err := decode(b)
 	if err != nil {
 		return err
 	}
-	*m = v
+	*dst = v
 	return nil
-}
-
-// jsonSource is the JSON text a driver gives for a jsonb column: nil (and
-// no error) for SQL NULL, which leaves the destination as it is.
-func jsonSource(src any) ([]byte, error) {
-	switch v := src.(type) {
-	case nil:
-		return nil, nil
-	case []byte:
-		return v, nil
-	case string:
-		return []byte(v), nil
-	}
-	return nil, fmt.Errorf("scanning JSON from %T", src)
 }
 
 // Agent is a registered OS agent.
