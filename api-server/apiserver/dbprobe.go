@@ -41,7 +41,7 @@ func (p *dbProbe) unreachable(ctx context.Context) bool {
 	}
 	if p.wait == nil {
 		p.at, p.wait = p.now(), make(chan struct{})
-		go p.run(p.wait)
+		go p.run(p.wait) //nolint:gosec // G118: the ping is shared, so it outlives the request that began it; bounded by timeout
 	}
 	wait := p.wait
 	p.mu.Unlock()
