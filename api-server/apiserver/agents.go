@@ -46,29 +46,11 @@ type AgentView struct {
 	Health               AgentHealth       `json:"health"`
 }
 
-func agentView(a store.Agent) AgentView {
-	return AgentView{
-		ID: a.ID, Status: a.Status, Site: a.Site, Version: a.Version, Capabilities: nonNilList(a.Capabilities), Labels: nonNilMap(a.Labels),
-		AttributesSource: a.AttributesSource, ReportedSite: a.ReportedSite, ReportedLabels: nonNilMap(a.ReportedLabels),
-		ReportedCapabilities: nonNilList(a.ReportedCapabilities),
-		Hostname:             a.Hostname, OS: a.OS, Arch: a.Arch, GatewayID: a.GatewayID,
-		ConnectedAt: a.ConnectedAt, LastSeenAt: a.LastSeenAt,
-		Health: AgentHealth{Status: a.HealthStatus, UptimeS: a.UptimeS},
-	}
-}
-
 func nonNilList(l store.StringList) []string {
 	if l == nil {
 		return []string{}
 	}
 	return l
-}
-
-func nonNilMap(m store.StringMap) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
 }
 
 // List is the envelope of every list response.
@@ -185,51 +167,6 @@ func parseLabels(items []string, f *store.AgentFilter) string {
 	return ""
 }
 
-func (s *Server) listAgents(c *gin.Context) {
-	f, errs := parseAgentFilter(c)
-	limit, ferr := parseLimit(c)
-	if ferr != nil {
-		errs = append(errs, *ferr)
-	}
-	if len(errs) > 0 {
-		writeProblem(c, http.StatusBadRequest, "invalid query parameters", errs)
-		return
-	}
-	f.Limit = limit + 1
-	agents, err := s.store.ListAgents(c.Request.Context(), f)
-	if err != nil {
-		s.internalError(c, "listing agents failed", err)
-		return
-	}
-	out := List[AgentView]{Items: make([]AgentView, 0, min(len(agents), limit))}
-	for i, a := range agents {
-		if i == limit {
-			next := encodeAgentCursor(agents[limit-1].ID)
-			out.NextCursor = &next
-			break
-		}
-		out.Items = append(out.Items, agentView(a))
-	}
-	c.JSON(http.StatusOK, out)
-}
-
-// agent loads the agent named by the :id path parameter, answering 404 when
-// there is none; ok is false when a response was written.
-func (s *Server) agent(c *gin.Context) (store.Agent, bool) {
-	id, ok := idParam(c, resAgent)
-	if !ok {
-		return store.Agent{}, false
-	}
-	a, err := s.store.GetAgent(c.Request.Context(), id)
-	return a, !s.storeFailed(c, resAgent, "getting agent", err)
-}
-
-func (s *Server) getAgent(c *gin.Context) {
-	if a, ok := s.agent(c); ok {
-		c.JSON(http.StatusOK, agentView(a))
-	}
-}
-
 // Derived agent states of GET /agents/{id}/health.
 const (
 	StateOnline  = "online"  // connected and heard from within the stale threshold
@@ -341,6 +278,7 @@ func (s *Server) patchAgent(c *gin.Context) {
 	if s.storeFailed(c, resAgent, "changing agent attributes", err) {
 		return
 	}
+	s.agentChanged()
 	s.events.Agent(c.Request.Context(), events.AgentUpdated, a.ID, "", "")
-	c.JSON(http.StatusOK, agentView(a))
+	s.writeAgent(c, &a)
 }

@@ -67,6 +67,7 @@ func (s *Server) endAgent(c *gin.Context, revoke bool) {
 	}
 	// The credential is dead in the database already; this closes the live
 	// sessions and drops what gateways cached.
+	s.agentChanged()
 	bctx := context.WithoutCancel(ctx)
 	s.send.AgentEnded(bctx, id, reason)
 	s.events.Agent(bctx, typ, id, "", reason)
@@ -75,6 +76,7 @@ func (s *Server) endAgent(c *gin.Context, revoke bool) {
 
 func (s *Server) unrevokeAgent(c *gin.Context) {
 	if id, ok := s.removeByID(c, resRevokedAgent, "agent.unrevoke", nil, s.store.UnrevokeAgent); ok {
+		s.agentChanged()
 		s.events.Agent(context.WithoutCancel(c.Request.Context()), events.AgentUnrevoked, id, "", "")
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,6 +35,22 @@ type slowStore struct {
 	*store.Store
 	calls   atomic.Int64
 	release chan struct{}
+
+	listErr  error         // when set, ListAgents fails with it at once
+	pingGate chan struct{} // when set, Ping waits for it to close, then fails
+	pings    atomic.Int64
+}
+
+func (s *slowStore) Ping(ctx context.Context) error {
+	s.pings.Add(1)
+	if s.pingGate == nil {
+		return s.Store.Ping(ctx)
+	}
+	select {
+	case <-s.pingGate:
+	case <-ctx.Done():
+	}
+	return errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
 }
 
 func (s *slowStore) CreateCommand(ctx context.Context, nc store.NewCommand) (store.Command, []store.Execution, error) {
@@ -47,6 +65,9 @@ func (s *slowStore) CreateCommand(ctx context.Context, nc store.NewCommand) (sto
 
 func (s *slowStore) ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error) {
 	s.calls.Add(1)
+	if s.listErr != nil {
+		return nil, s.listErr
+	}
 	select {
 	case <-s.release:
 		return s.Store.ListAgents(ctx, f)
@@ -66,8 +87,9 @@ type overloadAPI struct {
 }
 
 // newOverloadAPI serves an API over a real SQLite store behind slowStore on
-// a real HTTP server.
-func newOverloadAPI(t *testing.T, cfg Config) *overloadAPI {
+// a real HTTP server, without the read cache (which would share the store
+// calls the tests count); setup runs before it serves.
+func newOverloadAPI(t *testing.T, cfg Config, setup ...func(*slowStore, *Server)) *overloadAPI {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: store.SQLitePrefix + filepath.Join(t.TempDir(), "viworks.db")})
@@ -81,8 +103,14 @@ func newOverloadAPI(t *testing.T, cfg Config) *overloadAPI {
 	log.SetLevel(logrus.DebugLevel)
 	slow := &slowStore{Store: st, release: make(chan struct{})}
 	reg := prometheus.NewRegistry()
+	if cfg.ReadCacheTTL == 0 {
+		cfg.ReadCacheTTL = -1
+	}
 	srv, err := New(slow, bus.NewMemory(), jwt, reg, log, cfg)
 	require.NoError(t, err)
+	for _, f := range setup {
+		f(slow, srv)
+	}
 	tok, err := jwt.Issue("viewer-user", auth.RoleViewer, time.Hour)
 	require.NoError(t, err)
 	op, err := jwt.Issue("operator-user", auth.RoleOperator, time.Hour)
@@ -278,4 +306,79 @@ func messages(h *logtest.Hook) []string {
 		out = append(out, e.Message)
 	}
 	return out
+}
+
+// testClock is a time.Now that a test moves by hand.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *testClock) add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
+
+// Many requests failing at once while the database is down ping it once, not
+// once each, and all answer 503 "database unavailable"; the next ping is a
+// second later, however many fail meanwhile.
+func TestFailingRequestsPingOncePerSecond(t *testing.T) {
+	clk := &testClock{now: time.Unix(1_000_000, 0)}
+	a := newOverloadAPI(t, Config{RequestTimeout: time.Minute}, func(st *slowStore, srv *Server) {
+		st.listErr = errors.New("listing agents: statement failed")
+		st.pingGate = make(chan struct{})
+		srv.probe.now = clk.Now
+	})
+	ctx := context.Background()
+	const n = 20
+	codes := make(chan int, n)
+	for range n {
+		go func() {
+			resp, err := a.get(t, ctx, "/api/v1/agents")
+			if err != nil {
+				codes <- 0
+				return
+			}
+			_ = resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	require.Eventually(t, func() bool { return a.st.calls.Load() == n }, 10*time.Second, 5*time.Millisecond)
+	close(a.st.pingGate)
+	for range n {
+		require.Equal(t, http.StatusServiceUnavailable, <-codes)
+	}
+	require.EqualValues(t, 1, a.st.pings.Load(), "one ping for all the failing requests")
+
+	unavailable := func() {
+		t.Helper()
+		resp, err := a.get(t, ctx, "/api/v1/agents")
+		require.NoError(t, err)
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		require.Equal(t, "2", resp.Header.Get("Retry-After"))
+		require.Contains(t, problemOf(t, resp).Detail, "database is unavailable")
+	}
+	clk.add(999 * time.Millisecond)
+	unavailable()
+	require.EqualValues(t, 1, a.st.pings.Load(), "within the second the last answer holds")
+	clk.add(time.Millisecond)
+	unavailable()
+	unavailable()
+	require.EqualValues(t, 2, a.st.pings.Load(), "a second later, one more ping")
+}
+
+// A failed statement while the database is reachable is a 500, and the ping
+// that told it is shared likewise.
+func TestFailedStatementIs500(t *testing.T) {
+	clk := &testClock{now: time.Unix(1_000_000, 0)}
+	a := newOverloadAPI(t, Config{RequestTimeout: time.Minute}, func(st *slowStore, srv *Server) {
+		st.listErr = errors.New("listing agents: statement failed")
+		srv.probe.now = clk.Now
+	})
+	for range 3 {
+		resp, err := a.get(t, context.Background(), "/api/v1/agents")
+		require.NoError(t, err)
+		require.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+		_ = resp.Body.Close()
+	}
+	require.EqualValues(t, 1, a.st.pings.Load())
 }

@@ -3,10 +3,12 @@
 package apiserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+
+	"github.com/viworks/backend-agent/api-server/apiserver/readcache"
 
 	"github.com/viworks/backend-agent/pkg/argseal"
 	"github.com/viworks/backend-agent/pkg/auth"
@@ -115,6 +119,11 @@ type Config struct {
 	// Retry-After at once. Health checks and event streams are not counted.
 	// Default config.DefaultMaxConnections.
 	MaxInFlight int
+	// ReadCacheTTL bounds the staleness of GET /agents: each distinct query is
+	// read from the database at most once per ReadCacheTTL on a replica, and
+	// again as soon as an agent event arrives on the bus (readcache). Default
+	// readcache.DefaultTTL (1s); negative: no cache.
+	ReadCacheTTL time.Duration
 	// RequestTimeout is every request's deadline (server.request_timeout) but
 	// health checks' and event streams': its context ends then; past it the
 	// request answers 503 with Retry-After. Default
@@ -171,6 +180,9 @@ func (c *Config) setDefaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = config.DefaultMaxConnections
 	}
+	if c.ReadCacheTTL == 0 {
+		c.ReadCacheTTL = readcache.DefaultTTL
+	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = config.DefaultRequestTimeoutSeconds * time.Second
 	}
@@ -221,6 +233,8 @@ type Server struct {
 	limitErrs   *prometheus.CounterVec
 	revocations *revocations
 
+	reads     *readcache.Cache   // GET /agents answers; nil: none (ReadCacheTTL < 0)
+	probe     *dbProbe           // tells internalError an outage from a failed statement
 	inFlight  chan struct{}      // a slot per request in flight (MaxInFlight)
 	shedCount prometheus.Counter // requests shed for want of a slot
 
@@ -243,6 +257,10 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 			Help: "Rate-limiter failures (Redis unreachable) by limit: ip requests are refused (503), principal requests let through."}, []string{"limit"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "viworks_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"}),
 		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "viworks_api_request_duration_seconds", Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"}),
+	}
+	s.probe = newDBProbe(st.Ping, unavailableProbe)
+	if cfg.ReadCacheTTL > 0 {
+		s.reads = readcache.New(readcache.Config{TTL: cfg.ReadCacheTTL})
 	}
 	s.inFlight = make(chan struct{}, cfg.MaxInFlight)
 	s.shedCount = prometheus.NewCounter(prometheus.CounterOpts{Name: "viworks_api_shed_requests_total",
@@ -319,19 +337,19 @@ func New(st Store, b bus.Bus, v Verifier, reg prometheus.Registerer, log logrus.
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Run receives the event stream from the bus and writes the aggregated
-// authentication failures until ctx is done; the last failures are written on
-// the way out.
+// Run receives the event stream from the bus (for clients and the read
+// cache) and writes the aggregated authentication failures until ctx is done;
+// the last failures are written on the way out.
 func (s *Server) Run(ctx context.Context) error {
 	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.refusals.Run(rctx)
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.refusals.Run(rctx) })
+	if s.reads != nil {
+		wg.Go(func() { s.invalidateOnAgentEvents(rctx, cmp.Or(s.cfg.Events.Retry, time.Second)) })
+	}
 	err := s.hub.Run(ctx)
 	stop() // the hub may stop first, on an error
-	<-done
+	wg.Wait()
 	return err
 }
 
@@ -400,18 +418,16 @@ func (s *Server) health(c *gin.Context) {
 
 // internalError answers a failed store call. A request whose context is done
 // (its deadline passed, its client went away) is answered by requestEnded,
-// never as a database outage. While the database is
-// unreachable or restarting (the error says so, or a ping fails) that is 503
-// with Retry-After, so clients and load balancers retry; any other failure is
-// a 500.
+// never as a database outage. While the database is unreachable or
+// restarting (the error says so, or the shared probe's ping, at most one a
+// second, fails) that is 503 with Retry-After, so clients and load balancers
+// retry; any other failure is a 500.
 func (s *Server) internalError(c *gin.Context, msg string, err error) {
 	if s.requestEnded(c, err) {
 		return
 	}
 	log := s.log.WithError(err).WithField("request_id", c.GetString(ctxRequestID))
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), unavailableProbe)
-	defer cancel()
-	if store.IsUnavailable(err) || s.store.Ping(ctx) != nil {
+	if store.IsUnavailable(err) || s.probe.unreachable(c.Request.Context()) {
 		log.WithField("database", "unavailable").Warn(msg)
 		c.Header("Retry-After", "2")
 		writeProblem(c, http.StatusServiceUnavailable, "the database is unavailable; retry shortly", nil)

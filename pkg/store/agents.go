@@ -98,36 +98,6 @@ type AgentFilter struct {
 	After      string // cursor: list ids greater than this
 }
 
-// ListAgents returns agents ordered by id, at most f.Limit.
-func (s *Store) ListAgents(ctx context.Context, f AgentFilter) ([]Agent, error) {
-	q := s.db.WithContext(ctx).Model(&Agent{}).Order("id").Limit(f.Limit)
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
-	if f.After != "" {
-		q = q.Where("id > ?", f.After)
-	}
-	q = s.agentAttributes(q, f)
-	var out []Agent
-	if err := q.Find(&out).Error; err != nil {
-		return nil, fmt.Errorf("listing agents: %w", err)
-	}
-	return out, nil
-}
-
-// GetAgent returns one agent or ErrNotFound.
-func (s *Store) GetAgent(ctx context.Context, id string) (Agent, error) {
-	var a Agent
-	res := s.db.WithContext(ctx).Where("id = ?", id).Limit(1).Find(&a)
-	if res.Error != nil {
-		return a, fmt.Errorf("getting agent: %w", res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return a, ErrNotFound
-	}
-	return a, nil
-}
-
 // ErrTooManyLabels is returned when a change would leave an agent with more
 // labels than AttributesPatch.MaxLabels.
 var ErrTooManyLabels = errors.New("too many labels")

@@ -127,7 +127,7 @@ func (l StringList) Value() (driver.Value, error) {
 }
 
 // Scan implements sql.Scanner.
-func (l *StringList) Scan(src any) error { return scanJSON(src, (*[]string)(l)) }
+func (l *StringList) Scan(src any) error { return scanJSON(src, (*[]string)(l), decodeStringList) }
 
 // StringMap is a jsonb object of strings.
 type StringMap map[string]string
@@ -142,18 +142,30 @@ func (m StringMap) Value() (driver.Value, error) {
 }
 
 // Scan implements sql.Scanner.
-func (m *StringMap) Scan(src any) error { return scanJSON(src, (*map[string]string)(m)) }
+func (m *StringMap) Scan(src any) error {
+	return scanJSON(src, (*map[string]string)(m), decodeStringMap)
+}
 
-func scanJSON(src any, dst any) error {
+// scanJSON decodes the JSON text a driver gives for a jsonb column into dst;
+// SQL NULL leaves dst as it is.
+func scanJSON[T any](src any, dst *T, decode func([]byte) (T, error)) error {
+	var b []byte
 	switch v := src.(type) {
 	case nil:
 		return nil
 	case []byte:
-		return json.Unmarshal(v, dst)
+		b = v
 	case string:
-		return json.Unmarshal([]byte(v), dst)
+		b = []byte(v)
+	default:
+		return fmt.Errorf("scanning JSON from %T", src)
 	}
-	return fmt.Errorf("scanning JSON from %T", src)
+	v, err := decode(b)
+	if err != nil {
+		return err
+	}
+	*dst = v
+	return nil
 }
 
 // Agent is a registered OS agent.
