@@ -35,8 +35,9 @@ func exempt(c *gin.Context) bool {
 }
 
 // shed answers 503 with Retry-After at once when MaxInFlight requests are
-// already in flight on this replica, before any rate-limiter, token or
-// database work, and counts it (viworks_api_shed_requests_total).
+// already in flight on this replica, or when a request finds no turn to run
+// (MaxRunning) within QueueWait; both before any rate-limiter, token or
+// database work, and counted (viworks_api_shed_requests_total).
 func (s *Server) shed(c *gin.Context) {
 	if exempt(c) {
 		c.Next()
@@ -53,8 +54,34 @@ func (s *Server) shed(c *gin.Context) {
 		return
 	}
 	defer func() { <-s.inFlight }()
+	select {
+	case s.running <- struct{}{}:
+	default:
+		// Every turn is taken: wait briefly for one rather than queue
+		// behind all of max_connections.
+		t := time.NewTimer(s.cfg.QueueWait)
+		select {
+		case s.running <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			s.shedCount.Inc()
+			c.Header("Retry-After", shedRetryAfter)
+			writeProblem(c, http.StatusServiceUnavailable, "the server is busy; retry shortly", nil)
+			c.Abort()
+			return
+		case <-c.Request.Context().Done():
+			t.Stop()
+			c.AbortWithStatus(statusClientClosed)
+			return
+		}
+	}
+	defer func() { <-s.running }()
 	c.Next()
 }
+
+// defaultQueueWait is Config.QueueWait's default: under overload an admitted
+// request waits at most this long for its turn.
+const defaultQueueWait = 20 * time.Millisecond
 
 // deadline gives the request's context the request deadline
 // (server.request_timeout) and bounds writing its answer by it (plus

@@ -199,6 +199,48 @@ func TestInFlightBoundShedsAtOnce(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
 
+// With two turns (MaxRunning) held in the store, a third request admitted
+// under max_connections waits QueueWait for a turn, then is shed (503,
+// Retry-After) without reaching the store; a turn that frees up within the
+// wait is taken.
+func TestQueueWaitShedsWhenNoTurnFrees(t *testing.T) {
+	a := newOverloadAPI(t, Config{MaxInFlight: 100, MaxRunning: 2, QueueWait: time.Second, RequestTimeout: time.Minute})
+	ctx := context.Background()
+	held := make(chan int, 3)
+	hold := func() {
+		resp, err := a.get(t, ctx, "/api/v1/agents")
+		if err != nil {
+			held <- 0
+			return
+		}
+		_ = resp.Body.Close()
+		held <- resp.StatusCode
+	}
+	for range 2 {
+		go hold()
+	}
+	require.Eventually(t, func() bool { return a.st.calls.Load() == 2 }, 5*time.Second, 5*time.Millisecond)
+
+	resp, err := a.get(t, ctx, "/api/v1/agents")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Equal(t, shedRetryAfter, resp.Header.Get("Retry-After"))
+	require.Equal(t, "the server is busy; retry shortly", problemOf(t, resp).Detail)
+	require.EqualValues(t, 2, a.st.calls.Load(), "a shed request never reaches the store")
+	require.InDelta(t, 1, testutil.ToFloat64(a.srv.shedCount), 0)
+
+	// A waiting request takes the turn the first held one gives back.
+	go hold()
+	require.Never(t, func() bool { return a.st.calls.Load() > 2 }, 50*time.Millisecond, 5*time.Millisecond)
+	a.st.release <- struct{}{}
+	require.Equal(t, http.StatusOK, <-held)
+	require.Eventually(t, func() bool { return a.st.calls.Load() == 3 }, 5*time.Second, 5*time.Millisecond)
+	close(a.st.release)
+	for range 2 {
+		require.Equal(t, http.StatusOK, <-held)
+	}
+}
+
 // A request past server.request_timeout answers 503 with Retry-After, is
 // logged as such and not as a database outage; an event stream outlives the
 // timeout.
