@@ -27,7 +27,9 @@ func equivalentCommands() []protocol.Command {
 		with(func(c *protocol.Command) { c.Args = nil }),
 		with(func(c *protocol.Command) { c.Args = json.RawMessage(`null`) }),
 		with(func(c *protocol.Command) { c.Args = json.RawMessage(" \n{ } ") }),
-		with(func(c *protocol.Command) { c.Args = json.RawMessage(`{"b":[1,2,{"z":null,"y":"<&>"}],"a":"\u2028\t\u0000"}`) }),
+		with(func(c *protocol.Command) {
+			c.Args = json.RawMessage(`{"b":[1,2,{"z":null,"y":"<&>"}],"a":"\u2028\t\u0000"}`)
+		}),
 		with(func(c *protocol.Command) { c.Args = json.RawMessage(big) }),
 		with(func(c *protocol.Command) {
 			c.AgentID, c.ExecutionID, c.Nonce = "sérveur-01", "exec <&> \"1\"", `n\x`
