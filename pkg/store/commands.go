@@ -137,9 +137,11 @@ func (s *Store) createCommandTx(tx *gorm.DB, cmd *Command, nc NewCommand, now ti
 		}
 	}
 	execs := make([]Execution, len(agents))
+	batch := newExecutions{CommandID: cmd.ID, Priority: nc.Priority, At: now, IDs: make([]string, len(agents)), AgentIDs: agents}
 	for i, id := range agents {
+		batch.IDs[i] = uuid.NewString()
 		execs[i] = Execution{
-			ID: uuid.NewString(), CommandID: cmd.ID, AgentID: id, Status: ExecQueued, Priority: nc.Priority,
+			ID: batch.IDs[i], CommandID: cmd.ID, AgentID: id, Status: ExecQueued, Priority: nc.Priority,
 			NextAttemptAt: now, CreatedAt: now, UpdatedAt: now,
 		}
 	}
@@ -156,10 +158,20 @@ func (s *Store) createCommandTx(tx *gorm.DB, cmd *Command, nc NewCommand, now ti
 	if res.RowsAffected == 0 {
 		return nil, errRunExists
 	}
-	if err := tx.CreateInBatches(execs, 1000).Error; err != nil {
+	if err := s.dialect.insertExecutions(tx, batch); err != nil {
 		return nil, fmt.Errorf("inserting executions: %w", err)
 	}
 	return execs, s.insertAudit(tx, nc.Audit, cmd.ID, now)
+}
+
+// newExecutions are the queued executions of a new command, one per agent,
+// due at once: IDs[i] is AgentIDs[i]'s.
+type newExecutions struct {
+	CommandID string
+	Priority  Priority
+	At        time.Time // next_attempt_at, created_at and updated_at
+	IDs       []string
+	AgentIDs  []string
 }
 
 // MatchTargets returns the registered agents t chooses (sorted by id), as

@@ -40,6 +40,9 @@ type dialect interface {
 	// rowID is the physical row id that batched deletes select by.
 	rowID() string
 
+	// insertExecutions writes a new command's queued executions in tx; every
+	// column it does not name takes its default.
+	insertExecutions(tx *gorm.DB, es newExecutions) error
 	// insertTelemetry stores a batch of samples.
 	insertTelemetry(ctx context.Context, db *gorm.DB, samples []TelemetrySample) error
 	// touchAgents writes a batch (at most 1000) of heartbeats.

@@ -88,6 +88,18 @@ func (postgresDialect) skipLocked(q *gorm.DB) *gorm.DB {
 
 func (postgresDialect) rowID() string { return "ctid" }
 
+// insertExecutions writes any number of executions in one statement of
+// seven parameters: the ids and agent ids as two text arrays (pgx encodes a
+// []string as text[]), unnested side by side. It goes to the transaction's
+// connection directly, without GORM building a statement.
+func (postgresDialect) insertExecutions(tx *gorm.DB, es newExecutions) error {
+	_, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, `INSERT INTO executions
+  (id, command_id, agent_id, status, priority, next_attempt_at, created_at, updated_at)
+SELECT u.id, $1, u.agent_id, $2, $3, $4, $4, $4 FROM unnest($5::text[], $6::text[]) AS u(id, agent_id)`,
+		es.CommandID, ExecQueued, int16(es.Priority), es.At, es.IDs, es.AgentIDs)
+	return err
+}
+
 var telemetryColumns = []string{"agent_id", "ts", "metrics", "received_at"}
 
 // insertTelemetry streams samples with COPY FROM over one pooled connection.

@@ -67,6 +67,31 @@ func (sqliteDialect) skipLocked(q *gorm.DB) *gorm.DB { return q }
 
 func (sqliteDialect) rowID() string { return "rowid" }
 
+// sqliteExecutionsPerInsert bounds the rows of one INSERT: 8 parameters a
+// row stay below SQLite's limit of 32,766.
+const sqliteExecutionsPerInsert = 1000
+
+// insertExecutions writes the executions with multi-row INSERTs.
+func (sqliteDialect) insertExecutions(tx *gorm.DB, es newExecutions) error {
+	for start := 0; start < len(es.IDs); start += sqliteExecutionsPerInsert {
+		end := min(start+sqliteExecutionsPerInsert, len(es.IDs))
+		var sb strings.Builder
+		sb.WriteString(`INSERT INTO executions (id, command_id, agent_id, status, priority, next_attempt_at, created_at, updated_at) VALUES `)
+		args := make([]any, 0, (end-start)*8)
+		for i := start; i < end; i++ {
+			if i > start {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(?,?,?,?,?,?,?,?)")
+			args = append(args, es.IDs[i], es.CommandID, es.AgentIDs[i], ExecQueued, int16(es.Priority), es.At, es.At, es.At)
+		}
+		if err := tx.Exec(sb.String(), args...).Error; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // insertTelemetry uses multi-row inserts.
 func (sqliteDialect) insertTelemetry(ctx context.Context, db *gorm.DB, samples []TelemetrySample) error {
 	return db.WithContext(ctx).CreateInBatches(samples, 500).Error

@@ -172,10 +172,14 @@ func (s *Store) ClaimDue(ctx context.Context, o ClaimOptions, route Router) ([]D
 FROM executions e
 JOIN commands c ON c.id = e.command_id
 JOIN agents a ON a.id = e.agent_id
+LEFT JOIN (SELECT x.agent_id, count(*) AS n FROM executions x WHERE x.status IN ('dispatched', 'running')
+           GROUP BY x.agent_id) al ON al.agent_id = e.agent_id
+LEFT JOIN (SELECT y.command_id, count(*) AS n FROM executions y WHERE y.status IN ('dispatched', 'running')
+             AND y.command_id IN (SELECT id FROM commands WHERE max_concurrency > 0 AND finished_at IS NULL)
+           GROUP BY y.command_id) cl ON cl.command_id = e.command_id
 WHERE e.status IN ('queued', 'retrying') AND e.next_attempt_at <= ? AND a.status = 'online'
-  AND (SELECT count(*) FROM executions x WHERE x.agent_id = e.agent_id AND x.status IN ('dispatched', 'running')) < ?
-  AND (c.max_concurrency = 0 OR
-       (SELECT count(*) FROM executions y WHERE y.command_id = e.command_id AND y.status IN ('dispatched', 'running')) < c.max_concurrency)
+  AND coalesce(al.n, 0) < ?
+  AND (c.max_concurrency = 0 OR coalesce(cl.n, 0) < c.max_concurrency)
 ORDER BY e.priority DESC, e.created_at, e.id
 LIMIT ? `+lock, o.Now, o.PerAgent, limit).Scan(&due).Error
 		if err != nil {

@@ -7,9 +7,6 @@ package dispatch
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -23,7 +20,6 @@ import (
 	"github.com/viworks/backend-agent/pkg/bus"
 	"github.com/viworks/backend-agent/pkg/config"
 	"github.com/viworks/backend-agent/pkg/events"
-	"github.com/viworks/backend-agent/pkg/protocol"
 	"github.com/viworks/backend-agent/pkg/signing"
 	"github.com/viworks/backend-agent/pkg/store"
 )
@@ -57,7 +53,7 @@ type Config struct {
 	MaxRetryDelay time.Duration
 	MaxInFlight   int // executions dispatched or running across all replicas; 0: unlimited
 	PerAgent      int // executions in flight per agent
-	Workers       int // goroutines signing a batch's COMMAND frames (server.workers); default config.DefaultWorkers
+	Workers       int // goroutines signing a batch's COMMAND frames (server.workers; default config.DefaultWorkers), at most GOMAXPROCS run
 
 	// Leader-only maintenance.
 	StaleAfter         time.Duration // an online agent unseen this long is marked offline (default: config.Default().OfflineAfter())
@@ -482,34 +478,6 @@ func (s *Scheduler) dispatchedEvents(ctx context.Context, due []store.DueExecuti
 	s.cfg.Events.Publish(ctx, evs...)
 }
 
-// commandFrame builds and signs the COMMAND frame of an execution.
-func (s *Scheduler) commandFrame(d store.DueExecution) ([]byte, error) {
-	now := time.Now().UTC()
-	expires := now.Add(time.Duration(d.TimeoutSeconds) * time.Second)
-	if d.ExpiresAt.Before(expires) {
-		expires = d.ExpiresAt
-	}
-	args := json.RawMessage(d.Args)
-	if d.ArgsSealed {
-		if s.cfg.Args == nil {
-			return nil, errors.New("the command's args are sealed and no args encryption key is configured")
-		}
-		opened, err := s.cfg.Args.Open(args)
-		if err != nil {
-			return nil, fmt.Errorf("opening sealed args: %w", err)
-		}
-		args = opened
-	}
-	cmd := protocol.Command{
-		CommandID: d.CommandID, ExecutionID: d.ExecutionID, AgentID: d.AgentID, Verb: d.Verb,
-		Args: args, RequestedBy: d.CreatedBy, IssuedAt: now, ExpiresAt: expires, Nonce: nonce(),
-	}
-	if err := s.cfg.Signer.Sign(&cmd); err != nil {
-		return nil, fmt.Errorf("signing command: %w", err)
-	}
-	return protocol.Encode(protocol.TypeCommand, d.ExecutionID, cmd)
-}
-
 func (s *Scheduler) sweep(ctx context.Context, now time.Time) {
 	ended, err := s.store.Sweep(ctx, now, s.policy())
 	if err != nil {
@@ -528,10 +496,4 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) {
 	s.cfg.Events.Publish(ctx, evs...)
 	s.metrics.timedOut.Add(float64(len(ended)))
 	s.sendCancels(ctx, ended, "timed out")
-}
-
-func nonce() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
 }

@@ -27,15 +27,17 @@ func TestCommandFramesInParallel(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%d workers, %d executions", tc.workers, tc.due), func(t *testing.T) {
 			s := &Scheduler{cfg: Config{Signer: signer, Workers: tc.workers}}
+			// Executions of three commands, interleaved as a claim returns
+			// them; one command's args are sealed and there is no keyring.
+			commands := []store.DueExecution{
+				{CommandID: "cmd-1", Verb: "echo", Args: store.JSON(`{"n":1}`), CreatedBy: "alice", ExpiresAt: time.Now().Add(time.Hour), TimeoutSeconds: 60},
+				{CommandID: "cmd-2", Verb: "run", Args: store.JSON(`{"z":"ü<&>","a":[null,1.50]}`), CreatedBy: "Zoë <ops@example.com>", ExpiresAt: time.Now().Add(time.Second), TimeoutSeconds: 600},
+				{CommandID: "cmd-3", Verb: "echo", Args: store.JSON(`{"secret":"sealed"}`), ArgsSealed: true, ExpiresAt: time.Now().Add(time.Hour), TimeoutSeconds: 60},
+			}
 			due := make([]store.DueExecution, tc.due)
 			for i := range due {
-				due[i] = store.DueExecution{
-					ExecutionID: fmt.Sprintf("exec-%03d", i), CommandID: "cmd-1", AgentID: fmt.Sprintf("agent-%03d", i),
-					Verb: "echo", Args: store.JSON(`{"n":1}`), ExpiresAt: time.Now().Add(time.Hour), TimeoutSeconds: 60,
-				}
-				if i%10 == 9 { // sealed args and no keyring: this one fails
-					due[i].ArgsSealed = true
-				}
+				due[i] = commands[i%len(commands)]
+				due[i].ExecutionID, due[i].AgentID = fmt.Sprintf("exec-%03d", i), fmt.Sprintf("agent-%03d", i)
 			}
 			frames, errs := s.commandFrames(due)
 			require.Len(t, frames, tc.due)
@@ -54,6 +56,12 @@ func TestCommandFramesInParallel(t *testing.T) {
 				require.Equal(t, d.ExecutionID, cmd.ExecutionID)
 				require.Equal(t, d.AgentID, cmd.AgentID)
 				require.NoError(t, verifier.Verify(*cmd))
+				// Byte for byte what signing and encoding it from scratch gives.
+				ref := *cmd
+				require.NoError(t, signer.Sign(&ref))
+				want, err := protocol.Encode(protocol.TypeCommand, d.ExecutionID, ref)
+				require.NoError(t, err)
+				require.Equal(t, string(want), string(frames[i]))
 			}
 		})
 	}
