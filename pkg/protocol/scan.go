@@ -256,9 +256,9 @@ const (
 	wantTime    = "an RFC 3339 timestamp is required"
 )
 
-// payloadFields collects the values of a payload's known names (the last of
-// duplicates); index returns a name's slot or -1.
-func payloadFields(raw []byte, vals [][]byte, index func([]byte) int) error {
+// payloadFields collects the values of a payload's names (the last of
+// duplicates) into vals, by the index of the name in names.
+func payloadFields(raw []byte, names []string, vals [][]byte) error {
 	if len(raw) == 0 || string(raw) == "null" {
 		return invalid("payload", "is required")
 	}
@@ -272,8 +272,12 @@ func payloadFields(raw []byte, vals [][]byte, index func([]byte) int) error {
 		if !more {
 			return nil
 		}
-		if i := index(unquote(q, buf[:0])); i >= 0 {
-			vals[i] = val
+		name := unquote(q, buf[:0])
+		for i, n := range names {
+			if string(name) == n {
+				vals[i] = val
+				break
+			}
 		}
 	}
 }
@@ -351,19 +355,18 @@ func timeValue(field string, v []byte, dst *time.Time) error {
 	return nil
 }
 
+// The payload names of the hot frames, in their structs' field order (the
+// order decodeFields checks them in).
+var (
+	heartbeatFields = [...]string{"status", "uptime_s", "running_commands"}
+	ackFields       = [...]string{"execution_id", "state"}
+	resultFields    = [...]string{"execution_id", "command_id", "status", "exit_code", "output", "output_truncated", "error", "started_at", "finished_at"}
+	telemetryFields = [...]string{"ts", "metrics"}
+)
+
 func decodeHeartbeat(raw []byte) (*Heartbeat, error) {
 	var v [3][]byte
-	err := payloadFields(raw, v[:], func(name []byte) int {
-		switch string(name) {
-		case "status":
-			return 0
-		case "uptime_s":
-			return 1
-		case "running_commands":
-			return 2
-		}
-		return -1
-	})
+	err := payloadFields(raw, heartbeatFields[:], v[:])
 	h := &Heartbeat{}
 	if err == nil {
 		err = stringValue("payload.status", v[0], &h.Status, HealthHealthy, HealthDegraded, HealthUnhealthy)
@@ -385,15 +388,7 @@ func decodeHeartbeat(raw []byte) (*Heartbeat, error) {
 
 func decodeAck(raw []byte) (*Ack, error) {
 	var v [2][]byte
-	err := payloadFields(raw, v[:], func(name []byte) int {
-		switch string(name) {
-		case "execution_id":
-			return 0
-		case "state":
-			return 1
-		}
-		return -1
-	})
+	err := payloadFields(raw, ackFields[:], v[:])
 	a := &Ack{}
 	if err == nil {
 		err = stringValue("payload.execution_id", v[0], &a.ExecutionID)
@@ -412,29 +407,7 @@ func decodeAck(raw []byte) (*Ack, error) {
 
 func decodeResult(raw []byte) (*CommandResult, error) {
 	var v [9][]byte
-	err := payloadFields(raw, v[:], func(name []byte) int {
-		switch string(name) {
-		case "execution_id":
-			return 0
-		case "command_id":
-			return 1
-		case "status":
-			return 2
-		case "exit_code":
-			return 3
-		case "output":
-			return 4
-		case "output_truncated":
-			return 5
-		case "error":
-			return 6
-		case "started_at":
-			return 7
-		case "finished_at":
-			return 8
-		}
-		return -1
-	})
+	err := payloadFields(raw, resultFields[:], v[:])
 	if err != nil {
 		return nil, err
 	}
@@ -483,15 +456,7 @@ type metric struct {
 // others as dropped, in name order; a frame left without metrics is refused.
 func decodeTelemetry(raw []byte) (*Telemetry, []*DecodeError, error) {
 	var v [2][]byte
-	err := payloadFields(raw, v[:], func(name []byte) int {
-		switch string(name) {
-		case "ts":
-			return 0
-		case "metrics":
-			return 1
-		}
-		return -1
-	})
+	err := payloadFields(raw, telemetryFields[:], v[:])
 	var ts time.Time
 	if err == nil {
 		err = timeValue("payload.ts", v[0], &ts)
