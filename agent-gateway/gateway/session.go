@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -415,37 +414,104 @@ func (s *session) readLoop(ctx context.Context) {
 	_ = s.conn.SetReadDeadline(s.deadline())
 	s.conn.SetPongHandler(func(string) error { return s.conn.SetReadDeadline(s.deadline()) })
 	for {
-		_, data, err := s.conn.ReadMessage()
+		j, err := s.readFrame()
 		if err != nil {
 			s.readFailed(err)
 			return
 		}
-		s.g.metrics.bytesIn.Add(float64(len(data)))
+		s.g.metrics.bytesIn.Add(float64(len(j.data)))
 		_ = s.conn.SetReadDeadline(s.deadline())
 		if !s.allowFrame(time.Now()) {
+			j.release()
 			s.g.metrics.closed.WithLabelValues("rate_limited").Inc()
 			s.logger().Warn("agent exceeded its frame rate; closing")
 			s.closeFromReader(protocol.ClosePolicyViolation, "frame rate limit exceeded")
 			return
 		}
-		if !s.process(ctx, data) {
+		ok := s.process(ctx, j)
+		j.release()
+		if !ok {
 			return
 		}
 	}
 }
 
-// process decodes and handles one frame on a short-lived goroutine and waits
-// for it. Decoding JSON and the handlers need a deep stack; run on the reader
-// they would grow its stack, which then stays grown for the idle session's
-// life until a collection happens to shrink it. So the reader's stack stays at
-// what a parked read needs.
-func (s *session) process(ctx context.Context, data []byte) bool {
-	done := make(chan bool, 1)
-	go func() { done <- s.processFrame(ctx, data) }()
-	return <-done
+// frameJob is one frame read into a pooled buffer and handled on a
+// short-lived goroutine (see process); jobs and their buffers are reused, so
+// an idle session holds neither and a frame costs no allocation of its own.
+type frameJob struct {
+	s    *session
+	ctx  context.Context
+	data []byte
+	ok   bool
+	done chan struct{}
 }
 
-// processFrame decodes and handles one frame; false ends the session.
+// maxPooledFrame is the largest buffer kept for reuse; a rare bigger frame's
+// buffer (up to the read limit) is left to the collector.
+const maxPooledFrame = 64 << 10
+
+var frameJobs = sync.Pool{New: func() any {
+	return &frameJob{data: make([]byte, 0, 1024), done: make(chan struct{}, 1)}
+}}
+
+// release returns the job and its buffer to the pool.
+func (j *frameJob) release() {
+	if cap(j.data) > maxPooledFrame {
+		return
+	}
+	j.s, j.ctx, j.data, j.ok = nil, nil, j.data[:0], false
+	frameJobs.Put(j)
+}
+
+func (j *frameJob) run() {
+	j.ok = j.s.processFrame(j.ctx, j.data)
+	j.done <- struct{}{}
+}
+
+// readFrame reads the next data frame into a pooled job's buffer (gorilla's
+// ReadMessage would allocate a new one for every frame). The read limit is
+// the connection's: a larger frame fails with websocket.ErrReadLimit.
+func (s *session) readFrame() (*frameJob, error) {
+	_, r, err := s.conn.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	j := frameJobs.Get().(*frameJob)
+	j.s = s
+	b := j.data[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			j.data = b
+			return j, nil
+		}
+		if err != nil {
+			j.data = b
+			j.release()
+			return nil, err
+		}
+	}
+}
+
+// process handles one frame on a short-lived goroutine and waits for it.
+// Decoding JSON and the handlers need a deep stack; run on the reader they
+// would grow its stack, which then stays grown for the idle session's life
+// until a collection happens to shrink it. So the reader's stack stays at what
+// a parked read needs.
+func (s *session) process(ctx context.Context, j *frameJob) bool {
+	j.ctx = ctx
+	go j.run()
+	<-j.done
+	return j.ok
+}
+
+// processFrame decodes and handles one frame; false ends the session. data
+// is the pooled read buffer: nothing may keep it (Decode copies what it keeps).
 func (s *session) processFrame(ctx context.Context, data []byte) bool {
 	f, err := protocol.Decode(data)
 	if f.Type == protocol.TypeTelemetry && len(f.Dropped) > 0 {
@@ -454,6 +520,15 @@ func (s *session) processFrame(ctx context.Context, data []byte) bool {
 			s.refuse(f.Type, protocol.ErrCodeInvalidPayload, f.Dropped)
 		}
 	}
+	if err != nil {
+		return s.decodeFailed(f, err)
+	}
+	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
+	return s.handle(ctx, f)
+}
+
+// decodeFailed answers a frame Decode refused; false ends the session.
+func (s *session) decodeFailed(f protocol.Frame, err error) bool {
 	var de *protocol.DecodeError
 	switch {
 	case errors.Is(err, protocol.ErrUnknownType):
@@ -465,12 +540,9 @@ func (s *session) processFrame(ctx context.Context, data []byte) bool {
 		s.g.metrics.protocolErrors.WithLabelValues("invalid_field").Inc()
 		s.refuse(f.Type, protocol.ErrCodeInvalidPayload, []*protocol.DecodeError{de})
 		return true
-	case err != nil:
-		s.rejectFrame(f, err)
-		return false
 	}
-	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
-	return s.handle(ctx, f)
+	s.rejectFrame(f, err)
+	return false
 }
 
 // refuse tells the agent, in one ERROR frame, which fields of a frame were
@@ -513,7 +585,7 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 				Reason: fmt.Sprintf("must be within %s before and %s after the gateway's clock (%s)", protocol.TelemetryMaxAge, protocol.TelemetryMaxAhead, now.UTC().Format(time.RFC3339))}})
 			return true
 		}
-		raw, _ := json.Marshal(p.Metrics)
+		raw := p.AppendMetricsJSON(make([]byte, 0, 2+32*len(p.Metrics)))
 		s.g.addTelemetry(store.TelemetrySample{AgentID: s.agentID, TS: p.TS.UTC(), Metrics: raw, ReceivedAt: time.Now().UTC()})
 	case *protocol.Ack:
 		if !s.firstAck(p.ExecutionID) {

@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -182,7 +184,19 @@ func FuzzDecodeEquivalence(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) { requireSameDecode(t, data) })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		requireSameDecode(t, data)
+		if fr, err := Decode(data); err == nil && fr.Type == TypeTelemetry {
+			tel := fr.Payload.(*Telemetry)
+			if want, _ := json.Marshal(tel.Metrics); !bytes.ContainsAny(want, `\`) {
+				require.Equal(t, string(want), string(tel.AppendMetricsJSON(nil)))
+			} else {
+				var back map[string]float64
+				require.NoError(t, json.Unmarshal(tel.AppendMetricsJSON(nil), &back))
+				require.Equal(t, tel.Metrics, back)
+			}
+		}
+	})
 }
 
 // Decode must not keep the caller's buffer: the gateway reads every frame
