@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,6 +45,12 @@ type session struct {
 	closeOnce sync.Once
 
 	acked map[string]struct{} // executions acknowledged on this session (read loop only)
+
+	// The read buffer gorilla reads from, and the socket under it when the
+	// session can wait for it to become readable (plain TCP on Unix; nil
+	// under TLS: the frame is then awaited inside the read).
+	br  *bufio.Reader
+	raw syscall.RawConn
 
 	tokens float64   // frame rate limit (read loop only)
 	refill time.Time // when tokens were last topped up
@@ -90,10 +98,18 @@ func (s *session) firstAck(executionID string) bool {
 	return true
 }
 
-func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *session {
-	return &session{
-		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(),
+// newSession makes the session of an upgraded connection; br is its read
+// buffer (nil: unknown, so the session cannot wait for a frame before reading it).
+func newSession(g *Gateway, conn *websocket.Conn, br *bufio.Reader, remote, authID string) *session {
+	s := &session{
+		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(), br: br,
 	}
+	if sc, ok := conn.NetConn().(syscall.Conn); ok && br != nil && canPeek {
+		if raw, err := sc.SyscallConn(); err == nil {
+			s.raw = raw
+		}
+	}
+	return s
 }
 
 // send queues a frame; a full queue means a slow agent, which is disconnected
@@ -410,25 +426,26 @@ func (s *session) deadline() time.Time {
 	return time.Now().Add(s.g.cfg.silenceLimit())
 }
 
+// readLoop serves the session's frames one after the other until it ends.
+// Its goroutine, the one an idle session holds, only waits for the socket to
+// become readable (awaitFrame: a shallow stack, the runtime's smallest); a
+// frame is read, decoded and handled on a short-lived goroutine (frameJob),
+// because reading a frame through gorilla and decoding it need a deep stack,
+// which would stay grown on the idle session's goroutine until a collection
+// happened to shrink it.
 func (s *session) readLoop(ctx context.Context) {
 	_ = s.conn.SetReadDeadline(s.deadline())
 	s.conn.SetPongHandler(func(string) error { return s.conn.SetReadDeadline(s.deadline()) })
 	for {
-		j, err := s.readFrame()
-		if err != nil {
+		if err := s.awaitFrame(); err != nil {
 			s.readFailed(err)
 			return
 		}
-		s.g.metrics.bytesIn.Add(float64(len(j.data)))
-		_ = s.conn.SetReadDeadline(s.deadline())
-		if !s.allowFrame(time.Now()) {
-			j.release()
-			s.g.metrics.closed.WithLabelValues("rate_limited").Inc()
-			s.logger().Warn("agent exceeded its frame rate; closing")
-			s.closeFromReader(protocol.ClosePolicyViolation, "frame rate limit exceeded")
-			return
-		}
-		ok := s.process(ctx, j)
+		j := frameJobs.Get().(*frameJob)
+		j.s, j.ctx = s, ctx
+		go j.run()
+		<-j.done
+		ok := j.ok
 		j.release()
 		if !ok {
 			return
@@ -436,9 +453,19 @@ func (s *session) readLoop(ctx context.Context) {
 	}
 }
 
-// frameJob is one frame read into a pooled buffer and handled on a
-// short-lived goroutine (see process); jobs and their buffers are reused, so
-// an idle session holds neither and a frame costs no allocation of its own.
+// awaitFrame returns once the next frame can be read: something is buffered
+// or the socket is readable (or closed, or past the read deadline: the read
+// then tells). Without a socket to wait on it returns at once.
+func (s *session) awaitFrame() error {
+	if s.raw == nil || s.br.Buffered() > 0 {
+		return nil
+	}
+	return s.raw.Read(readable)
+}
+
+// frameJob reads, decodes and handles one frame on a short-lived goroutine;
+// jobs and their buffers are reused, so an idle session holds neither and a
+// frame costs no allocation of its own.
 type frameJob struct {
 	s    *session
 	ctx  context.Context
@@ -465,20 +492,35 @@ func (j *frameJob) release() {
 }
 
 func (j *frameJob) run() {
-	j.ok = j.s.processFrame(j.ctx, j.data)
+	j.ok = j.s.nextFrame(j.ctx, j)
 	j.done <- struct{}{}
 }
 
-// readFrame reads the next data frame into a pooled job's buffer (gorilla's
-// ReadMessage would allocate a new one for every frame). The read limit is
-// the connection's: a larger frame fails with websocket.ErrReadLimit.
-func (s *session) readFrame() (*frameJob, error) {
+// nextFrame reads one frame into j and handles it; false ends the session.
+func (s *session) nextFrame(ctx context.Context, j *frameJob) bool {
+	if err := s.readFrame(j); err != nil {
+		s.readFailed(err)
+		return false
+	}
+	s.g.metrics.bytesIn.Add(float64(len(j.data)))
+	_ = s.conn.SetReadDeadline(s.deadline())
+	if !s.allowFrame(time.Now()) {
+		s.g.metrics.closed.WithLabelValues("rate_limited").Inc()
+		s.logger().Warn("agent exceeded its frame rate; closing")
+		s.closeFromReader(protocol.ClosePolicyViolation, "frame rate limit exceeded")
+		return false
+	}
+	return s.processFrame(ctx, j.data)
+}
+
+// readFrame reads the next data frame into j's buffer (gorilla's ReadMessage
+// would allocate a new one for every frame). The read limit is the
+// connection's: a larger frame fails with websocket.ErrReadLimit.
+func (s *session) readFrame(j *frameJob) error {
 	_, r, err := s.conn.NextReader()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	j := frameJobs.Get().(*frameJob)
-	j.s = s
 	b := j.data[:0]
 	for {
 		if len(b) == cap(b) {
@@ -486,28 +528,14 @@ func (s *session) readFrame() (*frameJob, error) {
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
-		if err == io.EOF {
-			j.data = b
-			return j, nil
-		}
 		if err != nil {
 			j.data = b
-			j.release()
-			return nil, err
+			if err == io.EOF {
+				return nil
+			}
+			return err
 		}
 	}
-}
-
-// process handles one frame on a short-lived goroutine and waits for it.
-// Decoding JSON and the handlers need a deep stack; run on the reader they
-// would grow its stack, which then stays grown for the idle session's life
-// until a collection happens to shrink it. So the reader's stack stays at what
-// a parked read needs.
-func (s *session) process(ctx context.Context, j *frameJob) bool {
-	j.ctx = ctx
-	go j.run()
-	<-j.done
-	return j.ok
 }
 
 // processFrame decodes and handles one frame; false ends the session. data

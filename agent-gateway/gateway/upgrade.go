@@ -80,7 +80,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, http.StatusServiceUnavailable, "this gateway accepts no more agents; retry later", r.URL.Path, nil)
 		return
 	}
-	conn, err := g.upgrader.Upgrade(w, r, nil)
+	conn, br, err := g.upgrade(w, r)
 	if err != nil {
 		return // the upgrader has answered
 	}
@@ -90,7 +90,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		s := newSession(g, conn, remote, agentID)
+		s := newSession(g, conn, br, remote, agentID)
 		if !s.handshake(ctx, release, started) {
 			return
 		}
