@@ -437,12 +437,21 @@ func (s *session) readLoop(ctx context.Context) {
 	_ = s.conn.SetReadDeadline(s.deadline())
 	s.conn.SetPongHandler(func(string) error { return s.conn.SetReadDeadline(s.deadline()) })
 	for {
-		if err := s.awaitFrame(); err != nil {
+		var r io.Reader
+		if s.raw == nil {
+			// No socket to wait on (TLS): the frame is awaited inside the
+			// read, on this goroutine, holding no job meanwhile.
+			var err error
+			if _, r, err = s.conn.NextReader(); err != nil {
+				s.readFailed(err)
+				return
+			}
+		} else if err := s.awaitFrame(); err != nil {
 			s.readFailed(err)
 			return
 		}
 		j := frameJobs.Get().(*frameJob)
-		j.s, j.ctx = s, ctx
+		j.s, j.ctx, j.r = s, ctx, r
 		go j.run()
 		<-j.done
 		ok := j.ok
@@ -455,9 +464,9 @@ func (s *session) readLoop(ctx context.Context) {
 
 // awaitFrame returns once the next frame can be read: something is buffered
 // or the socket is readable (or closed, or past the read deadline: the read
-// then tells). Without a socket to wait on it returns at once.
+// then tells).
 func (s *session) awaitFrame() error {
-	if s.raw == nil || s.br.Buffered() > 0 {
+	if s.br.Buffered() > 0 {
 		return nil
 	}
 	return s.raw.Read(readable)
@@ -469,6 +478,7 @@ func (s *session) awaitFrame() error {
 type frameJob struct {
 	s    *session
 	ctx  context.Context
+	r    io.Reader // the frame's reader when the session's goroutine began it
 	data []byte
 	ok   bool
 	done chan struct{}
@@ -487,7 +497,7 @@ func (j *frameJob) release() {
 	if cap(j.data) > maxPooledFrame {
 		return
 	}
-	j.s, j.ctx, j.data, j.ok = nil, nil, j.data[:0], false
+	j.s, j.ctx, j.r, j.data, j.ok = nil, nil, nil, j.data[:0], false
 	frameJobs.Put(j)
 }
 
@@ -513,13 +523,17 @@ func (s *session) nextFrame(ctx context.Context, j *frameJob) bool {
 	return s.processFrame(ctx, j.data)
 }
 
-// readFrame reads the next data frame into j's buffer (gorilla's ReadMessage
-// would allocate a new one for every frame). The read limit is the
-// connection's: a larger frame fails with websocket.ErrReadLimit.
+// readFrame reads the next data frame (or the one begun, j.r) into j's
+// buffer (gorilla's ReadMessage would allocate a new one for every frame).
+// The read limit is the connection's: a larger frame fails with
+// websocket.ErrReadLimit.
 func (s *session) readFrame(j *frameJob) error {
-	_, r, err := s.conn.NextReader()
-	if err != nil {
-		return err
+	r := j.r
+	if r == nil {
+		var err error
+		if _, r, err = s.conn.NextReader(); err != nil {
+			return err
+		}
 	}
 	b := j.data[:0]
 	for {
