@@ -5,9 +5,11 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -113,11 +115,9 @@ func New(st Store, b bus.Bus, p bus.Presence, reg prometheus.Registerer, log log
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		// Small buffers, and write buffers only while writing: an idle session
-		// holds no write buffer at all. 128 bytes hold any frame header and
-		// control frame (at most 125 bytes of payload); a data frame's payload
-		// beyond it is read straight into the message.
-		ReadBufferSize:  128,
+		// Write buffers only while writing: an idle session holds no write
+		// buffer at all. The read buffer is the session's own (see upgrade):
+		// ReadBufferSize 0 makes gorilla take it.
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		// Agents are not browsers; a browser's Origin must match the host.
@@ -233,4 +233,38 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	g.flush(context.WithoutCancel(ctx))
+}
+
+// readBufferSize is a session's read buffer: it holds any frame header and
+// control frame (at most 125 bytes of payload), and gorilla takes a hijacked
+// reader as the connection's only when it is larger than 256 bytes. A data
+// frame's payload beyond it is read straight into the frame's buffer.
+const readBufferSize = 272
+
+// upgrade upgrades the request to a WebSocket whose read buffer the session
+// can see: before it waits for the socket to become readable it must know
+// that no frame is buffered already.
+func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request) (*websocket.Conn, *bufio.Reader, error) {
+	h := &hijacker{ResponseWriter: w}
+	conn, err := g.upgrader.Upgrade(h, r, nil)
+	return conn, h.br, err
+}
+
+// hijacker hands gorilla, on Hijack, a reader of readBufferSize bytes it keeps.
+type hijacker struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("the response cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return c, brw, err // gorilla refuses data sent before the handshake's end
+	}
+	h.br = bufio.NewReaderSize(c, readBufferSize)
+	return c, bufio.NewReadWriter(h.br, brw.Writer), nil
 }

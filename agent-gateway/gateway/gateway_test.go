@@ -37,7 +37,7 @@ type fixture struct {
 }
 
 // start runs a gateway on real Postgres and Redis behind an httptest server.
-func start(t *testing.T, cfg gateway.Config) fixture {
+func start(t testing.TB, cfg gateway.Config) fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.Open(ctx, store.Config{AuditKey: testenv.AuditKey, URL: storetest.MigratedPostgres(t)})
@@ -70,7 +70,7 @@ func start(t *testing.T, cfg gateway.Config) fixture {
 	return fixture{store: st, reg: reg, srv: srv}
 }
 
-func (f fixture) enroll(t *testing.T, agentID string) string {
+func (f fixture) enroll(t testing.TB, agentID string) string {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"enrollment_secret": secret, "agent_id": agentID, "hostname": "h-" + agentID})
 	resp, err := http.Post(f.srv.URL+"/agent/v1/enroll", "application/json", bytes.NewReader(body))
@@ -82,7 +82,7 @@ func (f fixture) enroll(t *testing.T, agentID string) string {
 	return out.Credential
 }
 
-func (f fixture) dial(t *testing.T, credential string) *websocket.Conn {
+func (f fixture) dial(t testing.TB, credential string) *websocket.Conn {
 	t.Helper()
 	h := http.Header{"Authorization": {"Bearer " + credential}}
 	c, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(f.srv.URL, "http")+"/ws/agent", h)

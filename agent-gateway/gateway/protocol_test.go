@@ -26,7 +26,7 @@ type wire struct {
 	Payload map[string]any `json:"payload"`
 }
 
-func readWire(t *testing.T, c *websocket.Conn) wire {
+func readWire(t testing.TB, c *websocket.Conn) wire {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, msg, err := c.ReadMessage()
@@ -36,7 +36,7 @@ func readWire(t *testing.T, c *websocket.Conn) wire {
 	return w
 }
 
-func sendWire(t *testing.T, c *websocket.Conn, typ string, payload any) {
+func sendWire(t testing.TB, c *websocket.Conn, typ string, payload any) {
 	t.Helper()
 	b, err := json.Marshal(map[string]any{"type": typ, "payload": payload})
 	require.NoError(t, err)
@@ -45,7 +45,7 @@ func sendWire(t *testing.T, c *websocket.Conn, typ string, payload any) {
 
 // session enrolls id, says HELLO (announcing echo) and returns the socket and
 // the WELCOME payload.
-func (f fixture) session(t *testing.T, id string) (*websocket.Conn, map[string]any) {
+func (f fixture) session(t testing.TB, id string) (*websocket.Conn, map[string]any) {
 	t.Helper()
 	c := f.dial(t, f.enroll(t, id))
 	sendWire(t, c, protocol.TypeHello, map[string]any{"agent_id": id, "version": "1", "hostname": "h", "capabilities": []string{"echo"}})

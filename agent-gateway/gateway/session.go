@@ -1,8 +1,8 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,6 +46,12 @@ type session struct {
 	closeOnce sync.Once
 
 	acked map[string]struct{} // executions acknowledged on this session (read loop only)
+
+	// The read buffer gorilla reads from, and the socket under it when the
+	// session can wait for it to become readable (plain TCP on Unix; nil
+	// under TLS: the frame is then awaited inside the read).
+	br  *bufio.Reader
+	raw syscall.RawConn
 
 	tokens float64   // frame rate limit (read loop only)
 	refill time.Time // when tokens were last topped up
@@ -92,10 +99,18 @@ func (s *session) firstAck(executionID string) bool {
 	return true
 }
 
-func newSession(g *Gateway, conn *websocket.Conn, remote, authID string) *session {
-	return &session{
-		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(),
+// newSession makes the session of an upgraded connection; br is its read
+// buffer (nil: unknown, so the session cannot wait for a frame before reading it).
+func newSession(g *Gateway, conn *websocket.Conn, br *bufio.Reader, remote, authID string) *session {
+	s := &session{
+		g: g, conn: conn, remote: remote, authID: authID, id: uuid.NewString(), br: br,
 	}
+	if sc, ok := conn.NetConn().(syscall.Conn); ok && br != nil && canPeek {
+		if raw, err := sc.SyscallConn(); err == nil {
+			s.raw = raw
+		}
+	}
+	return s
 }
 
 // send queues a frame; a full queue means a slow agent, which is disconnected
@@ -412,42 +427,135 @@ func (s *session) deadline() time.Time {
 	return time.Now().Add(s.g.cfg.silenceLimit())
 }
 
+// readLoop serves the session's frames one after the other until it ends.
+// Its goroutine, the one an idle session holds, only waits for the socket to
+// become readable (awaitFrame: a shallow stack, the runtime's smallest); a
+// frame is read, decoded and handled on a short-lived goroutine (frameJob),
+// because reading a frame through gorilla and decoding it need a deep stack,
+// which would stay grown on the idle session's goroutine until a collection
+// happened to shrink it.
 func (s *session) readLoop(ctx context.Context) {
 	_ = s.conn.SetReadDeadline(s.deadline())
 	s.conn.SetPongHandler(func(string) error { return s.conn.SetReadDeadline(s.deadline()) })
 	for {
-		_, data, err := s.conn.ReadMessage()
-		if err != nil {
+		var r io.Reader
+		if s.raw == nil {
+			// No socket to wait on (TLS): the frame is awaited inside the
+			// read, on this goroutine, holding no job meanwhile.
+			var err error
+			if _, r, err = s.conn.NextReader(); err != nil {
+				s.readFailed(err)
+				return
+			}
+		} else if err := s.awaitFrame(); err != nil {
 			s.readFailed(err)
 			return
 		}
-		s.g.metrics.bytesIn.Add(float64(len(data)))
-		_ = s.conn.SetReadDeadline(s.deadline())
-		if wait := s.frameWait(time.Now()); wait > 0 {
-			// Over its rate: the reader pauses, so TCP slows the agent down.
-			// Not a close: frames a busy gateway read late arrive in a burst
-			// that is the gateway's backlog, not the agent's.
-			s.g.metrics.throttled.Inc()
-			time.Sleep(wait)
-		}
-		if !s.process(ctx, data) {
+		j := frameJobs.Get().(*frameJob)
+		j.s, j.ctx, j.r = s, ctx, r
+		go j.run()
+		<-j.done
+		ok := j.ok
+		j.release()
+		if !ok {
 			return
 		}
 	}
 }
 
-// process decodes and handles one frame on a short-lived goroutine and waits
-// for it. Decoding JSON and the handlers need a deep stack; run on the reader
-// they would grow its stack, which then stays grown for the idle session's
-// life until a collection happens to shrink it. So the reader's stack stays at
-// what a parked read needs.
-func (s *session) process(ctx context.Context, data []byte) bool {
-	done := make(chan bool, 1)
-	go func() { done <- s.processFrame(ctx, data) }()
-	return <-done
+// awaitFrame returns once the next frame can be read: something is buffered
+// or the socket is readable (or closed, or past the read deadline: the read
+// then tells).
+func (s *session) awaitFrame() error {
+	if s.br.Buffered() > 0 {
+		return nil
+	}
+	return s.raw.Read(readable)
 }
 
-// processFrame decodes and handles one frame; false ends the session.
+// frameJob reads, decodes and handles one frame on a short-lived goroutine;
+// jobs and their buffers are reused, so an idle session holds neither and a
+// frame costs no allocation of its own.
+type frameJob struct {
+	s    *session
+	ctx  context.Context
+	r    io.Reader // the frame's reader when the session's goroutine began it
+	data []byte
+	ok   bool
+	done chan struct{}
+}
+
+// maxPooledFrame is the largest buffer kept for reuse; a rare bigger frame's
+// buffer (up to the read limit) is left to the collector.
+const maxPooledFrame = 64 << 10
+
+var frameJobs = sync.Pool{New: func() any {
+	return &frameJob{data: make([]byte, 0, 1024), done: make(chan struct{}, 1)}
+}}
+
+// release returns the job and its buffer to the pool.
+func (j *frameJob) release() {
+	if cap(j.data) > maxPooledFrame {
+		return
+	}
+	j.s, j.ctx, j.r, j.data, j.ok = nil, nil, nil, j.data[:0], false
+	frameJobs.Put(j)
+}
+
+func (j *frameJob) run() {
+	j.ok = j.s.nextFrame(j.ctx, j)
+	j.done <- struct{}{}
+}
+
+// nextFrame reads one frame into j and handles it; false ends the session.
+func (s *session) nextFrame(ctx context.Context, j *frameJob) bool {
+	if err := s.readFrame(j); err != nil {
+		s.readFailed(err)
+		return false
+	}
+	s.g.metrics.bytesIn.Add(float64(len(j.data)))
+	_ = s.conn.SetReadDeadline(s.deadline())
+	if wait := s.frameWait(time.Now()); wait > 0 {
+		// Over its rate: the reader pauses, so TCP slows the agent down.
+		// Not a close: frames a busy gateway read late arrive in a burst
+		// that is the gateway's backlog, not the agent's.
+		s.g.metrics.throttled.Inc()
+		time.Sleep(wait)
+	}
+	return s.processFrame(ctx, j.data)
+}
+
+// readFrame reads the next data frame (or the one begun, j.r) into j's
+// buffer (gorilla's ReadMessage would allocate a new one for every frame).
+// The read limit is the connection's: a larger frame fails with
+// websocket.ErrReadLimit.
+func (s *session) readFrame(j *frameJob) error {
+	r := j.r
+	if r == nil {
+		var err error
+		if _, r, err = s.conn.NextReader(); err != nil {
+			return err
+		}
+	}
+	b := j.data[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			j.data = b
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// processFrame decodes and handles one frame; false ends the session. data
+// is the pooled read buffer: nothing may keep it (Decode copies what it keeps).
 func (s *session) processFrame(ctx context.Context, data []byte) bool {
 	f, err := protocol.Decode(data)
 	if f.Type == protocol.TypeTelemetry && len(f.Dropped) > 0 {
@@ -456,6 +564,15 @@ func (s *session) processFrame(ctx context.Context, data []byte) bool {
 			s.refuse(f.Type, protocol.ErrCodeInvalidPayload, f.Dropped)
 		}
 	}
+	if err != nil {
+		return s.decodeFailed(f, err)
+	}
+	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
+	return s.handle(ctx, f)
+}
+
+// decodeFailed answers a frame Decode refused; false ends the session.
+func (s *session) decodeFailed(f protocol.Frame, err error) bool {
 	var de *protocol.DecodeError
 	switch {
 	case errors.Is(err, protocol.ErrUnknownType):
@@ -467,12 +584,9 @@ func (s *session) processFrame(ctx context.Context, data []byte) bool {
 		s.g.metrics.protocolErrors.WithLabelValues("invalid_field").Inc()
 		s.refuse(f.Type, protocol.ErrCodeInvalidPayload, []*protocol.DecodeError{de})
 		return true
-	case err != nil:
-		s.rejectFrame(f, err)
-		return false
 	}
-	s.g.metrics.frames.WithLabelValues(f.Type).Inc()
-	return s.handle(ctx, f)
+	s.rejectFrame(f, err)
+	return false
 }
 
 // refuse tells the agent, in one ERROR frame, which fields of a frame were
@@ -515,7 +629,7 @@ func (s *session) handle(ctx context.Context, f protocol.Frame) bool {
 				Reason: fmt.Sprintf("must be within %s before and %s after the gateway's clock (%s)", protocol.TelemetryMaxAge, protocol.TelemetryMaxAhead, now.UTC().Format(time.RFC3339))}})
 			return true
 		}
-		raw, _ := json.Marshal(p.Metrics)
+		raw := p.AppendMetricsJSON(make([]byte, 0, 2+32*len(p.Metrics)))
 		s.g.addTelemetry(store.TelemetrySample{AgentID: s.agentID, TS: p.TS.UTC(), Metrics: raw, ReceivedAt: time.Now().UTC()})
 	case *protocol.Ack:
 		if !s.firstAck(p.ExecutionID) {

@@ -84,7 +84,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		admitted()
 		slot.free()
 	}
-	conn, err := g.upgrader.Upgrade(w, r, nil)
+	conn, br, err := g.upgrade(w, r)
 	if err != nil {
 		return // the upgrader has answered
 	}
@@ -94,7 +94,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		s := newSession(g, conn, remote, agentID)
+		s := newSession(g, conn, br, remote, agentID)
 		s.slot = slot
 		if !s.handshake(ctx, release, started) {
 			return

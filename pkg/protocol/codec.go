@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -65,46 +63,46 @@ type Frame struct {
 // Decode parses and validates one frame sent by an agent. Text that is not
 // UTF-8 or not a JSON object yields a DecodeError with close code 1007; an
 // invalid field one without a close code that names the field; an unknown
-// type ErrUnknownType (wrapped, with the envelope's Type still set).
+// type ErrUnknownType (wrapped, with the envelope's Type still set). Nothing
+// of data is kept: the caller may reuse it.
 func Decode(data []byte) (Frame, error) {
 	if !utf8.Valid(data) {
 		return Frame{}, &DecodeError{CloseCode: CloseInvalidPayload, Reason: "frame is not valid UTF-8"}
 	}
-	var env Envelope
-	if err := json.Unmarshal(data, &env); err != nil {
+	typ, id, payload, ok := "", "", []byte(nil), json.Valid(data)
+	if ok {
+		typ, id, payload, ok = scanEnvelope(data)
+	}
+	if !ok {
 		return Frame{}, &DecodeError{CloseCode: CloseInvalidPayload, Reason: "malformed JSON: the frame must be one JSON object with a string type and id"}
 	}
-	f := Frame{Type: env.Type, ID: env.ID}
-	if len(env.ID) > MaxIDLen {
+	f := Frame{Type: typ, ID: id}
+	if len(id) > MaxIDLen {
 		return f, invalid("id", fmt.Sprintf("longer than %d bytes", MaxIDLen))
 	}
-	var p interface{ validate() error }
-	switch env.Type {
-	case TypeHello:
-		p = &Hello{}
+	var p any
+	var err error
+	switch typ {
 	case TypeHeartbeat:
-		p = &Heartbeat{}
+		p, err = decodeHeartbeat(payload)
 	case TypeTelemetry:
-		t, dropped, err := decodeTelemetry(env.Payload)
-		f.Dropped = dropped
-		if err != nil {
-			return f, err
-		}
-		f.Payload = t
-		return f, nil
+		p, f.Dropped, err = decodeTelemetry(payload)
 	case TypeAck:
-		p = &Ack{}
+		p, err = decodeAck(payload)
 	case TypeCommandResult:
-		p = &CommandResult{}
+		p, err = decodeResult(payload)
+	case TypeHello:
+		h := &Hello{}
+		if err = decodeFields("payload", payload, h); err == nil {
+			err = h.validate()
+		}
+		p = h
 	case "":
 		return f, invalid("type", "is required")
 	default:
-		return f, fmt.Errorf("%w %q", ErrUnknownType, truncate(env.Type, 64))
+		return f, fmt.Errorf("%w %q", ErrUnknownType, truncate(typ, 64))
 	}
-	if err := decodeFields("payload", env.Payload, p); err != nil {
-		return f, err
-	}
-	if err := p.validate(); err != nil {
+	if err != nil {
 		return f, err
 	}
 	f.Payload = p
@@ -172,48 +170,6 @@ func TypeName(t reflect.Type) string {
 func plural(name string) string {
 	_, noun, _ := strings.Cut(name, " ")
 	return noun + "s"
-}
-
-// telemetryWire is TELEMETRY as received: each metric is checked on its own.
-type telemetryWire struct {
-	TS      time.Time                  `json:"ts"`
-	Metrics map[string]json.RawMessage `json:"metrics"`
-}
-
-// decodeTelemetry keeps the metrics that are numbers and lists the others as
-// dropped; a frame left without metrics is refused.
-func decodeTelemetry(raw json.RawMessage) (*Telemetry, []*DecodeError, error) {
-	var w telemetryWire
-	if err := decodeFields("payload", raw, &w); err != nil {
-		return nil, nil, err
-	}
-	if w.TS.IsZero() {
-		return nil, nil, invalid("payload.ts", "is required")
-	}
-	if len(w.Metrics) == 0 {
-		return nil, nil, invalid("payload.metrics", "is required")
-	}
-	if len(w.Metrics) > MaxMetrics {
-		return nil, nil, invalid("payload.metrics", fmt.Sprintf("more than %d entries", MaxMetrics))
-	}
-	t := &Telemetry{TS: w.TS, Metrics: make(map[string]float64, len(w.Metrics))}
-	var dropped []*DecodeError
-	for _, name := range slices.Sorted(maps.Keys(w.Metrics)) {
-		field := "payload.metrics." + truncate(name, 64)
-		var v float64
-		switch {
-		case name == "" || len(name) > MaxShortFieldLen:
-			dropped = append(dropped, invalid("payload.metrics", fmt.Sprintf("names must be 1..%d bytes", MaxShortFieldLen)))
-		case json.Unmarshal(w.Metrics[name], &v) != nil:
-			dropped = append(dropped, invalid(field, "a number is required"))
-		default:
-			t.Metrics[name] = v
-		}
-	}
-	if len(t.Metrics) == 0 {
-		return nil, dropped, dropped[0]
-	}
-	return t, dropped, nil
 }
 
 // Encode builds a frame for sending.
