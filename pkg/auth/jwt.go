@@ -6,6 +6,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -100,7 +101,17 @@ func (c Config) Validate() error {
 type JWT struct {
 	cfg    Config
 	parser *jwt.Parser
+
+	// verified remembers tokens that passed Verify, so a client sending the
+	// same token again costs a map lookup instead of a parse and an HMAC; a hit
+	// still checks the expiry. At most verifiedMax entries; when full, it is
+	// emptied.
+	mu       sync.Mutex
+	verified map[string]Principal
 }
+
+// verifiedMax bounds JWT.verified (tokens of a few hundred bytes each).
+const verifiedMax = 4096
 
 type claims struct {
 	Role     string `json:"role"`
@@ -130,7 +141,7 @@ func NewJWT(cfg Config) (*JWT, error) {
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
 	)
-	return &JWT{cfg: cfg, parser: p}, nil
+	return &JWT{cfg: cfg, parser: p, verified: make(map[string]Principal)}, nil
 }
 
 // MaxLifetime is the longest lifetime the JWT issues or accepts.
@@ -204,6 +215,34 @@ var ErrInvalidToken = errors.New("invalid token")
 // Verify checks signature, algorithm, typ, exp, iat, iss, aud and the
 // lifetime (exp − iat at most MaxLifetime) and returns the principal.
 func (j *JWT) Verify(token string) (Principal, error) {
+	j.mu.Lock()
+	p, ok := j.verified[token]
+	j.mu.Unlock()
+	if ok {
+		// Its signature, claims and lifetime passed before and cannot have
+		// changed; only time can have: the expiry (with the parser's leeway).
+		if time.Now().Before(p.ExpiresAt.Add(j.cfg.Leeway)) {
+			return p, nil
+		}
+		j.mu.Lock()
+		delete(j.verified, token)
+		j.mu.Unlock()
+	}
+	p, err := j.verify(token)
+	if err != nil {
+		return Principal{}, err
+	}
+	j.mu.Lock()
+	if len(j.verified) >= verifiedMax {
+		clear(j.verified)
+	}
+	j.verified[token] = p
+	j.mu.Unlock()
+	return p, nil
+}
+
+// verify is Verify without the cache.
+func (j *JWT) verify(token string) (Principal, error) {
 	var c claims
 	t, err := j.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); typ != "JWT" {

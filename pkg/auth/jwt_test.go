@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -124,4 +125,42 @@ func TestRoleAllows(t *testing.T) {
 	require.False(t, Role("root").Allows(RoleViewer))
 	_, err := ParseRole("superuser")
 	require.Error(t, err)
+}
+
+// A token verified once is answered from the cache until it expires (with
+// the leeway); an altered copy of it is verified afresh and refused; the
+// cache never holds more than verifiedMax tokens.
+func TestVerifiedTokensCached(t *testing.T) {
+	j, err := NewJWT(Config{Secret: []byte("0123456789abcdef0123456789abcdef"), Issuer: "viworks", Audience: "viworks-api", Leeway: time.Millisecond})
+	require.NoError(t, err)
+	tok, err := j.Issue("alice", RoleOperator, 1500*time.Millisecond)
+	require.NoError(t, err)
+	first, err := j.Verify(tok)
+	require.NoError(t, err)
+	second, err := j.Verify(tok)
+	require.NoError(t, err)
+	require.Equal(t, first, second)
+	require.Contains(t, j.verified, tok)
+
+	tampered := tok[:len(tok)-2] + "xx"
+	_, err = j.Verify(tampered)
+	require.ErrorIs(t, err, ErrInvalidToken)
+	require.NotContains(t, j.verified, tampered)
+
+	// The expiry is checked on every hit (NumericDate has whole seconds).
+	require.Eventually(t, func() bool {
+		_, err := j.Verify(tok)
+		return err != nil
+	}, 5*time.Second, 50*time.Millisecond)
+	_, err = j.Verify(tok)
+	require.ErrorIs(t, err, ErrInvalidToken)
+	require.NotContains(t, j.verified, tok)
+
+	for i := range verifiedMax + 10 {
+		tk, err := j.Issue("bob-"+strconv.Itoa(i), RoleViewer, time.Minute)
+		require.NoError(t, err)
+		_, err = j.Verify(tk)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(j.verified), verifiedMax)
+	}
 }
