@@ -34,6 +34,7 @@ type Options struct {
 	Labels            map[string]string // labels announced in HELLO
 	ConnectRate       float64           // agents started per second
 	TelemetryInterval time.Duration     // 0: the gateway's interval
+	HeartbeatInterval time.Duration     // 0: the gateway's interval
 	// TelemetryWhenConnected holds every agent's TELEMETRY until all agents
 	// of the process have connected once (a load test's fleet connects
 	// before its load starts).
@@ -85,6 +86,7 @@ func newFlagSet(o *Options, labels *string) *flag.FlagSet {
 	fs.StringVar(labels, "labels", "", "labels every agent reports in HELLO, k=v,k2=v2 (only reported, like --site)")
 	fs.Float64Var(&o.ConnectRate, "connect-rate", o.ConnectRate, "agents started per second")
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", o.TelemetryInterval, "telemetry interval, e.g. 10s (0: the gateway's)")
+	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "heartbeat interval, e.g. 5s (0: the gateway's)")
 	fs.BoolVar(&o.TelemetryWhenConnected, "telemetry-when-connected", o.TelemetryWhenConnected,
 		"send no TELEMETRY until every agent of this process has connected once (load tests: the fleet connects before the load starts)")
 	fs.DurationVar(&o.MinBackoff, "min-backoff", o.MinBackoff, "first reconnect delay when the gateway advertises no policy (0: the SDK's 500ms)")
@@ -117,6 +119,7 @@ func Usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX --enrollment-secret S [--site SITE] [--labels k=v,...]")
 	fmt.Fprintln(w, "       [--signing-public-key FILE | --trust-on-first-use=false --insecure-skip-verify]")
 	fmt.Fprintln(w, "       [--state-dir DIR] [--host-telemetry] [--source-ips N]")
+	fmt.Fprintln(w, "       [--heartbeat-interval D] [--telemetry-interval D] [--telemetry-when-connected] [--min-backoff D] [--max-backoff D]")
 	fmt.Fprintln(w, "Runs N simulated agents until SIGINT/SIGTERM. Each agent enrolls with the secret, then connects.")
 	fmt.Fprintln(w, "Telemetry is simulated per agent unless --host-telemetry reports this machine's own numbers.")
 	fmt.Fprintln(w, "Beyond ~28k agents against one loopback gateway port, --source-ips N spreads the connections")
@@ -220,6 +223,9 @@ func (o Options) Validate() error {
 	}
 	if o.TelemetryInterval < 0 {
 		bad("--telemetry-interval must not be negative")
+	}
+	if o.HeartbeatInterval < 0 {
+		bad("--heartbeat-interval must not be negative")
 	}
 	if o.MinBackoff < 0 || o.MaxBackoff < 0 {
 		bad("--min-backoff and --max-backoff must not be negative")

@@ -110,6 +110,7 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 			Handlers:          handlers,
 			Telemetry:         telemetry,
 			TelemetryInterval: o.TelemetryInterval,
+			HeartbeatInterval: o.HeartbeatInterval,
 			MinBackoff:        o.MinBackoff,
 			MaxBackoff:        o.MaxBackoff,
 			Dialer:            dialers[i%len(dialers)],

@@ -147,13 +147,13 @@ func TestParseFlags(t *testing.T) {
 
 	o, err := ParseFlags(append(base, "--prefix", "lab-", "--site", "eu", "--labels", "role=web",
 		"--start-index", "10", "--connect-rate", "50", "--telemetry-interval", "5s", "--log-format", "json",
-		"--min-backoff", "100ms", "--max-backoff", "2s"))
+		"--min-backoff", "100ms", "--max-backoff", "2s", "--heartbeat-interval", "3s"))
 	require.NoError(t, err)
 	require.Equal(t, Options{
 		Gateway: "ws://127.0.0.1:8081/ws/agent", Agents: 3, Prefix: "lab-", StartIndex: 10,
 		EnrollmentSecret: "s3cret", Site: "eu", Labels: map[string]string{"role": "web"},
 		ConnectRate: 50, TelemetryInterval: 5 * time.Second, LogLevel: "info", LogFormat: "json",
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second,
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, HeartbeatInterval: 3 * time.Second,
 		TrustOnFirstUse: true,
 	}, o)
 
@@ -196,6 +196,7 @@ func TestParseFlags(t *testing.T) {
 		"bad rate":        {append(base, "--connect-rate", "0"), "--connect-rate must be greater than 0"},
 		"neg telemetry":   {append(base, "--telemetry-interval", "-1s"), "--telemetry-interval must not be negative"},
 		"bad duration":    {append(base, "--telemetry-interval", "5"), `invalid value "5" for flag -telemetry-interval`},
+		"neg heartbeat":   {append(base, "--heartbeat-interval", "-1s"), "--heartbeat-interval must not be negative"},
 		"neg backoff":     {append(base, "--max-backoff", "-1s"), "--min-backoff and --max-backoff must not be negative"},
 		"max below min":   {append(base, "--min-backoff", "3s", "--max-backoff", "2s"), "--min-backoff (3s) must not exceed --max-backoff (2s)"},
 		"max below sdk":   {append(base, "--max-backoff", "100ms"), "--min-backoff (500ms) must not exceed --max-backoff (100ms)"},

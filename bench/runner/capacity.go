@@ -11,7 +11,8 @@ import (
 // unitCosts are the per-unit costs the capacity model scales, measured in
 // this run (zero when the scenario that measures one did not run).
 type unitCosts struct {
-	agentCPU       map[string]float64 // CPU µs per agent-interval (one heartbeat + one telemetry row), by service
+	agentCPU       map[string]float64 // CPU µs per agent-interval (one heartbeat + one telemetry row), by service, the background without agents removed
+	gatewayIdle    float64            // cores of one gateway process without agents (its background)
 	gwRowUS        float64            // gateways' CPU µs per telemetry row (telemetry scenario)
 	connectUS      float64            // gateway CPU µs per connect (connections scenario)
 	sessionKiB     float64            // gateway RSS per idle session
@@ -73,6 +74,10 @@ func fleetModel(u unitCosts, a capacityAssumptions, n int) fleetCapacity {
 	byMem := ceilDiv(f.gatewayMemMiB, a.podMemMiB*a.headroom-a.baseRSSMiB)
 	f.gatewayPods = max(1, bySessions, byCPU, byMem)
 	f.gatewayMemMiB += float64(f.gatewayPods) * a.baseRSSMiB
+	if u.gatewayIdle > 0 {
+		f.cores["gateway background"] = float64(f.gatewayPods) * u.gatewayIdle
+		f.totalCores += f.cores["gateway background"]
+	}
 	f.pgWritesPS, f.redisOpsPS = perSec*u.pgPerAgent, perSec*u.redisPerAgent
 	if u.reconnectPS > 0 {
 		f.reconnectAllSec = float64(n) / (u.reconnectPS * float64(f.gatewayPods))
@@ -124,17 +129,17 @@ func writeCapacity(w io.Writer, u unitCosts, a capacityAssumptions, quick bool) 
 		u.measuredAgents, serviceList(u.agentCPU, "%.0f"), u.gwRowUS, u.connectUS, u.sessionKiB, u.pgPerAgent, u.pgPerExec, u.redisPerAgent, u.redisPerExec,
 		serviceList(u.execCPU, "%.0f"), u.execPS, u.reconnectPS)
 	fmt.Fprintf(w, "  assumptions: heartbeat and telemetry every %s per agent; pods of %.0f vCPU / %.0f MiB planned at %.0f%%; at most %d sessions per gateway pod;\n"+
-		"    %.0f MiB base RSS per gateway; costs scale linearly from the measured fleet (the growth rows say how flat they were); Redis counts are of the\n"+
+		"    %.0f MiB base RSS per gateway; per-agent costs are what agents add (each service's CPU without agents removed; a gateway pod's background,\n"+
+		"    %.3f cores, counted per pod); costs scale linearly from the measured fleet (the growth rows say how flat they were); Redis counts are of the\n"+
 		"    whole (shared) Redis server, an upper bound; Postgres is one primary, not sized here beyond its write rate\n",
-		a.interval, a.podCores, a.podMemMiB, a.headroom*100, a.maxSessions, a.baseRSSMiB)
-	fmt.Fprintf(w, "  | agents    | gateway pods | cores (by service)                              | gateway memory | PG rows written/s | Redis ops/s | all reconnect at once |\n")
-	fmt.Fprintf(w, "  |-----------|--------------|-------------------------------------------------|----------------|-------------------|-------------|-----------------------|\n")
+		a.interval, a.podCores, a.podMemMiB, a.headroom*100, a.maxSessions, a.baseRSSMiB, u.gatewayIdle)
+	var rows [][]string
 	for _, n := range capacitySizes {
 		f := fleetModel(u, a, n)
-		fmt.Fprintf(w, "  | %-9d | %-12d | %-47s | %-14s | %-17.0f | %-11.0f | %-21s |\n", n, f.gatewayPods,
-			fmt.Sprintf("%.2f (%s)", f.totalCores, serviceList(f.cores, "%.2f")), fmt.Sprintf("%.0f MiB", f.gatewayMemMiB), f.pgWritesPS, f.redisOpsPS,
-			fmt.Sprintf("%.0f s", f.reconnectAllSec))
+		rows = append(rows, []string{fmt.Sprintf("%d", n), fmt.Sprintf("%d", f.gatewayPods), fmt.Sprintf("%.2f (%s)", f.totalCores, serviceList(f.cores, "%.2f")),
+			fmt.Sprintf("%.0f MiB", f.gatewayMemMiB), fmt.Sprintf("%.0f", f.pgWritesPS), fmt.Sprintf("%.0f", f.redisOpsPS), fmt.Sprintf("%.0f s", f.reconnectAllSec)})
 	}
+	writeGrid(w, "  ", []string{"agents", "gateway pods", "cores (by service)", "gateway memory", "PG rows written/s", "Redis ops/s", "all reconnect at once"}, rows)
 	fo := fanOutModel(u, a.fanOutAgents)
 	fmt.Fprintf(w, "  one fan-out to %d agents: CPU core-seconds %s; %.0f PG rows written, %.0f Redis ops; %.0f s at one scheduler's measured rate\n\n",
 		fo.agents, serviceList(fo.coreSeconds, "%.0f"), fo.pgWrites, fo.redisOps, fo.oneSchedSec)
@@ -153,6 +158,9 @@ func serviceList(m map[string]float64, format string) string {
 func (m measured) unitCosts() unitCosts {
 	u := unitCosts{agentCPU: map[string]float64{}, execCPU: map[string]float64{}, connectUS: float64(m.conn.cpuPerConnect.Nanoseconds()) / 1000,
 		sessionKiB: m.conn.perSessionKiB, reconnectPS: m.storm.rate()}
+	if m.baseline.wall > 0 {
+		u.gatewayIdle = m.baseline.cpu["gateway-1"].Seconds() / m.baseline.wall.Seconds()
+	}
 	if m.tel.persisted > 0 {
 		u.gwRowUS = m.tel.gwCores * 1e6 / m.tel.persisted
 	}

@@ -167,7 +167,7 @@ func (u usage) total() time.Duration {
 // growthPoint is one fleet size of the growth scenario.
 type growthPoint struct {
 	agents int
-	idle   usage        // the idle window: heartbeats and telemetry at the seed's intervals
+	idle   usage        // the idle window (heartbeats and telemetry) less the services' background without agents
 	fan    fanOutResult // one command to every agent
 	exec   usage        // the fan-out's window, the idle background removed
 }
@@ -213,12 +213,46 @@ func spread(points []growthPoint, f func(growthPoint) float64) float64 {
 	return hi / lo
 }
 
-// growthIdle is the idle measuring window at each size.
-func growthIdle(quick bool) time.Duration {
+// growthIdle is the idle measuring window at each size: one whole heartbeat
+// interval, so that every agent heartbeats about once in it whatever the
+// phase of its sessions (agents that reconnected together heartbeat
+// together).
+func growthIdle(quick bool) time.Duration { return fleetInterval(quick) }
+
+// fleetInterval is the connections fleet's heartbeat and telemetry interval:
+// the seed's 30 s, or 3 s in the quick run (so its idle windows stay short).
+func fleetInterval(quick bool) time.Duration {
 	if quick {
 		return 3 * time.Second
 	}
-	return 10 * time.Second
+	return 30 * time.Second
+}
+
+// baseline measures the services with no agent connected for one idle
+// window: their background (timers, GC, metrics), taken out of the growth
+// scenario's idle windows so that the per-agent costs are what agents add.
+func (r *run) baseline(ctx context.Context, m *measured) error {
+	s := r.sampler()
+	a, err := s.read(ctx)
+	if err != nil {
+		return err
+	}
+	time.Sleep(growthIdle(r.cfg.Quick))
+	b, err := s.read(ctx)
+	if err != nil {
+		return err
+	}
+	m.baseline = b.since(a)
+	r.progress("baseline: services' CPU without agents over %s: %s", ms(m.baseline.wall), durList(m.baseline.cpu))
+	return nil
+}
+
+func durList(m map[string]time.Duration) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s %s", k, ms(m[k])))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // growth runs on the connections fleet, largest size first: an idle window,
@@ -252,7 +286,8 @@ func (r *run) growth(ctx context.Context, m *measured) error {
 		if err != nil {
 			return err
 		}
-		pt.idle = b.since(a)
+		idle := b.since(a)
+		pt.idle = idle.minus(m.baseline)
 		if pt.fan, err = fanOut(ctx, r.sys, r.db, "c-", n); err != nil {
 			return fmt.Errorf("growth: %w", err)
 		}
@@ -260,7 +295,7 @@ func (r *run) growth(ctx context.Context, m *measured) error {
 		if err != nil {
 			return err
 		}
-		pt.exec = c.since(b).minus(pt.idle)
+		pt.exec = c.since(b).minus(idle)
 		r.progress("growth: %d agents: fan-out %.2f s (%.0f executions/s), %.0f µs CPU per execution, %.0f µs per agent-interval idle",
 			n, pt.fan.durable.Seconds(), pt.execPS(), pt.perExec(), pt.idlePerAgent())
 		m.growth = append([]growthPoint{pt}, m.growth...)
@@ -289,13 +324,14 @@ func growthRows(points []growthPoint) []Row {
 }
 
 // writeGrowth writes each size's per-service costs.
-func writeGrowth(w io.Writer, points []growthPoint, telRowUS float64) {
+func writeGrowth(w io.Writer, points []growthPoint, baseline usage, telRowUS float64, interval time.Duration) {
 	if len(points) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "  growth:      the connections fleet on gateway 1, largest size first (agentsim processes stopped down to each size); per size an idle window\n"+
-		"               (heartbeat 30 s + telemetry 30 s per agent; CPU µs per agent-interval = CPU / heartbeats received), then one echo command to all;\n"+
-		"               CPU from /proc/<pid>/task/*/schedstat (ns) of each service, the idle background subtracted from the fan-out's window:\n")
+	fmt.Fprintf(w, "  growth:      the connections fleet on gateway 1, largest size first (agentsim processes stopped down to each size); per size an idle window of one\n"+
+		"               interval (heartbeat + telemetry every %s per agent; CPU µs per agent-interval = CPU / heartbeats received), then one echo command to all;\n"+
+		"               CPU from /proc/<pid>/task/*/schedstat (ns) of each service; the idle windows less the services' CPU without agents (baseline %s: %s),\n"+
+		"               the fan-out's window less the idle window's rate:\n", interval, ms(baseline.wall), durList(baseline.cpu))
 	for _, p := range points {
 		fmt.Fprintf(w, "               %6d agents: fan-out POST %s, durable %s; per execution µs:", p.agents, ms(p.fan.post), ms(p.fan.durable))
 		for _, k := range sortedKeys(p.exec.cpu) {

@@ -119,6 +119,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		{"machine limits", r.machineLimits},
 		{"api", r.api},
 		{"overload", r.overload},
+		{"baseline", r.baseline},
 		{"connections", r.connections},
 		{"reconnect storm", r.reconnectStorm},
 		{"growth", r.growth},
@@ -172,6 +173,7 @@ type measured struct {
 	tel        telemetryResult
 	overload   overloadResult
 	storm      stormResult
+	baseline   usage         // the services without agents, one idle window
 	growth     []growthPoint // smallest fleet first
 	scale      scaleOutResult
 	elapsed    []stepTime
@@ -302,7 +304,8 @@ func (r *run) api(ctx context.Context, m *measured) error {
 // reconnect storm and the growth scenario (which stops them).
 func (r *run) connections(_ context.Context, m *measured) error {
 	r.progress("connections: %d idle agents on one gateway", r.cfg.ConnAgents)
-	conn, fleet, err := connect(r.c, r.sys, chunks(growthSizes(r.cfg.ConnAgents)), r.progress)
+	every := fleetInterval(r.cfg.Quick).String()
+	conn, fleet, err := connect(r.c, r.sys, chunks(growthSizes(r.cfg.ConnAgents)), r.progress, "--heartbeat-interval", every, "--telemetry-interval", every)
 	r.connFleet = fleet
 	r.onClose(func() { stopProcs(r.connFleet) })
 	if err != nil {
@@ -489,26 +492,35 @@ func indent(s string) string {
 }
 
 func writeTable(w io.Writer, rows []Row) {
-	head := Row{"scenario", "figure", "target", "limit measured in this run", "ratio", "met"}
-	all := append([]Row{head}, rows...)
-	width := make([]int, 6)
+	cells := make([][]string, len(rows))
+	for i, r := range rows {
+		cells[i] = []string{r.Scenario, r.Figure, r.Target, r.Limit, r.Ratio, r.Met}
+	}
+	writeGrid(w, "", []string{"scenario", "figure", "target", "limit measured in this run", "ratio", "met"}, cells)
+}
+
+// writeGrid writes a Markdown table with aligned columns, each line after
+// prefix.
+func writeGrid(w io.Writer, prefix string, head []string, rows [][]string) {
+	all := append([][]string{head}, rows...)
+	width := make([]int, len(head))
 	for _, r := range all {
-		for i, f := range []string{r.Scenario, r.Figure, r.Target, r.Limit, r.Ratio, r.Met} {
+		for i, f := range r {
 			width[i] = max(width[i], len([]rune(f)))
 		}
 	}
 	for n, r := range all {
-		cells := []string{r.Scenario, r.Figure, r.Target, r.Limit, r.Ratio, r.Met}
-		for i, f := range cells {
+		cells := make([]string, len(head))
+		for i, f := range r {
 			cells[i] = f + strings.Repeat(" ", width[i]-len([]rune(f)))
 		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+		fmt.Fprintf(w, "%s| %s |\n", prefix, strings.Join(cells, " | "))
 		if n == 0 {
-			dashes := make([]string, 6)
+			dashes := make([]string, len(head))
 			for i := range dashes {
 				dashes[i] = strings.Repeat("-", width[i])
 			}
-			fmt.Fprintf(w, "| %s |\n", strings.Join(dashes, " | "))
+			fmt.Fprintf(w, "%s| %s |\n", prefix, strings.Join(dashes, " | "))
 		}
 	}
 }
@@ -678,7 +690,7 @@ type connResult struct {
 // per chunk, and measures the gateway's RSS per session, the connect rate
 // and its CPU per connect. The agents stay connected (for the reconnect storm
 // and the growth scenario); the caller stops them.
-func connect(c *cluster.Cluster, sys system, chunks []int, progress func(string, ...any)) (connResult, []*cluster.Proc, error) {
+func connect(c *cluster.Cluster, sys system, chunks []int, progress func(string, ...any), extra ...string) (connResult, []*cluster.Proc, error) {
 	var out connResult
 	n := 0
 	for _, k := range chunks {
@@ -691,7 +703,7 @@ func connect(c *cluster.Cluster, sys system, chunks []int, progress func(string,
 	}
 	cpu0 := serviceCPU(pid)
 	start := time.Now()
-	procs, err := startChunks(c, sys.gateways[0], "conn-agentsim", "c-", chunks)
+	procs, err := startChunks(c, sys.gateways[0], "conn-agentsim", "c-", chunks, extra...)
 	if err != nil {
 		return out, procs, err
 	}

@@ -303,6 +303,10 @@ func TestCapacityModel(t *testing.T) {
 	require.InDelta(t, 33333.33, f.redisOpsPS, 0.01)
 	require.InDelta(t, 10, f.reconnectAllSec, 1e-9, "1M agents over 50 pods at 2,000/s each")
 
+	withIdle := u
+	withIdle.gatewayIdle = 0.01
+	require.InDelta(t, 2.5, fleetModel(withIdle, a, 1_000_000).totalCores, 1e-9, "50 pods' background of 0.01 cores each")
+
 	cpuBound := fleetModel(unitCosts{agentCPU: map[string]float64{"gateway-1": 6000}, sessionKiB: 8}, a, 100_000)
 	require.Equal(t, 17, cpuBound.gatewayPods, "20 cores at 1.2 per pod")
 

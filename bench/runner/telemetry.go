@@ -34,6 +34,14 @@ type telemetryResult struct {
 	stillArriving bool
 }
 
+// nominal is the rows/s the fleet would send if nothing held it back.
+func (t telemetryResult) nominal() float64 {
+	if t.interval <= 0 {
+		return 0
+	}
+	return float64(t.agents) / t.interval.Seconds()
+}
+
 // telemetryFloor is the shortest telemetry interval the scenario uses: 20
 // TELEMETRY frames/s per agent, with the heartbeats well under the gateway's
 // default max_frames_per_second of 50 (bursts of 100).
