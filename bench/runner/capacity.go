@@ -154,6 +154,15 @@ func serviceList(m map[string]float64, format string) string {
 	return strings.Join(parts, ", ")
 }
 
+// tier is the service a process is one of: the gateways' costs are summed
+// into "gateway".
+func tier(process string) string {
+	if strings.HasPrefix(process, "gateway-") {
+		return "gateway"
+	}
+	return process
+}
+
 // unitCosts gathers the per-unit costs from what the scenarios measured.
 func (m measured) unitCosts() unitCosts {
 	u := unitCosts{agentCPU: map[string]float64{}, execCPU: map[string]float64{}, connectUS: float64(m.conn.cpuPerConnect.Nanoseconds()) / 1000,
@@ -170,10 +179,10 @@ func (m measured) unitCosts() unitCosts {
 	g := m.growth[len(m.growth)-1] // the largest fleet
 	u.measuredAgents = g.agents
 	for svc, d := range g.idle.cpu {
-		u.agentCPU[svc] = perUnit(d, g.idle.heartbeat)
+		u.agentCPU[tier(svc)] += perUnit(d, g.idle.heartbeat)
 	}
 	for svc, d := range g.exec.cpu {
-		u.execCPU[svc] = perUnit(d, float64(g.agents))
+		u.execCPU[tier(svc)] += perUnit(d, float64(g.agents))
 	}
 	u.pgPerAgent, u.redisPerAgent = perCount(g.idle.pgWrites, g.idle.heartbeat), perCount(g.idle.redisOps, g.idle.heartbeat)
 	u.pgPerExec, u.redisPerExec = perCount(g.exec.pgWrites, float64(g.agents)), perCount(g.exec.redisOps, float64(g.agents))

@@ -288,14 +288,14 @@ func TestStormAndScaleOutRows(t *testing.T) {
 
 func TestCapacityModel(t *testing.T) {
 	u := unitCosts{
-		agentCPU:   map[string]float64{"gateway-1": 60, "scheduler": 0},
+		agentCPU:   map[string]float64{"gateway": 60, "scheduler": 0},
 		sessionKiB: 8, pgPerAgent: 2, redisPerAgent: 1, reconnectPS: 2000,
-		execCPU: map[string]float64{"scheduler": 100, "gateway-1": 50}, pgPerExec: 3, redisPerExec: 0.5, execPS: 5000,
+		execCPU: map[string]float64{"scheduler": 100, "gateway": 50}, pgPerExec: 3, redisPerExec: 0.5, execPS: 5000,
 	}
 	a := defaultAssumptions
 	f := fleetModel(u, a, 1_000_000)
 	// 33,333 agent-intervals/s × 60 µs = 2 cores of gateway.
-	require.InDelta(t, 2.0, f.cores["gateway-1"], 1e-9)
+	require.InDelta(t, 2.0, f.cores["gateway"], 1e-9)
 	require.InDelta(t, 2.0, f.totalCores, 1e-9)
 	require.Equal(t, 50, f.gatewayPods, "20,000 sessions per pod bound it, not CPU (2 cores / 1.2 per pod) or memory")
 	require.InDelta(t, 1_000_000*8.0/1024+50*64, f.gatewayMemMiB, 1e-6)
@@ -307,12 +307,12 @@ func TestCapacityModel(t *testing.T) {
 	withIdle.gatewayIdle = 0.01
 	require.InDelta(t, 2.5, fleetModel(withIdle, a, 1_000_000).totalCores, 1e-9, "50 pods' background of 0.01 cores each")
 
-	cpuBound := fleetModel(unitCosts{agentCPU: map[string]float64{"gateway-1": 6000}, sessionKiB: 8}, a, 100_000)
+	cpuBound := fleetModel(unitCosts{agentCPU: map[string]float64{"gateway": 6000}, sessionKiB: 8}, a, 100_000)
 	require.Equal(t, 17, cpuBound.gatewayPods, "20 cores at 1.2 per pod")
 
 	fo := fanOutModel(u, 1_000_000)
 	require.InDelta(t, 100, fo.coreSeconds["scheduler"], 1e-9)
-	require.InDelta(t, 50, fo.coreSeconds["gateway-1"], 1e-9)
+	require.InDelta(t, 50, fo.coreSeconds["gateway"], 1e-9)
 	require.InDelta(t, 3_000_000, fo.pgWrites, 1e-9)
 	require.InDelta(t, 200, fo.oneSchedSec, 1e-9)
 
@@ -324,4 +324,27 @@ func TestCapacityModel(t *testing.T) {
 		require.Contains(t, out, n)
 	}
 	require.Contains(t, out, "one fan-out to 1000000 agents")
+}
+
+func TestUnitCostsFromTheLargestFleet(t *testing.T) {
+	m := measured{
+		baseline: usage{wall: time.Second, cpu: map[string]time.Duration{"gateway-1": 10 * time.Millisecond}},
+		tel:      telemetryResult{gwCores: 0.5, persisted: 10000},
+		growth: []growthPoint{
+			{agents: 10, idle: usage{heartbeat: 10, cpu: map[string]time.Duration{"gateway-1": time.Second}}},
+			{agents: 1000, fan: fanOutResult{durable: 2 * time.Second},
+				idle: usage{heartbeat: 1000, pgWrites: 2000, cpu: map[string]time.Duration{"gateway-1": 50 * time.Millisecond, "gateway-2": 10 * time.Millisecond, "scheduler": 5 * time.Millisecond}},
+				exec: usage{pgWrites: 3000, cpu: map[string]time.Duration{"gateway-1": 100 * time.Millisecond, "gateway-2": 100 * time.Millisecond}}},
+		},
+	}
+	u := m.unitCosts()
+	require.Equal(t, 1000, u.measuredAgents)
+	require.InDelta(t, 60, u.agentCPU["gateway"], 1e-9, "both gateways' processes are the gateway tier")
+	require.InDelta(t, 5, u.agentCPU["scheduler"], 1e-9)
+	require.InDelta(t, 200, u.execCPU["gateway"], 1e-9)
+	require.InDelta(t, 2, u.pgPerAgent, 1e-9)
+	require.InDelta(t, 3, u.pgPerExec, 1e-9)
+	require.InDelta(t, 500, u.execPS, 1e-9)
+	require.InDelta(t, 50, u.gwRowUS, 1e-9)
+	require.InDelta(t, 0.01, u.gatewayIdle, 1e-9)
 }
