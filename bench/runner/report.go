@@ -28,7 +28,7 @@ func (m measured) rows(cfg Config) []Row {
 	}
 	rows = append(rows, overloadRows(m.overload)...)
 	rows = append(rows, stormRows(m.storm)...)
-	rows = append(rows, growthRows(m.growth)...)
+	rows = append(rows, growthRows(m.growth, m.growthSkipped)...)
 	return append(rows, scaleOutRows(m.scale)...)
 }
 

@@ -175,8 +175,10 @@ type measured struct {
 	storm      stormResult
 	baseline   usage         // the services without agents, one idle window
 	growth     []growthPoint // smallest fleet first
-	scale      scaleOutResult
-	elapsed    []stepTime
+	// growthSkipped are the growth sizes whose agents were not all connected.
+	growthSkipped []int
+	scale         scaleOutResult
+	elapsed       []stepTime
 }
 
 // copyBatch is the rows per COPY of the raw ingest limit.

@@ -209,11 +209,13 @@ func TestUsageMinusIdleAndSpread(t *testing.T) {
 	require.InDelta(t, 1.5, spread(points, growthPoint.perExec), 1e-9)
 	require.Zero(t, spread(points[:1], growthPoint.perExec), "one size has no spread")
 
-	rows := growthRows(points)
+	rows := growthRows(points, nil)
 	require.Len(t, rows, 4)
 	require.Equal(t, "yes", rows[2].Met)
 	require.Equal(t, "1.50×", rows[2].Ratio)
 	require.Equal(t, "NO", rows[3].Met, "no idle costs measured: not met")
+	rows = growthRows(points, []int{5000})
+	require.Equal(t, "NO: 5000 agents not all connected", rows[2].Met, "a size left out is a failure row")
 
 	require.InDelta(t, 20, heartbeatUS(usage{cpu: map[string]time.Duration{"gateway-1": 5 * time.Millisecond, "api-server": time.Second}, heartbeat: 100, telemetry: 100}, 30), 1e-9)
 }
