@@ -532,7 +532,7 @@ type system struct {
 	api            string
 	apiProc        *cluster.Proc
 	scheduler      string          // base URL of the first scheduler
-	schedulerProcs []*cluster.Proc // the scale-out scenario adds a second one for its run
+	schedulerProcs []*cluster.Proc // the first (the scale-out scenario runs a second one of its own)
 	db             *sql.DB
 	prof           profiler
 	gateways       []string // host:port of each gateway
