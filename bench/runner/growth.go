@@ -275,7 +275,7 @@ func (r *run) growth(ctx context.Context, m *measured) error {
 		keep := len(chunks(sizes[:i+1]))
 		stopProcs(procs[keep:])
 		procs = procs[:keep]
-		if err := r.sys.waitSessions(0, n, 2*time.Minute, r.progress); err != nil {
+		if err := r.sys.waitSessions(ctx, 0, n, 2*time.Minute, r.progress); err != nil {
 			// Measured as it stands: a size whose agents are not all
 			// connected is left out (its row is missing from the table).
 			r.progress("growth: %v; %d agents left out", err, n)

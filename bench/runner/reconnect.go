@@ -33,7 +33,7 @@ const stormTimeout = 2 * time.Minute
 
 // reconnectStorm restarts the first gateway under the connected fleet:
 // SIGTERM, and once the old process is gone a new one on the same port; the
-// agents reconnect by themselves (SDK backoff, simBackoff cap).
+// agents reconnect by themselves, with the SDK's backoff.
 func (r *run) reconnectStorm(ctx context.Context, m *measured) error {
 	sys := r.sys
 	n := r.cfg.ConnAgents

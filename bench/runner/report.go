@@ -43,9 +43,9 @@ func (m measured) writeScenarios(w io.Writer, cfg Config, gateways int) {
 	st := m.storm
 	fmt.Fprintf(w, "  reconnect:   the connections fleet, then gateway 1 restarted: SIGTERM (it closes its sessions with 1012 spread over drain_seconds, 10 s by default) — gone after %s —,\n"+
 		"               a new process on the same port ready %s after it started; figure = new gateway ready → its sessions gauge at %d (%d reached);\n"+
-		"               agents reconnect with the SDK's full-jitter backoff: a uniform random delay in [0, min(reconnect_backoff_ms 1 s doubled per failed attempt (max_reconnect_attempts 5), %s)]\n"+
-		"               (agentsim --max-backoff %s; the SDK's own cap is 30 s)\n",
-		ms(st.drain), ms(st.startup), st.agents, st.reached, simBackoff, simBackoff)
+		"               agents reconnect as real SDK agents do: full jitter, a uniform random delay in [0, min(reconnect_backoff_ms 1 s doubled per failed attempt since\n"+
+		"               the last WELCOME (max_reconnect_attempts 5), the SDK's 30 s cap)]; agentsim adds no delay of its own (its --connect-rate paces only the first start)\n",
+		ms(st.drain), ms(st.startup), st.agents, st.reached)
 	writeGrowth(w, m.growth, m.baseline, m.unitCosts().gwRowUS, fleetInterval(cfg.Quick))
 	fmt.Fprintf(w, "  latency:     %d sequential echo commands, one target each, over %d connected agents on one gateway; result seen via the scheduler wake (after commit)\n", cfg.LatencyN, cfg.Agents)
 	fmt.Fprintf(w, "  fan-out:     one echo command to %d agents, %d per gateway over %d gateways, in %d agentsim processes; figure = last execution's updated_at (terminal) − POST sent;\n"+

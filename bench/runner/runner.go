@@ -304,10 +304,10 @@ func (r *run) api(ctx context.Context, m *measured) error {
 
 // connections connects idle agents to one gateway and keeps them for the
 // reconnect storm and the growth scenario (which stops them).
-func (r *run) connections(_ context.Context, m *measured) error {
+func (r *run) connections(ctx context.Context, m *measured) error {
 	r.progress("connections: %d idle agents on one gateway", r.cfg.ConnAgents)
 	every := fleetInterval(r.cfg.Quick).String()
-	conn, fleet, err := connect(r.c, r.sys, chunks(growthSizes(r.cfg.ConnAgents)), r.progress, "--heartbeat-interval", every, "--telemetry-interval", every)
+	conn, fleet, err := connect(ctx, r.c, r.sys, chunks(growthSizes(r.cfg.ConnAgents)), r.progress, "--heartbeat-interval", every, "--telemetry-interval", every)
 	r.connFleet = fleet
 	r.onClose(func() { stopProcs(r.connFleet) })
 	if err != nil {
@@ -642,17 +642,10 @@ func startChunks(c *cluster.Cluster, gw, label, prefix string, chunks []int, ext
 	return procs, nil
 }
 
-// simBackoff caps the simulated agents' reconnect delays (agentsim
-// --max-backoff): the SDK's full jitter stays, uniform in [0, min(the
-// gateway's reconnect_backoff_ms doubling per failed attempt, this)], so a
-// reconnect storm measures the gateway rather than agents sleeping up to the
-// SDK's 30 s cap.
-const simBackoff = 2 * time.Second
-
 func startSim(c *cluster.Cluster, label, gw, prefix string, first, count int, extra ...string) (*cluster.Proc, error) {
 	args := append([]string{"--gateway", "ws://" + gw + "/ws/agent", "--agents", strconv.Itoa(count), "--prefix", prefix,
 		"--start-index", strconv.Itoa(first), "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
-		"--log-level", "warn", "--connect-rate", "5000", "--max-backoff", simBackoff.String()}, extra...)
+		"--log-level", "warn", "--connect-rate", "5000"}, extra...)
 	return c.Start(label, "agentsim", nil, args...)
 }
 
@@ -692,7 +685,7 @@ type connResult struct {
 // per chunk, and measures the gateway's RSS per session, the connect rate
 // and its CPU per connect. The agents stay connected (for the reconnect storm
 // and the growth scenario); the caller stops them.
-func connect(c *cluster.Cluster, sys system, chunks []int, progress func(string, ...any), extra ...string) (connResult, []*cluster.Proc, error) {
+func connect(ctx context.Context, c *cluster.Cluster, sys system, chunks []int, progress func(string, ...any), extra ...string) (connResult, []*cluster.Proc, error) {
 	var out connResult
 	n := 0
 	for _, k := range chunks {
@@ -709,7 +702,7 @@ func connect(c *cluster.Cluster, sys system, chunks []int, progress func(string,
 	if err != nil {
 		return out, procs, err
 	}
-	if err := sys.waitSessions(0, n, 5*time.Minute, progress); err != nil {
+	if err := sys.waitSessions(ctx, 0, n, 5*time.Minute, progress); err != nil {
 		return out, procs, fmt.Errorf("connections: %w", err)
 	}
 	out.rate = float64(n) / time.Since(start).Seconds()
@@ -725,7 +718,7 @@ func connect(c *cluster.Cluster, sys system, chunks []int, progress func(string,
 }
 
 // waitSessions waits until gateway g holds exactly n sessions.
-func (s system) waitSessions(g, n int, timeout time.Duration, progress func(string, ...any)) error {
+func (s system) waitSessions(ctx context.Context, g, n int, timeout time.Duration, progress func(string, ...any)) error {
 	start, last := time.Now(), time.Now()
 	for {
 		v, err := s.metric("http://"+s.gateways[g], "viworks_gateway_sessions")
@@ -740,7 +733,11 @@ func (s system) waitSessions(g, n int, timeout time.Duration, progress func(stri
 			last = time.Now()
 			progress("%d of %d sessions on gateway %d", got, n, g+1)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
