@@ -38,7 +38,7 @@ func (m measured) writeScenarios(w io.Writer, cfg Config, gateways int) {
 	fan, tel, api, limits := m.fan, m.tel, m.api, m.limits
 	fmt.Fprintf(w, "service configuration (TOML, on top of the defaults, every scenario):\n%s\n", indent(serviceConfig))
 	fmt.Fprintf(w, "configuration per scenario:\n")
-	fmt.Fprintf(w, "  connections: %d idle agentsim agents on one gateway (heartbeat and telemetry every %s), in agentsim processes of %v (at most %d each), each starting 5,000 agents/s;\n"+
+	fmt.Fprintf(w, "  connections: %d idle agentsim agents on one gateway (heartbeat and telemetry every %s), in agentsim processes of %v (at most %d each), starting 10,000 agents/s together;\n"+
 		"               the gateway's CPU over the burst %.0f µs per connect\n", cfg.ConnAgents, fleetInterval(cfg.Quick), chunks(growthSizes(cfg.ConnAgents)), perProcess, float64(m.conn.cpuPerConnect.Nanoseconds())/1000)
 	st := m.storm
 	fmt.Fprintf(w, "  reconnect:   the connections fleet, then gateway 1 restarted: SIGTERM (it closes its sessions with 1012 spread over drain_seconds, 10 s by default) — gone after %s —,\n"+

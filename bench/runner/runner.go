@@ -615,7 +615,7 @@ func startFleet(c *cluster.Cluster, gateways []string, label, prefix string, n i
 	for g, gw := range gateways {
 		lo, hi := n*g/len(gateways), n*(g+1)/len(gateways)
 		for first := lo; first < hi; first += perProcess {
-			p, err := startSim(c, fmt.Sprintf("%s-%d", label, len(procs)), gw, prefix, first, min(perProcess, hi-first), extra...)
+			p, err := startSim(c, fmt.Sprintf("%s-%d", label, len(procs)), gw, prefix, first, min(perProcess, hi-first), simConnectRate, extra...)
 			if err != nil {
 				return procs, err
 			}
@@ -629,10 +629,14 @@ func startFleet(c *cluster.Cluster, gateways []string, label, prefix string, n i
 // per chunk (chunk k holds the next chunks[k] indexes), so that stopping the
 // last processes leaves the first agents connected.
 func startChunks(c *cluster.Cluster, gw, label, prefix string, chunks []int, extra ...string) ([]*cluster.Proc, error) {
+	total := 0
+	for _, n := range chunks {
+		total += n
+	}
 	var procs []*cluster.Proc
 	first := 0
 	for k, n := range chunks {
-		p, err := startSim(c, fmt.Sprintf("%s-%d", label, k), gw, prefix, first, n, extra...)
+		p, err := startSim(c, fmt.Sprintf("%s-%d", label, k), gw, prefix, first, n, chunkRate(n, total), extra...)
 		if err != nil {
 			return procs, err
 		}
@@ -642,10 +646,21 @@ func startChunks(c *cluster.Cluster, gw, label, prefix string, chunks []int, ext
 	return procs, nil
 }
 
-func startSim(c *cluster.Cluster, label, gw, prefix string, first, count int, extra ...string) (*cluster.Proc, error) {
+// simConnectRate is how many agents per second each agentsim process of
+// startFleet starts.
+const simConnectRate = 5000
+
+// chunkRate is the start rate of a startChunks process of n of total agents:
+// together they start 2 × simConnectRate agents/s (what two full processes
+// of startFleet offer) and finish starting at the same time.
+func chunkRate(n, total int) float64 {
+	return 2 * simConnectRate * float64(n) / float64(max(total, 1))
+}
+
+func startSim(c *cluster.Cluster, label, gw, prefix string, first, count int, rate float64, extra ...string) (*cluster.Proc, error) {
 	args := append([]string{"--gateway", "ws://" + gw + "/ws/agent", "--agents", strconv.Itoa(count), "--prefix", prefix,
 		"--start-index", strconv.Itoa(first), "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
-		"--log-level", "warn", "--connect-rate", "5000"}, extra...)
+		"--log-level", "warn", "--connect-rate", strconv.FormatFloat(rate, 'f', 1, 64)}, extra...)
 	return c.Start(label, "agentsim", nil, args...)
 }
 

@@ -189,6 +189,16 @@ func TestGrowthSizesAndChunks(t *testing.T) {
 	}
 }
 
+func TestChunkRate(t *testing.T) {
+	var sum float64
+	for _, n := range []int{1000, 4000, 5000, 9000} {
+		r := chunkRate(n, 19000)
+		require.InDelta(t, 19000.0/10000, float64(n)/r, 1e-9, "every chunk finishes starting after 1.9 s")
+		sum += r
+	}
+	require.InDelta(t, 10000, sum, 1e-9, "together what two processes of startFleet offer")
+}
+
 func TestUsageMinusIdleAndSpread(t *testing.T) {
 	idle := usage{wall: 10 * time.Second, cpu: map[string]time.Duration{"gateway-1": time.Second, "scheduler": 100 * time.Millisecond}, pgWrites: 1000, redisOps: 50}
 	fan := usage{wall: 2 * time.Second, cpu: map[string]time.Duration{"gateway-1": 500 * time.Millisecond, "scheduler": 10 * time.Millisecond}, pgWrites: 4200, redisOps: 5}
