@@ -107,6 +107,20 @@ func (s sampler) read(ctx context.Context) (reading, error) {
 	return rd, nil
 }
 
+// over reads the counters, waits d and reads them again.
+func (s sampler) over(ctx context.Context, d time.Duration) (from, to reading, err error) {
+	if from, err = s.read(ctx); err != nil {
+		return from, to, err
+	}
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return from, to, ctx.Err()
+	}
+	to, err = s.read(ctx)
+	return from, to, err
+}
+
 // redisCommands is total_commands_processed from INFO stats.
 func redisCommands(info string) float64 {
 	for _, line := range strings.Split(info, "\n") {
@@ -239,13 +253,7 @@ func fleetInterval(quick bool) time.Duration {
 // window: their background (timers, GC, metrics), taken out of the growth
 // scenario's idle windows so that the per-agent costs are what agents add.
 func (r *run) baseline(ctx context.Context, m *measured) error {
-	s := r.sampler()
-	a, err := s.read(ctx)
-	if err != nil {
-		return err
-	}
-	time.Sleep(growthIdle(r.cfg.Quick))
-	b, err := s.read(ctx)
+	a, b, err := r.sampler().over(ctx, growthIdle(r.cfg.Quick))
 	if err != nil {
 		return err
 	}
@@ -276,8 +284,8 @@ func (r *run) growth(ctx context.Context, m *measured) error {
 		stopProcs(procs[keep:])
 		procs = procs[:keep]
 		if err := r.sys.waitSessions(ctx, 0, n, 2*time.Minute, r.progress); err != nil {
-			// Measured as it stands: a size whose agents are not all
-			// connected is left out (its row is missing from the table).
+			// A size whose agents are not all connected is left out: a
+			// failure row instead of its figures.
 			r.progress("growth: %v; %d agents left out", err, n)
 			m.growthSkipped = append(m.growthSkipped, n)
 			continue
@@ -288,12 +296,7 @@ func (r *run) growth(ctx context.Context, m *measured) error {
 		time.Sleep(time.Second) // the disconnects' offline writes settle
 		pt := growthPoint{agents: n}
 		r.progress("growth: %d agents connected; idle window %s", n, growthIdle(r.cfg.Quick))
-		a, err := s.read(ctx)
-		if err != nil {
-			return err
-		}
-		time.Sleep(growthIdle(r.cfg.Quick))
-		b, err := s.read(ctx)
+		a, b, err := s.over(ctx, growthIdle(r.cfg.Quick))
 		if err != nil {
 			return err
 		}
