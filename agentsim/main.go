@@ -2,7 +2,9 @@
 //
 //	agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX \
 //	    --enrollment-secret S [--site SITE] [--labels k=v,...] \
-//	    [--host-telemetry] [--source-ips N]
+//	    [--host-telemetry] [--source-ips N] [--heartbeat-interval D] \
+//	    [--telemetry-interval D] [--telemetry-when-connected] \
+//	    [--min-backoff D] [--max-backoff D]
 //
 // --site and --labels are only reported: the site and labels that selectors
 // match come from the enrollment secret (or an admin). It runs until SIGINT or

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/viworks/backend-agent/pkg/agentsdk"
 	"github.com/viworks/backend-agent/pkg/protocol"
 )
 
@@ -32,8 +34,15 @@ type Options struct {
 	Labels            map[string]string // labels announced in HELLO
 	ConnectRate       float64           // agents started per second
 	TelemetryInterval time.Duration     // 0: the gateway's interval
-	LogLevel          string            // logrus level
-	LogFormat         string            // text, json or auto (text on a terminal)
+	HeartbeatInterval time.Duration     // 0: the gateway's interval
+	// TelemetryWhenConnected holds every agent's TELEMETRY until all agents
+	// of the process have connected once (a load test's fleet connects
+	// before its load starts).
+	TelemetryWhenConnected bool
+	MinBackoff             time.Duration // 0: the SDK's default; without a gateway policy the first reconnect delay
+	MaxBackoff             time.Duration // 0: the SDK's default; caps every reconnect delay (the gateway's policy too)
+	LogLevel               string        // logrus level
+	LogFormat              string        // text, json or auto (text on a terminal)
 
 	// COMMAND verification (docs/protocol.md).
 	TrustOnFirstUse    bool   // pin the signing key of the first WELCOME (default true)
@@ -77,6 +86,12 @@ func newFlagSet(o *Options, labels *string) *flag.FlagSet {
 	fs.StringVar(labels, "labels", "", "labels every agent reports in HELLO, k=v,k2=v2 (only reported, like --site)")
 	fs.Float64Var(&o.ConnectRate, "connect-rate", o.ConnectRate, "agents started per second")
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", o.TelemetryInterval, "telemetry interval, e.g. 10s (0: the gateway's)")
+	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "heartbeat interval, e.g. 5s (0: the gateway's)")
+	fs.BoolVar(&o.TelemetryWhenConnected, "telemetry-when-connected", o.TelemetryWhenConnected,
+		"send no TELEMETRY until every agent of this process has connected once (load tests: the fleet connects before the load starts)")
+	fs.DurationVar(&o.MinBackoff, "min-backoff", o.MinBackoff, "first reconnect delay when the gateway advertises no policy (0: the SDK's 500ms)")
+	fs.DurationVar(&o.MaxBackoff, "max-backoff", o.MaxBackoff,
+		"cap of every reconnect delay, also of the gateway's WELCOME policy (0: the SDK's 30s); reconnects wait a uniform random delay up to the cap (full jitter)")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir,
 		"`DIR` keeping each agent's credential and replay window across restarts (DIR/<agent id>); without it a restarted fleet is refused re-enrollment of its ids")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log level: debug, info, warn, error")
@@ -104,6 +119,7 @@ func Usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: agentsim --gateway ws://HOST:PORT/ws/agent --agents N --prefix PFX --enrollment-secret S [--site SITE] [--labels k=v,...]")
 	fmt.Fprintln(w, "       [--signing-public-key FILE | --trust-on-first-use=false --insecure-skip-verify]")
 	fmt.Fprintln(w, "       [--state-dir DIR] [--host-telemetry] [--source-ips N]")
+	fmt.Fprintln(w, "       [--heartbeat-interval D] [--telemetry-interval D] [--telemetry-when-connected] [--min-backoff D] [--max-backoff D]")
 	fmt.Fprintln(w, "Runs N simulated agents until SIGINT/SIGTERM. Each agent enrolls with the secret, then connects.")
 	fmt.Fprintln(w, "Telemetry is simulated per agent unless --host-telemetry reports this machine's own numbers.")
 	fmt.Fprintln(w, "Beyond ~28k agents against one loopback gateway port, --source-ips N spreads the connections")
@@ -207,6 +223,14 @@ func (o Options) Validate() error {
 	}
 	if o.TelemetryInterval < 0 {
 		bad("--telemetry-interval must not be negative")
+	}
+	if o.HeartbeatInterval < 0 {
+		bad("--heartbeat-interval must not be negative")
+	}
+	if o.MinBackoff < 0 || o.MaxBackoff < 0 {
+		bad("--min-backoff and --max-backoff must not be negative")
+	} else if minB := cmp.Or(o.MinBackoff, agentsdk.DefaultMinBackoff); o.MaxBackoff > 0 && minB > o.MaxBackoff {
+		bad("--min-backoff (%s) must not exceed --max-backoff (%s)", minB, o.MaxBackoff)
 	}
 	if _, err := logrus.ParseLevel(o.LogLevel); err != nil {
 		bad("--log-level %q is not one of debug, info, warn, error", o.LogLevel)

@@ -40,6 +40,9 @@ type Fleet struct {
 	log     logrus.FieldLogger
 	agents  []*agentsdk.Agent
 	started atomic.Int64
+	// allConnected is set once every agent has connected
+	// (--telemetry-when-connected holds telemetry until then).
+	allConnected atomic.Bool
 }
 
 // NewFleet builds (but does not connect) the agents described by o.
@@ -92,6 +95,9 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 		if telemetry == nil {
 			telemetry = NewTelemetry(uint64(idx)).Sample
 		}
+		if o.TelemetryWhenConnected {
+			telemetry = f.heldUntilConnected(telemetry)
+		}
 		a, err := agentsdk.New(agentsdk.Config{
 			URL:     o.Gateway,
 			AgentID: id,
@@ -104,6 +110,9 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 			Handlers:          handlers,
 			Telemetry:         telemetry,
 			TelemetryInterval: o.TelemetryInterval,
+			HeartbeatInterval: o.HeartbeatInterval,
+			MinBackoff:        o.MinBackoff,
+			MaxBackoff:        o.MaxBackoff,
 			Dialer:            dialers[i%len(dialers)],
 			Logger:            log,
 
@@ -118,6 +127,17 @@ func NewFleet(o Options, log logrus.FieldLogger) (*Fleet, error) {
 		f.agents = append(f.agents, a)
 	}
 	return f, nil
+}
+
+// heldUntilConnected wraps a telemetry function to return nothing (the SDK
+// then sends no TELEMETRY) until every agent of the fleet has connected.
+func (f *Fleet) heldUntilConnected(sample func() map[string]float64) func() map[string]float64 {
+	return func() map[string]float64 {
+		if !f.allConnected.Load() {
+			return nil
+		}
+		return sample()
+	}
 }
 
 // sourceDialers returns base alone when n is 0, and otherwise n copies of it,
@@ -212,6 +232,7 @@ func (f *Fleet) reportProgress(ctx context.Context) {
 		case now := <-t.C:
 			connected := f.Connected()
 			if connected == total {
+				f.allConnected.Store(true)
 				if !announced {
 					f.log.WithFields(logrus.Fields{"connected": connected, "total": total}).Info("all agents connected")
 					announced = true
@@ -271,6 +292,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		"gateway": o.Gateway, "agents": o.Agents, "prefix": o.Prefix, "start_index": o.StartIndex,
 		"site": o.Site, "connect_rate": o.ConnectRate, "command_trust": o.trustMode(),
 		"host_telemetry": o.HostTelemetry, "source_ips": o.SourceIPs,
+		"min_backoff": o.MinBackoff.String(), "max_backoff": o.MaxBackoff.String(), "telemetry_when_connected": o.TelemetryWhenConnected,
 	}).Info("agentsim starting")
 	if err := fleet.Run(ctx); err != nil {
 		log.WithError(err).Error("agentsim failed")

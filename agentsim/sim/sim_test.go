@@ -111,6 +111,14 @@ func TestTelemetry(t *testing.T) {
 	require.Equal(t, NewTelemetry(3).Sample(), NewTelemetry(3).Sample(), "same seed, same machine")
 }
 
+func TestTelemetryHeldUntilConnected(t *testing.T) {
+	f := &Fleet{}
+	sample := f.heldUntilConnected(func() map[string]float64 { return map[string]float64{"cpu_percent": 1} })
+	require.Nil(t, sample(), "nothing before every agent connected")
+	f.allConnected.Store(true)
+	require.Equal(t, map[string]float64{"cpu_percent": 1}, sample())
+}
+
 func TestParseLabels(t *testing.T) {
 	got, err := ParseLabels("role=gateway, env = prod ,empty=")
 	require.NoError(t, err)
@@ -138,12 +146,14 @@ func TestParseFlags(t *testing.T) {
 	base := []string{"--gateway", "ws://127.0.0.1:8081/ws/agent", "--agents", "3", "--enrollment-secret", "s3cret"}
 
 	o, err := ParseFlags(append(base, "--prefix", "lab-", "--site", "eu", "--labels", "role=web",
-		"--start-index", "10", "--connect-rate", "50", "--telemetry-interval", "5s", "--log-format", "json"))
+		"--start-index", "10", "--connect-rate", "50", "--telemetry-interval", "5s", "--log-format", "json",
+		"--min-backoff", "100ms", "--max-backoff", "2s", "--heartbeat-interval", "3s"))
 	require.NoError(t, err)
 	require.Equal(t, Options{
 		Gateway: "ws://127.0.0.1:8081/ws/agent", Agents: 3, Prefix: "lab-", StartIndex: 10,
 		EnrollmentSecret: "s3cret", Site: "eu", Labels: map[string]string{"role": "web"},
 		ConnectRate: 50, TelemetryInterval: 5 * time.Second, LogLevel: "info", LogFormat: "json",
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, HeartbeatInterval: 3 * time.Second,
 		TrustOnFirstUse: true,
 	}, o)
 
@@ -186,6 +196,10 @@ func TestParseFlags(t *testing.T) {
 		"bad rate":        {append(base, "--connect-rate", "0"), "--connect-rate must be greater than 0"},
 		"neg telemetry":   {append(base, "--telemetry-interval", "-1s"), "--telemetry-interval must not be negative"},
 		"bad duration":    {append(base, "--telemetry-interval", "5"), `invalid value "5" for flag -telemetry-interval`},
+		"neg heartbeat":   {append(base, "--heartbeat-interval", "-1s"), "--heartbeat-interval must not be negative"},
+		"neg backoff":     {append(base, "--max-backoff", "-1s"), "--min-backoff and --max-backoff must not be negative"},
+		"max below min":   {append(base, "--min-backoff", "3s", "--max-backoff", "2s"), "--min-backoff (3s) must not exceed --max-backoff (2s)"},
+		"max below sdk":   {append(base, "--max-backoff", "100ms"), "--min-backoff (500ms) must not exceed --max-backoff (100ms)"},
 		"bad level":       {append(base, "--log-level", "loud"), `--log-level "loud"`},
 		"bad format":      {append(base, "--log-format", "xml"), `--log-format "xml"`},
 		"bad labels":      {append(base, "--labels", "x"), `"x" is not key=value`},
@@ -480,6 +494,16 @@ func TestFleetSpreadsSourceIPs(t *testing.T) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	require.Equal(t, map[string]string{"sim-0": "127.0.0.1", "sim-1": "127.0.0.1"}, g.remoteIPs)
+}
+
+// TestFleetTelemetryWhenConnected checks that held telemetry flows once the
+// whole fleet is connected.
+func TestFleetTelemetryWhenConnected(t *testing.T) {
+	ids := []string{"sim-0", "sim-1"}
+	g := newFakeGateway(t)
+	both := func() bool { return len(g.telemetry["sim-0"]) > 0 && len(g.telemetry["sim-1"]) > 0 }
+	stderr := runFleet(t, g, "", []string{"--telemetry-interval", "50ms", "--telemetry-when-connected"}, ids, both)
+	require.Contains(t, stderr, `"telemetry_when_connected":true`)
 }
 
 // TestFleetHostTelemetry checks that --host-telemetry reports this machine's

@@ -65,11 +65,11 @@ func (c *Config) Defaults() {
 	conn := c.ConnAgents
 	if c.Quick {
 		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 100, 100, 5*time.Second, 50, 200, 500
-		c.FanOutAgents, c.TelemetryMax, c.TelemetryFor, c.CopyRows = 500, 200, 4*time.Second, 20000
+		c.FanOutAgents, c.TelemetryMax, c.TelemetryFor, c.CopyRows = 500, 1000, 4*time.Second, 20000
 		c.APIAgents, c.APIConcurrency, c.APIFor = 10000, 8, 2*time.Second
 	} else {
 		c.LatencyN, c.Agents, c.Throughput, c.FanOut, c.LimitSamples, c.ConnAgents = 1000, 1000, 30*time.Second, 100, 2000, 19000
-		c.FanOutAgents, c.TelemetryMax, c.TelemetryFor, c.CopyRows = 10000, 2000, 20*time.Second, 200000
+		c.FanOutAgents, c.TelemetryMax, c.TelemetryFor, c.CopyRows = 10000, 6000, 20*time.Second, 200000
 		c.APIAgents, c.APIConcurrency, c.APIFor = 10000, 8, 10*time.Second
 	}
 	if conn > 0 {
@@ -118,15 +118,23 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}{
 		{"machine limits", r.machineLimits},
 		{"api", r.api},
+		{"overload", r.overload},
+		{"baseline", r.baseline},
 		{"connections", r.connections},
+		{"reconnect storm", r.reconnectStorm},
+		{"growth", r.growth},
 		{"latency and throughput", r.commands},
+		{"scale-out", r.scaleOut},
 		{"fan-out", r.fanOut},
 		{"telemetry", r.telemetry},
 	}
 	for _, st := range steps {
+		t := time.Now()
 		if err := st.step(ctx, &m); err != nil {
 			return fmt.Errorf("bench %s: %w", st.name, err)
 		}
+		m.elapsed = append(m.elapsed, stepTime{st.name, time.Since(t)})
+		r.progress("%s: done in %.1f s", st.name, time.Since(t).Seconds())
 	}
 	return r.report(out, m)
 }
@@ -134,16 +142,24 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 // run is one bench run: its configuration, the system it started and what
 // to undo at the end.
 type run struct {
-	cfg      Config
-	progress func(format string, a ...any)
-	c        *cluster.Cluster
-	sys      system
-	db       *sql.DB
-	rdb      *redis.Client
-	dbURL    string
-	prefix   string // of every Redis key
-	prof     profiler
-	undo     []func() // in reverse order by close
+	cfg       Config
+	progress  func(format string, a ...any)
+	c         *cluster.Cluster
+	sys       system
+	db        *sql.DB
+	rdb       *redis.Client
+	dbURL     string
+	prefix    string // of every Redis key
+	prof      profiler
+	results   <-chan string   // command ids of durable results (the command scenarios)
+	connFleet []*cluster.Proc // the connections fleet, kept for the reconnect storm and growth
+	undo      []func()        // in reverse order by close
+}
+
+// stepTime is how long one scenario took.
+type stepTime struct {
+	name string
+	d    time.Duration
 }
 
 // measured is what the scenarios found, for the report.
@@ -155,6 +171,14 @@ type measured struct {
 	throughput float64
 	fan        fanOutResult
 	tel        telemetryResult
+	overload   overloadResult
+	storm      stormResult
+	baseline   usage         // the services without agents, one idle window
+	growth     []growthPoint // smallest fleet first
+	// growthSkipped are the growth sizes whose agents were not all connected.
+	growthSkipped []int
+	scale         scaleOutResult
+	elapsed       []stepTime
 }
 
 // copyBatch is the rows per COPY of the raw ingest limit.
@@ -278,16 +302,18 @@ func (r *run) api(ctx context.Context, m *measured) error {
 	return nil
 }
 
-// connections holds idle sessions on one gateway, then stops them.
-func (r *run) connections(_ context.Context, m *measured) error {
+// connections connects idle agents to one gateway and keeps them for the
+// reconnect storm and the growth scenario (which stops them).
+func (r *run) connections(ctx context.Context, m *measured) error {
 	r.progress("connections: %d idle agents on one gateway", r.cfg.ConnAgents)
-	conn, fleet, err := connections(r.c, r.sys, r.cfg.ConnAgents, r.progress)
+	every := fleetInterval(r.cfg.Quick).String()
+	conn, fleet, err := connect(ctx, r.c, r.sys, chunks(growthSizes(r.cfg.ConnAgents)), r.progress, "--heartbeat-interval", every, "--telemetry-interval", every)
+	r.connFleet = fleet
+	r.onClose(func() { stopProcs(r.connFleet) })
 	if err != nil {
 		return err
 	}
 	m.conn = conn
-	r.progress("stopping the idle agents; starting %d simulated agents for the command scenarios", r.cfg.Agents)
-	stopProcs(fleet)
 	return nil
 }
 
@@ -307,10 +333,10 @@ func (r *run) commands(ctx context.Context, m *measured) error {
 		return err
 	}
 	r.onClose(func() { b.Close() })
-	results, err := subscribeResults(ctx, b)
-	if err != nil {
+	if r.results, err = subscribeResults(ctx, b); err != nil {
 		return err
 	}
+	results := r.results
 
 	r.progress("latency: %d sequential single-target commands", cfg.LatencyN)
 	wait := r.prof.capture(ctx, "latency", 5*time.Second, map[string]string{"scheduler": sys.scheduler, "gateway": "http://" + sys.gateways[0], "api": sys.api})
@@ -325,7 +351,7 @@ func (r *run) commands(ctx context.Context, m *measured) error {
 	r.progress("latency breakdown (medians, server clocks): %s", breakdown)
 	r.progress("throughput: %s with %d agents, %d agents per command", cfg.Throughput, cfg.Agents, cfg.FanOut)
 	wait = r.prof.capture(ctx, "throughput", cfg.Throughput, map[string]string{"scheduler": sys.scheduler, "gateway": "http://" + sys.gateways[0], "api": sys.api})
-	if m.throughput, err = throughput(ctx, sys, results, cfg.Agents, cfg.FanOut, cfg.Throughput, r.progress); err != nil {
+	if m.throughput, err = throughput(ctx, sys, results, "b-", cfg.Agents, cfg.FanOut, cfg.Throughput, r.progress); err != nil {
 		return err
 	}
 	r.reportProfiles(wait())
@@ -396,14 +422,18 @@ func fanOutProfile(quick bool) time.Duration {
 	return 15 * time.Second
 }
 
-// telemetryMet judges the telemetry row; a fleet too small to offer half the
-// COPY rate (the quick run's) cannot show the target either way.
+// telemetryMet judges the telemetry row: the scenario fails when not every
+// agent was connected or it offered less than the target needs (half the
+// COPY rate).
 func telemetryMet(t telemetryResult, copyRowsPS float64) string {
+	need := 0.5 * copyRowsPS
 	switch {
-	case t.persisted >= 0.5*copyRowsPS:
+	case t.connected < t.agents:
+		return fmt.Sprintf("NO: only %d of %d agents connected", t.connected, t.agents)
+	case t.offered < need:
+		return fmt.Sprintf("NO: offered only %.0f of %.0f rows/s", t.offered, need)
+	case t.persisted >= need:
 		return "yes"
-	case t.offered < 0.5*copyRowsPS && t.persisted >= 0.95*t.offered:
-		return "n/a: offered < 50%"
 	}
 	return "NO"
 }
@@ -464,48 +494,59 @@ func indent(s string) string {
 }
 
 func writeTable(w io.Writer, rows []Row) {
-	head := Row{"scenario", "figure", "target", "limit measured in this run", "ratio", "met"}
-	all := append([]Row{head}, rows...)
-	width := make([]int, 6)
+	cells := make([][]string, len(rows))
+	for i, r := range rows {
+		cells[i] = []string{r.Scenario, r.Figure, r.Target, r.Limit, r.Ratio, r.Met}
+	}
+	writeGrid(w, "", []string{"scenario", "figure", "target", "limit measured in this run", "ratio", "met"}, cells)
+}
+
+// writeGrid writes a Markdown table with aligned columns, each line after
+// prefix.
+func writeGrid(w io.Writer, prefix string, head []string, rows [][]string) {
+	all := append([][]string{head}, rows...)
+	width := make([]int, len(head))
 	for _, r := range all {
-		for i, f := range []string{r.Scenario, r.Figure, r.Target, r.Limit, r.Ratio, r.Met} {
+		for i, f := range r {
 			width[i] = max(width[i], len([]rune(f)))
 		}
 	}
 	for n, r := range all {
-		cells := []string{r.Scenario, r.Figure, r.Target, r.Limit, r.Ratio, r.Met}
-		for i, f := range cells {
+		cells := make([]string, len(head))
+		for i, f := range r {
 			cells[i] = f + strings.Repeat(" ", width[i]-len([]rune(f)))
 		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+		fmt.Fprintf(w, "%s| %s |\n", prefix, strings.Join(cells, " | "))
 		if n == 0 {
-			dashes := make([]string, 6)
+			dashes := make([]string, len(head))
 			for i := range dashes {
 				dashes[i] = strings.Repeat("-", width[i])
 			}
-			fmt.Fprintf(w, "| %s |\n", strings.Join(dashes, " | "))
+			fmt.Fprintf(w, "%s| %s |\n", prefix, strings.Join(dashes, " | "))
 		}
 	}
 }
 
 // system is the running services, seen from outside.
 type system struct {
-	api          string
-	apiProc      *cluster.Proc
-	scheduler    string // base URL
-	db           *sql.DB
-	prof         profiler
-	gateways     []string // host:port of each gateway
-	gatewayProcs []*cluster.Proc
-	token        string
-	client       *http.Client
+	api            string
+	apiProc        *cluster.Proc
+	scheduler      string          // base URL of the first scheduler
+	schedulerProcs []*cluster.Proc // the first (the scale-out scenario runs a second one of its own)
+	db             *sql.DB
+	prof           profiler
+	gateways       []string // host:port of each gateway
+	gatewayProcs   []*cluster.Proc
+	confPath       string // the services' TOML
+	token          string
+	client         *http.Client
 }
 
 func start(c *cluster.Cluster, confPath string) (system, error) {
 	if _, err := c.Run("scheduler", "migrate"); err != nil {
 		return system{}, err
 	}
-	var sys system
+	sys := system{confPath: confPath}
 	specs := []struct{ label, bin string }{
 		{"scheduler", "scheduler"}, {"agent-gateway-1", "agent-gateway"}, {"agent-gateway-2", "agent-gateway"}, {"api-server", "api-server"},
 	}
@@ -514,11 +555,8 @@ func start(c *cluster.Cluster, confPath string) (system, error) {
 		if err != nil {
 			return system{}, err
 		}
-		p, err := c.Start(s.label, s.bin, []string{"VIWORKS_INSTANCE_ID=bench-" + s.label}, "--config", confPath, "--port", strconv.Itoa(port))
+		p, err := sys.startService(c, s.label, s.bin, port)
 		if err != nil {
-			return system{}, err
-		}
-		if err := cluster.WaitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", port), p, 30*time.Second); err != nil {
 			return system{}, err
 		}
 		switch s.bin {
@@ -527,6 +565,7 @@ func start(c *cluster.Cluster, confPath string) (system, error) {
 			sys.gatewayProcs = append(sys.gatewayProcs, p)
 		case "scheduler":
 			sys.scheduler = fmt.Sprintf("http://127.0.0.1:%d", port)
+			sys.schedulerProcs = append(sys.schedulerProcs, p)
 		case "api-server":
 			sys.api, sys.apiProc = fmt.Sprintf("http://127.0.0.1:%d", port), p
 		}
@@ -538,6 +577,20 @@ func start(c *cluster.Cluster, confPath string) (system, error) {
 	sys.token = strings.TrimSpace(tok)
 	sys.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	return sys, nil
+}
+
+// startService starts one service process (label is also its instance id's
+// suffix and log name) on port with the bench's configuration and waits until
+// it is ready.
+func (s system) startService(c *cluster.Cluster, label, bin string, port int) (*cluster.Proc, error) {
+	p, err := c.Start(label, bin, []string{"VIWORKS_INSTANCE_ID=bench-" + label}, "--config", s.confPath, "--port", strconv.Itoa(port))
+	if err != nil {
+		return nil, err
+	}
+	if err := cluster.WaitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", port), p, 30*time.Second); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // perProcess bounds the agents one agentsim process holds (a process may open
@@ -562,11 +615,7 @@ func startFleet(c *cluster.Cluster, gateways []string, label, prefix string, n i
 	for g, gw := range gateways {
 		lo, hi := n*g/len(gateways), n*(g+1)/len(gateways)
 		for first := lo; first < hi; first += perProcess {
-			count := min(perProcess, hi-first)
-			args := append([]string{"--gateway", "ws://" + gw + "/ws/agent", "--agents", strconv.Itoa(count), "--prefix", prefix,
-				"--start-index", strconv.Itoa(first), "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
-				"--log-level", "warn", "--connect-rate", "5000"}, extra...)
-			p, err := c.Start(fmt.Sprintf("%s-%d", label, len(procs)), "agentsim", nil, args...)
+			p, err := startSim(c, fmt.Sprintf("%s-%d", label, len(procs)), gw, prefix, first, min(perProcess, hi-first), simConnectRate, extra...)
 			if err != nil {
 				return procs, err
 			}
@@ -574,6 +623,45 @@ func startFleet(c *cluster.Cluster, gateways []string, label, prefix string, n i
 		}
 	}
 	return procs, nil
+}
+
+// startChunks runs agents prefix0.. on one gateway in one agentsim process
+// per chunk (chunk k holds the next chunks[k] indexes), so that stopping the
+// last processes leaves the first agents connected.
+func startChunks(c *cluster.Cluster, gw, label, prefix string, chunks []int, extra ...string) ([]*cluster.Proc, error) {
+	total := 0
+	for _, n := range chunks {
+		total += n
+	}
+	var procs []*cluster.Proc
+	first := 0
+	for k, n := range chunks {
+		p, err := startSim(c, fmt.Sprintf("%s-%d", label, k), gw, prefix, first, n, chunkRate(n, total), extra...)
+		if err != nil {
+			return procs, err
+		}
+		procs = append(procs, p)
+		first += n
+	}
+	return procs, nil
+}
+
+// simConnectRate is how many agents per second each agentsim process of
+// startFleet starts.
+const simConnectRate = 5000
+
+// chunkRate is the start rate of a startChunks process of n of total agents:
+// together they start 2 × simConnectRate agents/s (what two full processes
+// of startFleet offer) and finish starting at the same time.
+func chunkRate(n, total int) float64 {
+	return 2 * simConnectRate * float64(n) / float64(max(total, 1))
+}
+
+func startSim(c *cluster.Cluster, label, gw, prefix string, first, count int, rate float64, extra ...string) (*cluster.Proc, error) {
+	args := append([]string{"--gateway", "ws://" + gw + "/ws/agent", "--agents", strconv.Itoa(count), "--prefix", prefix,
+		"--start-index", strconv.Itoa(first), "--enrollment-secret", c.Getenv("AGENT_ENROLLMENT_SECRET"),
+		"--log-level", "warn", "--connect-rate", strconv.FormatFloat(rate, 'f', 1, 64)}, extra...)
+	return c.Start(label, "agentsim", nil, args...)
 }
 
 // waitFleet waits until n agents named prefix* are online and every other
@@ -605,49 +693,35 @@ FROM agents WHERE status = 'online'`, prefix).Scan(&mine, &others)
 type connResult struct {
 	perSessionKiB float64
 	rate          float64
+	cpuPerConnect time.Duration // the gateway's CPU over the connect burst, per agent
 }
 
-// connections connects n idle agents to the gateway and measures its RSS per
-// session and the connect rate, then disconnects them.
-func connections(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, []*cluster.Proc, error) {
-	out, procs, err := connect(c, sys, n, progress)
-	if err != nil {
-		stopProcs(procs)
-	}
-	return out, procs, err
-}
-
-func connect(c *cluster.Cluster, sys system, n int, progress func(string, ...any)) (connResult, []*cluster.Proc, error) {
+// connect starts n idle agents on the first gateway, in one agentsim process
+// per chunk, and measures the gateway's RSS per session, the connect rate
+// and its CPU per connect. The agents stay connected (for the reconnect storm
+// and the growth scenario); the caller stops them.
+func connect(ctx context.Context, c *cluster.Cluster, sys system, chunks []int, progress func(string, ...any), extra ...string) (connResult, []*cluster.Proc, error) {
 	var out connResult
+	n := 0
+	for _, k := range chunks {
+		n += k
+	}
 	pid := sys.gatewayProcs[0].Cmd.Process.Pid
 	before, err := rssKiB(pid)
 	if err != nil {
 		return out, nil, err
 	}
+	cpu0 := serviceCPU(pid)
 	start := time.Now()
-	procs, err := startFleet(c, sys.gateways[:1], "conn-agentsim", "c-", n)
+	procs, err := startChunks(c, sys.gateways[0], "conn-agentsim", "c-", chunks, extra...)
 	if err != nil {
 		return out, procs, err
 	}
-	last := time.Now()
-	for {
-		got, err := sys.sessions()
-		if err != nil {
-			return out, procs, err
-		}
-		if got >= n {
-			break
-		}
-		if time.Since(start) > 5*time.Minute {
-			return out, procs, fmt.Errorf("connections: only %d of %d sessions after 5 minutes", got, n)
-		}
-		if time.Since(last) > 5*time.Second {
-			last = time.Now()
-			progress("connections: %d of %d sessions", got, n)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := sys.waitSessions(ctx, 0, n, 5*time.Minute, progress); err != nil {
+		return out, procs, fmt.Errorf("connections: %w", err)
 	}
 	out.rate = float64(n) / time.Since(start).Seconds()
+	out.cpuPerConnect = (serviceCPU(pid) - cpu0) / time.Duration(n)
 	time.Sleep(3 * time.Second) // let the connect burst's garbage go
 	after, err := rssKiB(pid)
 	if err != nil {
@@ -656,6 +730,30 @@ func connect(c *cluster.Cluster, sys system, n int, progress func(string, ...any
 	out.perSessionKiB = float64(after-before) / float64(n)
 	progress("connections: gateway RSS %d KiB idle, %d KiB with %d sessions", before, after, n)
 	return out, procs, nil
+}
+
+// waitSessions waits until gateway g holds exactly n sessions.
+func (s system) waitSessions(ctx context.Context, g, n int, timeout time.Duration, progress func(string, ...any)) error {
+	start, last := time.Now(), time.Now()
+	for {
+		v, err := s.metric("http://"+s.gateways[g], "viworks_gateway_sessions")
+		if err != nil {
+			return err
+		}
+		if got := int(v); got == n {
+			return nil
+		} else if time.Since(start) > timeout {
+			return fmt.Errorf("%d of %d sessions on gateway %d after %s", got, n, g+1, timeout)
+		} else if time.Since(last) > 5*time.Second {
+			last = time.Now()
+			progress("%d of %d sessions on gateway %d", got, n, g+1)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func rssKiB(pid int) (int64, error) {
@@ -671,14 +769,9 @@ func rssKiB(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS in /proc status")
 }
 
-// sessions reads the first gateway's viworks_gateway_sessions gauge.
-func (s system) sessions() (int, error) {
-	v, err := s.metric("http://"+s.gateways[0], "viworks_gateway_sessions")
-	return int(v), err
-}
-
 // metric sums the samples of one Prometheus metric (every label set) served
-// at base/metrics.
+// at base/metrics; name may end in a first label, `x_total{type="A"`, to sum
+// only the samples that have it.
 func (s system) metric(base, name string) (float64, error) {
 	resp, err := s.client.Get(base + "/metrics")
 	if err != nil {
@@ -690,9 +783,13 @@ func (s system) metric(base, name string) (float64, error) {
 		return 0, err
 	}
 	var sum float64
+	labelled := strings.Contains(name, "{")
 	for _, line := range strings.Split(string(raw), "\n") {
 		rest, ok := strings.CutPrefix(line, name)
-		if !ok || len(rest) == 0 || (rest[0] != ' ' && rest[0] != '{') {
+		if !ok || len(rest) == 0 {
+			continue
+		}
+		if labelled && rest[0] != ',' && rest[0] != '}' || !labelled && rest[0] != ' ' && rest[0] != '{' {
 			continue
 		}
 		fields := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
@@ -806,9 +903,9 @@ func waitFor(ctx context.Context, results <-chan string, id string, timeout time
 	}
 }
 
-// throughput keeps commands of fanOut agents flowing for dur and counts
+// throughput keeps commands of fanOut agents (prefix0..) flowing for dur and counts
 // durable results per second.
-func throughput(ctx context.Context, s system, results <-chan string, agents, fanOut int, dur time.Duration, progress func(string, ...any)) (float64, error) {
+func throughput(ctx context.Context, s system, results <-chan string, prefix string, agents, fanOut int, dur time.Duration, progress func(string, ...any)) (float64, error) {
 	const window = 8 // commands in flight at once
 	start := time.Now()
 	submitted, done := 0, 0
@@ -819,7 +916,7 @@ func throughput(ctx context.Context, s system, results <-chan string, agents, fa
 		for inflight < window && time.Since(start) < dur {
 			targets := make([]string, fanOut)
 			for i := range targets {
-				targets[i] = "b-" + strconv.Itoa((next+i)%agents)
+				targets[i] = prefix + strconv.Itoa((next+i)%agents)
 			}
 			next += fanOut
 			if _, err := s.post("echo", targets); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/viworks/backend-agent/e2e/cluster"
@@ -28,20 +29,35 @@ type telemetryResult struct {
 	drainAfter time.Duration // time after the agents stopped until the last row was written
 	profiles   []string
 	shortOf    string // set when not every agent connected
+	connected  int    // agents online when the window opened
 	// stillArriving: rows were still being written 2 minutes after the agents stopped.
 	stillArriving bool
 }
 
-// telemetrySizing picks the fleet for the telemetry scenario: agents agents
-// sending every interval so the offered rate is 60% of the raw COPY rate
-// (above the 50% target). The interval is at least 25 ms (40 frames/s, under
-// the gateway's default max_frames_per_second of 50 with the heartbeats) and
-// at most 1 s; a fleet of agents that cannot offer 60% at 25 ms offers less.
-func telemetrySizing(copyRowsPS float64, agents int) (int, time.Duration) {
-	const floor, ceiling = 25 * time.Millisecond, time.Second
-	offered := max(1, 0.6*copyRowsPS)
-	interval := time.Duration(float64(agents) / offered * float64(time.Second)).Round(time.Millisecond)
-	return agents, min(max(interval, floor), ceiling)
+// nominal is the rows/s the fleet would send if nothing held it back.
+func (t telemetryResult) nominal() float64 {
+	if t.interval <= 0 {
+		return 0
+	}
+	return float64(t.agents) / t.interval.Seconds()
+}
+
+// telemetryFloor is the shortest telemetry interval the scenario uses: 20
+// TELEMETRY frames/s per agent, with the heartbeats well under the gateway's
+// default max_frames_per_second of 50 (bursts of 100).
+const telemetryFloor = 50 * time.Millisecond
+
+// telemetrySizing picks the fleet for the telemetry scenario so that it
+// offers 60% of the raw COPY rate (above the 50% target): as few agents as
+// that needs at telemetryFloor, at most maxAgents (then at the floor it
+// offers less, and the scenario says so), and the interval that gives 60%
+// (at most 1 s).
+func telemetrySizing(copyRowsPS float64, maxAgents int) (int, time.Duration) {
+	const ceiling = time.Second
+	want := max(1, 0.6*copyRowsPS)
+	agents := min(maxAgents, max(1, int(math.Ceil(want*telemetryFloor.Seconds()-1e-9))))
+	interval := time.Duration(float64(agents) / want * float64(time.Second)).Round(time.Millisecond)
+	return agents, min(max(interval, telemetryFloor), ceiling)
 }
 
 // telemetry runs n agents that send TELEMETRY every interval over the
@@ -49,7 +65,9 @@ func telemetrySizing(copyRowsPS float64, agents int) (int, time.Duration) {
 // second and how long after sending they are in Postgres.
 func telemetry(ctx context.Context, c *cluster.Cluster, s system, db *sql.DB, n int, interval, window time.Duration, progress func(string, ...any)) (telemetryResult, error) {
 	res := telemetryResult{agents: n, interval: interval, window: window}
-	procs, err := startFleet(c, s.gateways, "tel-agentsim", "t-", n, "--telemetry-interval", interval.String())
+	// The agents hold their telemetry until all of their process are
+	// connected, so that the fleet connects before the load starts.
+	procs, err := startFleet(c, s.gateways, "tel-agentsim", "t-", n, "--telemetry-interval", interval.String(), "--telemetry-when-connected")
 	if err != nil {
 		return res, err
 	}
@@ -68,6 +86,9 @@ func telemetry(ctx context.Context, c *cluster.Cluster, s system, db *sql.DB, n 
 		res.shortOf = err.Error()
 	}
 	time.Sleep(min(window/2, 3*time.Second)) // warm-up: every agent sending
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM agents WHERE status = 'online' AND starts_with(id, 't-')`).Scan(&res.connected); err != nil {
+		return res, fmt.Errorf("telemetry: counting online agents: %w", err)
+	}
 	pids := func(ps []*cluster.Proc) []int {
 		out := make([]int, len(ps))
 		for i, p := range ps {
