@@ -198,6 +198,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 }
 
+// drainTick is the least wait worth a timer while draining; sessions due
+// sooner are closed at once.
+const drainTick = 5 * time.Millisecond
+
 // Shutdown refuses new upgrades, closes every session with 1012 (service
 // restart) spread evenly over the drain window so agents reconnect elsewhere
 // without a stampede (the rest at once if ctx ends first), waits for their
@@ -214,11 +218,15 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	if len(all) > 0 {
 		gap = g.cfg.DrainWindow / time.Duration(len(all))
 	}
+	// Paced by each session's due time, not a sleep per session: with
+	// thousands of sessions the gap is below a timer's resolution, and
+	// per-session sleeps made a 10 s window last more than 20 s.
 	t := time.NewTimer(0)
 	defer t.Stop()
-	for _, s := range all {
-		if gap > 0 && ctx.Err() == nil {
-			t.Reset(gap)
+	start := time.Now()
+	for i, s := range all {
+		if wait := time.Until(start.Add(gap * time.Duration(i))); wait >= drainTick && ctx.Err() == nil {
+			t.Reset(wait)
 			select {
 			case <-t.C:
 			case <-ctx.Done():

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	"time"
 )
@@ -32,6 +33,9 @@ func (g *Gateway) trimLoop(ctx context.Context) {
 		if quiet && n-trimmed >= trimAfter {
 			trimmed = n
 			start := time.Now()
+			// One collection first: a pool's objects (frame buffers) survive
+			// one as its victims; FreeOSMemory's own then frees them too.
+			runtime.GC()
 			debug.FreeOSMemory()
 			g.log.WithField("duration", time.Since(start).String()).Debug("returned memory to the OS after a connect storm")
 		}

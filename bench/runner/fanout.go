@@ -20,32 +20,40 @@ type fanOutResult struct {
 	pgTop         []string      // what Postgres's sessions did meanwhile
 }
 
-// fanOut posts one echo command to agents prefix0..prefix(n-1), which are
-// online, and waits until every execution is terminal in Postgres.
+// maxTargetsPerCommand is the API's bound on agent_targets: a larger fleet
+// is sent as several commands posted back to back.
+const maxTargetsPerCommand = 10000
+
+// fanOut posts echo commands to agents prefix0..prefix(n-1), which are online
+// (one command, or one per maxTargetsPerCommand agents), and waits until every
+// execution is terminal in Postgres.
 func fanOut(ctx context.Context, s system, db *sql.DB, prefix string, n int) (fanOutResult, error) {
 	res := fanOutResult{agents: n}
-	targets := make([]string, n)
-	for i := range targets {
-		targets[i] = prefix + strconv.Itoa(i)
-	}
 	t0 := time.Now()
-	id, err := s.post("echo", targets)
-	if err != nil {
-		return res, fmt.Errorf("fan-out: posting the command: %w", err)
+	var ids []string
+	for lo := 0; lo < n; lo += maxTargetsPerCommand {
+		targets := make([]string, min(maxTargetsPerCommand, n-lo))
+		for i := range targets {
+			targets[i] = prefix + strconv.Itoa(lo+i)
+		}
+		id, err := s.post("echo", targets)
+		if err != nil {
+			return res, fmt.Errorf("fan-out: posting the command: %w", err)
+		}
+		ids = append(ids, id)
 	}
 	res.post = time.Since(t0)
 	deadline := t0.Add(2 * time.Minute)
 	for {
-		var status string
-		var finished sql.NullTime
-		if err := db.QueryRowContext(ctx, `SELECT status, finished_at FROM commands WHERE id = $1`, id).Scan(&status, &finished); err != nil {
-			return res, fmt.Errorf("fan-out: reading the command: %w", err)
+		var unfinished int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM commands WHERE id = ANY($1) AND finished_at IS NULL`, ids).Scan(&unfinished); err != nil {
+			return res, fmt.Errorf("fan-out: reading the commands: %w", err)
 		}
-		if finished.Valid {
+		if unfinished == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return res, fmt.Errorf("fan-out: command %s still %s after 2 minutes", id, status)
+			return res, fmt.Errorf("fan-out: %d of %d commands unfinished after 2 minutes", unfinished, len(ids))
 		}
 		select {
 		case <-time.After(20 * time.Millisecond):
@@ -54,8 +62,8 @@ func fanOut(ctx context.Context, s system, db *sql.DB, prefix string, n int) (fa
 		}
 	}
 	var lastDispatch, lastRecord sql.NullTime
-	err = db.QueryRowContext(ctx, `SELECT max(dispatched_at), max(updated_at), count(*) FILTER (WHERE status = 'succeeded')
-FROM executions WHERE command_id = $1`, id).Scan(&lastDispatch, &lastRecord, &res.succeeded)
+	err := db.QueryRowContext(ctx, `SELECT max(dispatched_at), max(updated_at), count(*) FILTER (WHERE status = 'succeeded')
+FROM executions WHERE command_id = ANY($1)`, ids).Scan(&lastDispatch, &lastRecord, &res.succeeded)
 	if err != nil {
 		return res, fmt.Errorf("fan-out: reading the executions: %w", err)
 	}

@@ -358,7 +358,7 @@ func writeGrowth(w io.Writer, points []growthPoint, baseline usage, telRowUS flo
 		return
 	}
 	fmt.Fprintf(w, "  growth:      the connections fleet on gateway 1, largest size first (agentsim processes stopped down to each size); per size an idle window of one\n"+
-		"               interval (heartbeat + telemetry every %s per agent; CPU µs per agent-interval = CPU / heartbeats received), then one echo command to all;\n"+
+		"               interval (heartbeat + telemetry every %s per agent; CPU µs per agent-interval = CPU / heartbeats received), then echo commands to all (one per 10,000 agents, the API's bound);\n"+
 		"               CPU from /proc/<pid>/task/*/schedstat (ns) of each service; the idle windows less the services' CPU without agents (baseline %s: %s),\n"+
 		"               the fan-out's window less the idle window's rate:\n", interval, ms(baseline.wall), durList(baseline.cpu))
 	for _, p := range points {
