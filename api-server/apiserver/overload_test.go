@@ -132,6 +132,16 @@ func (a *overloadAPI) get(t *testing.T, ctx context.Context, path string) (*http
 	return http.DefaultClient.Do(req)
 }
 
+// status GETs path and returns the answer's status, 0 when there was none.
+func (a *overloadAPI) status(t *testing.T, ctx context.Context, path string) int {
+	resp, err := a.get(t, ctx, path)
+	if err != nil {
+		return 0
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
 // problemOf reads a problem+json answer.
 func problemOf(t *testing.T, resp *http.Response) Problem {
 	t.Helper()
@@ -152,15 +162,7 @@ func TestInFlightBoundShedsAtOnce(t *testing.T) {
 	ctx := context.Background()
 	held := make(chan int, 2)
 	for range 2 {
-		go func() {
-			resp, err := a.get(t, ctx, "/api/v1/agents")
-			if err != nil {
-				held <- 0
-				return
-			}
-			_ = resp.Body.Close()
-			held <- resp.StatusCode
-		}()
+		go func() { held <- a.status(t, ctx, "/api/v1/agents") }()
 	}
 	require.Eventually(t, func() bool { return a.st.calls.Load() == 2 }, 5*time.Second, 5*time.Millisecond)
 
@@ -207,15 +209,7 @@ func TestQueueWaitShedsWhenNoTurnFrees(t *testing.T) {
 	a := newOverloadAPI(t, Config{MaxInFlight: 100, MaxRunning: 2, QueueWait: time.Second, RequestTimeout: time.Minute})
 	ctx := context.Background()
 	held := make(chan int, 3)
-	hold := func() {
-		resp, err := a.get(t, ctx, "/api/v1/agents")
-		if err != nil {
-			held <- 0
-			return
-		}
-		_ = resp.Body.Close()
-		held <- resp.StatusCode
-	}
+	hold := func() { held <- a.status(t, ctx, "/api/v1/agents") }
 	for range 2 {
 		go hold()
 	}
@@ -365,7 +359,8 @@ func (c *testClock) add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.n
 // second later, however many fail meanwhile.
 func TestFailingRequestsPingOncePerSecond(t *testing.T) {
 	clk := &testClock{now: time.Unix(1_000_000, 0)}
-	a := newOverloadAPI(t, Config{RequestTimeout: time.Minute}, func(st *slowStore, srv *Server) {
+	// MaxRunning above n: all n requests run at once and fail together.
+	a := newOverloadAPI(t, Config{RequestTimeout: time.Minute, MaxRunning: 64}, func(st *slowStore, srv *Server) {
 		st.listErr = errors.New("listing agents: statement failed")
 		st.pingGate = make(chan struct{})
 		srv.probe.now = clk.Now
@@ -374,15 +369,7 @@ func TestFailingRequestsPingOncePerSecond(t *testing.T) {
 	const n = 20
 	codes := make(chan int, n)
 	for range n {
-		go func() {
-			resp, err := a.get(t, ctx, "/api/v1/agents")
-			if err != nil {
-				codes <- 0
-				return
-			}
-			_ = resp.Body.Close()
-			codes <- resp.StatusCode
-		}()
+		go func() { codes <- a.status(t, ctx, "/api/v1/agents") }()
 	}
 	require.Eventually(t, func() bool { return a.st.calls.Load() == n }, 10*time.Second, 5*time.Millisecond)
 	close(a.st.pingGate)

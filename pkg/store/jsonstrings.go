@@ -48,19 +48,29 @@ func parseStringList(b []byte) ([]string, bool) {
 			return nil, false
 		}
 		out = append(out, s)
-		i = skipSpace(b, next)
-		if i >= len(b) {
+		var done bool
+		if i, done, ok = afterItem(b, next, ']'); !ok {
 			return nil, false
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case ']':
-			return out, skipSpace(b, i+1) == len(b)
-		default:
-			return nil, false
+		} else if done {
+			return out, true
 		}
 	}
+}
+
+// afterItem reads what follows an item at i: a comma (next is the next item's
+// start) or closer, which ends the document (done; ok only if nothing but
+// space follows).
+func afterItem(b []byte, i int, closer byte) (next int, done, ok bool) {
+	i = skipSpace(b, i)
+	switch {
+	case i >= len(b):
+		return 0, false, false
+	case b[i] == ',':
+		return skipSpace(b, i+1), false, true
+	case b[i] == closer:
+		return 0, true, skipSpace(b, i+1) == len(b)
+	}
+	return 0, false, false
 }
 
 // parseStringMap parses { "k": "v", ... }; ok is false for any other form.
@@ -89,17 +99,11 @@ func parseStringMap(b []byte) (map[string]string, bool) {
 			return nil, false
 		}
 		out[k] = v
-		i = skipSpace(b, next)
-		if i >= len(b) {
+		var done bool
+		if i, done, ok = afterItem(b, next, '}'); !ok {
 			return nil, false
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case '}':
-			return out, skipSpace(b, i+1) == len(b)
-		default:
-			return nil, false
+		} else if done {
+			return out, true
 		}
 	}
 }
